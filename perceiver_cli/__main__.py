@@ -1,0 +1,3 @@
+from perceiver_cli.cli import main
+
+main()

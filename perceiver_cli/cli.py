@@ -1,0 +1,106 @@
+"""The `perceiver` command: a Typer app whose subcommands live in perceiver_cli.commands.
+
+Heavy libraries (torch, cv2, av) are imported inside the commands that need them, so that
+`perceiver --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Optional
+
+import click
+import typer
+
+from perceiver_cli import __version__
+from perceiver_cli.errors import EXIT_USAGE, PerceiverError
+
+app = typer.Typer(
+    name="perceiver",
+    help="Run DeepMind's pretrained Perceiver IO models on your own files.\n\n"
+    "Exit codes: 0 success, 1 some inputs failed (the rest ran), 2 usage or setup error.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"perceiver-cli {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+) -> None:
+    _state["debug"] = debug
+
+
+def _register() -> None:
+    from perceiver_cli.commands import autoencode_video, classify, fill_mask, flow, weights
+
+    app.command("fill-mask")(fill_mask.fill_mask)
+    app.command("classify")(classify.classify)
+    app.command("flow")(flow.flow)
+    app.command("autoencode-video")(autoencode_video.autoencode_video)
+    app.add_typer(weights.app, name="weights")
+
+
+_register()
+
+
+def _sigterm_to_interrupt(signum, frame):  # noqa: ARG001
+    # A killed run unwinds like Ctrl-C, so atomic writers remove their temporary files.
+    raise KeyboardInterrupt
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the CLI; returns (and, as a console script, exits with) the exit code."""
+    as_script = argv is None
+    args = sys.argv[1:] if argv is None else list(argv)
+    _state["debug"] = "--debug" in args
+    if as_script:
+        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="perceiver", standalone_mode=False)
+        code = code if isinstance(code, int) else 0
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = EXIT_USAGE
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        print("perceiver: interrupted", file=sys.stderr)
+        code = 130
+    except PerceiverError as exc:
+        if _state["debug"]:
+            import traceback
+
+            traceback.print_exc()
+        print(f"perceiver: error: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    except BrokenPipeError:
+        # `perceiver ... | head`: the reader went away; that is not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    except Exception as exc:  # an unexpected fault: one line unless --debug
+        if _state["debug"]:
+            raise
+        print(f"perceiver: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        code = 3
+    if as_script:
+        sys.exit(code)
+    return code

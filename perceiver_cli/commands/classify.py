@@ -1,0 +1,15 @@
+"""`perceiver classify` (not built yet)."""
+
+from __future__ import annotations
+
+from typing import List
+
+import typer
+
+from perceiver_cli.commands.common import not_implemented
+
+
+def classify(inputs: List[str] = typer.Argument(None, help="Inputs.")) -> int:
+    """Not implemented yet."""
+    not_implemented("classify")
+    return 2

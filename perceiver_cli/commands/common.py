@@ -1,0 +1,50 @@
+"""Options and helpers shared by every subcommand (no model maths here)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from perceiver_cli.errors import UsageError
+
+ModelOption = typer.Option(
+    None, "--model", "-m",
+    help="Short name (language, vision-conv, vision-fourier, vision-learned, flow, multimodal) or hub repo id.",
+)
+WeightsOption = typer.Option(
+    None, "--weights", "-w",
+    help="A checkpoint directory (config.json + model.safetensors or pytorch_model.bin) or a DeepMind .pystate/.pickle file.",
+)
+DeviceOption = typer.Option("auto", "--device", help="auto, cpu, cuda or mps (auto picks an accelerator when present).")
+DtypeOption = typer.Option("float32", "--dtype", help="float32 (default), bfloat16 or float16 (accelerators).")
+NumericsOption = typer.Option(
+    "deepmind", "--numerics",
+    help="deepmind: compute DeepMind's original network (default); transformers: reproduce transformers' port exactly.",
+)
+JsonOption = typer.Option(False, "--json", help="Write JSON Lines to stdout instead of a table.")
+
+
+def not_implemented(command: str) -> None:
+    """Refuse to run a subcommand that is not built yet (never a fake result)."""
+    raise UsageError(f"'{command}' is not implemented yet in this version of perceiver-cli")
+
+
+def emit_json(obj: Any) -> None:
+    """Write one JSON object as one line to stdout and flush (pipelines read it at once)."""
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def load_task_model(task: str, model: Optional[str], weights: Optional[Path], default: str,
+                    device: str, dtype: str, numerics: str):
+    """Resolve --model/--weights for one task and return the loaded model (eval mode)."""
+    from perceiver_cli.core import load_model
+
+    if model is not None and weights is not None:
+        raise UsageError("give either --model or --weights, not both")
+    source = str(weights) if weights is not None else (model or default)
+    return load_model(source, device=device, dtype=dtype, numerics=numerics, task=task)

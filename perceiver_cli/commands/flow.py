@@ -1,0 +1,15 @@
+"""`perceiver flow` (not built yet)."""
+
+from __future__ import annotations
+
+from typing import List
+
+import typer
+
+from perceiver_cli.commands.common import not_implemented
+
+
+def flow(inputs: List[str] = typer.Argument(None, help="Inputs.")) -> int:
+    """Not implemented yet."""
+    not_implemented("flow")
+    return 2
