@@ -1,0 +1,160 @@
+"""Attention layers of Perceiver IO. Module names mirror the hub checkpoints' state_dict keys.
+
+Attention always goes through torch.nn.functional.scaled_dot_product_attention, so no full attention
+matrix is ever built by our code.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from perceiver_cli.core.spec import LAYER_NORM_EPS
+
+
+class _Projections(nn.Module):
+    """Pre-norms and q/k/v projections (key prefix `attention.self`)."""
+
+    def __init__(self, q_dim: int, kv_dim: int, qk_channels: int, v_channels: int, cross: bool):
+        super().__init__()
+        self.layernorm1 = nn.LayerNorm(q_dim, eps=LAYER_NORM_EPS)
+        if cross:
+            self.layernorm2 = nn.LayerNorm(kv_dim, eps=LAYER_NORM_EPS)
+        self.query = nn.Linear(q_dim, qk_channels)
+        self.key = nn.Linear(kv_dim, qk_channels)
+        self.value = nn.Linear(kv_dim, v_channels)
+
+
+class _OutputProjection(nn.Module):
+    """Projection after attention (key prefix `attention.output`)."""
+
+    def __init__(self, v_channels: int, out_channels: int):
+        super().__init__()
+        self.dense = nn.Linear(v_channels, out_channels)
+
+
+class _Attention(nn.Module):
+    def __init__(self, q_dim: int, kv_dim: int, qk_channels: int, v_channels: int, out_channels: int, cross: bool):
+        super().__init__()
+        # `self.self` reproduces the checkpoint key `attention.self.*`.
+        self.self = _Projections(q_dim, kv_dim, qk_channels, v_channels, cross)
+        self.output = _OutputProjection(v_channels, out_channels)
+
+
+class _MLP(nn.Module):
+    def __init__(self, dim: int, widening_factor: int):
+        super().__init__()
+        self.dense1 = nn.Linear(dim, dim * widening_factor)
+        self.dense2 = nn.Linear(dim * widening_factor, dim)
+
+
+class AttentionLayer(nn.Module):
+    """One Perceiver block: pre-norm (cross- or self-) attention, optional query residual, pre-norm MLP."""
+
+    def __init__(
+        self,
+        q_dim: int,
+        kv_dim: Optional[int] = None,
+        qk_channels: Optional[int] = None,
+        v_channels: Optional[int] = None,
+        num_heads: int = 1,
+        widening_factor: int = 1,
+        query_residual: bool = True,
+        cross: bool = False,
+        gelu_approximate: str = "none",
+        cross_shape: str = "kv",
+    ):
+        super().__init__()
+        kv_dim = q_dim if kv_dim is None else kv_dim
+        if qk_channels is None:
+            qk_channels = kv_dim if (cross and cross_shape == "kv") else q_dim
+        if v_channels is None:
+            v_channels = qk_channels
+        if qk_channels % num_heads or v_channels % num_heads:
+            raise ValueError(f"channels ({qk_channels}, {v_channels}) not divisible by {num_heads} heads")
+        out_channels = q_dim if cross else v_channels
+        self.cross = cross
+        self.num_heads = num_heads
+        self.query_residual = query_residual
+        self.gelu_approximate = gelu_approximate
+        self.attention = _Attention(q_dim, kv_dim, qk_channels, v_channels, out_channels, cross)
+        self.layernorm = nn.LayerNorm(q_dim, eps=LAYER_NORM_EPS)
+        self.mlp = _MLP(q_dim, widening_factor)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def keys_values(self, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, H, N, C/H) of a cross-attention input (B, N, C); reusable across query chunks."""
+        p = self.attention.self
+        kv_in = p.layernorm2(kv)
+        return self._heads(p.key(kv_in)), self._heads(p.value(kv_in))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv: Optional[torch.Tensor] = None,
+        kv_mask: Optional[torch.Tensor] = None,
+        keys_values: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    ) -> torch.Tensor:
+        """x: queries (B, Nq, q_dim); kv: cross-attention inputs (B, Nk, kv_dim), or precomputed keys_values;
+        kv_mask: (B, Nk) bool, True where a key may be attended to."""
+        p = self.attention.self
+        q_in = p.layernorm1(x)
+        if self.cross:
+            k, v = keys_values if keys_values is not None else self.keys_values(kv)
+        else:
+            k, v = self._heads(p.key(q_in)), self._heads(p.value(q_in))
+        q = self._heads(p.query(q_in))
+        mask = None if kv_mask is None else kv_mask[:, None, None, :]
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        b, h, n, c = attended.shape
+        out = self.attention.output.dense(attended.transpose(1, 2).reshape(b, n, h * c))
+        if self.query_residual:
+            out = out + x
+        hidden = F.gelu(self.mlp.dense1(self.layernorm(out)), approximate=self.gelu_approximate)
+        return out + self.mlp.dense2(hidden)
+
+
+class LatentEmbeddings(nn.Module):
+    """The learned latent array (key `perceiver.embeddings.latents`)."""
+
+    def __init__(self, num_latents: int, d_latents: int):
+        super().__init__()
+        self.latents = nn.Parameter(torch.zeros(num_latents, d_latents))
+
+
+class Encoder(nn.Module):
+    """Cross-attend latents to the inputs once, then blocks of latent self-attention (weights shared across blocks)."""
+
+    def __init__(self, spec, kv_dim: int, gelu_approximate: str):
+        super().__init__()
+        self.num_blocks = spec.num_blocks
+        self.cross_attention = AttentionLayer(
+            q_dim=spec.d_latents, kv_dim=kv_dim,
+            qk_channels=spec.qk_channels, v_channels=spec.v_channels,
+            num_heads=spec.num_cross_attention_heads, widening_factor=spec.cross_attention_widening_factor,
+            query_residual=spec.use_query_residual, cross=True, gelu_approximate=gelu_approximate,
+            cross_shape=spec.cross_attention_shape_for_attention,
+        )
+        self.self_attends = nn.ModuleList(
+            AttentionLayer(
+                q_dim=spec.d_latents, qk_channels=spec.qk_channels, v_channels=spec.v_channels,
+                num_heads=spec.num_self_attention_heads, widening_factor=spec.self_attention_widening_factor,
+                query_residual=True, cross=False, gelu_approximate=gelu_approximate,
+            )
+            for _ in range(spec.num_self_attends_per_block)
+        )
+
+    def forward(self, latents: torch.Tensor, inputs: torch.Tensor,
+                inputs_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """latents (B, L, D), inputs (B, N, C), inputs_mask (B, N) bool -> latents (B, L, D)."""
+        z = self.cross_attention(latents, kv=inputs, kv_mask=inputs_mask)
+        for _ in range(self.num_blocks):
+            for layer in self.self_attends:
+                z = layer(z)
+        return z

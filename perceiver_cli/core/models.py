@@ -1,0 +1,483 @@
+"""The six Perceiver IO checkpoint classes over one generic encoder and one chunked decoder.
+
+Module names reproduce the hub checkpoints' state_dict keys exactly (see ../shared/reference/hub-keys),
+so weights load strictly by name. Each model documents its forward inputs and outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from perceiver_cli.core.layers import AttentionLayer, Encoder, LatentEmbeddings
+from perceiver_cli.core.position import fourier_features, fourier_size, grid_positions, subsampled_positions
+from perceiver_cli.core.spec import NUMERICS, Numerics, PerceiverSpec
+
+# Decoder queries per chunk: bounds decoder memory whatever the number of outputs.
+DEFAULT_CHUNK_SIZE = 16384
+
+
+class LearnedPositions(nn.Module):
+    """A learned position table (key `position_embeddings`), shape (N, C)."""
+
+    def __init__(self, num_positions: int, channels: int):
+        super().__init__()
+        self.position_embeddings = nn.Parameter(torch.zeros(num_positions, channels))
+
+
+class NamedParameters(nn.Module):
+    """A few parameters addressed by name (checkpoint keys such as `padding.audio`)."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]]):
+        super().__init__()
+        for name, shape in shapes.items():
+            self.register_parameter(name, nn.Parameter(torch.zeros(shape)))
+
+
+class Trunk(nn.Module):
+    """The shared `perceiver.*` part: input adapter, latents, encoder, decoder, output adapter."""
+
+    def __init__(self, input_preprocessor: Optional[nn.Module], latents: LatentEmbeddings, encoder: Encoder,
+                 decoder: nn.Module, output_postprocessor: Optional[nn.Module] = None):
+        super().__init__()
+        if input_preprocessor is not None:
+            self.input_preprocessor = input_preprocessor
+        self.embeddings = latents
+        self.encoder = encoder
+        self.decoder = decoder
+        if output_postprocessor is not None:
+            self.output_postprocessor = output_postprocessor
+
+    def encode(self, inputs: torch.Tensor, inputs_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """inputs (B, N, C) -> latents (B, L, D); runs the encoder once."""
+        latents = self.embeddings.latents.to(inputs.dtype).expand(inputs.shape[0], -1, -1)
+        return self.encoder(latents, inputs, inputs_mask)
+
+
+class QueryDecoder(nn.Module):
+    """Cross-attends output queries to the latents, in chunks (queries never attend to each other)."""
+
+    def __init__(self, query_dim: int, d_latents: int, out_channels: Optional[int], *, qk_channels=None,
+                 v_channels=None, num_heads: int = 1, query_residual: bool = False, gelu_approximate: str = "none",
+                 cross_shape: str = "kv", learned_queries: Optional[tuple[int, int]] = None):
+        super().__init__()
+        if learned_queries is not None:
+            self.output_position_encodings = LearnedPositions(*learned_queries)
+        self.decoding_cross_attention = AttentionLayer(
+            q_dim=query_dim, kv_dim=d_latents, qk_channels=qk_channels, v_channels=v_channels,
+            num_heads=num_heads, widening_factor=1, query_residual=query_residual, cross=True,
+            gelu_approximate=gelu_approximate, cross_shape=cross_shape,
+        )
+        if out_channels is not None:
+            self.final_layer = nn.Linear(query_dim, out_channels)
+
+    def forward(self, queries: torch.Tensor, z: torch.Tensor, keys_values=None) -> torch.Tensor:
+        """queries (B, Q, query_dim), latents z (B, L, D) -> (B, Q, out_channels)."""
+        out = self.decoding_cross_attention(queries, kv=z, keys_values=keys_values)
+        return self.final_layer(out) if hasattr(self, "final_layer") else out
+
+    def decode_in_chunks(self, z: torch.Tensor, num_queries: int, make_queries: Callable[[int, int], torch.Tensor],
+                         chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield (start, outputs) for queries [start, start+chunk) built by make_queries(start, stop).
+
+        The latents' keys and values are computed once and shared by every chunk.
+        """
+        kv = self.decoding_cross_attention.keys_values(z)
+        for start in range(0, num_queries, chunk_size):
+            stop = min(start + chunk_size, num_queries)
+            yield start, self(make_queries(start, stop), z, keys_values=kv)
+
+
+def _gelu(spec: PerceiverSpec, numerics: Numerics) -> str:
+    return spec.gelu_approximate(numerics)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# language: UTF-8 bytes + 6 with learned positions; decoder queries are learned per output position.
+
+class TextPreprocessor(nn.Module):
+    def __init__(self, spec: PerceiverSpec):
+        super().__init__()
+        self.embeddings = nn.Embedding(spec.vocab_size, spec.d_model)
+        self.position_embeddings = nn.Embedding(spec.max_position_embeddings, spec.d_model)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, N) -> (B, N, d_model)."""
+        return self.embeddings(ids) + self.position_embeddings.weight[: ids.shape[1]]
+
+
+class EmbeddingDecoder(nn.Module):
+    """Logits from decoder outputs through the (tied) input byte embeddings, plus a bias."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+
+class MaskedLanguageModel(nn.Module):
+    """deepmind/language-perceiver (PerceiverForMaskedLM)."""
+
+    def __init__(self, spec: PerceiverSpec, numerics: Numerics):
+        super().__init__()
+        self.spec = spec
+        gelu = _gelu(spec, numerics)
+        self.perceiver = Trunk(
+            TextPreprocessor(spec), LatentEmbeddings(spec.num_latents, spec.d_latents),
+            Encoder(spec, kv_dim=spec.d_model, gelu_approximate=gelu),
+            # The checkpoint's decoder: 8 heads of 32 query/key channels, values as wide as d_model.
+            QueryDecoder(spec.d_model, spec.d_latents, None, qk_channels=8 * 32, v_channels=spec.d_model,
+                         num_heads=8, query_residual=False, gelu_approximate=gelu,
+                         cross_shape=spec.cross_attention_shape_for_attention,
+                         learned_queries=(spec.max_position_embeddings, spec.d_model)),
+        )
+        self.embedding_decoder = EmbeddingDecoder(spec.vocab_size)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """input_ids (B, N) long, attention_mask (B, N) (nonzero = real byte) -> latents (B, L, D)."""
+        mask = None if attention_mask is None else attention_mask.to(torch.bool)
+        inputs = self.perceiver.input_preprocessor(input_ids)
+        return self.perceiver.encode(inputs, mask)
+
+    def decode(self, z: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Logits (B, P, vocab) at byte positions (P,) or (B, P) only."""
+        table = self.perceiver.decoder.output_position_encodings.position_embeddings
+        queries = table[positions].to(z.dtype)
+        if queries.dim() == 2:
+            queries = queries.expand(z.shape[0], -1, -1)
+        hidden = self.perceiver.decoder(queries, z)
+        weight = self.perceiver.input_preprocessor.embeddings.weight
+        return hidden @ weight.t().to(hidden.dtype) + self.embedding_decoder.bias.to(hidden.dtype)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits (B, P, vocab) at `positions` (default: every input position)."""
+        z = self.encode(input_ids, attention_mask)
+        if positions is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self.decode(z, positions)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# vision: three input adapters, one classification decoder.
+
+def _tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow 'SAME' padding (before, after) along one axis."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class ConvDownsample(nn.Module):
+    """7x7/2 conv (no bias) + BatchNorm + ReLU + 3x3/2 max-pool (key prefix `convnet`)."""
+
+    def __init__(self, out_channels: int, numerics: Numerics):
+        super().__init__()
+        self.numerics = numerics
+        self.conv = nn.Conv2d(3, out_channels, kernel_size=7, stride=2, bias=False)
+        self.batchnorm = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, H, W) -> (B, C, H', W')."""
+        weight = self.conv.weight
+        if self.numerics.untranspose_conv_kernel:
+            weight = weight.transpose(2, 3)
+        if self.numerics.tf_same_conv:
+            (top, bottom), (left, right) = _tf_same_padding(x.shape[2], 7, 2), _tf_same_padding(x.shape[3], 7, 2)
+            x = F.pad(x, (left, right, top, bottom))
+        else:
+            x = F.pad(x, (3, 3, 3, 3))
+        x = F.relu(self.batchnorm(F.conv2d(x, weight, stride=2)))
+        if self.numerics.tf_same_conv:
+            (top, bottom), (left, right) = _tf_same_padding(x.shape[2], 3, 2), _tf_same_padding(x.shape[3], 3, 2)
+            x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+        return F.max_pool2d(x, kernel_size=3, stride=2)
+
+
+class ImagePreprocessor(nn.Module):
+    """pixels (B, 3, H, W) -> tokens (B, N, C) with positions, for the three ImageNet checkpoints."""
+
+    def __init__(self, spec: PerceiverSpec, numerics: Numerics):
+        super().__init__()
+        self.kind = spec.kind
+        if self.kind == "vision-learned":
+            self.convnet_1x1 = nn.Conv2d(3, 256, kernel_size=1)
+            self.position_embeddings = LearnedPositions(spec.image_size ** 2, 256)
+            self.positions_projection = nn.Linear(256, 256)
+            self.max_resolution = None
+        elif self.kind == "vision-conv":
+            self.convnet = ConvDownsample(64, numerics)
+            self.max_resolution = (56, 56)
+        else:
+            self.max_resolution = (224, 224)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.kind == "vision-learned":
+            x = self.convnet_1x1(pixels)
+        elif self.kind == "vision-conv":
+            x = self.convnet(pixels)
+        else:
+            x = pixels
+        b, c, h, w = x.shape
+        tokens = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        if self.kind == "vision-learned":
+            pos = self.positions_projection(self.position_embeddings.position_embeddings.to(x.dtype))
+        else:
+            pos = fourier_features(grid_positions((h, w), device=x.device), 64, self.max_resolution).to(x.dtype)
+        return torch.cat([tokens, pos.expand(b, -1, -1)], dim=-1)
+
+
+def _vision_input_channels(spec: PerceiverSpec) -> int:
+    if spec.kind == "vision-learned":
+        return 256 + 256
+    if spec.kind == "vision-conv":
+        return 64 + fourier_size(2, 64)
+    return 3 + fourier_size(2, 64)
+
+
+class ClassificationDecoder(nn.Module):
+    """One learned query -> class logits (key prefix `decoder.decoder`)."""
+
+    def __init__(self, spec: PerceiverSpec, gelu: str, query_residual: bool):
+        super().__init__()
+        self.decoder = QueryDecoder(spec.d_latents, spec.d_latents, spec.num_labels, query_residual=query_residual,
+                                    gelu_approximate=gelu, cross_shape=spec.cross_attention_shape_for_attention,
+                                    learned_queries=(1, spec.d_latents))
+
+
+class ImageClassifier(nn.Module):
+    """deepmind/vision-perceiver-{learned,fourier,conv}: pixels (B, 3, 224, 224) normalised -> logits (B, labels)."""
+
+    def __init__(self, spec: PerceiverSpec, numerics: Numerics):
+        super().__init__()
+        self.spec = spec
+        gelu = _gelu(spec, numerics)
+        residual = numerics.learned_decoder_query_residual if spec.kind == "vision-learned" else True
+        self.perceiver = Trunk(
+            ImagePreprocessor(spec, numerics), LatentEmbeddings(spec.num_latents, spec.d_latents),
+            Encoder(spec, kv_dim=_vision_input_channels(spec), gelu_approximate=gelu),
+            ClassificationDecoder(spec, gelu, residual),
+        )
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """pixel_values (B, 3, H, W) -> logits (B, num_labels)."""
+        z = self.perceiver.encode(self.perceiver.input_preprocessor(pixel_values))
+        decoder = self.perceiver.decoder.decoder
+        query = decoder.output_position_encodings.position_embeddings.to(z.dtype).expand(z.shape[0], -1, -1)
+        return decoder(query, z)[:, 0, :]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# optical flow: 3x3 patches of two frames; the decoder's queries are the encoder's inputs.
+
+class FlowPreprocessor(nn.Module):
+    def __init__(self, spec: PerceiverSpec):
+        super().__init__()
+        self.train_size = tuple(spec.train_size)
+        self.conv_after_patches = nn.Linear(54, 64)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """patches (B, 2, 27, H, W) -> tokens (B, H*W, 64 + Fourier channels)."""
+        b, t, c, h, w = patches.shape
+        x = patches.permute(0, 3, 4, 1, 2).reshape(b, h * w, t * c)
+        pos = fourier_features(grid_positions((h, w), device=x.device), 64, self.train_size).to(x.dtype)
+        return torch.cat([self.conv_after_patches(x), pos.expand(b, -1, -1)], dim=-1)
+
+
+class FlowDecoder(nn.Module):
+    def __init__(self, spec: PerceiverSpec, gelu: str):
+        super().__init__()
+        self.decoder = QueryDecoder(64 + fourier_size(2, 64), spec.d_latents, 2, query_residual=False,
+                                    gelu_approximate=gelu, cross_shape=spec.cross_attention_shape_for_attention)
+
+
+class OpticalFlowModel(nn.Module):
+    """deepmind/optical-flow-perceiver: one window of two frames' patches -> flow (unscaled, as transformers)."""
+
+    rescale_factor = 100.0
+
+    def __init__(self, spec: PerceiverSpec, numerics: Numerics):
+        super().__init__()
+        self.spec = spec
+        gelu = _gelu(spec, numerics)
+        self.perceiver = Trunk(FlowPreprocessor(spec), LatentEmbeddings(spec.num_latents, spec.d_latents),
+                               Encoder(spec, kv_dim=64 + fourier_size(2, 64), gelu_approximate=gelu),
+                               FlowDecoder(spec, gelu))
+
+    def forward(self, patches: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+        """patches (B, 2, 27, H, W) in [-1, 1] -> flow (B, H, W, 2) / FLOW_SCALE_FACTOR (transformers' output)."""
+        b, _, _, h, w = patches.shape
+        tokens = self.perceiver.input_preprocessor(patches)
+        z = self.perceiver.encode(tokens)
+        out = tokens.new_empty(b, h * w, 2)
+        decoder = self.perceiver.decoder.decoder
+        for start, chunk in decoder.decode_in_chunks(z, h * w, lambda s, e: tokens[:, s:e], chunk_size):
+            out[:, start:start + chunk.shape[1]] = chunk
+        return (out / self.rescale_factor).reshape(b, h, w, 2)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# multimodal autoencoding: audio patches + video patches + an always-masked label.
+
+MODALITIES = ("audio", "image", "label")  # sorted: the order of tokens and of queries
+
+
+class MultimodalPreprocessor(nn.Module):
+    def __init__(self, spec: PerceiverSpec):
+        super().__init__()
+        self.spec = spec
+        self.audio_channels = spec.samples_per_patch + fourier_size(1, 192)
+        self.image_channels = 4 * 4 * 3 + fourier_size(3, 32)
+        self.label_channels = spec.num_labels
+        self.num_channels = max(self.audio_channels, self.image_channels, self.label_channels) + 4
+        c = self.num_channels
+        self.padding = NamedParameters({"audio": (1, c - self.audio_channels), "image": (1, c - self.image_channels),
+                                        "label": (1, c - self.label_channels)})
+        self.mask = NamedParameters({m: (1, c) for m in MODALITIES})
+
+    def forward(self, images: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """images (B, T, 3, H, W), audio (B, S) or (B, S, 1) -> tokens (B, N_audio + N_image + 1, C)."""
+        s = self.spec
+        b, t, c, h, w = images.shape
+        dtype = images.dtype
+        audio = audio.reshape(b, -1, s.samples_per_patch)
+        n_audio_samples = s.num_frames * s.audio_samples_per_frame
+        pos = fourier_features(grid_positions((audio.shape[1],), device=audio.device), 192, (n_audio_samples,))
+        audio_tokens = torch.cat([audio, pos.to(dtype).expand(b, -1, -1)], dim=-1)
+        # space-to-depth by 4x4: channels ordered (dy, dx, rgb)
+        patches = images.reshape(b, t, c, h // 4, 4, w // 4, 4).permute(0, 1, 3, 5, 4, 6, 2)
+        patches = patches.reshape(b, t * (h // 4) * (w // 4), 16 * c)
+        pos = fourier_features(grid_positions((t, h // 4, w // 4), device=images.device), 32,
+                               (s.num_frames, s.image_size, s.image_size))
+        image_tokens = torch.cat([patches, pos.to(dtype).expand(b, -1, -1)], dim=-1)
+
+        def pad(x, name):
+            fill = getattr(self.padding, name).to(dtype).expand(b, x.shape[1], -1)
+            return torch.cat([x, fill], dim=-1)
+
+        # The label is always masked: its token is the learned mask token, whatever the label input.
+        label_token = getattr(self.mask, "label").to(dtype).expand(b, 1, -1)
+        return torch.cat([pad(audio_tokens, "audio"), pad(image_tokens, "image"), label_token], dim=1)
+
+
+class _LabelQuery(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.decoder = nn.Module()
+        self.decoder.output_position_encodings = LearnedPositions(1, channels)
+
+
+class MultimodalDecoder(nn.Module):
+    def __init__(self, spec: PerceiverSpec, gelu: str):
+        super().__init__()
+        self.spec = spec
+        self.audio_query_channels = fourier_size(1, 192)
+        self.image_query_channels = fourier_size(3, 32)
+        self.label_query_channels = spec.label_trainable_num_channels
+        self.num_channels = max(self.audio_query_channels, self.image_query_channels, self.label_query_channels) + 2
+        c = self.num_channels
+        self.modalities = nn.Module()
+        self.modalities.label = _LabelQuery(self.label_query_channels)
+        self.decoder = QueryDecoder(c, spec.d_latents, spec.output_num_channels, query_residual=False,
+                                    gelu_approximate=gelu, cross_shape=spec.cross_attention_shape_for_attention)
+        self.padding = NamedParameters({"audio": (1, c - self.audio_query_channels),
+                                        "image": (1, c - self.image_query_channels),
+                                        "label": (1, c - self.label_query_channels)})
+
+    def queries(self, modality: str, indices: Optional[torch.Tensor], batch: int, dtype, device) -> torch.Tensor:
+        """Queries (B, Q, C) for flat output indices of one modality (the label has one query, indices ignored)."""
+        s = self.spec
+        if modality == "label":
+            q = self.modalities.label.decoder.output_position_encodings.position_embeddings
+        elif modality == "audio":
+            n = s.num_frames * s.audio_samples_per_frame
+            dims = (n // s.samples_per_patch,)
+            q = fourier_features(subsampled_positions(indices.to(device), dims), 192, (n,))
+        else:
+            dims = tuple(s.output_shape[1:4])
+            q = fourier_features(subsampled_positions(indices.to(device), dims), 32,
+                                 (s.num_frames, s.image_size, s.image_size))
+        q = q.to(dtype)
+        fill = getattr(self.padding, modality).to(dtype).expand(q.shape[0], -1)
+        return torch.cat([q, fill], dim=-1).expand(batch, -1, -1)
+
+
+class MultimodalPostprocessor(nn.Module):
+    def __init__(self, spec: PerceiverSpec):
+        super().__init__()
+        self.modalities = nn.Module()
+        for name, out in (("audio", spec.samples_per_patch), ("image", 3), ("label", spec.num_labels)):
+            head = nn.Module()
+            head.classifier = nn.Linear(spec.output_num_channels, out)
+            setattr(self.modalities, name, head)
+
+    def forward(self, modality: str, hidden: torch.Tensor) -> torch.Tensor:
+        return getattr(self.modalities, modality).classifier(hidden)
+
+
+class MultimodalAutoencoder(nn.Module):
+    """deepmind/multimodal-perceiver: a clip of video + audio -> reconstructed video, audio and label logits."""
+
+    def __init__(self, spec: PerceiverSpec, numerics: Numerics):
+        super().__init__()
+        self.spec = spec
+        gelu = _gelu(spec, numerics)
+        pre = MultimodalPreprocessor(spec)
+        self.perceiver = Trunk(pre, LatentEmbeddings(spec.num_latents, spec.d_latents),
+                               Encoder(spec, kv_dim=pre.num_channels, gelu_approximate=gelu),
+                               MultimodalDecoder(spec, gelu), MultimodalPostprocessor(spec))
+
+    @property
+    def num_outputs(self) -> dict[str, int]:
+        """Number of decoder queries per modality for one clip."""
+        s = self.spec
+        return {"audio": s.num_frames * s.audio_samples_per_frame // s.samples_per_patch,
+                "image": s.output_shape[1] * s.output_shape[2] * s.output_shape[3], "label": 1}
+
+    def encode(self, images: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """images (B, T, 3, H, W) in [0, 1], audio (B, S) in [-1, 1] -> latents (B, L, D). Runs once per clip."""
+        return self.perceiver.encode(self.perceiver.input_preprocessor(images, audio))
+
+    def decode(self, z: torch.Tensor, modality: str, indices: Optional[torch.Tensor] = None,
+               keys_values=None) -> torch.Tensor:
+        """Raw outputs for flat indices of one modality: audio (B, Q, samples_per_patch), image (B, Q, 3),
+        label (B, 1, num_labels)."""
+        dec = self.perceiver.decoder
+        q = dec.queries(modality, indices, z.shape[0], z.dtype, z.device)
+        return self.perceiver.output_postprocessor(modality, dec.decoder(q, z, keys_values=keys_values))
+
+    def decode_all(self, z: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict[str, torch.Tensor]:
+        """Every output of a clip, decoded in chunks from one encoding: video (B, T, H, W, 3),
+        audio (B, S), label logits (B, num_labels)."""
+        s = self.spec
+        kv = self.perceiver.decoder.decoder.decoding_cross_attention.keys_values(z)
+        b = z.shape[0]
+        out = {}
+        for modality, n in self.num_outputs.items():
+            parts = []
+            for start in range(0, n, chunk_size):
+                idx = torch.arange(start, min(start + chunk_size, n), device=z.device)
+                parts.append(self.decode(z, modality, idx, keys_values=kv))
+            out[modality] = torch.cat(parts, dim=1)
+        t, h, w = s.output_shape[1:4]
+        return {"video": out["image"].reshape(b, t, h, w, 3), "audio": out["audio"].reshape(b, -1),
+                "label": out["label"][:, 0, :]}
+
+
+_MODEL_CLASSES = {
+    "language": MaskedLanguageModel,
+    "vision-learned": ImageClassifier,
+    "vision-fourier": ImageClassifier,
+    "vision-conv": ImageClassifier,
+    "flow": OpticalFlowModel,
+    "multimodal": MultimodalAutoencoder,
+}
+
+
+def build_model(spec: PerceiverSpec, numerics: str | Numerics = "deepmind") -> nn.Module:
+    """An untrained model of the spec's class (use core.load_model for weights)."""
+    if isinstance(numerics, str):
+        numerics = NUMERICS[numerics]
+    return _MODEL_CLASSES[spec.kind](spec, numerics)

@@ -1,0 +1,138 @@
+"""The six checkpoint classes as data: what a Hugging Face `config.json` says, and how we compute it.
+
+Every size comes from the config, so smaller configs of the same six classes build as well as the
+real ones. Defaults are those of transformers' PerceiverConfig (the hub configs only store what differs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from perceiver_cli.errors import UsageError
+
+# architectures[0] in config.json -> (kind, task)
+ARCHITECTURES: dict[str, tuple[str, str]] = {
+    "PerceiverForMaskedLM": ("language", "fill-mask"),
+    "PerceiverForImageClassificationLearned": ("vision-learned", "classify"),
+    "PerceiverForImageClassificationFourier": ("vision-fourier", "classify"),
+    "PerceiverForImageClassificationConvProcessing": ("vision-conv", "classify"),
+    "PerceiverForOpticalFlow": ("flow", "flow"),
+    "PerceiverForMultimodalAutoencoding": ("multimodal", "autoencode-video"),
+}
+
+# DeepMind's optical-flow colab multiplies the decoder output by this to get pixels.
+FLOW_SCALE_FACTOR = 20.0
+# Layer norms are built with torch's default epsilon (config.layer_norm_eps is never used by the port).
+LAYER_NORM_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """The documented differences between DeepMind's networks and transformers' port, one switch each.
+
+    - gelu_approximate: DeepMind's MLPs use the tanh approximation of GELU ("tanh"); the port uses exact
+      erf ("none", or whatever the config's hidden_act says).
+    - tf_same_conv: DeepMind's conv preprocessing pads TF-SAME for the 7x7/2 conv (2 before, 3 after on a
+      224 input) and for the 3x3/2 max-pool (0 before, 1 after), giving 56x56 tokens; the port pads 3/3 and
+      does not pad the pool, giving 55x55.
+    - untranspose_conv_kernel: the port's converter reversed all axes of Haiku's HWIO 7x7 kernel, so the
+      stored kernel is (out, in, kw, kh); DeepMind's network uses it transposed back to (out, in, kh, kw).
+    - learned_decoder_query_residual: the port adds the query back in the learned-position classifier's
+      decoder; DeepMind's decoder for that checkpoint has no query residual.
+    """
+
+    gelu_approximate: Optional[str]  # None: follow config.hidden_act
+    tf_same_conv: bool
+    untranspose_conv_kernel: bool
+    learned_decoder_query_residual: bool
+
+
+NUMERICS: dict[str, Numerics] = {
+    "deepmind": Numerics(gelu_approximate="tanh", tf_same_conv=True, untranspose_conv_kernel=True,
+                         learned_decoder_query_residual=False),
+    "transformers": Numerics(gelu_approximate=None, tf_same_conv=False, untranspose_conv_kernel=False,
+                             learned_decoder_query_residual=True),
+}
+
+_HIDDEN_ACT = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh"}
+
+
+@dataclass(frozen=True)
+class PerceiverSpec:
+    """Sizes of one Perceiver IO network, read from a Hugging Face config."""
+
+    architecture: str
+    num_latents: int = 256
+    d_latents: int = 1280
+    d_model: int = 768
+    num_blocks: int = 1
+    num_self_attends_per_block: int = 26
+    num_self_attention_heads: int = 8
+    num_cross_attention_heads: int = 8
+    qk_channels: Optional[int] = None
+    v_channels: Optional[int] = None
+    cross_attention_shape_for_attention: str = "kv"
+    self_attention_widening_factor: int = 1
+    cross_attention_widening_factor: int = 1
+    hidden_act: str = "gelu"
+    use_query_residual: bool = True
+    vocab_size: int = 262
+    max_position_embeddings: int = 2048
+    image_size: int = 56
+    train_size: tuple[int, int] = (368, 496)
+    num_frames: int = 16
+    audio_samples_per_frame: int = 1920
+    samples_per_patch: int = 16
+    output_shape: tuple[int, ...] = (1, 16, 224, 224)
+    output_num_channels: int = 512
+    label_trainable_num_channels: int = 1024
+    num_labels: int = 2
+    id2label: dict[int, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def kind(self) -> str:
+        return ARCHITECTURES[self.architecture][0]
+
+    @property
+    def task(self) -> str:
+        return ARCHITECTURES[self.architecture][1]
+
+    def gelu_approximate(self, numerics: Numerics) -> str:
+        """'tanh' or 'none' for torch.nn.functional.gelu under the given numerics."""
+        if numerics.gelu_approximate is not None:
+            return numerics.gelu_approximate
+        if self.hidden_act not in _HIDDEN_ACT:
+            raise UsageError(f"unsupported hidden_act '{self.hidden_act}' in config.json")
+        return _HIDDEN_ACT[self.hidden_act]
+
+
+def spec_from_config(config: dict[str, Any]) -> PerceiverSpec:
+    """Build a PerceiverSpec from a parsed config.json; raises UsageError for a config we cannot run."""
+    archs = config.get("architectures") or []
+    if not archs:
+        raise UsageError("config.json has no 'architectures' entry, so the model class is unknown")
+    arch = archs[0]
+    if arch not in ARCHITECTURES:
+        raise UsageError(f"config.json names '{arch}', which is not one of the six Perceiver IO classes "
+                         f"({', '.join(sorted(ARCHITECTURES))})")
+    kwargs: dict[str, Any] = {"architecture": arch}
+    for name in PerceiverSpec.__dataclass_fields__:
+        if name in ("architecture", "id2label", "label_trainable_num_channels", "num_labels"):
+            continue
+        if name in config and config[name] is not None:
+            value = config[name]
+            if name in ("train_size", "output_shape"):
+                value = tuple(int(v) for v in value)
+            kwargs[name] = value
+    if "_label_trainable_num_channels" in config:
+        kwargs["label_trainable_num_channels"] = int(config["_label_trainable_num_channels"])
+    id2label = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
+    kwargs["id2label"] = id2label
+    kwargs["num_labels"] = len(id2label) if id2label else int(config.get("num_labels", 2))
+    if isinstance(kwargs.get("image_size"), (list, tuple)):
+        kwargs["image_size"] = int(kwargs["image_size"][0])
+    try:
+        return PerceiverSpec(**kwargs)
+    except TypeError as exc:  # a value of the wrong type in config.json
+        raise UsageError(f"config.json is not a valid Perceiver config: {exc}") from None
