@@ -1,0 +1,518 @@
+"""DeepMind's original Perceiver IO files (Haiku parameter pickles) turned into hub-layout checkpoints.
+
+DeepMind published six pickles (see registry.json). Each holds Haiku's two-level mapping
+``{module path: {parameter name: array}}``: the language file is that mapping itself; the ImageNet
+``.pystate`` files wrap it as ``{'params': ..., 'state': ...}`` (the conv model's ``state`` carries the
+BatchNorm moving averages); DeepMind's own colabs load the flow and video files as a bare params mapping,
+so both shapes are accepted for every kind.
+
+Reading them never runs code: :class:`RestrictedUnpickler` resolves only the few globals that numpy arrays
+and plain containers need, and anything else is refused before it is called.
+
+The conversion reproduces the published haiku-to-pytorch conversion (the one that produced the hub
+checkpoints) exactly, so an imported file equals what the hub holds: same keys, same shapes, same layout:
+
+- Haiku ``Linear`` ``w`` is (in, out); ours is (out, in). Every ``w`` has ALL its axes reversed, which for a
+  conv kernel turns Haiku's HWIO (kh, kw, in, out) into (out, in, kw, kh): the stored 7x7 kernel of the conv
+  checkpoint is spatially transposed relative to torch's (out, in, kh, kw). The 1x1 conv is unaffected.
+- LayerNorm ``scale``/``offset`` become ``weight``/``bias``; BatchNorm parameters and its moving averages
+  (``mean_ema``/``var_ema`` ``average``) are squeezed from (1, 1, 1, C) to (C,), the EMA ``counter`` and
+  ``hidden`` are dropped, and ``num_batches_tracked`` is written as 0, as the hub file has it.
+- Embeddings and trainable position encodings (``pos_embs``) keep their (index, channels) layout.
+
+Where DeepMind's network differs from transformers' port of it (the hub checkpoints were converted for the
+port). perceiver_cli.core applies these under ``--numerics deepmind``; ``--numerics transformers``
+reproduces the port:
+
+1. Conv preprocessing (vision-conv): DeepMind pads TF-SAME for the 7x7 stride-2 conv (on 224 pixels: 2
+   before, 3 after) AND for the 3x3 stride-2 max-pool (0 before, 1 after), giving 56x56 = 3136 tokens; the
+   port pads the conv 3/3 and does not pad the pool, giving 55x55 = 3025 tokens.
+2. The stored 7x7 kernel is spatially transposed (see above): DeepMind's network uses
+   ``weight.transpose(-1, -2)`` of what the file holds; the port uses it as stored.
+3. The learned-position ImageNet classifier (vision-learned): DeepMind's decoder cross-attention has no
+   query residual (``use_query_residual=False`` in its colab); the port adds one. The Fourier and conv
+   classifiers do use it in both.
+4. GELU: DeepMind's MLPs call ``jax.nn.gelu``, whose default is the tanh approximation; the port uses the
+   exact erf GELU (config ``hidden_act: "gelu"``).
+
+Facts the input adapters need (not weight layout, but easy to get wrong):
+
+- Flow patches: DeepMind pads each frame (already scaled to [-1, 1]) with one zero pixel on every side and
+  takes 3x3 patches in ``tf.image.extract_patches`` order, i.e. 27 channels ordered (row, column, RGB) with
+  RGB fastest; the 54 inputs of ``conv_after_patches`` are frame 0's 27 then frame 1's 27.
+- Multimodal: tokens and decoder queries are concatenated in sorted modality order (audio, image, label).
+"""
+
+from __future__ import annotations
+
+import collections
+import pickle
+import re
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Mapping, Optional
+
+from perceiver_cli.errors import WeightsError
+
+KINDS = ("language", "vision-learned", "vision-fourier", "vision-conv", "flow", "multimodal")
+
+ARCHITECTURES = {
+    "language": "PerceiverForMaskedLM",
+    "vision-learned": "PerceiverForImageClassificationLearned",
+    "vision-fourier": "PerceiverForImageClassificationFourier",
+    "vision-conv": "PerceiverForImageClassificationConvProcessing",
+    "flow": "PerceiverForOpticalFlow",
+    "multimodal": "PerceiverForMultimodalAutoencoding",
+}
+
+# What DeepMind's colabs build and the weights cannot tell: attention heads, weight-shared blocks, and the
+# sizes of parameter-free Fourier encodings. (self heads, cross heads, blocks)
+_HEADS_AND_BLOCKS = {
+    "language": (8, 8, 1),
+    "vision-learned": (8, 1, 8),
+    "vision-fourier": (8, 1, 8),
+    "vision-conv": (8, 1, 8),
+    "flow": (16, 1, 1),
+    "multimodal": (8, 1, 1),
+}
+
+HaikuParams = dict[str, dict[str, Any]]
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading the pickle without running anything.
+
+
+def _plain_mapping(data: Any = None, *rest: Any) -> dict:
+    """Stand-in for Haiku's FlatMapping/FlatMap/frozendict: they pickle as Class(plain mapping)."""
+    if rest or (data is not None and not isinstance(data, Mapping)):
+        raise WeightsError("refusing to unpickle a Haiku mapping that does not reduce to a plain dict")
+    return dict(data or {})
+
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """Stand-in for _codecs.encode, which protocol-2 pickles use for bytes; only latin-1 is meaningful."""
+    if not isinstance(text, str) or encoding.lower().replace("_", "-") not in ("latin1", "latin-1"):
+        raise WeightsError("refusing to unpickle _codecs.encode with anything but latin-1 text")
+    return text.encode("latin-1")
+
+
+def _allowed_globals() -> dict[tuple[str, str], Callable]:
+    import numpy as np
+
+    try:  # numpy 2 moved the implementation to numpy._core; old pickles still name numpy.core
+        from numpy._core import multiarray
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray
+    allowed: dict[tuple[str, str], Callable] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("_codecs", "encode"): _latin1_bytes,
+    }
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(module, "_reconstruct")] = multiarray._reconstruct
+        allowed[(module, "scalar")] = multiarray.scalar
+    for name in ("FlatMapping", "FlatMap", "frozendict"):
+        allowed[("haiku._src.data_structures", name)] = _plain_mapping
+    return allowed
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that builds numpy arrays and plain containers, and refuses every other global."""
+
+    _allowed: Optional[dict[tuple[str, str], Callable]] = None
+
+    def find_class(self, module: str, name: str) -> Callable:
+        """Resolve only allow-listed globals; anything else is refused before it can be called."""
+        if RestrictedUnpickler._allowed is None:
+            RestrictedUnpickler._allowed = _allowed_globals()
+        target = RestrictedUnpickler._allowed.get((module, name))
+        if target is None:
+            raise WeightsError(f"refusing to unpickle {module}.{name}: not a plain array container")
+        return target
+
+    def persistent_load(self, pid: Any) -> Any:
+        """Persistent ids would hand control to the caller's resolver; DeepMind's files have none."""
+        raise WeightsError("refusing to unpickle a persistent id: not a plain array container")
+
+
+def restricted_load(stream: BinaryIO, source: str = "pickle") -> Any:
+    """Unpickle `stream` with :class:`RestrictedUnpickler`; every failure is a one-line WeightsError."""
+    try:
+        return RestrictedUnpickler(stream).load()
+    except WeightsError as exc:
+        raise WeightsError(f"{source}: {exc}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, MemoryError, OverflowError) as exc:
+        raise WeightsError(f"{source}: not a readable parameter pickle ({type(exc).__name__}: "
+                           f"{str(exc)[:120]})") from None
+
+
+def _as_array(value: Any, where: str, source: str):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        value = np.asarray(value)
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+        raise WeightsError(f"{source}: {where} is a {type(value).__name__}"
+                           f"{' of ' + str(value.dtype) if isinstance(value, np.ndarray) else ''}, "
+                           "not a numeric array")
+    return value
+
+
+def _two_level(mapping: Any, what: str, source: str) -> HaikuParams:
+    if not isinstance(mapping, Mapping):
+        raise WeightsError(f"{source}: the {what} are a {type(mapping).__name__}, not a mapping of modules")
+    out: HaikuParams = {}
+    for module, params in mapping.items():
+        if not isinstance(module, str) or not isinstance(params, Mapping):
+            raise WeightsError(f"{source}: the {what} are not a mapping of module name -> parameters")
+        out[module] = {str(name): _as_array(value, f"{module}/{name}", source) for name, value in params.items()}
+    return out
+
+
+def split_params_and_state(obj: Any, source: str = "pickle") -> tuple[HaikuParams, HaikuParams]:
+    """Accept a bare params mapping or ``{'params': ..., 'state': ...}``; returns (params, state)."""
+    if isinstance(obj, Mapping) and "params" in obj and set(obj) <= {"params", "state"}:
+        return _two_level(obj["params"], "params", source), _two_level(obj.get("state") or {}, "state", source)
+    return _two_level(obj, "params", source), {}
+
+
+def read_haiku_file(path: Path) -> HaikuParams:
+    """Read a DeepMind Haiku pickle safely; returns params and state merged as {module: {name: array}}."""
+    try:
+        with open(path, "rb") as stream:
+            obj = restricted_load(stream, str(path))
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    params, state = split_params_and_state(obj, str(path))
+    merged = {module: dict(values) for module, values in params.items()}
+    for module, values in state.items():
+        clash = set(values) & set(merged.get(module, {}))
+        if clash:
+            raise WeightsError(f"{path}: {module}/{sorted(clash)[0]} is both a parameter and a state entry")
+        merged.setdefault(module, {}).update(values)
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Which of the six networks a parameter tree belongs to.
+
+
+def detect_kind(params: Mapping[str, Any]) -> str:
+    """Name the checkpoint kind from its Haiku module paths (the names DeepMind's code gives them)."""
+    modules = set(params)
+    if "embedding_decoder" in modules or "embed" in modules:
+        return "language"
+    if any(m.startswith("flow_decoder/") for m in modules):
+        return "flow"
+    if any(m.startswith(("multimodal_preprocessor/", "multimodal_decoder/")) for m in modules):
+        return "multimodal"
+    if any(m.startswith("image_preprocessor/~/conv2_d_downsample/") for m in modules):
+        return "vision-conv"
+    if "image_preprocessor/~/conv2_d" in modules:
+        return "vision-learned"
+    if any(m.startswith("classification_decoder/") for m in modules):
+        return "vision-fourier"
+    shown = ", ".join(sorted(modules)[:4]) or "none"
+    raise WeightsError(f"these parameters are not one of the six Perceiver IO networks (modules: {shown})")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Haiku names -> hub names.
+
+# Inside a CrossAttention module: two input norms (query, then key/value), the norm before the MLP,
+# then the attention's four projections and the MLP's two.
+_CROSS_INNER = {
+    "layer_norm": "attention.self.layernorm1",
+    "layer_norm_1": "attention.self.layernorm2",
+    "layer_norm_2": "layernorm",
+    "attention/linear": "attention.self.query",
+    "attention/linear_1": "attention.self.key",
+    "attention/linear_2": "attention.self.value",
+    "attention/linear_3": "attention.output.dense",
+    "mlp/linear": "mlp.dense1",
+    "mlp/linear_1": "mlp.dense2",
+}
+# Inside a SelfAttention module there is one norm before attention and one before the MLP.
+_SELF_INNER = {
+    "layer_norm": "attention.self.layernorm1",
+    "layer_norm_1": "layernorm",
+    **{k: v for k, v in _CROSS_INNER.items() if "/" in k},
+}
+
+_DENSE = {"w": "weight", "b": "bias"}
+_NORM = {"scale": "weight", "offset": "bias"}
+_MODALITY = "(?P<m>audio|image|label)"
+_ENCODER = "(?:perceiver_encoder|encoder)"
+
+# (module pattern, target, style, kinds it applies to or None for all)
+# styles: cross/self (an attention block, the rest of the path picks the layer), dense (w, b),
+# leaf:<param> (one array becomes the target itself), batchnorm (scale, offset), ema (average).
+_RULES: list[tuple[str, str, str, Optional[tuple[str, ...]]]] = [
+    (rf"{_ENCODER}/~/cross_attention/(?P<inner>.+)", "perceiver.encoder.cross_attention", "cross", None),
+    (rf"{_ENCODER}/~/self_attention(?:_(?P<i>\d+))?/(?P<inner>.+)", "perceiver.encoder.self_attends.{i}",
+     "self", None),
+    (rf"{_ENCODER}/~/trainable_position_encoding", "perceiver.embeddings.latents", "leaf:pos_embs", None),
+    # language
+    ("embed", "perceiver.input_preprocessor.embeddings.weight", "leaf:embeddings", ("language",)),
+    ("trainable_position_encoding", "perceiver.input_preprocessor.position_embeddings.weight",
+     "leaf:pos_embs", ("language",)),
+    ("basic_decoder/cross_attention/(?P<inner>.+)", "perceiver.decoder.decoding_cross_attention", "cross",
+     ("language",)),
+    ("basic_decoder/~/trainable_position_encoding", "perceiver.decoder.output_position_encodings."
+     "position_embeddings", "leaf:pos_embs", ("language",)),
+    ("embedding_decoder", "embedding_decoder.bias", "leaf:bias", ("language",)),
+    # image classifiers
+    ("image_preprocessor/~/conv2_d", "perceiver.input_preprocessor.convnet_1x1", "dense", ("vision-learned",)),
+    ("image_preprocessor/~_build_network_inputs/trainable_position_encoding",
+     "perceiver.input_preprocessor.position_embeddings.position_embeddings", "leaf:pos_embs",
+     ("vision-learned",)),
+    ("image_preprocessor/~_build_network_inputs/position_encoding_projector/linear",
+     "perceiver.input_preprocessor.positions_projection", "dense", ("vision-learned",)),
+    ("image_preprocessor/~/conv2_d_downsample/~/conv", "perceiver.input_preprocessor.convnet.conv", "dense",
+     ("vision-conv",)),
+    ("image_preprocessor/~/conv2_d_downsample/~/batchnorm", "perceiver.input_preprocessor.convnet.batchnorm",
+     "batchnorm", ("vision-conv",)),
+    ("image_preprocessor/~/conv2_d_downsample/~/batchnorm/~/mean_ema",
+     "perceiver.input_preprocessor.convnet.batchnorm.running_mean", "ema", ("vision-conv",)),
+    ("image_preprocessor/~/conv2_d_downsample/~/batchnorm/~/var_ema",
+     "perceiver.input_preprocessor.convnet.batchnorm.running_var", "ema", ("vision-conv",)),
+    ("classification_decoder/~/basic_decoder/cross_attention/(?P<inner>.+)",
+     "perceiver.decoder.decoder.decoding_cross_attention", "cross",
+     ("vision-learned", "vision-fourier", "vision-conv")),
+    ("classification_decoder/~/basic_decoder/output", "perceiver.decoder.decoder.final_layer", "dense",
+     ("vision-learned", "vision-fourier", "vision-conv")),
+    ("classification_decoder/~/basic_decoder/~/trainable_position_encoding",
+     "perceiver.decoder.decoder.output_position_encodings.position_embeddings", "leaf:pos_embs",
+     ("vision-learned", "vision-fourier", "vision-conv")),
+    # optical flow
+    ("image_preprocessor/patches_linear", "perceiver.input_preprocessor.conv_after_patches", "dense", ("flow",)),
+    ("flow_decoder/~/basic_decoder/cross_attention/(?P<inner>.+)",
+     "perceiver.decoder.decoder.decoding_cross_attention", "cross", ("flow",)),
+    ("flow_decoder/~/basic_decoder/output", "perceiver.decoder.decoder.final_layer", "dense", ("flow",)),
+    # multimodal autoencoding
+    (f"multimodal_preprocessor/{_MODALITY}_padding", "perceiver.input_preprocessor.padding.{m}",
+     "leaf:pos_embs", ("multimodal",)),
+    (f"multimodal_preprocessor/{_MODALITY}_mask_token", "perceiver.input_preprocessor.mask.{m}",
+     "leaf:pos_embs", ("multimodal",)),
+    ("multimodal_decoder/~/basic_decoder/cross_attention/(?P<inner>.+)",
+     "perceiver.decoder.decoder.decoding_cross_attention", "cross", ("multimodal",)),
+    ("multimodal_decoder/~/basic_decoder/output", "perceiver.decoder.decoder.final_layer", "dense",
+     ("multimodal",)),
+    (f"multimodal_decoder/~decoder_query/{_MODALITY}_padding", "perceiver.decoder.padding.{m}",
+     "leaf:pos_embs", ("multimodal",)),
+    ("classification_decoder/~/basic_decoder/~/trainable_position_encoding",
+     "perceiver.decoder.modalities.label.decoder.output_position_encodings.position_embeddings",
+     "leaf:pos_embs", ("multimodal",)),
+    ("audio_postprocessor/linear", "perceiver.output_postprocessor.modalities.audio.classifier", "dense",
+     ("multimodal",)),
+    ("projection_postprocessor/linear", "perceiver.output_postprocessor.modalities.image.classifier", "dense",
+     ("multimodal",)),
+    ("classification_postprocessor/linear", "perceiver.output_postprocessor.modalities.label.classifier",
+     "dense", ("multimodal",)),
+]
+_COMPILED = [(re.compile(pattern), target, style, kinds) for pattern, target, style, kinds in _RULES]
+
+_DROPPED = object()  # EMA bookkeeping that has no place in torch's BatchNorm
+
+
+def _reverse_axes(a):
+    import numpy as np
+
+    return np.transpose(a)  # a view: the copy happens once, when the file is written
+
+
+def _squeeze(a):
+    import numpy as np
+
+    return np.squeeze(a)
+
+
+def _keep(a):
+    return a
+
+
+def hub_name(module: str, param: str, kind: str) -> Any:
+    """The hub key and array transform for one Haiku parameter; None if it has no place in `kind`."""
+    for pattern, target, style, kinds in _COMPILED:
+        if kinds is not None and kind not in kinds:
+            continue
+        match = pattern.fullmatch(module)
+        if match is None:
+            continue
+        groups = match.groupdict()
+        prefix = target.format(i=groups.get("i") or 0, m=groups.get("m"))
+        if style in ("cross", "self"):
+            inner = (_CROSS_INNER if style == "cross" else _SELF_INNER).get(groups["inner"])
+            if inner is None:
+                return None
+            table = _NORM if "norm" in inner else _DENSE
+            if param not in table:
+                return None
+            return f"{prefix}.{inner}.{table[param]}", _reverse_axes if param == "w" else _keep
+        if style == "dense":
+            if param not in _DENSE:
+                return None
+            return f"{prefix}.{_DENSE[param]}", _reverse_axes if param == "w" else _keep
+        if style.startswith("leaf:"):
+            return (prefix, _keep) if param == style[5:] else None
+        if style == "batchnorm":
+            return (f"{prefix}.{_NORM[param]}", _squeeze) if param in _NORM else None
+        if style == "ema":
+            if param in ("counter", "hidden"):
+                return _DROPPED
+            return (prefix, _squeeze) if param == "average" else None
+    return None
+
+
+def to_hub_state_dict(params: HaikuParams, kind: Optional[str] = None,
+                      source: str = "checkpoint") -> tuple[str, dict[str, Any]]:
+    """Convert Haiku params (+ state) into hub keys and layouts; returns (kind, {key: float32 array}).
+
+    Arrays may be views of the inputs (transposed, squeezed); they are made contiguous when written.
+    """
+    import numpy as np
+
+    kind = kind or detect_kind(params)
+    if kind not in KINDS:
+        raise WeightsError(f"unknown checkpoint kind '{kind}' (one of {', '.join(KINDS)})")
+    state: dict[str, Any] = {}
+    unplaced: list[str] = []
+    for module in sorted(params):
+        for param in sorted(params[module]):
+            mapped = hub_name(module, param, kind)
+            if mapped is _DROPPED:
+                continue
+            if mapped is None:
+                unplaced.append(f"{module}/{param}")
+                continue
+            key, transform = mapped
+            if key in state:
+                raise WeightsError(f"{source}: two Haiku parameters map to {key}")
+            value = transform(params[module][param])
+            state[key] = value.astype(np.float32, copy=False) if value.dtype.kind == "f" else value
+    if unplaced:
+        raise WeightsError(f"{source}: {len(unplaced)} Haiku parameter(s) have no place in a {kind} checkpoint: "
+                           f"{', '.join(unplaced[:3])}{' ...' if len(unplaced) > 3 else ''}")
+    if kind == "vision-conv" and "perceiver.input_preprocessor.convnet.batchnorm.weight" in state:
+        # torch's BatchNorm counts training steps; the hub file stores 0, as a fresh module has it.
+        state["perceiver.input_preprocessor.convnet.batchnorm.num_batches_tracked"] = np.array(0, dtype=np.int64)
+    return kind, state
+
+
+# ---------------------------------------------------------------------------------------------------------
+# config.json, as the hub has it, from the converted shapes.
+
+
+def _labels(filename: str) -> list[str]:
+    path = Path(__file__).resolve().parent.parent / "data" / filename
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _id2label(count: int, filename: str, generic: str) -> dict[str, str]:
+    names = _labels(filename)
+    if len(names) != count:  # a smaller network than DeepMind's: the shipped names do not apply
+        names = [f"{generic} {i}" for i in range(count)]
+    return {str(i): name for i, name in enumerate(names)}
+
+
+def _shape(state: Mapping[str, Any], key: str, source: str) -> tuple[int, ...]:
+    if key not in state:
+        raise WeightsError(f"{source}: the checkpoint lacks {key}, so its sizes cannot be read")
+    return tuple(int(n) for n in state[key].shape)
+
+
+def build_config(state: Mapping[str, Any], kind: str, source: str = "checkpoint") -> dict[str, Any]:
+    """A Hugging Face config.json for converted weights: architecture, every size, and labels."""
+    enc = "perceiver.encoder"
+    num_latents, d_latents = _shape(state, "perceiver.embeddings.latents", source)
+    (d_model,) = _shape(state, f"{enc}.cross_attention.attention.self.layernorm2.weight", source)
+    qk_cross = _shape(state, f"{enc}.cross_attention.attention.self.query.weight", source)[0]
+    v_cross = _shape(state, f"{enc}.cross_attention.attention.self.value.weight", source)[0]
+    cross_mlp = _shape(state, f"{enc}.cross_attention.mlp.dense1.weight", source)[0]
+    layers = sorted({int(k.split(".")[3]) for k in state if k.startswith(f"{enc}.self_attends.")})
+    if not layers or layers != list(range(len(layers))):
+        raise WeightsError(f"{source}: the encoder's self-attention layers are missing or not numbered 0..n-1")
+    qk_self = _shape(state, f"{enc}.self_attends.0.attention.self.query.weight", source)[0]
+    v_self = _shape(state, f"{enc}.self_attends.0.attention.self.value.weight", source)[0]
+    self_mlp = _shape(state, f"{enc}.self_attends.0.mlp.dense1.weight", source)[0]
+
+    # transformers' defaults: cross-attention projects to the inputs' width, self-attention keeps its own.
+    if (qk_cross, v_cross, qk_self, v_self) == (d_model, d_model, d_latents, d_latents):
+        qk_channels = v_channels = None
+    elif qk_cross == qk_self and v_cross == v_self:
+        qk_channels, v_channels = qk_cross, v_cross
+    else:
+        raise WeightsError(f"{source}: cross- and self-attention use different projection widths, "
+                           "which a Perceiver config cannot express")
+    self_heads, cross_heads, blocks = _HEADS_AND_BLOCKS[kind]
+    for heads, width, what in ((self_heads, qk_self, "self"), (cross_heads, qk_cross, "cross")):
+        if width % heads:
+            raise WeightsError(f"{source}: {what}-attention width {width} does not split into {heads} heads")
+
+    config: dict[str, Any] = {
+        "architectures": [ARCHITECTURES[kind]],
+        "model_type": "perceiver",
+        "num_latents": num_latents,
+        "d_latents": d_latents,
+        "d_model": d_model,
+        "num_blocks": blocks,
+        "num_self_attends_per_block": len(layers),
+        "num_self_attention_heads": self_heads,
+        "num_cross_attention_heads": cross_heads,
+        "qk_channels": qk_channels,
+        "v_channels": v_channels,
+        "cross_attention_shape_for_attention": "kv",
+        "self_attention_widening_factor": self_mlp // d_latents,
+        "cross_attention_widening_factor": cross_mlp // d_latents,
+        "hidden_act": "gelu",
+        "attention_probs_dropout_prob": 0.1,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "use_query_residual": True,
+        "vocab_size": 262,
+        "max_position_embeddings": 2048,
+        "image_size": 56,
+        "train_size": [368, 496],
+        "num_frames": 16,
+        "audio_samples_per_frame": 1920,
+        "samples_per_patch": 16,
+        "output_shape": [1, 16, 224, 224],
+        "output_num_channels": 512,
+    }
+    if kind == "language":
+        config["vocab_size"] = _shape(state, "perceiver.input_preprocessor.embeddings.weight", source)[0]
+        config["max_position_embeddings"] = _shape(
+            state, "perceiver.input_preprocessor.position_embeddings.weight", source)[0]
+    elif kind.startswith("vision-"):
+        num_labels = _shape(state, "perceiver.decoder.decoder.final_layer.weight", source)[0]
+        if kind == "vision-learned":
+            positions = _shape(state, "perceiver.input_preprocessor.position_embeddings.position_embeddings",
+                               source)[0]
+            side = int(round(positions ** 0.5))
+            if side * side != positions:
+                raise WeightsError(f"{source}: {positions} learned positions do not form a square image")
+            config["image_size"] = side
+        else:
+            config.pop("image_size")  # only the learned-position classifier reads it
+        config["id2label"] = _id2label(num_labels, "imagenet1k.txt", "class")
+    elif kind == "multimodal":
+        prefix = "perceiver.output_postprocessor.modalities"
+        num_labels, out_channels = _shape(state, f"{prefix}.label.classifier.weight", source)
+        config["output_num_channels"] = out_channels
+        config["samples_per_patch"] = _shape(state, f"{prefix}.audio.classifier.weight", source)[0]
+        label_query = _shape(state, "perceiver.decoder.modalities.label.decoder.output_position_encodings."
+                                    "position_embeddings", source)[1]
+        if label_query != 1024:  # transformers' constant for DeepMind's network; smaller ones must say so
+            config["_label_trainable_num_channels"] = label_query
+        config["id2label"] = _id2label(num_labels, "kinetics700.txt", "action")
+    if "id2label" in config:
+        config["label2id"] = {name: int(i) for i, name in config["id2label"].items()}
+    return config
+
+
+def convert_haiku_file(path: Path, kind: Optional[str] = None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Read and convert one DeepMind file; returns (kind, hub-layout state dict, config.json dict)."""
+    params = read_haiku_file(path)
+    kind, state = to_hub_state_dict(params, kind, source=str(path))
+    return kind, state, build_config(state, kind, source=str(path))
