@@ -1,0 +1,104 @@
+"""Middlebury .flo optical-flow files, and the end-point error between two flow fields.
+
+Layout, all little-endian: float32 magic 202021.25 (the bytes "PIEH"), int32 width, int32 height,
+then height * width * 2 float32 values, row by row, (u, v) interleaved per pixel. u is the
+horizontal motion in pixels (positive to the right), v the vertical (positive downwards).
+A component whose magnitude exceeds UNKNOWN_FLOW_THRESHOLD marks the pixel's flow as unknown.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from perceiver_cli.errors import InputError
+from perceiver_cli.io.atomic import atomic_write
+
+FLO_MAGIC = 202021.25
+UNKNOWN_FLOW_THRESHOLD = 1e9
+
+_HEADER = struct.Struct("<fii")
+# No real flow field is wider or taller than this; a bigger header is corrupt, not a big frame.
+MAX_FLO_SIDE = 1 << 16
+
+
+def read_flo(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a Middlebury .flo file as float32 (H, W, 2); a bad file is a one-line InputError."""
+    path = Path(path)
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not a .flo file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open ({exc.strerror or type(exc).__name__})") from None
+    with handle:
+        file_size = os.fstat(handle.fileno()).st_size
+        header = handle.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            raise InputError(f"{path}: not a readable .flo file (truncated header: {len(header)} of {_HEADER.size} bytes)")
+        magic, width, height = _HEADER.unpack(header)
+        if magic != FLO_MAGIC:
+            raise InputError(f"{path}: not a readable .flo file (bad magic number; expected the bytes 'PIEH')")
+        if not (0 < width <= MAX_FLO_SIDE and 0 < height <= MAX_FLO_SIDE):
+            raise InputError(f"{path}: not a readable .flo file (implausible size {width}x{height})")
+        expected = _HEADER.size + width * height * 2 * 4
+        # Sizes are checked before reading, so a lying header never makes us read or allocate much.
+        if file_size < expected:
+            raise InputError(
+                f"{path}: not a readable .flo file (truncated: {width}x{height} needs {expected} bytes, file has {file_size})"
+            )
+        if file_size > expected:
+            raise InputError(
+                f"{path}: not a readable .flo file ({file_size - expected} unexpected bytes after the {width}x{height} flow)"
+            )
+        data = handle.read(expected - _HEADER.size)
+    if len(data) != expected - _HEADER.size:
+        raise InputError(f"{path}: not a readable .flo file (file changed while being read)")
+    values = np.frombuffer(data, dtype="<f4", count=width * height * 2)
+    return values.reshape(height, width, 2).astype(np.float32)
+
+
+def write_flo(path: str | os.PathLike[str], flow: np.ndarray) -> None:
+    """Write a (H, W, 2) flow field atomically as a Middlebury .flo file (stored as float32)."""
+    field = np.asarray(flow)
+    if field.ndim != 3 or field.shape[2] != 2:
+        raise ValueError(f"write_flo needs shape (H, W, 2), got {field.shape}")
+    height, width = field.shape[:2]
+    if height == 0 or width == 0:
+        raise ValueError(f"write_flo needs a non-empty flow field, got shape {field.shape}")
+    with atomic_write(path, "wb") as handle:
+        handle.write(_HEADER.pack(FLO_MAGIC, width, height))
+        handle.write(np.ascontiguousarray(field, dtype="<f4").tobytes())
+
+
+def known_flow_mask(flow: np.ndarray) -> np.ndarray:
+    """(H, W) bool: True where both components are finite and within UNKNOWN_FLOW_THRESHOLD."""
+    field = np.asarray(flow)
+    # NaN fails the <= test, so it counts as unknown like the huge sentinel values.
+    within = np.abs(field) <= UNKNOWN_FLOW_THRESHOLD
+    return within[..., 0] & within[..., 1]
+
+
+def end_point_error(pred: np.ndarray, gt: np.ndarray, label: str = "ground truth") -> float:
+    """Mean Euclidean distance between pred and gt (H, W, 2) over pixels where gt is known.
+
+    Pixels where gt is unknown (a component above UNKNOWN_FLOW_THRESHOLD in magnitude, or NaN)
+    are left out. A NaN in pred at a known pixel makes the result NaN, so a broken prediction is
+    never hidden. Different shapes, or a gt with no known pixel, raise InputError naming `label`.
+    """
+    predicted = np.asarray(pred, dtype=np.float64)
+    truth = np.asarray(gt, dtype=np.float64)
+    if predicted.shape != truth.shape or truth.ndim != 3 or truth.shape[2] != 2:
+        raise InputError(
+            f"{label}: flow shape {tuple(truth.shape)} does not match the prediction's {tuple(predicted.shape)}"
+        )
+    known = known_flow_mask(truth)
+    if not known.any():
+        raise InputError(f"{label}: no pixel has known flow, end-point error is undefined")
+    difference = predicted[known] - truth[known]
+    return float(np.mean(np.hypot(difference[:, 0], difference[:, 1])))

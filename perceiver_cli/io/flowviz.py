@@ -1,0 +1,130 @@
+"""Optical flow (H, W, 2) to colour pictures (H, W, 3) uint8 RGB.
+
+Two looks:
+- `flow_to_color`: the Middlebury colour coding of Baker et al., "A Database and Evaluation
+  Methodology for Optical Flow" (ICCV 2007): hue from the flow direction on a 55-entry colour
+  wheel, saturation from the magnitude (white = still). Agrees with the `flow_vis` package's
+  `flow_to_color(flow, convert_to_bgr=False)` to within one grey level.
+- `flow_to_color_deepmind`: the HSV picture drawn by DeepMind's Perceiver IO optical-flow colab.
+
+Pixels whose flow is unknown (see `perceiver_cli.io.flo.known_flow_mask`) are black in both.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from perceiver_cli.io.flo import known_flow_mask
+
+# Colour-wheel segment lengths from Baker et al. 2007, in wheel order:
+# red->yellow, yellow->green, green->cyan, cyan->blue, blue->magenta, magenta->red.
+WHEEL_SEGMENTS: tuple[int, ...] = (15, 6, 4, 11, 13, 6)
+_WHEEL_ANCHORS = np.array(
+    [[255, 0, 0], [255, 255, 0], [0, 255, 0], [0, 255, 255], [0, 0, 255], [255, 0, 255], [255, 0, 0]],
+    dtype=np.float64,
+)
+
+# Added to the frame's largest magnitude before dividing, so a still frame does not divide by zero.
+# Same value as the flow_vis package, which the colours must agree with.
+NORMALISE_EPSILON = 1e-5
+
+# Magnitudes beyond the wheel's rim are darkened by this factor in the Middlebury code; with our
+# normalisation they never occur, but arbitrary callers of _wheel_colors may pass them.
+_OUT_OF_RANGE_DIMMING = 0.75
+
+# DeepMind's colab: full saturation at this many pixels of motion.
+DEEPMIND_FULL_SATURATION_FLOW = 24.0
+
+
+def _make_color_wheel() -> np.ndarray:
+    """(55, 3) float64 wheel in 0..255: each segment steps one channel by floor(255 * k / length)."""
+    rows: list[np.ndarray] = []
+    for index, length in enumerate(WHEEL_SEGMENTS):
+        start, end = _WHEEL_ANCHORS[index], _WHEEL_ANCHORS[index + 1]
+        steps = np.floor(255.0 * np.arange(length) / length)[:, None]
+        # Anchors differ by 0 or +-255 per channel, so this is start +- the floored step.
+        rows.append(start[None, :] + (end - start)[None, :] / 255.0 * steps)
+    return np.concatenate(rows, axis=0)
+
+
+COLOR_WHEEL = _make_color_wheel()
+
+
+def _check_flow_shape(flow: np.ndarray) -> np.ndarray:
+    """Return flow as an array after checking it is (H, W, 2)."""
+    field = np.asarray(flow)
+    if field.ndim != 3 or field.shape[2] != 2:
+        raise ValueError(f"flow must have shape (H, W, 2), got {field.shape}")
+    return field
+
+
+def _wheel_colors(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Colour of normalised flow (u, v) (magnitude 1 = wheel rim) as (H, W, 3) float in 0..1."""
+    n_colors = COLOR_WHEEL.shape[0]
+    # Angle measured as in the Middlebury code: atan2(-v, -u) / pi in [-1, 1], mapped onto 0..n-1.
+    position = (np.arctan2(-v, -u) / np.pi + 1.0) / 2.0 * (n_colors - 1)
+    lower = np.floor(position).astype(np.int64)
+    upper = (lower + 1) % n_colors
+    weight = (position - lower)[..., None]
+    hue = ((1.0 - weight) * COLOR_WHEEL[lower] + weight * COLOR_WHEEL[upper]) / 255.0
+    radius = np.sqrt(u * u + v * v)[..., None]
+    inside = 1.0 - radius * (1.0 - hue)
+    return np.where(radius <= 1.0, inside, hue * _OUT_OF_RANGE_DIMMING)
+
+
+def flow_to_color(flow: np.ndarray, max_flow: float | None = None) -> np.ndarray:
+    """Middlebury colour coding of (H, W, 2) flow as (H, W, 3) uint8 RGB; unknown flow is black.
+
+    Without `max_flow`, magnitudes are divided by the frame's largest known magnitude (plus
+    NORMALISE_EPSILON), so every frame uses the full colour range. With `max_flow` (pixels),
+    magnitudes are divided by it and clipped to 1 (direction kept), so the same motion gets the
+    same colour in every frame of a video; motion at or beyond `max_flow` is fully saturated.
+    """
+    field = _check_flow_shape(flow).astype(np.float64)
+    known = known_flow_mask(field)
+    u = np.where(known, field[..., 0], 0.0)
+    v = np.where(known, field[..., 1], 0.0)
+    radius = np.sqrt(u * u + v * v)
+    if max_flow is None:
+        largest = float(radius[known].max()) if known.any() else 0.0
+        scale = largest + NORMALISE_EPSILON
+        u, v = u / scale, v / scale
+    else:
+        if not max_flow > 0:
+            raise ValueError(f"max_flow must be positive, got {max_flow}")
+        relative = radius / float(max_flow)
+        # Shrink only the vectors past the rim, back onto it; dividing by 1 leaves the rest exact.
+        shrink = max_flow * np.maximum(relative, 1.0)
+        u, v = u / shrink, v / shrink
+    colors = np.floor(255.0 * _wheel_colors(u, v)).astype(np.uint8)
+    colors[~known] = 0
+    return colors
+
+
+def flow_to_color_deepmind(flow: np.ndarray, full_saturation_flow: float = DEEPMIND_FULL_SATURATION_FLOW) -> np.ndarray:
+    """The HSV flow picture of DeepMind's Perceiver IO optical-flow colab, as (H, W, 3) uint8.
+
+    Mapping, taken from `visualize_flow` in deepmind-research perceiver/colabs/optical_flow.ipynb:
+    OpenCV HSV with hue = flow angle (cv2.cartToPolar, 0..2*pi onto OpenCV's 0..180), saturation =
+    magnitude * 255 / 24 clipped to 255 (a fixed scale, not per frame: 24 px of motion is fully
+    saturated), value = 255; still pixels are white. The colab converts with COLOR_HSV2BGR and hands
+    that array to matplotlib, which reads it as RGB; this function returns exactly that array, so
+    the picture looks like the colab's (e.g. motion to the right shows blue, to the left yellow),
+    not like a textbook HSV wheel. Unknown flow is black.
+    """
+    field = _check_flow_shape(flow)
+    if not full_saturation_flow > 0:
+        raise ValueError(f"full_saturation_flow must be positive, got {full_saturation_flow}")
+    known = known_flow_mask(field)
+    u = np.ascontiguousarray(np.where(known, field[..., 0], 0.0), dtype=np.float32)
+    v = np.ascontiguousarray(np.where(known, field[..., 1], 0.0), dtype=np.float32)
+    magnitude, angle = cv2.cartToPolar(u, v)
+    hsv = np.empty(field.shape[:2] + (3,), dtype=np.uint8)
+    # Casting to uint8 truncates, as assigning into the colab's uint8 array does.
+    hsv[..., 0] = (angle / (2.0 * np.pi) * 180.0).astype(np.uint8) % 180
+    hsv[..., 1] = np.clip(magnitude * 255.0 / full_saturation_flow, 0, 255).astype(np.uint8)
+    hsv[..., 2] = 255
+    picture = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    picture[~known] = 0
+    return picture
