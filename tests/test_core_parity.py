@@ -123,3 +123,16 @@ def test_multimodal_chunked_equals_unchunked_and_label_ignores_label_input(tmp_p
     out = hf(inputs={"image": images, "audio": audio, "label": onehot},
              subsampled_output_points={"image": torch.arange(4), "audio": torch.arange(2), "label": None}).logits
     _close(a["label"], out["label"])
+
+
+@torch.no_grad()
+def test_flow_with_folded_projections_equals_transformers(tmp_path):
+    # Latents wider than the 322 input channels: the encoder folds its key and value projections and the
+    # decoder folds its query and output projections (see AttentionLayer); results must not change.
+    hf, ours = _load(tmp_path, "flow", d_latents=512, qk_channels=512, v_channels=512)
+    enc = ours.perceiver.encoder.cross_attention.attention.self
+    assert enc.key.in_features < enc.key.out_features and enc.value.in_features < enc.value.out_features
+    memory = ours.perceiver.decoder.decoder.memory(torch.zeros(1, 16, 512))
+    assert memory.fold_q and memory.fold_o
+    patches = torch.rand(1, 2, 27, 8, 12) * 2 - 1
+    _close(100 * ours(patches), 100 * hf(inputs=patches).logits)

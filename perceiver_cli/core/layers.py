@@ -88,36 +88,86 @@ class AttentionLayer(nn.Module):
         b, n, c = x.shape
         return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
-    def keys_values(self, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values (B, H, N, C/H) of a cross-attention input (B, N, C); reusable across query chunks."""
+    def _merge(self, attended: torch.Tensor) -> torch.Tensor:
+        b, h, n, c = attended.shape
+        return attended.transpose(1, 2).reshape(b, n, h * c)
+
+    @property
+    def _scale(self) -> float:
+        return self.attention.self.query.out_features ** -0.5 * self.num_heads ** 0.5
+
+    def memory(self, kv: torch.Tensor) -> "DecoderMemory":
+        """Keys and values of a small cross-attention input (the latents), computed once for many query chunks.
+
+        With one head, the query projection is folded into the keys when the queries are narrower than the
+        query/key channels, and the output projection into the values when the output is narrower than the
+        values: scores and outputs are the same up to rounding, with fewer operations per query.
+        """
         p = self.attention.self
         kv_in = p.layernorm2(kv)
-        return self._heads(p.key(kv_in)), self._heads(p.value(kv_in))
+        k, v = p.key(kv_in), p.value(kv_in)
+        fold_q = self.num_heads == 1 and p.query.in_features < p.query.out_features
+        fold_o = self.num_heads == 1 and self.attention.output.dense.out_features < p.value.out_features
+        bias = None
+        if fold_q:
+            # q.k = x.(Wq^T k) + bq.k: a per-key score offset (SDPA adds masks after scaling, so scale it here)
+            bias = (k @ p.query.bias)[:, None, None, :] * self._scale
+            k = k @ p.query.weight
+        if fold_o:
+            v = v @ self.attention.output.dense.weight.t()
+        return DecoderMemory(self._heads(k), self._heads(v), bias, fold_q, fold_o)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        kv: Optional[torch.Tensor] = None,
-        kv_mask: Optional[torch.Tensor] = None,
-        keys_values: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-    ) -> torch.Tensor:
-        """x: queries (B, Nq, q_dim); kv: cross-attention inputs (B, Nk, kv_dim), or precomputed keys_values;
-        kv_mask: (B, Nk) bool, True where a key may be attended to."""
+    def attend(self, x: torch.Tensor, kv: Optional[torch.Tensor] = None, kv_mask: Optional[torch.Tensor] = None,
+               memory: Optional["DecoderMemory"] = None) -> torch.Tensor:
+        """The attention half of the block (with the query residual): (B, Nq, q_dim) -> (B, Nq, out)."""
         p = self.attention.self
+        dense = self.attention.output.dense
         q_in = p.layernorm1(x)
-        if self.cross:
-            k, v = keys_values if keys_values is not None else self.keys_values(kv)
-        else:
-            k, v = self._heads(p.key(q_in)), self._heads(p.value(q_in))
-        q = self._heads(p.query(q_in))
         mask = None if kv_mask is None else kv_mask[:, None, None, :]
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        b, h, n, c = attended.shape
-        out = self.attention.output.dense(attended.transpose(1, 2).reshape(b, n, h * c))
+        if memory is not None:
+            q = q_in[:, None] if memory.fold_q else self._heads(p.query(q_in))
+            attended = F.scaled_dot_product_attention(q, memory.keys, memory.values, attn_mask=memory.bias,
+                                                      scale=self._scale)
+            out = attended[:, 0] + dense.bias if memory.fold_o else dense(self._merge(attended))
+        elif self.cross and self.num_heads == 1 and p.key.in_features < p.key.out_features:
+            # Few queries (latents) against many narrow inputs: fold the key projection into the queries
+            # (the key bias adds the same amount to all scores of a query, which softmax ignores) and the
+            # value and output projections into one matrix applied after attention (weights sum to one).
+            kv_in = p.layernorm2(kv)[:, None]
+            q = (p.query(q_in) @ p.key.weight)[:, None]
+            if p.value.in_features < p.value.out_features:
+                attended = F.scaled_dot_product_attention(q, kv_in, kv_in, attn_mask=mask, scale=self._scale)
+                out = attended[:, 0] @ (dense.weight @ p.value.weight).t() + (dense.weight @ p.value.bias + dense.bias)
+            else:
+                values = self._heads(p.value(kv_in[:, 0]))
+                attended = F.scaled_dot_product_attention(q, kv_in, values, attn_mask=mask, scale=self._scale)
+                out = dense(self._merge(attended))
+        else:
+            kv_in = p.layernorm2(kv) if self.cross else q_in
+            k, v = self._heads(p.key(kv_in)), self._heads(p.value(kv_in))
+            attended = F.scaled_dot_product_attention(self._heads(p.query(q_in)), k, v, attn_mask=mask)
+            out = dense(self._merge(attended))
         if self.query_residual:
             out = out + x
-        hidden = F.gelu(self.mlp.dense1(self.layernorm(out)), approximate=self.gelu_approximate)
-        return out + self.mlp.dense2(hidden)
+        return out
+
+    def mlp_hidden(self, out: torch.Tensor) -> torch.Tensor:
+        """GELU(dense1(layernorm(out))): the MLP before its last projection."""
+        return F.gelu(self.mlp.dense1(self.layernorm(out)), approximate=self.gelu_approximate)
+
+    def forward(self, x: torch.Tensor, kv: Optional[torch.Tensor] = None, kv_mask: Optional[torch.Tensor] = None,
+                memory: Optional["DecoderMemory"] = None) -> torch.Tensor:
+        """x: queries (B, Nq, q_dim); kv: cross-attention inputs (B, Nk, kv_dim), or a precomputed memory;
+        kv_mask: (B, Nk) bool, True where a key may be attended to."""
+        out = self.attend(x, kv, kv_mask, memory)
+        return out + self.mlp.dense2(self.mlp_hidden(out))
+
+
+class DecoderMemory:
+    """Per-input keys/values (B, H, L, C) shared by all query chunks of a decoder, and how they were folded."""
+
+    def __init__(self, keys, values, bias, fold_q: bool, fold_o: bool):
+        self.keys, self.values, self.bias, self.fold_q, self.fold_o = keys, values, bias, fold_q, fold_o
 
 
 class LatentEmbeddings(nn.Module):

@@ -74,21 +74,38 @@ class QueryDecoder(nn.Module):
         if out_channels is not None:
             self.final_layer = nn.Linear(query_dim, out_channels)
 
-    def forward(self, queries: torch.Tensor, z: torch.Tensor, keys_values=None) -> torch.Tensor:
-        """queries (B, Q, query_dim), latents z (B, L, D) -> (B, Q, out_channels)."""
-        out = self.decoding_cross_attention(queries, kv=z, keys_values=keys_values)
-        return self.final_layer(out) if hasattr(self, "final_layer") else out
+    def memory(self, z: torch.Tensor):
+        """The latents' keys and values, computed once and shared by every chunk of queries."""
+        return self.decoding_cross_attention.memory(z)
+
+    def forward(self, queries: torch.Tensor, z: Optional[torch.Tensor] = None, memory=None,
+                post: Optional[nn.Linear] = None) -> torch.Tensor:
+        """queries (B, Q, query_dim) against latents z (B, L, D) (or their memory) -> (B, Q, out_channels).
+
+        `post` is a further linear layer applied to the output (an output adapter's projection).
+        """
+        layer = self.decoding_cross_attention
+        out = layer.attend(queries, memory=memory if memory is not None else layer.memory(z))
+        hidden = layer.mlp_hidden(out)
+        if not hasattr(self, "final_layer"):
+            return out + layer.mlp.dense2(hidden)
+        weight, bias = self.final_layer.weight, self.final_layer.bias
+        if post is not None:
+            weight, bias = post.weight @ weight, post.weight @ bias + post.bias
+        dense2 = layer.mlp.dense2
+        if weight.shape[0] >= weight.shape[1]:
+            return F.linear(out + dense2(hidden), weight, bias)
+        # A narrow output (flow's 2 channels, RGB): compose the MLP's last projection with the output
+        # projections, since (out + h W2 + b2) W = out W + h (W2 W) + b2 W, so no full-width product is made.
+        return F.linear(out, weight, bias + weight @ dense2.bias) + F.linear(hidden, weight @ dense2.weight)
 
     def decode_in_chunks(self, z: torch.Tensor, num_queries: int, make_queries: Callable[[int, int], torch.Tensor],
                          chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[tuple[int, torch.Tensor]]:
-        """Yield (start, outputs) for queries [start, start+chunk) built by make_queries(start, stop).
-
-        The latents' keys and values are computed once and shared by every chunk.
-        """
-        kv = self.decoding_cross_attention.keys_values(z)
+        """Yield (start, outputs) for queries [start, start+chunk) built by make_queries(start, stop)."""
+        memory = self.memory(z)
         for start in range(0, num_queries, chunk_size):
             stop = min(start + chunk_size, num_queries)
-            yield start, self(make_queries(start, stop), z, keys_values=kv)
+            yield start, self(make_queries(start, stop), memory=memory)
 
 
 def _gelu(spec: PerceiverSpec, numerics: Numerics) -> str:
@@ -441,25 +458,26 @@ class MultimodalAutoencoder(nn.Module):
         return self.perceiver.encode(self.perceiver.input_preprocessor(images, audio))
 
     def decode(self, z: torch.Tensor, modality: str, indices: Optional[torch.Tensor] = None,
-               keys_values=None) -> torch.Tensor:
+               memory=None) -> torch.Tensor:
         """Raw outputs for flat indices of one modality: audio (B, Q, samples_per_patch), image (B, Q, 3),
-        label (B, 1, num_labels)."""
+        label (B, 1, num_labels). `memory` (from decoder memory(z)) saves recomputing the latents' keys."""
         dec = self.perceiver.decoder
         q = dec.queries(modality, indices, z.shape[0], z.dtype, z.device)
-        return self.perceiver.output_postprocessor(modality, dec.decoder(q, z, keys_values=keys_values))
+        head = getattr(self.perceiver.output_postprocessor.modalities, modality).classifier
+        return dec.decoder(q, z, memory=memory, post=head)
 
     def decode_all(self, z: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict[str, torch.Tensor]:
         """Every output of a clip, decoded in chunks from one encoding: video (B, T, H, W, 3),
         audio (B, S), label logits (B, num_labels)."""
         s = self.spec
-        kv = self.perceiver.decoder.decoder.decoding_cross_attention.keys_values(z)
+        memory = self.perceiver.decoder.decoder.memory(z)
         b = z.shape[0]
         out = {}
         for modality, n in self.num_outputs.items():
             parts = []
             for start in range(0, n, chunk_size):
                 idx = torch.arange(start, min(start + chunk_size, n), device=z.device)
-                parts.append(self.decode(z, modality, idx, keys_values=kv))
+                parts.append(self.decode(z, modality, idx, memory=memory))
             out[modality] = torch.cat(parts, dim=1)
         t, h, w = s.output_shape[1:4]
         return {"video": out["image"].reshape(b, t, h, w, 3), "audio": out["audio"].reshape(b, -1),
