@@ -143,7 +143,7 @@ def conv_state_layout() -> dict[str, dict[str, tuple[int, ...]]]:
 
 
 def fill(layout, seed=0):
-    """Random float32 arrays for a layout (counters are int32, as Haiku keeps them)."""
+    """Random float32 arrays for a layout (counters are int32, as Haiku keeps them; variances positive)."""
     rng = np.random.default_rng(seed)
     out = {}
     for module, params in layout.items():
@@ -153,8 +153,10 @@ def fill(layout, seed=0):
                 out[module][name] = np.array(7, dtype=np.int32)
             elif module.endswith("var_ema") and name != "counter":
                 out[module][name] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+            elif name == "scale":  # norm scales near 1, everything else small, so activations stay O(1)
+                out[module][name] = (1 + 0.2 * rng.standard_normal(shape)).astype(np.float32)
             else:
-                out[module][name] = rng.standard_normal(shape).astype(np.float32)
+                out[module][name] = (0.2 * rng.standard_normal(shape)).astype(np.float32)
     return out
 
 
@@ -439,3 +441,54 @@ def test_truncated_pickle_and_foreign_networks_are_one_line_errors(tmp_path):
     params["flow_decoder/~/basic_decoder/extra"] = {"w": np.zeros((2, 2), np.float32)}
     with pytest.raises(WeightsError, match=r"no place in a flow checkpoint: flow_decoder/~/basic_decoder/extra/w"):
         to_hub_state_dict(params)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The imported networks compute what transformers computes from the same parameters.
+
+
+def _imported_pair(tmp_path, kind, numerics, **config_changes):
+    """Import a small `kind` file; returns (our model, transformers' model) built from the same folder."""
+    import json
+
+    from perceiver_cli.core import load_model
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    source = tmp_path / f"{kind}.pystate"
+    write_pickle(source, kind, seed=3)
+    folder = import_deepmind_file(source, out_dir=tmp_path / "out", force=True, quiet=True).directory
+    if config_changes:  # parameter-free settings only (Fourier resolution, activation)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, **config_changes}))
+    hf, _, _ = load_into_transformers(folder)
+    return load_model(str(folder), device="cpu", numerics=numerics), hf
+
+
+def _max_diff(a, b) -> float:
+    assert a.shape == b.shape
+    return (a - b).abs().max().item()
+
+
+def test_imported_language_model_equals_transformers(tmp_path):
+    import torch
+
+    ours, hf = _imported_pair(tmp_path, "language", "transformers")
+    ids = torch.randint(6, 262, (2, 16), generator=torch.Generator().manual_seed(0))
+    ids[:, 4:8] = 3
+    with torch.no_grad():
+        assert _max_diff(ours(ids), hf(inputs=ids).logits) <= 1e-4
+
+
+def test_imported_flow_model_equals_transformers_and_differs_under_deepmind_numerics_only_by_gelu(tmp_path):
+    import torch
+
+    patches = torch.rand(1, 2, 27, 8, 12, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    small = {"train_size": [8, 12]}
+    ours, hf = _imported_pair(tmp_path / "a", "flow", "transformers", **small)
+    with torch.no_grad():
+        assert _max_diff(ours(patches), hf(inputs=patches).logits) <= 1e-4
+    # DeepMind's network: the same, with the tanh approximation of GELU (transformers calls it gelu_new)
+    ours, hf_tanh = _imported_pair(tmp_path / "b", "flow", "deepmind", hidden_act="gelu_new", **small)
+    with torch.no_grad():
+        assert _max_diff(ours(patches), hf_tanh(inputs=patches).logits) <= 1e-4
+        assert _max_diff(ours(patches), hf(inputs=patches).logits) > 1e-6

@@ -1,16 +1,133 @@
-"""`perceiver weights` (not built yet)."""
+"""`perceiver weights`: list, download, verify and import checkpoints.
+
+Results (tables, JSON Lines, checkpoint folders) go to stdout; progress and notes go to stderr.
+The weights library (and through it huggingface_hub, safetensors, torch) is imported inside each command.
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-from perceiver_cli.commands.common import not_implemented
+from perceiver_cli.commands.common import JsonOption, emit_json
+from perceiver_cli.errors import UsageError, WeightsError
 
-app = typer.Typer(help="List, download, verify and import checkpoints.", no_args_is_help=True)
+app = typer.Typer(
+    help="List, download, verify and import checkpoints.\n\n"
+    "Short names: language, vision-conv, vision-fourier, vision-learned, flow, multimodal.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+def _note(message: str) -> None:
+    print(f"perceiver: {message}", file=sys.stderr)
+
+
+def _human(count: Optional[int], unit: str = "") -> str:
+    if count is None:
+        return "-"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if count >= scale:
+            return f"{count / scale:.1f}{suffix}{unit}"
+    return f"{count}{unit}"
 
 
 @app.command("list")
-def list_() -> int:
-    """Not implemented yet."""
-    not_implemented("weights list")
-    return 2
+def list_(json_lines: bool = JsonOption) -> int:
+    """Show every known checkpoint: hub repo, task, size, and whether (and where) it is cached."""
+    from perceiver_cli.weights import describe_checkpoints
+
+    rows = describe_checkpoints()
+    if json_lines:
+        for row in rows:
+            emit_json(row)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("name", "hub repo", "task", "params", "size", "cached", "where"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        source = row["source"]
+        table.add_row(row["name"], row["repo"] or "-", row["task"] or "-", _human(row["params"]),
+                      _human(row["bytes"], "B"), "yes" if row["cached"] else "no",
+                      f"{row['path']} ({source})" if row["cached"] else "-")
+    Console(file=sys.stdout, soft_wrap=False).print(table)
+    return 0
+
+
+@app.command("download")
+def download(
+    names: list[str] = typer.Argument(..., metavar="NAME...", help="Short names or hub repo ids."),
+) -> int:
+    """Fetch checkpoints into the huggingface_hub cache (resumable; nothing to do when already there).
+
+    Prints each checkpoint's folder on stdout; progress bars go to stderr.
+    """
+    from perceiver_cli.weights import ensure_downloaded, find_checkpoint, registry
+
+    for name in names:
+        if find_checkpoint(name) is None and "/" not in name:
+            raise UsageError(f"unknown checkpoint '{name}': use one of {', '.join(registry())} or a hub "
+                             "repo id (owner/name)")
+    for name in names:
+        folder, fetched = ensure_downloaded(name)
+        _note(f"{name}: {'downloaded' if fetched else 'already in the cache'}")
+        print(folder, flush=True)
+    return 0
+
+
+@app.command("verify")
+def verify(
+    target: str = typer.Argument(..., metavar="NAME|PATH",
+                                 help="A short name, hub repo id, checkpoint folder or DeepMind file."),
+) -> int:
+    """Check a checkpoint: SHA-256 digests where known, file integrity, and that it loads strictly.
+
+    Prints one OK/WARN/FAIL line per check; exits 2 when any check fails. Never downloads.
+    """
+    from perceiver_cli.weights import verify as run_checks
+
+    checks = run_checks(target)
+    for check in checks:
+        print(f"{check.status:<4} {check.subject}: {check.detail}", flush=True)
+    failed = [c for c in checks if c.failed]
+    if failed:
+        raise WeightsError(f"{target}: {len(failed)} of {len(checks)} checks failed")
+    return 0
+
+
+@app.command("import")
+def import_(
+    file: Path = typer.Argument(..., metavar="FILE",
+                                help="DeepMind's .pystate or .pickle file (e.g. optical_flow_checkpoint.pystate)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", metavar="DIR",
+        help="Write the checkpoint here instead of the perceiver-cli cache (use it with --weights DIR)."),
+    force: bool = typer.Option(
+        False, "--force", help="Import a file whose SHA-256 matches none of DeepMind's six (a warning, not an "
+        "error), and replace an existing import."),
+    name: Optional[str] = typer.Option(
+        None, "--name", help="The name --model will find it by (default: the short name of the recognised "
+        "DeepMind file, e.g. flow)."),
+) -> int:
+    """Convert DeepMind's original Haiku file into a checkpoint folder (config.json + model.safetensors).
+
+    Without -o it goes to ~/.cache/perceiver-cli/imported/NAME (or $XDG_CACHE_HOME/perceiver-cli/...), and
+    every command finds it with --model NAME; a hub checkpoint of the same short name in the
+    huggingface_hub cache is used first. Unpickling runs no code: only arrays and plain containers are read.
+    Prints the folder on stdout.
+    """
+    from perceiver_cli.weights import import_deepmind_file
+
+    result = import_deepmind_file(file, out_dir=output, name=name, force=force)
+    use = f"--model {result.name}" if result.name else f"--weights {result.directory}"
+    verb = "imported" if result.created else "already imported"
+    _note(f"{verb}: {result.kind} checkpoint in {result.directory}; use it with {use}")
+    print(result.directory, flush=True)
+    return 0

@@ -1,0 +1,211 @@
+"""Resolving names through a fake huggingface_hub cache, downloads (faked, never the network) and imports."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import huggingface_hub
+import pytest
+
+import perceiver_cli.weights as weights
+import perceiver_cli.weights.haiku as haiku
+from perceiver_cli.errors import WeightsError
+from perceiver_cli.weights import resolve_checkpoint
+from test_haiku_import import write_pickle
+from tiny_models import make_tiny_checkpoint
+
+COMMIT = "4f0c4f6e0b0c5d7e8f9a0b1c2d3e4f5a6b7c8d9e"
+
+
+def add_to_fake_hub(hub: Path, repo: str, files: dict[str, bytes], commit: str = COMMIT) -> Path:
+    """Lay files out as huggingface_hub's cache does: blobs by digest, snapshot symlinks, refs/main."""
+    base = hub / ("models--" + repo.replace("/", "--"))
+    snapshot = base / "snapshots" / commit
+    (base / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        if name.endswith((".safetensors", ".bin")):  # LFS files are named by sha256, others by git blob id
+            digest = hashlib.sha256(data).hexdigest()
+        else:
+            digest = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        (base / "blobs" / digest).write_bytes(data)
+        (snapshot / name).symlink_to(os.path.relpath(base / "blobs" / digest, snapshot))
+    (base / "refs").mkdir(exist_ok=True)
+    (base / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def tiny_hub_checkpoint(hub: Path, tmp: Path, kind: str = "flow", repo: str = "deepmind/optical-flow-perceiver",
+                        safe: bool = True) -> Path:
+    """A tiny random checkpoint of `kind` placed in the fake hub cache under `repo`; returns its snapshot."""
+    folder = tmp / f"made-{kind}-{repo.replace('/', '-')}"
+    make_tiny_checkpoint(kind, folder, safe=safe)
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.name in ("config.json", "model.safetensors",
+                                                                           "pytorch_model.bin")}
+    return add_to_fake_hub(hub, repo, files)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """HF_HOME and XDG_CACHE_HOME in tmp, offline, and a snapshot_download that must not be reached."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE", "PERCEIVER_CLI_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network must not be used here")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    return SimpleNamespace(hub=tmp_path / "hf" / "hub", tmp=tmp_path, imported=tmp_path / "xdg" / "perceiver-cli"
+                           / "imported")
+
+
+def test_short_name_and_repo_id_resolve_to_the_cached_snapshot(env):
+    snapshot = tiny_hub_checkpoint(env.hub, env.tmp)
+    assert resolve_checkpoint("flow") == snapshot
+    assert resolve_checkpoint("deepmind/optical-flow-perceiver") == snapshot
+    assert (snapshot / "model.safetensors").is_symlink()
+
+
+def test_hf_hub_cache_is_preferred_over_hf_home(env, monkeypatch):
+    other = env.tmp / "elsewhere"
+    snapshot = tiny_hub_checkpoint(other, env.tmp)
+    monkeypatch.setenv("HF_HUB_CACHE", str(other))
+    assert resolve_checkpoint("flow") == snapshot
+
+
+def test_a_pytorch_model_bin_snapshot_resolves_too(env):
+    snapshot = tiny_hub_checkpoint(env.hub, env.tmp, kind="vision-conv", repo="deepmind/vision-perceiver-conv",
+                                   safe=False)
+    assert resolve_checkpoint("vision-conv") == snapshot
+
+
+def test_offline_and_missing_is_one_error_naming_the_cache_and_the_exact_command(env):
+    with pytest.raises(WeightsError) as info:
+        resolve_checkpoint("flow")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "'flow' (deepmind/optical-flow-perceiver) is not in the local cache" in message
+    assert str(env.hub) in message
+    assert "run: perceiver weights download flow" in message
+    assert "perceiver weights import optical_flow_checkpoint.pystate" in message
+
+
+def test_a_snapshot_without_weights_does_not_count_as_cached(env):
+    add_to_fake_hub(env.hub, "deepmind/optical-flow-perceiver", {"config.json": b"{}"})
+    with pytest.raises(WeightsError, match="not in the local cache"):
+        resolve_checkpoint("flow")
+
+
+def test_online_a_missing_checkpoint_is_downloaded_once(env, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    source = env.tmp / "remote"
+    make_tiny_checkpoint("flow", source)
+    calls = []
+
+    def fake_snapshot_download(repo_id, *, revision=None, cache_dir=None, allow_patterns=None, **kwargs):
+        calls.append((repo_id, revision, Path(cache_dir), list(allow_patterns)))
+        files = {name: (source / name).read_bytes() for name in allow_patterns}
+        return str(add_to_fake_hub(Path(cache_dir), repo_id, files))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    first = resolve_checkpoint("flow")
+    second = resolve_checkpoint("flow")
+    assert first == second and (first / "model.safetensors").is_file()
+    assert calls == [("deepmind/optical-flow-perceiver", "main", env.hub, ["config.json", "model.safetensors"])]
+
+
+def test_online_but_unreachable_is_one_error_with_the_command(env, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+
+    def unreachable(*args, **kwargs):
+        raise OSError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    with pytest.raises(WeightsError) as info:
+        resolve_checkpoint("vision-conv")
+    message = str(info.value)
+    assert "the hub cannot be reached (OSError: [Errno 101] Network is unreachable)" in message
+    assert "run: perceiver weights download vision-conv" in message
+    assert "perceiver weights import imagenet_conv_preprocessing.pystate" in message
+
+
+def test_directories_are_returned_as_they_are_and_bad_paths_are_clear_errors(env):
+    folder = env.tmp / "mine"
+    make_tiny_checkpoint("flow", folder)
+    assert resolve_checkpoint(str(folder)) == folder
+    with pytest.raises(WeightsError, match="no such file or folder"):
+        resolve_checkpoint(str(env.tmp / "absent"))
+    (env.tmp / "empty").mkdir()
+    with pytest.raises(WeightsError, match="not a checkpoint folder"):
+        resolve_checkpoint(str(env.tmp / "empty"))
+    with pytest.raises(WeightsError, match="unknown checkpoint 'vision'.*language, vision-learned"):
+        resolve_checkpoint("vision")
+
+
+def test_an_imported_checkpoint_is_found_by_its_name(env):
+    source = env.tmp / "flow.pystate"
+    write_pickle(source, "flow")
+    result = weights.import_deepmind_file(source, name="my-flow", force=True, quiet=True)
+    assert result.directory == env.imported / "my-flow"
+    assert resolve_checkpoint("my-flow") == result.directory
+    # a short name falls back to an import of that name when the hub cache lacks it
+    again = weights.import_deepmind_file(source, name="flow", force=True, quiet=True)
+    assert resolve_checkpoint("flow") == again.directory
+    hub = tiny_hub_checkpoint(env.hub, env.tmp)
+    assert resolve_checkpoint("flow") == hub  # the hub's checkpoint wins once it is cached
+
+
+def test_output_dir_with_a_name_is_registered(env):
+    source = env.tmp / "video.pystate"
+    write_pickle(source, "multimodal")
+    out = env.tmp / "somewhere" / "video"
+    weights.import_deepmind_file(source, out_dir=out, name="video", force=True, quiet=True)
+    assert resolve_checkpoint("video") == out
+
+
+def _pretend_known(monkeypatch, path: Path, name: str) -> None:
+    entry = weights.registry()[name]
+    original = weights.DeepMindOriginal(entry.original.file, path.stat().st_size, weights.sha256_file(path))
+    fake = {**weights.registry(), name: weights.Checkpoint(**{**entry.__dict__, "original": original})}
+    monkeypatch.setattr(weights, "registry", lambda: fake)
+
+
+def test_a_deepmind_file_is_imported_on_the_fly_once(env, monkeypatch):
+    source = env.tmp / "optical_flow_checkpoint.pystate"
+    write_pickle(source, "flow")
+    _pretend_known(monkeypatch, source, "flow")
+    conversions = []
+    real = haiku.convert_haiku_file
+    monkeypatch.setattr(haiku, "convert_haiku_file", lambda *a, **k: conversions.append(a) or real(*a, **k))
+    first = resolve_checkpoint(str(source))
+    assert first == env.imported / "flow"
+    assert (first / "config.json").is_file() and (first / "model.safetensors").is_file()
+    assert resolve_checkpoint(str(source)) == first
+    copy = env.tmp / "copy.pystate"  # same bytes elsewhere: found by its digest, not converted again
+    shutil.copy(source, copy)
+    assert resolve_checkpoint(str(copy)) == first
+    assert len(conversions) == 1
+    assert resolve_checkpoint("flow") == first  # and the short name now finds it
+
+
+def test_an_unrecognised_deepmind_file_is_not_imported_implicitly(env):
+    source = env.tmp / "optical_flow_checkpoint.pystate"
+    write_pickle(source, "flow")
+    with pytest.raises(WeightsError, match=r"matches none of DeepMind's six.*import .* --force --name NAME"):
+        resolve_checkpoint(str(source))
+    assert not env.imported.exists()
+
+
+def test_load_model_finds_a_short_name_through_the_cache(env):
+    from perceiver_cli.core import load_model
+
+    tiny_hub_checkpoint(env.hub, env.tmp)
+    model = load_model("flow", device="cpu", task="flow")
+    assert type(model).__name__ == "OpticalFlowModel"
