@@ -96,46 +96,80 @@ class AttentionLayer(nn.Module):
     def _scale(self) -> float:
         return self.attention.self.query.out_features ** -0.5 * self.num_heads ** 0.5
 
-    def memory(self, kv: torch.Tensor) -> "DecoderMemory":
+    def memory(self, kv: torch.Tensor, query_tail: Optional[torch.Tensor] = None) -> "DecoderMemory":
         """Keys and values of a small cross-attention input (the latents), computed once for many query chunks.
 
-        With one head, the query projection is folded into the keys when the queries are narrower than the
-        query/key channels, and the output projection into the values when the output is narrower than the
-        values: scores and outputs are the same up to rounding, with fewer operations per query.
+        With one head, the query projection is folded into the keys, and the output projection into the
+        values, whenever that costs fewer operations per query (L keys: L*q <= q*qk + L*qk, and likewise for
+        the output): scores and outputs are the same up to rounding.
+
+        `query_tail` (T,) declares that every query ends with these same T channels (a modality's padding):
+        then queries are passed without them, and their share of the layer norm and of the query projection
+        is folded into two extra key channels and a per-key score offset.
         """
         p = self.attention.self
+        dense = self.attention.output.dense
         kv_in = p.layernorm2(kv)
         k, v = p.key(kv_in), p.value(kv_in)
-        fold_q = self.num_heads == 1 and p.query.in_features < p.query.out_features
-        fold_o = self.num_heads == 1 and self.attention.output.dense.out_features < p.value.out_features
+        n_keys, q_dim, qk = k.shape[1], p.query.in_features, p.query.out_features
+        out_dim, v_dim = dense.out_features, p.value.out_features
+        one_head = self.num_heads == 1
+        fold_q = one_head and (query_tail is not None or n_keys * q_dim <= q_dim * qk + n_keys * qk)
+        fold_o = one_head and n_keys * out_dim <= n_keys * v_dim + v_dim * out_dim
+        if query_tail is not None and (not one_head or self.query_residual):
+            raise ValueError("a constant query tail needs one head and no query residual")
         bias = None
         if fold_q:
+            weight, offset = p.query.weight, p.query.bias
+            if query_tail is not None:
+                # With x = [h, tail] and LN(x) = (x - mu) / sigma * g + b, the tail's part of the projected
+                # query is (1/sigma) (tail*g_t) W_t - (mu/sigma) g_t W_t + b_t W_t, so the effective query is
+                # [LN part of h, 1/sigma, -mu/sigma] against keys [k W_h, k.(tail*g_t) W_t, k.g_t W_t].
+                n_head = q_dim - query_tail.shape[0]
+                g_t, b_t = p.layernorm1.weight[n_head:], p.layernorm1.bias[n_head:]
+                w_h, w_t = weight[:, :n_head], weight[:, n_head:]
+                extra = torch.stack([(query_tail * g_t) @ w_t.t(), g_t @ w_t.t()], dim=1)  # (qk, 2)
+                offset = offset + b_t @ w_t.t()
+                weight = torch.cat([w_h, extra], dim=1)
             # q.k = x.(Wq^T k) + bq.k: a per-key score offset (SDPA adds masks after scaling, so scale it here)
-            bias = (k @ p.query.bias)[:, None, None, :] * self._scale
-            k = k @ p.query.weight
+            bias = (k @ offset)[:, None, None, :] * self._scale
+            k = k @ weight
         if fold_o:
-            v = v @ self.attention.output.dense.weight.t()
-        return DecoderMemory(self._heads(k), self._heads(v), bias, fold_q, fold_o)
+            v = v @ dense.weight.t()
+        return DecoderMemory(self._heads(k), self._heads(v), bias, fold_q, fold_o, query_tail)
+
+    def _tail_query(self, head: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+        """The effective query [LN part of head, 1/sigma, -mu/sigma] of queries [head, tail] (see memory)."""
+        ln = self.attention.self.layernorm1
+        n = head.shape[-1] + tail.shape[0]
+        mu = (head.sum(-1) + tail.sum()) / n
+        var = (((head - mu[..., None]) ** 2).sum(-1) + ((tail - mu[..., None]) ** 2).sum(-1)) / n
+        inv_sigma = torch.rsqrt(var + ln.eps)
+        normed = (head - mu[..., None]) * inv_sigma[..., None] * ln.weight[: head.shape[-1]] + ln.bias[: head.shape[-1]]
+        return torch.cat([normed, inv_sigma[..., None], (-mu * inv_sigma)[..., None]], dim=-1)
 
     def attend(self, x: torch.Tensor, kv: Optional[torch.Tensor] = None, kv_mask: Optional[torch.Tensor] = None,
                memory: Optional["DecoderMemory"] = None) -> torch.Tensor:
         """The attention half of the block (with the query residual): (B, Nq, q_dim) -> (B, Nq, out)."""
         p = self.attention.self
         dense = self.attention.output.dense
-        q_in = p.layernorm1(x)
         mask = None if kv_mask is None else kv_mask[:, None, None, :]
+        if memory is not None and memory.query_tail is not None:
+            q_in = self._tail_query(x, memory.query_tail)
+        else:
+            q_in = p.layernorm1(x)
         if memory is not None:
             q = q_in[:, None] if memory.fold_q else self._heads(p.query(q_in))
             attended = F.scaled_dot_product_attention(q, memory.keys, memory.values, attn_mask=memory.bias,
                                                       scale=self._scale)
             out = attended[:, 0] + dense.bias if memory.fold_o else dense(self._merge(attended))
-        elif self.cross and self.num_heads == 1 and p.key.in_features < p.key.out_features:
-            # Few queries (latents) against many narrow inputs: fold the key projection into the queries
+        elif self.cross and self.num_heads == 1 and p.key.in_features <= p.key.out_features:
+            # Few queries (latents) against many inputs no wider than the keys: fold the key projection into the queries
             # (the key bias adds the same amount to all scores of a query, which softmax ignores) and the
             # value and output projections into one matrix applied after attention (weights sum to one).
             kv_in = p.layernorm2(kv)[:, None]
             q = (p.query(q_in) @ p.key.weight)[:, None]
-            if p.value.in_features < p.value.out_features:
+            if p.value.in_features <= p.value.out_features:
                 attended = F.scaled_dot_product_attention(q, kv_in, kv_in, attn_mask=mask, scale=self._scale)
                 out = attended[:, 0] @ (dense.weight @ p.value.weight).t() + (dense.weight @ p.value.bias + dense.bias)
             else:
@@ -166,8 +200,9 @@ class AttentionLayer(nn.Module):
 class DecoderMemory:
     """Per-input keys/values (B, H, L, C) shared by all query chunks of a decoder, and how they were folded."""
 
-    def __init__(self, keys, values, bias, fold_q: bool, fold_o: bool):
+    def __init__(self, keys, values, bias, fold_q: bool, fold_o: bool, query_tail=None):
         self.keys, self.values, self.bias, self.fold_q, self.fold_o = keys, values, bias, fold_q, fold_o
+        self.query_tail = query_tail
 
 
 class LatentEmbeddings(nn.Module):

@@ -403,8 +403,10 @@ class MultimodalDecoder(nn.Module):
                                         "image": (1, c - self.image_query_channels),
                                         "label": (1, c - self.label_query_channels)})
 
-    def queries(self, modality: str, indices: Optional[torch.Tensor], batch: int, dtype, device) -> torch.Tensor:
-        """Queries (B, Q, C) for flat output indices of one modality (the label has one query, indices ignored)."""
+    def queries(self, modality: str, indices: Optional[torch.Tensor], batch: int, dtype, device,
+                with_padding: bool = True) -> torch.Tensor:
+        """Queries (B, Q, C) for flat output indices of one modality (the label has one query, indices ignored);
+        without the modality's constant padding channels when with_padding is False."""
         s = self.spec
         if modality == "label":
             q = self.modalities.label.decoder.output_position_encodings.position_embeddings
@@ -417,8 +419,9 @@ class MultimodalDecoder(nn.Module):
             q = fourier_features(subsampled_positions(indices.to(device), dims), 32,
                                  (s.num_frames, s.image_size, s.image_size))
         q = q.to(dtype)
-        fill = getattr(self.padding, modality).to(dtype).expand(q.shape[0], -1)
-        return torch.cat([q, fill], dim=-1).expand(batch, -1, -1)
+        if with_padding:
+            q = torch.cat([q, getattr(self.padding, modality).to(dtype).expand(q.shape[0], -1)], dim=-1)
+        return q.expand(batch, -1, -1)
 
 
 class MultimodalPostprocessor(nn.Module):
@@ -457,23 +460,29 @@ class MultimodalAutoencoder(nn.Module):
         """images (B, T, 3, H, W) in [0, 1], audio (B, S) in [-1, 1] -> latents (B, L, D). Runs once per clip."""
         return self.perceiver.encode(self.perceiver.input_preprocessor(images, audio))
 
+    def memory(self, z: torch.Tensor, modality: str):
+        """The latents' keys and values for one modality's queries (its constant padding folded in)."""
+        pad = getattr(self.perceiver.decoder.padding, modality)[0].to(z.dtype)
+        return self.perceiver.decoder.decoder.decoding_cross_attention.memory(z, query_tail=pad)
+
     def decode(self, z: torch.Tensor, modality: str, indices: Optional[torch.Tensor] = None,
                memory=None) -> torch.Tensor:
         """Raw outputs for flat indices of one modality: audio (B, Q, samples_per_patch), image (B, Q, 3),
-        label (B, 1, num_labels). `memory` (from decoder memory(z)) saves recomputing the latents' keys."""
+        label (B, 1, num_labels). Pass `memory` (from memory(z, modality)) when decoding in chunks."""
         dec = self.perceiver.decoder
-        q = dec.queries(modality, indices, z.shape[0], z.dtype, z.device)
+        memory = memory if memory is not None else self.memory(z, modality)
+        q = dec.queries(modality, indices, z.shape[0], z.dtype, z.device, with_padding=memory.query_tail is None)
         head = getattr(self.perceiver.output_postprocessor.modalities, modality).classifier
-        return dec.decoder(q, z, memory=memory, post=head)
+        return dec.decoder(q, memory=memory, post=head)
 
     def decode_all(self, z: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict[str, torch.Tensor]:
         """Every output of a clip, decoded in chunks from one encoding: video (B, T, H, W, 3),
         audio (B, S), label logits (B, num_labels)."""
         s = self.spec
-        memory = self.perceiver.decoder.decoder.memory(z)
         b = z.shape[0]
         out = {}
         for modality, n in self.num_outputs.items():
+            memory = self.memory(z, modality)
             parts = []
             for start in range(0, n, chunk_size):
                 idx = torch.arange(start, min(start + chunk_size, n), device=z.device)
