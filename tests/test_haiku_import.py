@@ -492,3 +492,13 @@ def test_imported_flow_model_equals_transformers_and_differs_under_deepmind_nume
     with torch.no_grad():
         assert _max_diff(ours(patches), hf_tanh(inputs=patches).logits) <= 1e-4
         assert _max_diff(ours(patches), hf(inputs=patches).logits) > 1e-6
+
+
+def test_an_incomplete_file_is_refused_at_import_not_at_first_use(tmp_path):
+    source = tmp_path / "conv.pystate"
+    params = fill(haiku_layout("vision-conv"))  # the BatchNorm moving averages (the state) left out
+    source.write_bytes(pickle.dumps({"params": params, "state": {}}))
+    with pytest.raises(WeightsError, match=r"do not fit a PerceiverForImageClassificationConvProcessing "
+                                           r"\(2 missing: .*batchnorm.running_mean"):
+        import_deepmind_file(source, out_dir=tmp_path / "out", force=True, quiet=True)
+    assert not (tmp_path / "out").exists()

@@ -51,7 +51,7 @@ def list_(json_lines: bool = JsonOption) -> int:
 
     table = Table(box=None, header_style="bold")
     for column in ("name", "hub repo", "task", "params", "size", "cached", "where"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, no_wrap=column != "where", overflow="fold")
     for row in rows:
         source = row["source"]
         table.add_row(row["name"], row["repo"] or "-", row["task"] or "-", _human(row["params"]),

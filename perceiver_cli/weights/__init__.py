@@ -229,7 +229,7 @@ class ImportResult:
 
 def _write_checkpoint(directory: Path, state: dict[str, Any], config: dict[str, Any],
                       manifest: dict[str, Any], replace: bool) -> None:
-    """Write config.json + model.safetensors + the manifest into `directory` atomically (temp dir, rename)."""
+    """Write config.json + model.safetensors + the manifest into `directory` atomically; consumes `state`."""
     from safetensors.numpy import save_file
 
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -237,8 +237,13 @@ def _write_checkpoint(directory: Path, state: dict[str, Any], config: dict[str, 
     try:
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
                                          encoding="utf-8")
-        # safetensors copies from each array's memory as it lies: transposed views must be made contiguous
-        dense = {key: value if value.flags.c_contiguous else value.copy(order="C") for key, value in state.items()}
+        # safetensors copies from each array's memory as it lies: transposed views must be made contiguous.
+        # Popping each view as it is copied lets its source array go, so memory stays near one model's size.
+        dense = {}
+        for key in list(state):
+            value = state.pop(key)
+            dense[key] = value if value.flags.c_contiguous else value.copy(order="C")
+            del value
         save_file(dense, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         del dense
         manifest["files"] = {name: sha256_file(tmp / name) for name in ("config.json", "model.safetensors")}
@@ -251,6 +256,26 @@ def _write_checkpoint(directory: Path, state: dict[str, Any], config: dict[str, 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _check_against_core(state: dict[str, Any], config: dict[str, Any], source: str) -> None:
+    """Refuse converted weights that the network their config describes would not load strictly."""
+    import torch
+
+    from perceiver_cli.core import build_model, spec_from_config
+
+    with torch.device("meta"):
+        model = build_model(spec_from_config(config), "transformers")
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    ours = {key: tuple(value.shape) for key, value in state.items()}
+    problems = []
+    for label, keys in (("missing", sorted(set(expected) - set(ours))), ("unexpected", sorted(set(ours) - set(expected))),
+                        ("of the wrong shape", sorted(k for k in set(ours) & set(expected) if ours[k] != expected[k]))):
+        if keys:
+            problems.append(f"{len(keys)} {label}: {', '.join(keys[:2])}{' ...' if len(keys) > 2 else ''}")
+    if problems:
+        kind = config["architectures"][0]
+        raise WeightsError(f"{source}: the converted weights do not fit a {kind} ({'; '.join(problems)})")
 
 
 def _warn(message: str) -> None:
@@ -303,6 +328,7 @@ def import_deepmind_file(source: Path, out_dir: Optional[Path] = None, name: Opt
     if known is not None and known.architecture != config["architectures"][0]:
         raise WeightsError(f"{source}: its digest is DeepMind's {known.original.file}, but it holds a {kind} "
                            "network")
+    _check_against_core(state, config, str(source))
     stat = source.stat()
     manifest = {
         "name": name,
@@ -477,6 +503,7 @@ class Check:
 
     @property
     def failed(self) -> bool:
+        """Whether this check makes the verification fail (WARN does not)."""
         return self.status == "FAIL"
 
 
