@@ -21,7 +21,7 @@ from perceiver_cli.weights import import_deepmind_file
 from perceiver_cli.weights.haiku import (ARCHITECTURES, KINDS, build_config, detect_kind, read_haiku_file,
                                          to_hub_state_dict)
 
-HUB_KEYS = Path("/work/shared/reference/hub-keys")
+HUB_KEYS = Path(__file__).resolve().parent / "data" / "hub-keys"  # see tests/data/README.md
 HUB_KEY_FILES = {
     "language": "language-perceiver", "vision-learned": "vision-perceiver-learned",
     "vision-fourier": "vision-perceiver-fourier", "vision-conv": "vision-perceiver-conv",

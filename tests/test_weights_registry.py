@@ -11,7 +11,8 @@ import perceiver_cli.weights as weights
 from perceiver_cli.core.spec import ARCHITECTURES as CORE_ARCHITECTURES
 from perceiver_cli.weights.haiku import ARCHITECTURES as HAIKU_ARCHITECTURES
 
-CHECKPOINTS_MD = Path("/work/shared/reference/checkpoints.md")
+# the project's reference notes, beside the repository (skipped where absent)
+CHECKPOINTS_MD = Path(__file__).resolve().parents[2] / "shared" / "reference" / "checkpoints.md"
 
 HUB_REPOS = {
     "language": "deepmind/language-perceiver",

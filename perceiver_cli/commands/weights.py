@@ -51,13 +51,14 @@ def list_(json_lines: bool = JsonOption) -> int:
 
     table = Table(box=None, header_style="bold")
     for column in ("name", "hub repo", "task", "params", "size", "cached", "where"):
-        table.add_column(column, no_wrap=column != "where", overflow="fold")
+        table.add_column(column, no_wrap=column not in ("hub repo", "where"), overflow="fold")
     for row in rows:
         source = row["source"]
         table.add_row(row["name"], row["repo"] or "-", row["task"] or "-", _human(row["params"]),
                       _human(row["bytes"], "B"), "yes" if row["cached"] else "no",
                       f"{row['path']} ({source})" if row["cached"] else "-")
-    Console(file=sys.stdout, soft_wrap=False).print(table)
+    # piped output is not cut to 80 columns: paths stay whole for grep and friends
+    Console(file=sys.stdout, width=None if sys.stdout.isatty() else 240).print(table)
     return 0
 
 
