@@ -105,11 +105,6 @@ class ClipResult:
         return psnr_from_error(self.audio_squared_error, self.audio.numel(), AUDIO_DATA_RANGE)
 
 
-def decoder_memory(model: torch.nn.Module, z: torch.Tensor):
-    """The latents' keys and values for the decoder, computed once per clip and shared by every chunk."""
-    return model.perceiver.decoder.decoder.memory(z)
-
-
 def decode_clip(model: torch.nn.Module, z: torch.Tensor, n_valid_frames: Optional[int] = None,
                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict[str, torch.Tensor]:
     """Raw outputs of the first n_valid_frames frames from latents z (B, L, D), at most chunk_size queries a pass:
@@ -123,10 +118,10 @@ def decode_clip(model: torch.nn.Module, z: torch.Tensor, n_valid_frames: Optiona
     size = geometry.image_size
     n_samples = t * geometry.samples_per_frame
     wanted = {"image": t * size * size, "audio": -(-n_samples // geometry.samples_per_patch), "label": 1}
-    memory = decoder_memory(model, z)
     b = z.shape[0]
     out = {}
     for modality, n in wanted.items():
+        memory = model.memory(z, modality)  # the latents' keys and values, shared by every chunk
         parts = []
         for start in range(0, n, chunk_size):
             idx = torch.arange(start, min(start + chunk_size, n), device=z.device)
