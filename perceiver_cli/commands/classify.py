@@ -1,15 +1,262 @@
-"""`perceiver classify` (not built yet)."""
+"""`perceiver classify`: ImageNet classes of image files, folders, globs or paths read from stdin.
+
+Images are decoded and preprocessed on a thread pool, a batch ahead of the model; results go to
+stdout (a table, or one JSON line per image) in input order; unreadable files are reported and skipped.
+"""
 
 from __future__ import annotations
 
-from typing import List
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, List, Optional, Union
 
 import typer
 
-from perceiver_cli.commands.common import not_implemented
+from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, ModelOption, NumericsOption,
+                                           WeightsOption, emit_json, load_task_model)
+from perceiver_cli.errors import EXIT_OK, EXIT_SOME_FAILED, InputError, UsageError
+
+DEFAULT_MODEL = "vision-conv"
+STDIN_ARGUMENT = "-"
+# A progress bar is worth drawing from this many images on.
+PROGRESS_MIN_IMAGES = 4
+# Images prepared ahead of the model, in batches: enough to hide decoding, small enough for memory.
+BATCHES_AHEAD = 2
+IMAGENET_LABELS = "imagenet1k.txt"
+_GENERIC_LABEL = re.compile(r"LABEL_\d+")
+
+Item = Union[Path, InputError]
 
 
-def classify(inputs: List[str] = typer.Argument(None, help="Inputs.")) -> int:
-    """Not implemented yet."""
-    not_implemented("classify")
-    return 2
+def _paths_from_stdin() -> list[str]:
+    """Read one path per line from stdin (bytes decoded as file names are, so any name round-trips)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is not None:
+        lines = [os.fsdecode(line.rstrip(b"\r\n")) for line in stream]
+    else:
+        lines = [line.rstrip("\r\n") for line in sys.stdin]
+    return [line for line in lines if line.strip()]
+
+
+def _expand_arguments(arguments: list[str]) -> list[Item]:
+    """Image paths (and InputErrors for arguments standing for none), in order; `-` is replaced by stdin's lines."""
+    from perceiver_cli.io.images import expand_image_inputs
+
+    items: list[Item] = []
+    given: list[str] = []
+    for argument in arguments:
+        if argument == STDIN_ARGUMENT:
+            lines = _paths_from_stdin()
+            if not lines:
+                items.extend(expand_image_inputs(given))
+                given = []
+                items.append(InputError("-: no image paths on standard input"))
+            given.extend(lines)
+        else:
+            given.append(argument)
+    items.extend(expand_image_inputs(given))
+    return items
+
+
+def class_names(id2label: dict[int, str], num_labels: int) -> list[str]:
+    """Names of the model's classes: config.json's id2label, else the shipped ImageNet-1k list for 1000 classes."""
+    generic = not id2label or all(_GENERIC_LABEL.fullmatch(name) for name in id2label.values())
+    if generic and num_labels == 1000:
+        from importlib.resources import files
+
+        text = files("perceiver_cli").joinpath("data", IMAGENET_LABELS).read_text(encoding="utf-8")
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+        if len(names) == num_labels:
+            return names
+    return [id2label.get(index, f"LABEL_{index}") for index in range(num_labels)]
+
+
+def _configure_torch_threads() -> None:
+    """Use every CPU this process may run on for the model, unless the user set a thread count."""
+    import torch
+
+    if any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")):
+        return
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    torch.set_num_threads(max(1, usable))
+
+
+def _decode_workers(device_type: str) -> int:
+    """Decoding threads: one or two beside a CPU model (it wants the cores), more to keep an accelerator fed."""
+    cpus = os.cpu_count() or 1
+    if device_type == "cpu":
+        return max(1, min(2, cpus // 2))
+    return max(1, min(8, cpus - 1))
+
+
+def _split_error(item: Item, error: BaseException, arguments: list[str]) -> tuple[str, str]:
+    """(path, problem) of a failed item; the problem does not repeat the path."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    if not isinstance(error, InputError):  # an unexpected fault while reading: still one line
+        message = f"{type(error).__name__}: {message}"
+    candidates = [str(item)] if isinstance(item, Path) else [STDIN_ARGUMENT, *arguments]
+    for candidate in candidates:
+        if message.startswith(f"{candidate}: "):
+            return candidate, message[len(candidate) + 2:]
+    return (str(item) if isinstance(item, Path) else ""), message
+
+
+def classify(
+    inputs: List[str] = typer.Argument(
+        None, metavar="IMAGE...",
+        help="Image files, folders (searched recursively for images, in sorted order), glob patterns, "
+             "or - to read paths from stdin, one per line.",
+    ),
+    model: Optional[str] = ModelOption,
+    weights: Optional[Path] = WeightsOption,
+    top_k: int = typer.Option(5, "--top-k", "-k", help="How many classes to show per image, best first."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Images per forward pass of the model."),
+    max_pixels: Optional[int] = typer.Option(
+        None, "--max-pixels", help="Refuse images with more pixels than this (default: 120 million)."),
+    device: str = DeviceOption,
+    dtype: str = DtypeOption,
+    numerics: str = NumericsOption,
+    json_lines: bool = JsonOption,
+) -> int:
+    """Classify images into the 1000 ImageNet classes (models: vision-conv, vision-fourier, vision-learned).
+
+    Prints a table, or with --json one line per image: {"path", "predictions": [{"label", "index", "score"}]}
+    (softmax scores, best first), or {"path", "error"} for a file that cannot be read. Unreadable files
+    are reported and skipped; the exit code is then 1.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from perceiver_cli.core.vision import classify_pixels, prefetch_batches, preprocess_image
+    from perceiver_cli.io.images import DEFAULT_MAX_PIXELS, read_image
+
+    if top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {top_k}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if max_pixels is not None and max_pixels < 1:
+        raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
+    if model is not None and weights is not None:
+        raise UsageError("give either --model or --weights, not both")
+    if not inputs:
+        raise UsageError("give image files, folders or glob patterns to classify (or - to read paths from stdin)")
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    arguments = list(inputs)
+    items = _expand_arguments(arguments)
+
+    def prepare(item: Item, out) -> None:
+        if isinstance(item, InputError):
+            raise item
+        rgb = read_image(item, limit)
+        try:
+            preprocess_image(rgb, out)
+        except ValueError as exc:
+            raise InputError(f"{item}: {exc}") from None
+
+    failed = 0
+    results: list[tuple[str, list[dict[str, Any]]]] = []
+
+    def report(item: Item, error: BaseException) -> None:
+        path, problem = _split_error(item, error, arguments)
+        if json_lines:
+            emit_json({"path": path, "error": problem})
+        else:
+            print(f"perceiver: error: {path}: {problem}" if path else f"perceiver: error: {problem}",
+                  file=sys.stderr, flush=True)
+
+    if not any(isinstance(item, Path) for item in items):  # nothing to run the model on
+        for item in items:
+            report(item, item)
+        return EXIT_SOME_FAILED
+
+    from perceiver_cli.core.loading import pick_device
+
+    _configure_torch_threads()
+    executor = ThreadPoolExecutor(max_workers=_decode_workers(pick_device(device).type), thread_name_prefix="perceiver-decode")
+    try:
+        # Decoding starts now, while the model loads.
+        batches = prefetch_batches(items, prepare, batch_size, executor, ahead=BATCHES_AHEAD)
+        network = load_task_model("classify", model, weights, DEFAULT_MODEL, device, dtype, numerics)
+        spec = network.spec
+        if spec.kind == "vision-learned" and spec.image_size != 224:
+            raise UsageError(f"{weights or model}: this vision-learned checkpoint has image_size {spec.image_size}, "
+                             "but classify feeds 224x224 images")
+        names = class_names(spec.id2label, spec.num_labels)
+        with _progress(len(items)) as advance:
+            for batch in batches:
+                scores = indices = None
+                if batch.ok:
+                    scores, indices = classify_pixels(network, batch.pixels, top_k)
+                row = 0
+                for position, item in enumerate(batch.items):
+                    if position in batch.errors:
+                        failed += 1
+                        report(item, batch.errors[position])
+                        continue
+                    predictions = [{"label": names[int(index)], "index": int(index), "score": float(score)}
+                                   for score, index in zip(scores[row], indices[row])]
+                    row += 1
+                    if json_lines:
+                        emit_json({"path": str(item), "predictions": predictions})
+                    else:
+                        results.append((str(item), predictions))
+                advance(len(batch.items))
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+    if not json_lines and results:
+        _print_table(results)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+class _progress:
+    """A rich progress bar on stderr for runs of several images on a terminal; otherwise nothing."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.bar = None
+
+    def __enter__(self):
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if self.total >= PROGRESS_MIN_IMAGES and console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                console=console, transient=True, redirect_stdout=False, redirect_stderr=True)
+            self.bar.start()
+            task = self.bar.add_task("classify", total=self.total)
+            return lambda done: self.bar.advance(task, done)
+        return lambda done: None
+
+    def __exit__(self, *exc_info) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _print_table(results: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    """The readable default output: each image's classes, best first, as a table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("image", overflow="fold")
+    table.add_column("#", justify="right")
+    table.add_column("class", overflow="fold")
+    table.add_column("score", justify="right")
+    for number, (path, predictions) in enumerate(results):
+        if number:
+            table.add_row()
+        for rank, prediction in enumerate(predictions, start=1):
+            # Text, not markup: a "[" in a file name or label is printed as it is.
+            table.add_row(Text(path if rank == 1 else ""), str(rank), Text(prediction["label"]),
+                          f"{prediction['score']:.4f}")
+    console = Console(file=sys.stdout, soft_wrap=False, highlight=False)
+    if not console.is_terminal:  # a file or pipe: no folding of long paths at 80 columns
+        console.width = 100_000
+    console.print(table)
