@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -56,8 +57,9 @@ def ours(tiny):
     return load_model(str(tiny[0]), device="cpu", numerics="transformers")
 
 
-def make_video(path: Path, n_frames: int, width: int = SIZE, height: int = SIZE, sound: bool = True) -> Path:
-    """Moving colour gradients at 25 fps (H.264, near lossless) with an optional 48 kHz AAC tone."""
+def make_video(path: Path, n_frames: int, width: int = SIZE, height: int = SIZE, sound: str | None = "tone") -> Path:
+    """Moving colour gradients at 25 fps (H.264, near lossless); sound: "tone" (48 kHz AAC), "garbage"
+    (AAC packets of random bytes, which no decoder accepts) or None (no audio track)."""
     yy, xx = np.mgrid[0:height, 0:width]
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=25, options={"crf": "0"})
@@ -69,7 +71,12 @@ def make_video(path: Path, n_frames: int, width: int = SIZE, height: int = SIZE,
             frame.pts = i
             for packet in video.encode(frame):
                 container.mux(packet)
-            if audio is not None:
+            if sound == "garbage":
+                packet = av.Packet(np.random.default_rng(i).integers(0, 256, 300, dtype=np.uint8).tobytes())
+                packet.stream, packet.pts, packet.dts = audio, i * SPF, i * SPF
+                packet.time_base = Fraction(1, RATE)
+                container.mux(packet)
+            elif audio is not None:
                 t = (np.arange(SPF) + i * SPF) / RATE
                 chunk = av.AudioFrame.from_ndarray((0.4 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)[None],
                                                    format="flt", layout="mono")
@@ -78,7 +85,7 @@ def make_video(path: Path, n_frames: int, width: int = SIZE, height: int = SIZE,
                     container.mux(packet)
         for packet in video.encode(None):
             container.mux(packet)
-        if audio is not None:
+        if sound == "tone":
             for packet in audio.encode(None):
                 container.mux(packet)
     return path
@@ -301,7 +308,7 @@ def test_real_avi_side_by_side_with_json(tiny, tmp_path, capsys):
 
 
 def test_no_audio_track_warns_and_reconstructs_from_silence(tiny, tmp_path, capsys):
-    silent = make_video(tmp_path / "silent.mp4", 3, width=40, height=24, sound=False)
+    silent = make_video(tmp_path / "silent.mp4", 3, width=40, height=24, sound=None)
     code, out, err = run([silent, "-w", tiny[0], "-o", tmp_path / "s.npz", "-o", tmp_path / "s.mp4", "--json"],
                          capsys)
     assert code == 0, err
@@ -316,6 +323,15 @@ def test_no_audio_track_warns_and_reconstructs_from_silence(tiny, tmp_path, caps
     with av.open(str(tmp_path / "s.mp4")) as container:
         assert len(container.streams.audio) == 1
         assert sum(1 for _ in container.decode(video=0)) == 3
+
+
+def test_broken_audio_track_warns_and_goes_on(tiny, tmp_path, capsys):
+    broken = make_video(tmp_path / "broken.mp4", T + 2, sound="garbage")
+    code, out, err = run([broken, "-w", tiny[0], "-o", tmp_path / "b.wav"], capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("perceiver: warning:")]
+    assert len(warnings) == 1 and str(broken) in warnings[0] and "silence" in warnings[0]
+    assert soundfile.info(str(tmp_path / "b.wav")).frames == (T + 2) * SPF
 
 
 def test_one_clip_and_one_frame_gives_two_clips_trimmed(tiny, tmp_path, capsys, monkeypatch):
