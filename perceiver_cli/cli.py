@@ -11,7 +11,6 @@ import signal
 import sys
 from typing import Optional
 
-import click
 import typer
 
 from perceiver_cli import __version__
@@ -28,6 +27,23 @@ app = typer.Typer(
 )
 
 _state = {"debug": False}
+
+
+def _exception_classes(*names: str) -> tuple:
+    # Recent typer releases bundle their own click (typer._click, with Exit and Abort in typer.exceptions);
+    # older ones raise click's own. Catch whichever exist.
+    found = []
+    for module_name, attr in (n.rsplit(":", 1) for n in names):
+        try:
+            found.append(getattr(__import__(module_name, fromlist=[attr]), attr))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+_CLICK_EXIT = _exception_classes("typer.exceptions:Exit", "click.exceptions:Exit")
+_CLICK_ERROR = _exception_classes("typer._click.exceptions:ClickException", "click.exceptions:ClickException")
+_CLICK_ABORT = _exception_classes("typer.exceptions:Abort", "click.exceptions:Abort")
 
 
 def _version(value: bool) -> None:
@@ -75,12 +91,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         code = command.main(args=args, prog_name="perceiver", standalone_mode=False)
         code = code if isinstance(code, int) else 0
-    except click.exceptions.Exit as exc:
+    except _CLICK_EXIT as exc:
         code = exc.exit_code
-    except click.ClickException as exc:
+    except _CLICK_ERROR as exc:
         exc.show()
         code = EXIT_USAGE
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, *_CLICK_ABORT):
         print("perceiver: interrupted", file=sys.stderr)
         code = 130
     except PerceiverError as exc:
