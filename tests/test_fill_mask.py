@@ -431,3 +431,16 @@ def test_fill_masks_returns_one_result_per_text_in_order(ours):
     results = fill_masks(ours, texts, top_k=2, max_span=4)
     assert [r.lengths for r in results] == [(1,), (3,), (2, 1)]
     assert all(len(r.fillings) == 2 for r in results)
+
+
+@pytest.mark.parametrize("shift", range(5))
+def test_windows_do_not_start_or_end_inside_a_character_of_the_context(shift):
+    # "é€" is 5 bytes: shifting the mask by 0..4 ASCII bytes moves the window's ends through every byte of it
+    ids, spans = masked_ids([("é€" * 30 + "a" * shift).encode(), ("b" * shift + "€é" * 30).encode()], [5])
+    ids_text = [int(t) for t in ids]
+    (window,) = plan_windows(ids, spans, 41)
+    assert window.stop - window.start <= 41
+    assert window.start <= spans[0][0] and spans[0][0] + 5 <= window.stop
+    assert not 0x80 <= ids_text[window.start] - 6 < 0xC0
+    assert window.stop == len(ids_text) or not 0x80 <= ids_text[window.stop] - 6 < 0xC0
+    assert window.stop - window.start >= 41 - 3 - 3  # trimmed by at most a character at each end
