@@ -423,3 +423,51 @@ def test_only_bad_inputs_exit_1_without_loading_a_model(capsys, tmp_path):
     code, out, err = _run(capsys, str(tmp_path / "missing.jpg"), "--weights", str(tmp_path / "no-weights-here"))
     assert code == 1 and out == ""
     assert err.strip() == f"perceiver: error: {tmp_path / 'missing.jpg'}: no such file or folder"
+
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """Make every rich Console believe it writes to a terminal (as stderr does in an interactive shell)."""
+    import rich.console
+
+    class TerminalConsole(rich.console.Console):
+        def __init__(self, *args, **kwargs):
+            kwargs["force_terminal"] = True
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(rich.console, "Console", TerminalConsole)
+
+
+def test_progress_bar_goes_to_a_terminal_stderr_and_never_to_stdout(checkpoints, capsys, tmp_path, terminal):
+    for i in range(5):
+        _save_rgb(tmp_path / f"{i}.png", _noise(20, 20, 80 + i))
+    code, out, err = _run(capsys, str(tmp_path), "--weights", str(checkpoints["vision-conv"][0]), "--json", "-b", "2")
+    assert code == 0
+    assert "classifying" in err
+    assert len(_json_lines(out)) == 5  # every stdout line is a result
+
+
+def test_one_image_draws_no_progress_bar(checkpoints, capsys, tmp_path, terminal):
+    image = _save_rgb(tmp_path / "one.png", _noise(20, 20, 90))
+    code, out, err = _run(capsys, str(image), "--weights", str(checkpoints["vision-conv"][0]), "--json")
+    assert code == 0 and err == "" and len(_json_lines(out)) == 1
+
+
+def test_torch_threads_are_capped_by_usable_cpus_unless_the_user_chose(monkeypatch):
+    from perceiver_cli.commands import classify as command
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+        monkeypatch.setattr(command, "_usable_cpus", lambda: 1)
+        command._configure_torch_threads()
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        command._configure_torch_threads()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

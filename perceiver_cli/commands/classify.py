@@ -6,9 +6,11 @@ stdout (a table, or one JSON line per image) in input order; unreadable files ar
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 from typing import Any, List, Optional, Union
 
@@ -24,6 +26,8 @@ STDIN_ARGUMENT = "-"
 PROGRESS_MIN_IMAGES = 4
 # Images prepared ahead of the model, in batches: enough to hide decoding, small enough for memory.
 BATCHES_AHEAD = 2
+# Decoding threads beside a CPU model run at this niceness: the model's matmuls keep the cores.
+DECODE_NICENESS = 10
 IMAGENET_LABELS = "imagenet1k.txt"
 _GENERIC_LABEL = re.compile(r"LABEL_\d+")
 
@@ -73,25 +77,49 @@ def class_names(id2label: dict[int, str], num_labels: int) -> list[str]:
     return [id2label.get(index, f"LABEL_{index}") for index in range(num_labels)]
 
 
-def _configure_torch_threads() -> None:
-    """Use every CPU this process may run on for the model, unless the user set a thread count."""
-    import torch
-
-    if any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")):
-        return
+def _usable_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (containers)."""
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count() or 1
-    torch.set_num_threads(max(1, usable))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            usable = min(usable, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, usable)
+
+
+def _configure_torch_threads() -> None:
+    """One matmul thread per usable CPU at most (torch counts the host's cores, not a container's share).
+
+    torch's own default (the physical cores) is kept when it is lower; OMP_NUM_THREADS or
+    MKL_NUM_THREADS, when set, win.
+    """
+    import torch
+
+    if any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")):
+        return
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), _usable_cpus())))
 
 
 def _decode_workers(device_type: str) -> int:
-    """Decoding threads: one or two beside a CPU model (it wants the cores), more to keep an accelerator fed."""
-    cpus = os.cpu_count() or 1
+    """Decoding threads: one beside a CPU model (the model wants the cores), more to keep an accelerator fed."""
     if device_type == "cpu":
-        return max(1, min(2, cpus // 2))
-    return max(1, min(8, cpus - 1))
+        return 1 if _usable_cpus() <= 4 else 2
+    return max(1, min(8, _usable_cpus() - 1))
+
+
+def _yield_to_the_model() -> None:
+    """Lower this decoding thread's priority, so it runs on CPU time the model's threads leave idle."""
+    # Linux only: there a thread id is a valid `who` for setpriority; elsewhere it could name another process.
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
+        except OSError:
+            pass
 
 
 def _split_error(item: Item, error: BaseException, arguments: list[str]) -> tuple[str, str]:
@@ -131,7 +159,7 @@ def classify(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from perceiver_cli.core.vision import classify_pixels, prefetch_batches, preprocess_image
+    from perceiver_cli.core.vision import IMAGE_SIZE, classify_pixels, prefetch_batches, preprocess_image
     from perceiver_cli.io.images import DEFAULT_MAX_PIXELS, read_image
 
     if top_k < 1:
@@ -176,15 +204,17 @@ def classify(
     from perceiver_cli.core.loading import pick_device
 
     _configure_torch_threads()
-    executor = ThreadPoolExecutor(max_workers=_decode_workers(pick_device(device).type), thread_name_prefix="perceiver-decode")
+    device_type = pick_device(device).type
+    executor = ThreadPoolExecutor(max_workers=_decode_workers(device_type), thread_name_prefix="perceiver-decode",
+                                  initializer=_yield_to_the_model if device_type == "cpu" else None)
     try:
         # Decoding starts now, while the model loads.
         batches = prefetch_batches(items, prepare, batch_size, executor, ahead=BATCHES_AHEAD)
         network = load_task_model("classify", model, weights, DEFAULT_MODEL, device, dtype, numerics)
         spec = network.spec
-        if spec.kind == "vision-learned" and spec.image_size != 224:
+        if spec.kind == "vision-learned" and spec.image_size != IMAGE_SIZE:
             raise UsageError(f"{weights or model}: this vision-learned checkpoint has image_size {spec.image_size}, "
-                             "but classify feeds 224x224 images")
+                             f"but classify feeds {IMAGE_SIZE}x{IMAGE_SIZE} images")
         names = class_names(spec.id2label, spec.num_labels)
         with _progress(len(items)) as advance:
             for batch in batches:
