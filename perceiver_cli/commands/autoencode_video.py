@@ -74,16 +74,16 @@ def _check_outputs(outputs: list[Path], video_suffixes: tuple[str, ...], side_by
 
 
 def autoencode_video(
-    input: str = typer.Argument(..., help="A video file (mp4, avi, webm, mkv, mov, ...) with or without sound."),
+    input: str = typer.Argument(..., metavar="VIDEO", help="A video file (mp4, avi, webm, mkv, mov, ...) with or without sound."),
     output: Optional[List[Path]] = typer.Option(
-        None, "--output", "-o",
+        None, "--output", "-o", metavar="FILE",
         help="Write the reconstruction: .mp4/.m4v/.mov/.mkv/.webm (video with sound), .wav (sound), "
              ".npz (arrays video, audio, label_logits). Repeat for several.",
     ),
     side_by_side: bool = typer.Option(False, "--side-by-side",
                                       help="Video outputs show the model's input and its reconstruction side by side."),
-    top_k: int = typer.Option(5, "--top-k", "-k", help="How many labels to report."),
-    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help=CHUNK_SIZE_HELP),
+    top_k: int = typer.Option(5, "--top-k", "-k", metavar="K", help="How many labels to report."),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", metavar="N", help=CHUNK_SIZE_HELP),
     model: Optional[str] = ModelOption,
     weights: Optional[Path] = WeightsOption,
     device: str = DeviceOption,
