@@ -168,16 +168,15 @@ def test_large_frame_equals_plain_blend_of_clamped_windows(tiny, ours):
     _, hf = tiny
     frame1, frame2 = random_frames(20, 30, seed=1)
     ys, xs = [0, 4, 8, 12], [0, 6, 12, 18]  # window 8x12, steps 4 and 6, last start clamped
+    weight = torch.tensor([[min(j + 1, 12 - j, i + 1, 8 - i) for j in range(12)] for i in range(8)],
+                          dtype=torch.float32)
     total = torch.zeros(20, 30, 2)
     weight_sum = torch.zeros(20, 30)
     for y in ys:
         for x in xs:
             piece = hf_pixels(hf, frame1[y:y + 8, x:x + 12], frame2[y:y + 8, x:x + 12])
-            for i in range(8):
-                for j in range(12):
-                    weight = min(j + 1, 12 - j, i + 1, 8 - i)
-                    total[y + i, x + j] += weight * piece[i, j]
-                    weight_sum[y + i, x + j] += weight
+            total[y:y + 8, x:x + 12] += weight[..., None] * piece
+            weight_sum[y:y + 8, x:x + 12] += weight
     expected = total / weight_sum[..., None]
     counting = CountingModel(ours)
     flow = FlowEstimator(counting, batch_size=5)(frame1, frame2)
@@ -331,15 +330,17 @@ def test_folder_writes_one_output_per_pair_and_goes_on_past_a_bad_frame(tiny, tm
     for i, name in enumerate(["f1", "f2", "f3", "f5", "f6"]):
         save_png(frames / f"{name}.png", random_frames(8, 12, seed=20 + i)[0].numpy())
     (frames / "f4.png").write_bytes(b"not a picture")  # breaks pairs f3->f4 and f4->f5
-    code, out, err = run([frames, "-w", directory, "-o", tmp_path / "out/", "--format", "flo,png", "--json"],
+    code, out, err = run([frames, "-w", directory, "-o", tmp_path / "out/", "--format", "flo,png", "--json", "-b", "4"],
                          capsys)
     assert code == 1
     assert "f4.png: not a readable image" in err and err.count("\n") == 1
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["f1.flo", "f1.png", "f2.flo", "f2.png", "f5.flo", "f5.png"]
-    records = [json.loads(line) for line in out.splitlines()]
-    assert [(Path(r["frame1"]).name, Path(r["frame2"]).name) for r in records] == [
-        ("f1.png", "f2.png"), ("f2.png", "f3.png"), ("f5.png", "f6.png")]
+    records = [json.loads(line) for line in out.splitlines()]  # one line per pair, in order
+    assert [(Path(r["frame1"]).name, Path(r["frame2"]).name, "error" in r) for r in records] == [
+        ("f1.png", "f2.png", False), ("f2.png", "f3.png", False), ("f3.png", "f4.png", True),
+        ("f4.png", "f5.png", True), ("f5.png", "f6.png", False)]
+    assert "f4.png: not a readable image" in records[2]["error"]
     assert records[0]["outputs"] == [str(tmp_path / "out" / "f1.flo"), str(tmp_path / "out" / "f1.png")]
 
 
@@ -406,3 +407,22 @@ def test_video_colour_scale_is_the_running_maximum():
     assert np.array_equal(pictures[2], flow_to_color(flows[2], max_flow=4.0))
     fixed = VideoColourScale("middlebury", 8.0)
     assert np.array_equal(fixed.picture(flows[0], 2.0), flow_to_color(flows[0], max_flow=8.0))
+
+
+def test_interrupted_video_leaves_no_output_and_no_temporary_files(tiny, tmp_path, capsys, monkeypatch):
+    from perceiver_cli.core import flow as core_flow
+
+    directory, _ = tiny
+    clip = make_clip(tmp_path / "clip.mp4", 5)
+    real_stream = core_flow.FlowEstimator.stream
+
+    def interrupted(self, pairs):
+        for number, item in enumerate(real_stream(self, pairs)):
+            if number == 2:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(core_flow.FlowEstimator, "stream", interrupted)
+    code, _, err = run([clip, "-w", directory, "-o", tmp_path / "flow.mp4"], capsys)
+    assert code == 130, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]

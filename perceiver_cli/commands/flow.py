@@ -57,6 +57,7 @@ class Pair:
     name1: str
     name2: str
     stem: str
+    error: Optional[str] = None  # why the pair could not be computed (a frame was unreadable)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -254,6 +255,7 @@ class _Run:
         self.paths: list[Path] = []
         self.targets: list[Target] = []
         self.gt_flow = None
+        self.read_errors: dict[str, str] = {}
 
     # -- planning: everything a user can get wrong is checked before the model loads ---------------------
 
@@ -373,8 +375,10 @@ class _Run:
             current = (pair.name2, self._read(read_image, pair.name2, limit))
             frame1, frame2 = previous[1], current[1]
             previous = current
-            if frame1 is None or frame2 is None:
-                continue  # already reported when read
+            if frame1 is None or frame2 is None:  # reported when read; passed through to keep the order
+                bad = pair.name1 if frame1 is None else pair.name2
+                yield Pair(pair.index, pair.name1, pair.name2, pair.stem, self.read_errors[bad]), None, None
+                continue
             frame2 = self._matched(pair, frame1, frame2)
             if frame2 is not None:
                 yield pair, torch.from_numpy(frame1), torch.from_numpy(frame2)
@@ -384,6 +388,7 @@ class _Run:
             return read_image(name, limit)
         except InputError as exc:
             self.report(str(exc))
+            self.read_errors[name] = str(exc)
             return None
 
     def _matched(self, pair: Pair, frame1, frame2):
@@ -431,8 +436,12 @@ class _Run:
             advance = stack.enter_context(_progress(total))
             done = 0
             for pair, flow in self.estimator.stream(pairs):
-                self._finish_pair(pair, flow.numpy(), writers, scale)
-                done += 1
+                if flow is None:
+                    if self.json_lines:
+                        emit_json({"frame1": pair.name1, "frame2": pair.name2, "error": pair.error})
+                else:
+                    self._finish_pair(pair, flow.numpy(), writers, scale)
+                    done += 1
                 advance(1)
             if self.video is not None and done == 0:
                 raise InputError(f"{self.video}: the video has a single frame; flow needs two")

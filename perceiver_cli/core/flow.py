@@ -111,18 +111,20 @@ class _PairJob:
     """One frame pair in flight: its padded frames, its windows and the running blend."""
 
     key: Any
-    frames: torch.Tensor  # (2, 3, Hp, Wp) in [-1, 1], padded to at least the window
+    frames: Optional[torch.Tensor]  # (2, 3, Hp, Wp) in [-1, 1], padded to at least the window
     crop: tuple[int, int, int, int]  # (top, left, height, width) of the real frame inside `frames`
     windows: list[tuple[int, int]]
-    flow_sum: torch.Tensor  # (Hp, Wp, 2)
-    weight_sum: torch.Tensor  # (Hp, Wp)
+    flow_sum: Optional[torch.Tensor]  # (Hp, Wp, 2)
+    weight_sum: Optional[torch.Tensor]  # (Hp, Wp)
     remaining: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.remaining = len(self.windows)
 
-    def result(self) -> torch.Tensor:
-        """(H, W, 2) float32 flow in pixels, on the CPU."""
+    def result(self) -> Optional[torch.Tensor]:
+        """(H, W, 2) float32 flow in pixels, on the CPU (None for a pair passed through without frames)."""
+        if self.frames is None:
+            return None
         top, left, h, w = self.crop
         flow = self.flow_sum / self.weight_sum[..., None]
         return flow[top:top + h, left:left + w].float().cpu().contiguous()
@@ -147,7 +149,9 @@ class FlowEstimator:
         top, bottom, left, right = edge_padding(height, width, self.window)
         return window_grid(height + top + bottom, width + left + right, self.window)
 
-    def _start(self, key: Any, frame1: torch.Tensor, frame2: torch.Tensor) -> _PairJob:
+    def _start(self, key: Any, frame1: Optional[torch.Tensor], frame2: Optional[torch.Tensor]) -> _PairJob:
+        if frame1 is None or frame2 is None:
+            return _PairJob(key, None, (0, 0, 0, 0), [], None, None)
         if frame1.shape != frame2.shape:
             raise ValueError(f"frames differ in shape: {tuple(frame1.shape)} and {tuple(frame2.shape)}")
         frames = frames_to_unit_range(torch.stack([frame1, frame2]).to(self.device))
@@ -173,12 +177,13 @@ class FlowEstimator:
             job.weight_sum[y:y + wh, x:x + ww] += self._weights
             job.remaining -= 1
 
-    def stream(self, pairs: Iterable[tuple[Hashable, torch.Tensor, torch.Tensor]]
-               ) -> Iterator[tuple[Hashable, torch.Tensor]]:
+    def stream(self, pairs: Iterable[tuple[Hashable, Optional[torch.Tensor], Optional[torch.Tensor]]]
+               ) -> Iterator[tuple[Hashable, Optional[torch.Tensor]]]:
         """For (key, frame1, frame2) uint8 (H, W, 3) items, yield (key, flow (H, W, 2) in pixels) in order.
 
         Windows of one pair and of consecutive pairs share batches; a pair is read only when its
         windows are needed to fill a batch, so at most about batch_size pairs are held at once.
+        An item with a frame of None (one that could not be read) comes out as (key, None), in order.
         """
         pending: deque[_PairJob] = deque()
         queue: deque[tuple[_PairJob, int, int]] = deque()
