@@ -314,6 +314,17 @@ def test_usage_errors_exit_2_before_any_work(tiny, pair_files, tmp_path, capsys,
     assert not (tmp_path / "x.mp4").exists() and not (tmp_path / "d").exists()
 
 
+def test_input_mistakes_are_named_before_the_model_loads(pair_files, tmp_path, capsys):
+    a, _, _, _ = pair_files
+    (tmp_path / "notes.txt").write_text("hello")
+    code, _, err = run([a, tmp_path / "clip.mp4", "-w", tmp_path / "no-weights"], capsys)
+    assert code == 2 and "clip.mp4: give one video on its own" in err
+    code, _, err = run([a, "-w", tmp_path / "no-weights"], capsys)
+    assert code == 2 and "at least two frames, found 1" in err
+    code, _, err = run([tmp_path / "notes.txt", "-w", tmp_path / "no-weights"], capsys)
+    assert code == 1 and "notes.txt: not a readable media file" in err and err.count("\n") == 1
+
+
 def test_missing_frame_is_an_input_error(tiny, tmp_path, capsys):
     directory, _ = tiny
     code, out, err = run([tmp_path / "nope.png", tmp_path / "nope2.png", "-w", directory], capsys)

@@ -33,6 +33,8 @@ DEFAULT_MODEL = "flow"
 STYLES = ("middlebury", "deepmind")
 PICTURE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 DATA_EXTENSIONS = (".flo", ".npy")
+# Common video file extensions, only to explain a mix of videos and images on the command line.
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv"})
 # Windows per forward pass when --batch-size is not given: batching buys nothing on a CPU, where each
 # real window costs about 1 GB, and keeps an accelerator busy.
 CPU_BATCH_SIZE = 1
@@ -220,11 +222,11 @@ def flow(
     folder_formats = parse_formats(formats)
 
     first = Path(inputs[0])
+    # One file that is not an image is read as a video; anything else is a sequence of images.
     is_video = len(inputs) == 1 and first.is_file() and first.suffix.lower() not in IMAGE_EXTENSIONS
-    if not is_video and any(Path(a).is_file() and Path(a).suffix.lower() not in IMAGE_EXTENSIONS
-                            and len(inputs) > 1 for a in inputs):
-        odd = next(a for a in inputs if Path(a).is_file() and Path(a).suffix.lower() not in IMAGE_EXTENSIONS)
-        raise UsageError(f"{odd}: a video must be the only input (or give image files)")
+    videos = [a for a in inputs if Path(a).suffix.lower() in VIDEO_SUFFIXES]
+    if videos and len(inputs) > 1:
+        raise UsageError(f"{videos[0]}: give one video on its own (flow runs over its consecutive frames)")
     run = _Run(list(inputs), outputs or [], folder_formats, gt, max_flow, style, resize, batch_size, max_pixels,
                json_lines)
     if is_video:
