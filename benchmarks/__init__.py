@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of perceiver_cli against transformers' Perceiver IO (run: python -m benchmarks)."""

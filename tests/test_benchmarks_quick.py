@@ -1,0 +1,130 @@
+"""The benchmark harness keeps working: `python -m benchmarks --quick` completes and writes a well-formed
+report, and its FLOP counts equal torch's own count of what each side computes. Nothing about time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import flops  # noqa: E402
+from benchmarks.configs import FULL_CONFIGS, QUICK_CONFIGS  # noqa: E402
+from benchmarks.run import ROWS  # noqa: E402
+
+TASK_COLUMNS = 11
+
+
+def _counted(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def _table(report: str, header_start: str) -> list[list[str]]:
+    """The rows of the markdown table whose header starts with header_start, split into cells."""
+    lines = report.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+@pytest.mark.slow
+def test_quick_run_completes_and_writes_a_well_formed_report(tmp_path):
+    output = tmp_path / "RESULTS.md"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--output", str(output)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = output.read_text(encoding="utf-8")
+    assert report.strip() in proc.stdout
+    tasks = _table(report, "| task | unit of work |")
+    assert [cells[0] for cells in tasks] == [row.key for row in ROWS]
+    for cells in tasks:
+        assert len(cells) == TASK_COLUMNS
+        assert "ERROR" not in cells[-1]
+        assert cells[-1].startswith("time PASS") or cells[-1].startswith("time MISS")
+        float(cells[2]), float(cells[3].split()[0])  # both sides' medians are numbers
+        assert "GB" in cells[5] and "GB" in cells[6]
+    stages = _table(report, "| task | stage |")
+    assert {cells[0] for cells in stages} == {row.key for row in ROWS}
+    assert all(cells[-1] in ("PASS", "MISS", "(information)") for cells in stages)
+    assert "fp32 matmul peak measured at the start of this run" in report
+    assert "`perceiver --help`: median" in report
+    assert "python -m benchmarks --quick" in report  # the command that reproduces it
+
+
+@pytest.mark.parametrize("kind", sorted(FULL_CONFIGS))
+def test_our_flop_count_equals_torch_count_of_our_full_size_model(kind):
+    # Meta tensors: shapes only, so the full-size networks cost nothing to trace.
+    from perceiver_cli.core.autoencode import decode_clip
+
+    model = flops.meta_model(FULL_CONFIGS[kind])
+    meta = {"device": "meta"}
+    if kind == "language":
+        ids = torch.zeros(1, 200, dtype=torch.long, **meta)
+        counted = _counted(lambda: model.decode(model.encode(ids), torch.arange(8, **meta)))
+        stages = flops.language_stages(model, [200], [8], 2048)
+    elif kind.startswith("vision"):
+        counted = _counted(lambda: model(torch.empty(1, 3, 224, 224, **meta)))
+        stages = flops.vision_stages(model, 1)
+    elif kind == "flow":
+        counted = _counted(lambda: model(torch.empty(1, 2, 27, 368, 496, **meta)))
+        stages = flops.flow_stages(model)
+    else:
+        s = model.spec
+        video = torch.empty(1, 16, 3, 224, 224, **meta)
+        audio = torch.empty(1, s.num_frames * s.audio_samples_per_frame, **meta)
+        counted = _counted(lambda: decode_clip(model, model.encode(video, audio)))
+        stages = flops.multimodal_stages(model, 1, 128)
+    # Matrix-vector products of a few folded biases are left out of our count: a few parts per million.
+    assert flops.total(stages).ours == pytest.approx(counted, rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", sorted(QUICK_CONFIGS))
+def test_reference_flop_count_equals_torch_count_of_transformers(kind):
+    transformers = pytest.importorskip("transformers")
+    config = QUICK_CONFIGS[kind]
+    ours = flops.meta_model(config)
+    theirs = getattr(transformers, config["architectures"][0])(transformers.PerceiverConfig(**config))
+    theirs = theirs.eval().requires_grad_(False)
+    if kind == "language":
+        n = ours.spec.max_position_embeddings
+        counted = _counted(lambda: theirs(input_ids=torch.zeros(1, n, dtype=torch.long),
+                                          attention_mask=torch.ones(1, n)))
+        stages = flops.language_stages(ours, [100], [8], n)
+    elif kind.startswith("vision"):
+        counted = _counted(lambda: theirs(pixel_values=torch.zeros(1, 3, 224, 224)))
+        stages = flops.vision_stages(ours, 1)
+    elif kind == "flow":
+        h, w = ours.spec.train_size
+        counted = _counted(lambda: theirs(inputs=torch.zeros(1, 2, 27, h, w)))
+        stages = flops.flow_stages(ours)
+    else:
+        s = ours.spec
+        t, h, w = s.output_shape[1:4]
+        audio = torch.zeros(1, s.num_frames * s.audio_samples_per_frame, 1)
+        inputs = dict(image=torch.zeros(1, t, 3, h, w), audio=audio, label=torch.zeros(1, s.num_labels))
+        chunks = 4
+        image_chunk, audio_chunk = t * h * w // chunks, audio.shape[1] // s.samples_per_patch // chunks
+
+        def two_chunks():
+            for k in range(2):
+                theirs(inputs=inputs, subsampled_output_points={
+                    "image": torch.arange(image_chunk * k, image_chunk * (k + 1)),
+                    "audio": torch.arange(audio_chunk * k, audio_chunk * (k + 1)), "label": None})
+
+        counted = _counted(two_chunks)
+        stages = flops.multimodal_stages(ours, 2, chunks)
+    assert flops.total(stages).reference == counted
