@@ -248,7 +248,7 @@ def _visible(text: str) -> str:
     return "".join(json.dumps(c)[1:-1] if unicodedata.category(c) == "Cc" else c for c in text)
 
 
-def _filled_text(record: dict[str, Any], prediction: dict[str, Any], pieces: tuple[str, ...]):
+def _filled_text(prediction: dict[str, Any], pieces: tuple[str, ...]):
     """The filled text with its fillings in bold; long texts shortened to the context around each filling."""
     from rich.text import Text
 
@@ -280,10 +280,11 @@ def _print_table(rows: list[tuple[_Item, dict[str, Any]]]) -> None:
     for number, (item, record) in enumerate(rows):
         if number:
             table.add_row()
-        table.add_row("", Text(_visible(item.text), style="dim"), "", "")
+        shown = item.text if len(item.text) <= TABLE_FULL_TEXT_CHARS else item.text[:TABLE_FULL_TEXT_CHARS - 1] + "…"
+        table.add_row("", Text(_visible(shown), style="dim"), "", "")
         for rank, prediction in enumerate(record["predictions"], start=1):
             fills = " | ".join(json.dumps(fill, ensure_ascii=False) for fill in prediction["fills"])
-            table.add_row(str(rank), _filled_text(record, prediction, item.parsed.pieces), Text(fills),
+            table.add_row(str(rank), _filled_text(prediction, item.parsed.pieces), Text(fills),
                           f"{prediction['score']:.4g}")
         if not record["predictions"]:
             table.add_row("", Text("no filling is valid UTF-8", style="italic"), "", "")
