@@ -10,9 +10,12 @@ Each `-o` names an output:
   picture): written for the one pair there is;
 - a video file (.mp4, .m4v, .mov, .mkv, .webm), for a video input: the colour pictures as a video at
   the source frame rate, one frame per pair;
-- a folder (an existing folder, a path ending in '/', or one without an extension): one file per
-  pair for each --format,
-  named after the pair's first frame (`<stem>.flo`), or `<video stem>_<index:06d>.flo` for a video.
+- a folder (an existing folder, a path ending in '/', or one without an extension; created when
+  missing): one file per pair for each --format, named after the pair's first frame (`<stem>.flo`),
+  or `<video stem>_<index:06d>.flo` for a video.
+
+Pictures are scaled per picture (or by --max-flow); a flow video uses one running scale (see
+VideoColourScale). Everything a user can get wrong is checked before the model loads.
 """
 
 from __future__ import annotations
