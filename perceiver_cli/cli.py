@@ -93,6 +93,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         code = code if isinstance(code, int) else 0
     except _CLICK_EXIT as exc:
         code = exc.exit_code
+        if code == 130:  # typer turns Ctrl-C inside a command into Exit(130)
+            print("perceiver: interrupted", file=sys.stderr)
     except _CLICK_ERROR as exc:
         exc.show()
         code = EXIT_USAGE
