@@ -471,3 +471,14 @@ def test_torch_threads_are_capped_by_usable_cpus_unless_the_user_chose(monkeypat
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_bad_paths_from_stdin_are_reported_by_name(checkpoints, capsys, tmp_path, monkeypatch):
+    good = _save_rgb(tmp_path / "good.png", _noise(20, 30, 95))
+    missing = tmp_path / "gone.jpg"
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{missing}\n{good}\n"))
+    code, out, _ = _run(capsys, "-", "--weights", str(checkpoints["vision-conv"][0]), "--json")
+    assert code == 1
+    records = _json_lines(out)
+    assert records[0] == {"path": str(missing), "error": "no such file or folder"}
+    assert records[1]["path"] == str(good) and "predictions" in records[1]

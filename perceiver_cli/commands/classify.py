@@ -1,6 +1,6 @@
 """`perceiver classify`: ImageNet classes of image files, folders, globs or paths read from stdin.
 
-Images are decoded and preprocessed on a thread pool, a batch ahead of the model; results go to
+Images are decoded and preprocessed on a thread pool, batches ahead of the model; results go to
 stdout (a table, or one JSON line per image) in input order; unreadable files are reported and skipped.
 """
 
@@ -44,24 +44,27 @@ def _paths_from_stdin() -> list[str]:
     return [line for line in lines if line.strip()]
 
 
-def _expand_arguments(arguments: list[str]) -> list[Item]:
-    """Image paths (and InputErrors for arguments standing for none), in order; `-` is replaced by stdin's lines."""
+def _expand_arguments(arguments: list[str]) -> tuple[list[Item], list[str]]:
+    """Image paths (an InputError in place of an argument standing for none), in order, and every argument
+    expanded; `-` stands for the lines of stdin."""
     from perceiver_cli.io.images import expand_image_inputs
 
     items: list[Item] = []
     given: list[str] = []
+    expanded: list[str] = []
     for argument in arguments:
         if argument == STDIN_ARGUMENT:
             lines = _paths_from_stdin()
             if not lines:
                 items.extend(expand_image_inputs(given))
+                expanded.extend(given)
                 given = []
-                items.append(InputError("-: no image paths on standard input"))
+                items.append(InputError(f"{STDIN_ARGUMENT}: no image paths on standard input"))
             given.extend(lines)
         else:
             given.append(argument)
     items.extend(expand_image_inputs(given))
-    return items
+    return items, [STDIN_ARGUMENT, *expanded, *given]
 
 
 def class_names(id2label: dict[int, str], num_labels: int) -> list[str]:
@@ -127,7 +130,8 @@ def _split_error(item: Item, error: BaseException, arguments: list[str]) -> tupl
     message = " ".join(str(error).split()) or type(error).__name__
     if not isinstance(error, InputError):  # an unexpected fault while reading: still one line
         message = f"{type(error).__name__}: {message}"
-    candidates = [str(item)] if isinstance(item, Path) else [STDIN_ARGUMENT, *arguments]
+    # An expansion error names its argument; the longest matching one is the argument itself.
+    candidates = [str(item)] if isinstance(item, Path) else sorted(arguments, key=len, reverse=True)
     for candidate in candidates:
         if message.startswith(f"{candidate}: "):
             return candidate, message[len(candidate) + 2:]
@@ -145,7 +149,8 @@ def classify(
     top_k: int = typer.Option(5, "--top-k", "-k", help="How many classes to show per image, best first."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", help="Images per forward pass of the model."),
     max_pixels: Optional[int] = typer.Option(
-        None, "--max-pixels", help="Refuse images with more pixels than this (default: 120 million)."),
+        None, "--max-pixels",
+        help="Refuse images with more pixels than this (decompression bombs); the default admits any camera photo."),
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     numerics: str = NumericsOption,
@@ -173,8 +178,7 @@ def classify(
     if not inputs:
         raise UsageError("give image files, folders or glob patterns to classify (or - to read paths from stdin)")
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-    arguments = list(inputs)
-    items = _expand_arguments(arguments)
+    items, arguments = _expand_arguments(list(inputs))
 
     def prepare(item: Item, out) -> None:
         if isinstance(item, InputError):
