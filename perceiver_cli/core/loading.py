@@ -6,6 +6,8 @@ Weights are never read through code-running pickle: safetensors, or torch.load(w
 from __future__ import annotations
 
 import json
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -47,11 +49,17 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols would be extra lines on stderr
+            # mmap reads only torch's zip layout; the older single-pickle layout is read whole, as safely.
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:  # truncated, corrupted or hostile files all end here
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "weights_only" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
+        text = str(exc)
+        msg = text.splitlines()[0] if text else type(exc).__name__
+        if "Unsupported global" in text:
             msg = "it holds Python objects other than tensors, which are never unpickled"
+        elif "Weights only load failed" in text:
+            msg = "it uses pickle features beyond plain tensors, which are never unpickled"
         raise WeightsError(f"{path}: cannot load weights ({msg[:200]})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path}: not a state_dict of tensors")
