@@ -430,9 +430,13 @@ def classify_workload(row: Row, model: Any, side: str, config: dict, sizes: Size
     if side == "ours":
         from concurrent.futures import ThreadPoolExecutor
 
-        from perceiver_cli.commands.classify import BATCHES_AHEAD, _decode_workers
         from perceiver_cli.core.vision import classify_pixels, prefetch_batches, preprocess_image
         from perceiver_cli.io.images import read_image
+
+        try:  # the command's own settings, so the pipeline measured is the one users run
+            from perceiver_cli.commands.classify import BATCHES_AHEAD, _decode_workers
+        except ImportError:
+            BATCHES_AHEAD, _decode_workers = 2, (lambda device_type: 1)
 
         def prepare(path: Path, out) -> None:
             preprocess_image(read_image(path), out)
@@ -991,6 +995,12 @@ def render(results: list[RowResult], peak: dict[str, float], help_times: list[fl
         if total:
             parts = ", ".join(f"{k} {t:.2f} s ({100 * t / total:.0f}%)" for k, t in stage_times.items() if t)
             lines.append(f"- our {total:.2f} s: {parts}.")
+        if "memory" in which:
+            for side in SIDES:
+                peak_side, built = res.peak(side), max(res.rss_model[side], default=None)
+                if peak_side and built:
+                    lines.append(f"- {side}: peak RSS {_gb(peak_side)} = {_gb(built)} after building the model "
+                                 f"(runtime + weights) + {_gb(peak_side - built)} during the work.")
         if res.profile:
             unit = f" (profiled unit: {res.profile_unit})" if res.profile_unit else ""
             lines += ["", f"torch.profiler, one run of ours after a warm-up{unit}, top ops by self CPU time:", "",
@@ -999,13 +1009,21 @@ def render(results: list[RowResult], peak: dict[str, float], help_times: list[fl
                       for p in res.profile]
         lines.append("")
     lines += ["## Per-side details", "",
-              "| task | side | times s | peak RSS | RSS after building the model | weights checksum |",
-              "|---|---|---|---|---|---|"]
+              "RSS after building the model = interpreter, libraries and weights; the work's own memory is the "
+              "peak above it.", "",
+              "| task | side | times s | peak RSS | RSS after building the model | added by the work | "
+              "work memory ratio | weights checksum |",
+              "|---|---|---|---|---|---|---|---|"]
     for res in results:
+        added = {}
+        for side in SIDES:
+            built = max(res.rss_model[side], default=None)
+            added[side] = res.peak(side) - built if res.peak(side) and built else None
         for side in SIDES:
             times = ", ".join(f"{t:.2f}" for t in res.times[side])
+            work_ratio = _fmt(_ratio(added["ours"], added["transformers"]), "{:.2f}x") if side == "ours" else ""
             lines.append(f"| {res.row.key} | {side} | {times or 'n/a'} | {_gb(res.peak(side))} | "
-                         f"{_gb(max(res.rss_model[side]) if res.rss_model[side] else None)} | "
+                         f"{_gb(max(res.rss_model[side], default=None))} | {_gb(added[side])} | {work_ratio} | "
                          f"{', '.join(str(c) for c in sorted(res.checksums[side])) or 'n/a'} |")
     lines += ["", "## Reproduce", "", "```", command, "```", ""]
     return "\n".join(lines)
@@ -1083,6 +1101,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             nonlocal failed
             for r in out:
                 by_key[r["row"]].add(r)
+                took = ", ".join(f"{t * r['scale']:.2f}" for t in r.get("seconds", []))
+                print(f"benchmarks:   {r['row']} {r['side']}: {took} s, peak RSS {_gb(r['peak_rss'])}",
+                      file=sys.stderr, flush=True)
             if error:
                 failed = True
                 for k in keys:
