@@ -56,6 +56,10 @@ def _argument_items(texts: list[str]) -> list[Optional[_Item]]:
         if text == STDIN_ARGUMENT:
             items.append(None)
             continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # argv bytes that are not UTF-8 arrive as surrogate escapes
+            raise UsageError(f"text {number}: not valid UTF-8 (an undecodable byte at character {exc.start})") from None
         label = f"text {number} {_excerpt(text)}" if text else f"text {number}"
         try:
             items.append(_Item(label, text, parsed=parse_masked_text(text)))
