@@ -310,13 +310,16 @@ class _Run:
         from perceiver_cli.io.images import expand_image_inputs
 
         items = expand_image_inputs(self.inputs)
-        for item in items:
-            if isinstance(item, InputError):
-                self.report(str(item))
+        errors = [item for item in items if isinstance(item, InputError)]
         self.paths = [item for item in items if isinstance(item, Path)]
+        if len(self.paths) < 2 and errors:
+            # Nothing can run, and the bad inputs say why: one line each, the last one ends the run.
+            for error in errors[:-1]:
+                self.report(str(error))
+            raise errors[-1]
+        for error in errors:
+            self.report(str(error))
         if len(self.paths) < 2:
-            if self.failed:
-                raise InputError(f"fewer than two readable frames among {', '.join(self.inputs)}")
             raise UsageError(f"{self.inputs[0]}: flow needs at least two frames, found {len(self.paths)}")
         self.pairs = [Pair(i, str(a), str(b), a.stem) for i, (a, b) in enumerate(zip(self.paths, self.paths[1:]))]
         from perceiver_cli.io.video import SUPPORTED_VIDEO_OUTPUTS
