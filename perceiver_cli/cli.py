@@ -91,9 +91,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         code = command.main(args=args, prog_name="perceiver", standalone_mode=False)
         code = code if isinstance(code, int) else 0
+        if code == 130:  # typer turns Ctrl-C inside a command into Exit(130) and, not standalone, returns it
+            print("perceiver: interrupted", file=sys.stderr)
     except _CLICK_EXIT as exc:
         code = exc.exit_code
-        if code == 130:  # typer turns Ctrl-C inside a command into Exit(130)
+        if code == 130:
             print("perceiver: interrupted", file=sys.stderr)
     except _CLICK_ERROR as exc:
         exc.show()
