@@ -1,0 +1,708 @@
+"""The bad-input suite (issue 9): every mistake a user can make, command by command, in one place.
+
+Each case checks three things, the same way (`assert_refused`):
+  (a) the exit code: 1 when input items failed (a batch goes on past them; one unreadable input
+      file on its own is also 1, as README's table puts it: "some inputs failed"); 2 for usage and
+      setup errors (options, outputs, weights); 130 when interrupted;
+  (b) stderr: exactly one line per problem, `perceiver: error: <the file>: <the problem>`, matched by
+      a regular expression, and never a traceback;
+  (c) nothing written: no new file anywhere under the test's folder (the good items of a batch
+      excepted, listed by name) and no `.partial` temporary. An empty output folder made by the
+      planned `mkdir -p` is not an output; only files count.
+
+Where odd input is valid, the case says so in its name and checks that it runs:
+  - a 1x1 image is refused by classify (its evaluation crop, 224/256 of the short side, would be
+    empty) while a 2x2 one runs; flow runs on a pair of 1x1 frames and writes a 1x1 field;
+  - a broken audio track is a one-line warning: autoencode-video goes on with silence, flow never
+    reads the sound.
+
+Inputs are made in each test (images of a few pixels); videos once per module with PyAV; the
+checkpoints are tests/tiny_models.py's tiny random ones. The two Ctrl-C cases run
+`python -m perceiver_cli` as a child process and send it SIGINT once its temporary output exists.
+
+Property-based tests of the readers live beside this suite and run briefly with it:
+tests/io/test_fuzz_readers.py (read_flo, read_image on arbitrary bytes) and tests/test_text_fuzz.py
+(the [MASK] parser, the stdin line reader). A longer search, for developers:
+
+    HYPOTHESIS_MAX_EXAMPLES=5000 /work/venv/bin/python -m pytest tests/io/test_fuzz_readers.py tests/test_text_fuzz.py -q
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from perceiver_cli.cli import main
+from perceiver_cli.io.atomic import PARTIAL_MARKER
+from perceiver_cli.io.flo import read_flo
+from tiny_models import make_tiny_checkpoint
+
+# The tiny multimodal checkpoint: 4 frames of 16x16 a clip, 1920 samples a frame (48 kHz at 25 fps).
+FRAMES, SIDE, SAMPLES_PER_FRAME, RATE = 4, 16, 1920, 48000
+MULTIMODAL = dict(num_frames=FRAMES, output_shape=[1, FRAMES, SIDE, SIDE], audio_samples_per_frame=SAMPLES_PER_FRAME)
+# The tiny flow checkpoint's window is 8x12, so frames of that size cost one forward pass a pair.
+FLOW_H, FLOW_W = 8, 12
+INTERRUPT_TIMEOUT_S = 90
+
+
+# ----------------------------------------------------------------------------------------------------------
+# running the CLI and checking what it did
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+    new_files: list[str]  # files that appeared under the test folder, relative, sorted
+
+
+def files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if not p.is_dir()}
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """Run `perceiver ARGS` in-process (cwd = the test folder); stdin is bytes when given."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PERCEIVER_CLI_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def invoke(*args, stdin: bytes | None = None) -> Result:
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
+        capsys.readouterr()
+        before = files_under(tmp_path)
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        new = sorted(str(p.relative_to(tmp_path)) for p in files_under(tmp_path) - before)
+        return Result(code, out, err, new)
+
+    return invoke
+
+
+def error_line(name, problem: str) -> str:
+    """The pattern of one error line naming `name` (a path or a label) and then the problem (a regex)."""
+    return f"perceiver: error: {re.escape(str(name))}: {problem}"
+
+
+def assert_refused(result: Result, code: int, *lines: str, written: tuple[str, ...] = ()) -> None:
+    """(a) the exit code, (b) stderr is exactly these error lines (regexes), (c) only `written` appeared."""
+    assert "Traceback" not in result.err, result.err
+    assert result.code == code, result.err
+    got = result.err.splitlines()
+    assert len(got) == len(lines), f"expected {len(lines)} line(s) on stderr, got:\n{result.err}"
+    for line, pattern in zip(got, lines):
+        assert re.fullmatch(pattern, line), f"{line!r} does not match {pattern!r}"
+    partials = [name for name in result.new_files if PARTIAL_MARKER in name]
+    assert not partials, f"temporary files left behind: {partials}"
+    assert result.new_files == sorted(written), f"unexpected output files: {result.new_files}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# checkpoints, images and videos
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random checkpoint folders of the four classes the commands run."""
+    root = tmp_path_factory.mktemp("bad-input-weights")
+    made = {}
+    for kind, overrides in (("language", {}), ("vision-conv", {}), ("flow", {}), ("multimodal", MULTIMODAL)):
+        make_tiny_checkpoint(kind, root / kind, seed=9, **overrides)
+        made[kind] = root / kind
+    return made
+
+
+def noise(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def save_png(path: Path, height: int = FLOW_H, width: int = FLOW_W, seed: int = 0) -> Path:
+    Image.fromarray(noise(height, width, seed)).save(path, format="PNG")
+    return path
+
+
+def encoded(height: int, width: int, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(noise(height, width, 1)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def huge_png_header() -> bytes:
+    """A valid PNG signature and IHDR claiming 20000x20000 RGB, then a few bytes of data: no pixels exist."""
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + png_chunk(b"IEND", b""))
+
+
+def make_bad_image(kind: str, folder: Path) -> Path:
+    """One bad image input of the given kind, inside folder; returns its path."""
+    if kind == "missing file":
+        return folder / "absent.png"
+    if kind == "folder without images":
+        (folder / "no-images").mkdir()
+        (folder / "no-images" / "notes.txt").write_text("not a picture\n")
+        return folder / "no-images"
+    path = folder / ("bad.jpg" if "JPEG" in kind else "bad.png")
+    data = {
+        "empty file": b"",
+        "truncated JPEG": encoded(32, 32, "JPEG")[:400],
+        "truncated PNG": encoded(32, 32, "PNG")[:500],
+        "text file named .png": b"a shopping list, not a picture\n",
+        "20000x20000 PNG header": huge_png_header(),
+    }[kind]
+    path.write_bytes(data)
+    return path
+
+
+BAD_IMAGES = {
+    "missing file": r"no such file or folder",
+    "folder without images": r"folder holds no image files \(.+\)",
+    "empty file": r"not a readable image \(empty file\)",
+    "truncated JPEG": r"not a readable image \(truncated JPEG data\)",
+    "truncated PNG": r"not a readable image \(truncated (or corrupt )?PNG data\)",
+    "text file named .png": r"not a readable image \(unrecognised format\)",
+    "20000x20000 PNG header": r"(20000x20000 = )?400,000,000 pixels is over the limit of 120,000,000 pixels; "
+                              r"if you trust this file, raise it with --max-pixels",
+}
+
+
+def write_video(path: Path, n_frames: int, width: int = SIDE, height: int = SIDE, sound: str | None = "tone",
+                fmt: str | None = None) -> Path:
+    """Moving gradients at 25 fps (H.264). sound: "tone" (AAC), "garbage" (AAC packets of random bytes,
+    which no decoder accepts) or None. n_frames 0 in Matroska gives a video stream with no frame."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w", format=fmt) as container:
+        video = container.add_stream("libx264", rate=25, options={"crf": "0"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        audio = container.add_stream("aac", rate=RATE, layout="mono") if sound else None
+        tone_frames = max(n_frames, 10)  # a zero-length video still gets some sound
+        for i in range(max(n_frames, tone_frames if sound == "tone" else 0)):
+            if i < n_frames:
+                rgb = np.stack([(xx * 13 + i * 20) % 256, (yy * 11 + i * 7) % 256, (xx + yy) * 5 % 256], -1)
+                frame = av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24")
+                frame.pts = i
+                for packet in video.encode(frame):
+                    container.mux(packet)
+            if sound == "garbage":
+                packet = av.Packet(np.random.default_rng(i).integers(0, 256, 300, dtype=np.uint8).tobytes())
+                packet.stream, packet.pts, packet.dts = audio, i * SAMPLES_PER_FRAME, i * SAMPLES_PER_FRAME
+                packet.time_base = Fraction(1, RATE)
+                container.mux(packet)
+            elif sound == "tone":
+                t = (np.arange(SAMPLES_PER_FRAME) + i * SAMPLES_PER_FRAME) / RATE
+                chunk = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None],
+                                                   format="flt", layout="mono")
+                chunk.sample_rate, chunk.pts = RATE, i * SAMPLES_PER_FRAME
+                for packet in audio.encode(chunk):
+                    container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+        if sound == "tone":
+            for packet in audio.encode(None):
+                container.mux(packet)
+    return path
+
+
+def write_sound_only(path: Path) -> Path:
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=RATE, layout="mono")
+        for i in range(10):
+            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
+            chunk.sample_rate, chunk.pts = RATE, i * 1024
+            for packet in stream.encode(chunk):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    """The video inputs, made once: good ones, broken ones, and two long ones to interrupt."""
+    root = tmp_path_factory.mktemp("bad-input-media")
+    good = write_video(root / "good.mp4", 6)
+    made = {
+        "good": good,
+        "no video stream": write_sound_only(root / "sound-only.m4a"),
+        "zero-length video": write_video(root / "zero-length.mkv", 0, fmt="matroska"),
+        "broken audio track": write_video(root / "broken-audio.mp4", 6, sound="garbage"),
+        "long flow": write_video(root / "long-flow.mp4", 200, width=FLOW_W, height=FLOW_H, sound=None),
+        "long autoencode": write_video(root / "long-autoencode.mp4", 300),
+    }
+    data = good.read_bytes()
+    (root / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    made["truncated video"] = root / "truncated.mp4"
+    (root / "empty.mp4").write_bytes(b"")
+    made["empty file"] = root / "empty.mp4"
+    (root / "notes.mp4").write_text("a text file named like a video\n")
+    made["text file named .mp4"] = root / "notes.mp4"
+    made["missing file"] = root / "absent.mp4"
+    return made
+
+
+BAD_VIDEOS = {
+    "missing file": {"autoencode-video": r"no such file", "flow": r"no such file or folder"},
+    "empty file": r"empty file",
+    "text file named .mp4": r"not a readable media file \(.+\)",
+    "truncated video": r"not a readable media file \(.+\)",
+    "no video stream": r"no video stream",
+    "zero-length video": r"zero-length video \(no (decodable )?frames\)",
+}
+
+
+def video_args(command: str, video: Path, weights: dict[str, Path], out: Path) -> list:
+    model = weights["multimodal" if command == "autoencode-video" else "flow"]
+    return [command, video, "-w", model, "-o", out]
+
+
+@pytest.fixture
+def unwritable(tmp_path, request):
+    """An existing output folder in which this process cannot create files.
+
+    A folder of mode 0o500 stops everyone but root; these tests may run as root, so when writing
+    there still works, /proc (where not even root creates files) stands in for it.
+    """
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    request.addfinalizer(lambda: locked.chmod(0o700))
+    try:
+        (locked / "probe").write_bytes(b"")
+    except PermissionError:
+        return locked
+    (locked / "probe").unlink()
+    return Path("/proc")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# images: classify (all-bad inputs stop before the model loads) and flow (one good frame, one bad)
+
+@pytest.mark.parametrize("kind", BAD_IMAGES)
+def test_classify_reports_a_bad_image(cli, weights, tmp_path, kind):
+    bad = make_bad_image(kind, tmp_path)
+    result = cli("classify", bad, "-w", weights["vision-conv"])
+    assert_refused(result, 1, error_line(bad, BAD_IMAGES[kind]))
+    assert result.out == ""
+
+
+@pytest.mark.parametrize("kind", BAD_IMAGES)
+def test_flow_reports_a_bad_frame_and_writes_nothing(cli, weights, tmp_path, kind):
+    good = save_png(tmp_path / "first.png")
+    bad = make_bad_image(kind, tmp_path)
+    result = cli("flow", good, bad, "-w", weights["flow"], "-o", tmp_path / "out" / "flow.flo")
+    assert_refused(result, 1, error_line(bad, BAD_IMAGES[kind]))
+
+
+def test_classify_refuses_an_image_over_a_lowered_max_pixels(cli, weights, tmp_path):
+    picture = save_png(tmp_path / "picture.png", 20, 30)
+    result = cli("classify", picture, "-w", weights["vision-conv"], "--max-pixels", "500")
+    assert_refused(result, 1, error_line(picture, r"30x20 = 600 pixels is over the limit of 500 pixels; "
+                                                  r"if you trust this file, raise it with --max-pixels"))
+
+
+def test_classify_refuses_a_1x1_image_as_too_small(cli, weights, tmp_path):
+    dot = save_png(tmp_path / "dot.png", 1, 1)
+    result = cli("classify", dot, "-w", weights["vision-conv"])
+    assert_refused(result, 1, error_line(dot, r"image is 1x1 pixels, too small to classify \(the short side needs "
+                                              r"at least 2 pixels\)"))
+
+
+def test_classify_runs_on_a_2x2_image_the_smallest_it_accepts(cli, weights, tmp_path):
+    small = save_png(tmp_path / "small.png", 2, 2)
+    result = cli("classify", small, "-w", weights["vision-conv"], "--json")
+    assert result.code == 0 and result.err == ""
+    assert json.loads(result.out)["path"] == str(small)
+
+
+def test_flow_runs_on_a_pair_of_1x1_frames(cli, weights, tmp_path):
+    a, b = save_png(tmp_path / "a.png", 1, 1, seed=1), save_png(tmp_path / "b.png", 1, 1, seed=2)
+    result = cli("flow", a, b, "-w", weights["flow"], "-o", tmp_path / "f.flo")
+    assert result.code == 0 and result.err == "", result.err
+    assert result.new_files == ["f.flo"] and read_flo(tmp_path / "f.flo").shape == (1, 1, 2)
+
+
+def test_flow_refuses_frames_of_different_sizes(cli, weights, tmp_path):
+    a = save_png(tmp_path / "a.png")
+    b = save_png(tmp_path / "b.png", FLOW_H + 2, FLOW_W + 4, seed=3)
+    result = cli("flow", a, b, "-w", weights["flow"], "-o", tmp_path / "out" / "f.flo")
+    assert_refused(result, 1, error_line(b, rf"size {FLOW_W + 4}x{FLOW_H + 2} differs from {re.escape(str(a))}'s "
+                                            rf"{FLOW_W}x{FLOW_H}; give --resize .+"))
+
+
+def test_flow_refuses_to_overwrite_its_input_frame(cli, weights, tmp_path):
+    a, b = save_png(tmp_path / "a.png"), save_png(tmp_path / "b.png", seed=4)
+    before = a.read_bytes()
+    result = cli("flow", a, b, "-w", weights["flow"], "-o", a)
+    assert_refused(result, 2, error_line(a, r"output is the same file as input .+; choose another output path"))
+    assert a.read_bytes() == before
+
+
+def test_flow_refuses_an_unwritable_output_folder(cli, weights, tmp_path, unwritable):
+    a, b = save_png(tmp_path / "a.png"), save_png(tmp_path / "b.png", seed=4)
+    target = unwritable / "flow.flo"
+    result = cli("flow", a, b, "-w", weights["flow"], "-o", target)
+    assert_refused(result, 2, error_line(target, rf"cannot write in folder {re.escape(str(unwritable))} \(.+\)"))
+    assert not target.exists()
+
+
+def test_flow_refuses_an_output_under_a_regular_file(cli, weights, tmp_path):
+    a, b = save_png(tmp_path / "a.png"), save_png(tmp_path / "b.png", seed=4)
+    target = a / "flow.flo"  # a.png is a file, so no folder can be made there
+    result = cli("flow", a, b, "-w", weights["flow"], "-o", target)
+    assert_refused(result, 2, error_line(target, rf"cannot create output folder {re.escape(str(a))} "
+                                                 r"\(a file is in the way\)"))
+
+
+def test_flow_refuses_a_truncated_ground_truth_before_any_work(cli, weights, tmp_path):
+    a, b = save_png(tmp_path / "a.png"), save_png(tmp_path / "b.png", seed=4)
+    gt = tmp_path / "gt.flo"
+    gt.write_bytes(struct.pack("<fii", 202021.25, FLOW_W, FLOW_H) + b"\0" * 40)
+    result = cli("flow", a, b, "-w", weights["flow"], "--gt", gt, "-o", tmp_path / "out" / "f.flo")
+    assert_refused(result, 1, error_line(gt, rf"not a readable \.flo file \(truncated: {FLOW_W}x{FLOW_H} needs "
+                                             r"\d+ bytes, file has 52\)"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# batches go on past a bad item, report it once, and keep the order of the rest
+
+def test_classify_folder_with_a_bad_file_in_the_middle_reports_it_and_the_others_in_order(cli, weights, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    first, last = save_png(folder / "a.png", 20, 20, 1), save_png(folder / "c.png", 20, 20, 2)
+    bad = folder / "b.png"
+    bad.write_bytes(encoded(32, 32, "PNG")[:500])
+    result = cli("classify", folder, "-w", weights["vision-conv"])
+    assert_refused(result, 1, error_line(bad, BAD_IMAGES["truncated PNG"]))
+    assert str(bad) not in result.out
+    assert 0 <= result.out.index(str(first)) < result.out.index(str(last))
+
+
+def test_classify_stdin_paths_with_a_missing_one_go_on(cli, weights, tmp_path):
+    first, last = save_png(tmp_path / "a.png", 20, 20, 1), save_png(tmp_path / "c.png", 20, 20, 2)
+    missing = tmp_path / "b.png"
+    result = cli("classify", "-", "-w", weights["vision-conv"], stdin=f"{first}\n{missing}\n{last}\n".encode())
+    assert_refused(result, 1, error_line(missing, r"no such file or folder"))
+    assert str(missing) not in result.out
+    assert 0 <= result.out.index(str(first)) < result.out.index(str(last))
+
+
+def test_fill_mask_stdin_reports_bad_lines_by_number_and_fills_the_others(cli, weights):
+    lines = b"a[MASK]c\n\xff\xfe [MASK]\nno mask here\nxy[MASK:1]\n"
+    result = cli("fill-mask", "-", "-w", weights["language"], "--json", "-k", "1", "--max-span", "2", stdin=lines)
+    assert_refused(result, 1,
+                   error_line("-: line 2", r"not valid UTF-8 \(byte 0xff at byte offset 0\)"),
+                   error_line("-: line 3", r"no \[MASK\] or \[MASK:n\] in the text"))
+    records = [json.loads(line) for line in result.out.splitlines()]
+    assert [(r["line"], "error" in r) for r in records] == [(1, False), (2, True), (3, True), (4, False)]
+
+
+def test_flow_folder_with_a_bad_frame_skips_its_two_pairs_only(cli, weights, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for number in (1, 2, 4, 5):
+        save_png(frames / f"f{number}.png", seed=number)
+    bad = frames / "f3.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n but nothing after the signature")
+    result = cli("flow", frames, "-w", weights["flow"], "-o", tmp_path / "out/")
+    assert_refused(result, 1, error_line(bad, r"not a readable image \(.+\)"),
+                   written=("out/f1.flo", "out/f4.flo"))
+    assert [line.split(" -> ")[0] for line in result.out.splitlines()] == [str(frames / "f1.png"),
+                                                                            str(frames / "f4.png")]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# text: fill-mask arguments
+
+@pytest.mark.parametrize("text, problem", [
+    ("hello world", r"no \[MASK\] or \[MASK:n\] in the text"),
+    ("hello [MASK:x]", r"malformed mask '\[MASK:x\]' at character 6 .+"),
+    ("", r"empty text"),
+])
+def test_fill_mask_refuses_a_text_it_cannot_fill(cli, weights, text, problem):
+    result = cli("fill-mask", text, "-w", weights["language"])
+    label = f"text 1 {json.dumps(text)}" if text else "text 1"
+    assert_refused(result, 2, error_line(label, problem))
+    assert result.out == ""
+
+
+def test_fill_mask_refuses_an_argument_that_is_not_utf8(cli, weights):
+    # How Python hands over the argv bytes b"\xffab[MASK]" on Linux (surrogate escapes).
+    result = cli("fill-mask", os.fsdecode(b"\xffab[MASK]"), "-w", weights["language"])
+    assert_refused(result, 2, error_line("text 1", r"not valid UTF-8 \(.+\)"))
+    assert result.out == ""
+
+
+def test_fill_mask_reports_empty_stdin(cli, weights):
+    result = cli("fill-mask", "-", "-w", weights["language"], stdin=b"")
+    assert_refused(result, 1, error_line("-", r"no text on standard input"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# videos: autoencode-video and flow read the same files the same way
+
+@pytest.mark.parametrize("command", ["autoencode-video", "flow"])
+@pytest.mark.parametrize("kind", BAD_VIDEOS)
+def test_bad_video_is_one_line_and_writes_nothing(cli, weights, media, tmp_path, command, kind):
+    problem = BAD_VIDEOS[kind]
+    problem = problem[command] if isinstance(problem, dict) else problem
+    result = cli(*video_args(command, media[kind], weights, tmp_path / "out" / "result.mp4"))
+    assert_refused(result, 1, error_line(media[kind], problem))
+    assert result.out == ""
+
+
+def test_autoencode_video_refuses_a_folder_as_its_video(cli, weights, tmp_path):
+    (tmp_path / "clips").mkdir()
+    result = cli(*video_args("autoencode-video", tmp_path / "clips", weights, tmp_path / "out.mp4"))
+    assert_refused(result, 1, error_line(tmp_path / "clips", r"is a folder, not a video file"))
+
+
+def test_autoencode_video_refuses_an_existing_folder_as_its_output(cli, weights, media, tmp_path):
+    (tmp_path / "result.mp4").mkdir()
+    result = cli(*video_args("autoencode-video", media["good"], weights, tmp_path / "result.mp4"))
+    assert_refused(result, 2, error_line(tmp_path / "result.mp4", r"output path is a folder; give a file name"))
+
+
+def test_autoencode_video_with_a_broken_audio_track_warns_once_and_runs_on_silence(cli, weights, media, tmp_path):
+    video = media["broken audio track"]
+    result = cli(*video_args("autoencode-video", video, weights, tmp_path / "r.mp4"))
+    assert result.code == 0, result.err
+    lines = result.err.splitlines()
+    assert len(lines) == 2, result.err
+    assert re.fullmatch(rf"perceiver: warning: {re.escape(str(video))}: audio track could not be decoded "
+                        r"\(.+\); using silence from 0\.00 s", lines[0]), lines[0]
+    assert lines[1] == f"wrote {tmp_path / 'r.mp4'}"
+    assert result.new_files == ["r.mp4"]
+
+
+def test_flow_on_a_video_with_a_broken_audio_track_runs_without_reading_the_sound(cli, weights, media, tmp_path):
+    result = cli(*video_args("flow", media["broken audio track"], weights, tmp_path / "r.mp4"))
+    assert result.code == 0 and result.err == "", result.err
+    assert result.new_files == ["r.mp4"] and len(result.out.splitlines()) == 5
+
+
+@pytest.mark.parametrize("command", ["autoencode-video", "flow"])
+def test_video_output_equal_to_input_is_refused_and_the_input_kept(cli, weights, media, tmp_path, command):
+    video = tmp_path / "clip.mp4"
+    shutil.copy(media["good"], video)
+    result = cli(*video_args(command, video, weights, video))
+    assert_refused(result, 2, error_line(video, r"output is the same file as input .+; choose another output path"))
+    assert video.read_bytes() == media["good"].read_bytes()
+
+
+@pytest.mark.parametrize("command", ["autoencode-video", "flow"])
+def test_video_output_in_an_unwritable_folder_is_refused(cli, weights, media, tmp_path, unwritable, command):
+    target = unwritable / "result.mp4"
+    result = cli(*video_args(command, media["good"], weights, target))
+    assert_refused(result, 2, error_line(target, rf"cannot write in folder {re.escape(str(unwritable))} \(.+\)"))
+    assert not target.exists()
+
+
+def interrupt_once_writing(args: list, out_dir: Path) -> subprocess.CompletedProcess:
+    """Run `python -m perceiver_cli ARGS`, send SIGINT as soon as a temporary output exists in out_dir."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "perceiver_cli", *map(str, args)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + INTERRUPT_TIMEOUT_S
+    try:
+        while not any(PARTIAL_MARKER in p.name for p in out_dir.iterdir()):
+            if child.poll() is not None:
+                pytest.fail(f"the run ended (exit {child.returncode}) before writing anything: {child.stderr.read()}")
+            if time.monotonic() > deadline:
+                pytest.fail("no temporary output appeared in time")
+            time.sleep(0.005)
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=INTERRUPT_TIMEOUT_S)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    return subprocess.CompletedProcess(child.args, child.returncode, out, err)
+
+
+@pytest.mark.parametrize("command, video", [("flow", "long flow"), ("autoencode-video", "long autoencode")])
+def test_ctrl_c_in_the_middle_of_a_video_exits_130_and_leaves_nothing(weights, media, tmp_path, command, video):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    done = interrupt_once_writing(video_args(command, media[video], weights, out_dir / "result.mp4"), out_dir)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.splitlines() == ["perceiver: interrupted"]
+    assert list(out_dir.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------------------
+# weights: names, folders, configs and files that cannot be trusted or loaded
+
+class _TouchOnUnpickle:
+    """Unpickling this creates a marker file: proof that pickled code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def copy_checkpoint(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def fill_mask_with(folder) -> list:
+    return ["fill-mask", "a[MASK]", "-w", folder]
+
+
+def test_unknown_model_name_is_a_usage_error(cli):
+    result = cli("fill-mask", "a[MASK]", "-m", "no-such-model")
+    assert_refused(result, 2, r"perceiver: error: unknown checkpoint 'no-such-model': use one of language, .+")
+
+
+def test_missing_weights_folder_is_named(cli, tmp_path):
+    result = cli(*fill_mask_with(tmp_path / "nowhere"))
+    assert_refused(result, 2, error_line(tmp_path / "nowhere", r"no such file or folder"))
+
+
+def test_weights_given_as_a_plain_file_are_refused(cli, tmp_path):
+    (tmp_path / "weights.txt").write_text("not weights\n")
+    result = cli(*fill_mask_with(tmp_path / "weights.txt"))
+    assert_refused(result, 2, error_line(tmp_path / "weights.txt", r"give the checkpoint's folder .+"))
+
+
+def test_weights_folder_without_config_json_is_refused(cli, weights, tmp_path):
+    folder = copy_checkpoint(weights["language"], tmp_path / "ckpt")
+    (folder / "config.json").unlink()
+    result = cli(*fill_mask_with(folder))
+    assert_refused(result, 2, error_line(folder, r"no config\.json in this weights folder"))
+
+
+def test_config_json_that_is_not_json_is_refused(cli, weights, tmp_path):
+    folder = copy_checkpoint(weights["language"], tmp_path / "ckpt")
+    (folder / "config.json").write_text('{"architectures": ["PerceiverForMaskedLM"],')
+    result = cli(*fill_mask_with(folder))
+    assert_refused(result, 2, error_line(folder / "config.json", r"not a readable JSON config \(.+\)"))
+
+
+def test_config_json_that_is_not_an_object_is_refused(cli, weights, tmp_path):
+    folder = copy_checkpoint(weights["language"], tmp_path / "ckpt")
+    (folder / "config.json").write_text('["PerceiverForMaskedLM"]')
+    result = cli(*fill_mask_with(folder))
+    assert_refused(result, 2, error_line(folder / "config.json", r"not a JSON object"))
+
+
+def test_config_of_an_unknown_architecture_is_refused(cli, weights, tmp_path):
+    folder = copy_checkpoint(weights["language"], tmp_path / "ckpt")
+    config = json.loads((folder / "config.json").read_text())
+    config["architectures"] = ["BertForMaskedLM"]
+    (folder / "config.json").write_text(json.dumps(config))
+    result = cli(*fill_mask_with(folder))
+    assert_refused(result, 2, r"perceiver: error: .*BertForMaskedLM.*")
+
+
+@pytest.mark.parametrize("command, kind", [("fill-mask", "vision-conv"), ("classify", "flow"),
+                                           ("flow", "language"), ("autoencode-video", "flow")])
+def test_checkpoint_of_the_wrong_class_for_the_command_is_refused(cli, weights, media, tmp_path, command, kind):
+    inputs = {"fill-mask": ["a[MASK]"], "classify": [save_png(tmp_path / "a.png", 20, 20)],
+              "flow": [save_png(tmp_path / "a.png"), save_png(tmp_path / "b.png", seed=5)],
+              "autoencode-video": [media["good"], "-o", tmp_path / "out" / "r.mp4"]}[command]
+    result = cli(command, *inputs, "-w", weights[kind])
+    assert_refused(result, 2, error_line(weights[kind], rf"this is a Perceiver\w+ checkpoint \({kind}\), "
+                                                        rf"which cannot run '{command}'"))
+
+
+def test_weights_folder_without_a_weights_file_is_refused(cli, weights, tmp_path):
+    folder = copy_checkpoint(weights["language"], tmp_path / "ckpt")
+    (folder / "model.safetensors").unlink()
+    result = cli(*fill_mask_with(folder))
+    assert_refused(result, 2, error_line(folder, r"no weights file \(expected model\.safetensors or "
+                                                 r"pytorch_model\.bin\)"))
+
+
+def test_tensor_of_the_wrong_shape_is_named(cli, weights, tmp_path):
+    folder = copy_checkpoint(weights["language"], tmp_path / "ckpt")
+    state = load_file(str(folder / "model.safetensors"))
+    key = "perceiver.embeddings.latents"
+    state[key] = torch.zeros(*[n + 1 for n in state[key].shape])
+    save_file(state, str(folder / "model.safetensors"))
+    result = cli(*fill_mask_with(folder))
+    assert_refused(result, 2, error_line(folder, rf"weights do not match the config \(.*{re.escape(key)} is .+\)"))
+
+
+def test_truncated_safetensors_is_an_error_not_a_crash(cli, weights, tmp_path):
+    folder = copy_checkpoint(weights["language"], tmp_path / "ckpt")
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    result = cli(*fill_mask_with(folder))
+    assert_refused(result, 2, error_line(folder / "model.safetensors", r"cannot load weights \(.+\)"))
+
+
+def test_truncated_pytorch_bin_is_an_error_not_a_crash(cli, weights, tmp_path):
+    folder = copy_checkpoint(weights["language"], tmp_path / "ckpt")
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save(state, str(folder / "pytorch_model.bin"))
+    data = (folder / "pytorch_model.bin").read_bytes()
+    (folder / "pytorch_model.bin").write_bytes(data[: len(data) // 3])
+    result = cli(*fill_mask_with(folder))
+    assert_refused(result, 2, error_line(folder / "pytorch_model.bin", r"cannot load weights \(.+\)"))
+
+
+@pytest.mark.parametrize("layout", ["torch zip", "bare pickle protocol 2", "bare pickle protocol 5"])
+def test_pickle_that_would_run_code_is_refused_and_runs_nothing(cli, weights, tmp_path, layout):
+    folder = copy_checkpoint(weights["language"], tmp_path / "ckpt")
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    hostile = {"perceiver.embeddings.latents": _TouchOnUnpickle(marker)}
+    if layout == "torch zip":
+        torch.save(hostile, str(folder / "pytorch_model.bin"), pickle_module=pickle)
+    else:
+        (folder / "pytorch_model.bin").write_bytes(pickle.dumps(hostile, protocol=int(layout[-1])))
+    result = cli(*fill_mask_with(folder))
+    assert_refused(result, 2, error_line(folder / "pytorch_model.bin",
+                                         r"cannot load weights \(it .+, which are never unpickled\)"))
+    assert not marker.exists()
+
+
+def test_old_format_pytorch_bin_of_tensors_loads(cli, weights, tmp_path):
+    # The counterpart of the bare-pickle case: torch's pre-zip layout is refused only for what it holds.
+    folder = copy_checkpoint(weights["language"], tmp_path / "ckpt")
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save(state, str(folder / "pytorch_model.bin"), _use_new_zipfile_serialization=False)
+    result = cli("fill-mask", "a[MASK:1]", "-w", folder, "--json", "-k", "1")
+    assert result.code == 0 and result.err == "", result.err
+    assert len(json.loads(result.out)["predictions"]) == 1
+
+
+def test_deepmind_style_pickle_of_unknown_origin_is_refused_without_unpickling(cli, tmp_path):
+    marker = tmp_path / "pwned"
+    hostile = tmp_path / "language_perceiver_io_bytes.pickle"
+    hostile.write_bytes(pickle.dumps({"params": _TouchOnUnpickle(marker)}))
+    result = cli(*fill_mask_with(hostile))
+    # This message names the file without the usual colon: "<name> matches none of ...".
+    assert_refused(result, 2, rf"perceiver: error: {re.escape(hostile.name)} matches none of DeepMind's six "
+                              r"published Perceiver IO files; if you trust it, run: perceiver weights import .+")
+    assert not marker.exists()
