@@ -140,7 +140,7 @@ def _split_error(item: Item, error: BaseException, arguments: list[str]) -> tupl
 
 def classify(
     inputs: List[str] = typer.Argument(
-        None, metavar="IMAGE...",
+        None, metavar="IMAGE",
         help="Image files, folders (searched recursively for images, in sorted order), glob patterns, "
              "or - to read paths from stdin, one per line.",
     ),
