@@ -482,3 +482,16 @@ def test_bad_paths_from_stdin_are_reported_by_name(checkpoints, capsys, tmp_path
     records = _json_lines(out)
     assert records[0] == {"path": str(missing), "error": "no such file or folder"}
     assert records[1]["path"] == str(good) and "predictions" in records[1]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_getaffinity"), reason="Linux thread priorities")
+def test_cpu_decoding_threads_run_below_the_model_priority():
+    import os
+
+    from perceiver_cli.commands.classify import DECODE_NICENESS, decode_pool
+
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    with decode_pool("cpu") as pool:
+        niceness = pool.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
+    assert niceness == min(19, own + DECODE_NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == own  # the main thread keeps its priority

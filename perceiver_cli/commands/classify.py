@@ -26,7 +26,7 @@ STDIN_ARGUMENT = "-"
 PROGRESS_MIN_IMAGES = 4
 # Images prepared ahead of the model, in batches: enough to hide decoding, small enough for memory.
 BATCHES_AHEAD = 2
-# Decoding threads beside a CPU model run at this niceness: the model's matmuls keep the cores.
+# Decoding threads beside a CPU model run this much nicer than the process: the model's matmuls keep the cores.
 DECODE_NICENESS = 10
 IMAGENET_LABELS = "imagenet1k.txt"
 _GENERIC_LABEL = re.compile(r"LABEL_\d+")
@@ -119,10 +119,20 @@ def _yield_to_the_model() -> None:
     """Lower this decoding thread's priority, so it runs on CPU time the model's threads leave idle."""
     # Linux only: there a thread id is a valid `who` for setpriority; elsewhere it could name another process.
     if sys.platform.startswith("linux"):
+        thread = threading.get_native_id()
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
+            os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + DECODE_NICENESS))
         except OSError:
             pass
+
+
+def decode_pool(device_type: str):
+    """The thread pool that decodes and preprocesses images beside a model on `device_type` (cpu, cuda, mps)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    on_cpu = device_type == "cpu"
+    return ThreadPoolExecutor(max_workers=_decode_workers(device_type), thread_name_prefix="perceiver-decode",
+                              initializer=_yield_to_the_model if on_cpu else None)
 
 
 def _split_error(item: Item, error: BaseException, arguments: list[str]) -> tuple[str, str]:
@@ -162,8 +172,6 @@ def classify(
     (softmax scores, best first), or {"path", "error"} for a file that cannot be read. Unreadable files
     are reported and skipped; the exit code is then 1.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from perceiver_cli.core.vision import IMAGE_SIZE, classify_pixels, prefetch_batches, preprocess_image
     from perceiver_cli.io.images import DEFAULT_MAX_PIXELS, read_image
 
@@ -208,9 +216,7 @@ def classify(
     from perceiver_cli.core.loading import pick_device
 
     _configure_torch_threads()
-    device_type = pick_device(device).type
-    executor = ThreadPoolExecutor(max_workers=_decode_workers(device_type), thread_name_prefix="perceiver-decode",
-                                  initializer=_yield_to_the_model if device_type == "cpu" else None)
+    executor = decode_pool(pick_device(device).type)
     try:
         # Decoding starts now, while the model loads.
         batches = prefetch_batches(items, prepare, batch_size, executor, ahead=BATCHES_AHEAD)
