@@ -238,7 +238,10 @@ class Encoder(nn.Module):
     def forward(self, latents: torch.Tensor, inputs: torch.Tensor,
                 inputs_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """latents (B, L, D), inputs (B, N, C), inputs_mask (B, N) bool -> latents (B, L, D)."""
-        z = self.cross_attention(latents, kv=inputs, kv_mask=inputs_mask)
+        return self.process(self.cross_attention(latents, kv=inputs, kv_mask=inputs_mask))
+
+    def process(self, z: torch.Tensor) -> torch.Tensor:
+        """The latent self-attention stack alone: (B, L, D) -> (B, L, D)."""
         for _ in range(self.num_blocks):
             for layer in self.self_attends:
                 z = layer(z)

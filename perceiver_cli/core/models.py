@@ -280,7 +280,13 @@ class ImageClassifier(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """pixel_values (B, 3, H, W) -> logits (B, num_labels)."""
-        z = self.perceiver.encode(self.perceiver.input_preprocessor(pixel_values))
+        trunk = self.perceiver
+        latents = trunk.embeddings.latents.to(pixel_values.dtype)[None]
+        # An image's input tokens are the largest tensors (50,176 x 261 for vision-fourier): cross-attend one
+        # image at a time, so memory does not grow with the batch, then run the latent stack on the batch.
+        z = torch.cat([trunk.encoder.cross_attention(latents, kv=trunk.input_preprocessor(image[None]))
+                       for image in pixel_values])
+        z = trunk.encoder.process(z)
         decoder = self.perceiver.decoder.decoder
         query = decoder.output_position_encodings.position_embeddings.to(z.dtype).expand(z.shape[0], -1, -1)
         return decoder(query, z)[:, 0, :]
