@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import sys
 from contextlib import ExitStack
-from importlib import resources
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from perceiver_cli.labels import KINETICS_LABELS, label_names as shared_label_names
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, ModelOption, NumericsOption,
                                            WeightsOption, emit_json, load_task_model)
 from perceiver_cli.errors import EXIT_OK, UsageError
@@ -29,16 +29,7 @@ CHUNK_SIZE_HELP = "Decoder queries per pass (pixels or audio patches); bounds me
 
 def label_names(spec) -> list[str]:
     """Names of the checkpoint's labels: config id2label when it names them, else the shipped Kinetics-700 list."""
-    n = int(spec.num_labels)
-    names = [spec.id2label.get(i) for i in range(n)] if spec.id2label else []
-    generic = all(name is None or name == f"LABEL_{i}" for i, name in enumerate(names))
-    if names and not generic:
-        return [name if name is not None else f"label {i}" for i, name in enumerate(names)]
-    shipped = resources.files("perceiver_cli").joinpath("data", "kinetics700.txt").read_text(encoding="utf-8")
-    kinetics = [line.strip() for line in shipped.splitlines() if line.strip()]
-    if len(kinetics) == n:
-        return kinetics
-    return [f"label {i}" for i in range(n)]
+    return shared_label_names(spec.id2label, int(spec.num_labels), KINETICS_LABELS)
 
 
 def _finite(value: float) -> Optional[float]:

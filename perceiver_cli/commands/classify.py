@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 import threading
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, List, Optional, Union
 
 import typer
 
+from perceiver_cli.labels import IMAGENET_LABELS, label_names
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, ModelOption, NumericsOption,
                                            WeightsOption, emit_json, load_task_model)
 from perceiver_cli.errors import EXIT_OK, EXIT_SOME_FAILED, InputError, UsageError
@@ -28,8 +28,6 @@ PROGRESS_MIN_IMAGES = 4
 BATCHES_AHEAD = 2
 # Decoding threads beside a CPU model run this much nicer than the process: the model's matmuls keep the cores.
 DECODE_NICENESS = 10
-IMAGENET_LABELS = "imagenet1k.txt"
-_GENERIC_LABEL = re.compile(r"LABEL_\d+")
 
 Item = Union[Path, InputError]
 
@@ -69,15 +67,7 @@ def _expand_arguments(arguments: list[str]) -> tuple[list[Item], list[str]]:
 
 def class_names(id2label: dict[int, str], num_labels: int) -> list[str]:
     """Names of the model's classes: config.json's id2label, else the shipped ImageNet-1k list for 1000 classes."""
-    generic = not id2label or all(_GENERIC_LABEL.fullmatch(name) for name in id2label.values())
-    if generic and num_labels == 1000:
-        from importlib.resources import files
-
-        text = files("perceiver_cli").joinpath("data", IMAGENET_LABELS).read_text(encoding="utf-8")
-        names = [line.strip() for line in text.splitlines() if line.strip()]
-        if len(names) == num_labels:
-            return names
-    return [id2label.get(index, f"LABEL_{index}") for index in range(num_labels)]
+    return label_names(id2label, num_labels, IMAGENET_LABELS)
 
 
 def _usable_cpus() -> int:

@@ -6,7 +6,7 @@ so weights load strictly by name. Each model documents its forward inputs and ou
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
