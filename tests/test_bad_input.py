@@ -706,3 +706,18 @@ def test_deepmind_style_pickle_of_unknown_origin_is_refused_without_unpickling(c
     assert_refused(result, 2, rf"perceiver: error: {re.escape(hostile.name)} matches none of DeepMind's six "
                               r"published Perceiver IO files; if you trust it, run: perceiver weights import .+")
     assert not marker.exists()
+
+
+def test_classify_json_mode_reports_a_bad_file_on_stderr_and_as_a_record(tmp_path, capsys):
+    import json as _json
+
+    from perceiver_cli.cli import main as _main
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    code = _main(["classify", str(bad), "--json"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert [line for line in captured.err.splitlines() if line] == [
+        f"perceiver: error: {bad}: " + _json.loads(captured.out)["error"]]
+    assert _json.loads(captured.out)["path"] == str(bad)

@@ -192,11 +192,11 @@ def classify(
 
     def report(item: Item, error: BaseException) -> None:
         path, problem = _split_error(item, error, arguments)
+        # Always one line on stderr (as every command does); in JSON mode also a record in its place on stdout.
+        print(f"perceiver: error: {path}: {problem}" if path else f"perceiver: error: {problem}",
+              file=sys.stderr, flush=True)
         if json_lines:
             emit_json({"path": path, "error": problem})
-        else:
-            print(f"perceiver: error: {path}: {problem}" if path else f"perceiver: error: {problem}",
-                  file=sys.stderr, flush=True)
 
     if not any(isinstance(item, Path) for item in items):  # nothing to run the model on
         for item in items:
