@@ -713,8 +713,7 @@ def test_classify_json_mode_reports_a_bad_file_on_stderr_and_as_a_record(tmp_pat
 
     from perceiver_cli.cli import main as _main
 
-    bad = tmp_path / "notes.png"
-    bad.write_text("not an image")
+    bad = tmp_path / "missing.png"  # reported before any model is loaded
     code = _main(["classify", str(bad), "--json"])
     captured = capsys.readouterr()
     assert code == 1
