@@ -495,3 +495,23 @@ def test_cpu_decoding_threads_run_below_the_model_priority():
         niceness = pool.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
     assert niceness == min(19, own + DECODE_NICENESS)
     assert os.getpriority(os.PRIO_PROCESS, 0) == own  # the main thread keeps its priority
+
+
+def test_default_batch_size_depends_on_the_device(checkpoints, capsys, tmp_path, monkeypatch):
+    import perceiver_cli.core.vision as vision
+    from perceiver_cli.commands.classify import (ACCELERATOR_BATCH_SIZE, CPU_BATCH_SIZE, default_batch_size)
+
+    assert default_batch_size("cpu") == CPU_BATCH_SIZE and default_batch_size("cuda") == ACCELERATOR_BATCH_SIZE
+    seen = []
+    real = vision.prefetch_batches
+
+    def spy(items, prepare, batch_size, executor, ahead=2):
+        seen.append(batch_size)
+        return real(items, prepare, batch_size, executor, ahead)
+
+    monkeypatch.setattr(vision, "prefetch_batches", spy)
+    image = _save_rgb(tmp_path / "a.png", _noise(20, 20, 99))
+    weights = str(checkpoints["vision-conv"][0])
+    assert _run(capsys, str(image), "--weights", weights, "--device", "cpu")[0] == 0
+    assert _run(capsys, str(image), "--weights", weights, "--device", "cpu", "-b", "5")[0] == 0
+    assert seen == [CPU_BATCH_SIZE, 5]

@@ -26,6 +26,10 @@ STDIN_ARGUMENT = "-"
 PROGRESS_MIN_IMAGES = 4
 # Images prepared ahead of the model, in batches: enough to hide decoding, small enough for memory.
 BATCHES_AHEAD = 2
+# Images per forward pass unless --batch-size says otherwise. On the CPU a bigger batch gains no speed (the
+# latent matmuls are already large) but keeps every image's activations alive at once; accelerators want batches.
+CPU_BATCH_SIZE = 2
+ACCELERATOR_BATCH_SIZE = 8
 # Decoding threads beside a CPU model run this much nicer than the process: the model's matmuls keep the cores.
 DECODE_NICENESS = 10
 
@@ -116,6 +120,11 @@ def _yield_to_the_model() -> None:
             pass
 
 
+def default_batch_size(device_type: str) -> int:
+    """Images per forward pass when --batch-size is not given, for a model on `device_type`."""
+    return CPU_BATCH_SIZE if device_type == "cpu" else ACCELERATOR_BATCH_SIZE
+
+
 def decode_pool(device_type: str):
     """The thread pool that decodes and preprocesses images beside a model on `device_type` (cpu, cuda, mps)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -147,7 +156,10 @@ def classify(
     model: Optional[str] = ModelOption,
     weights: Optional[Path] = WeightsOption,
     top_k: int = typer.Option(5, "--top-k", "-k", help="How many classes to show per image, best first."),
-    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Images per forward pass of the model."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", "-b",
+        help=f"Images per forward pass of the model (default: {ACCELERATOR_BATCH_SIZE} on a GPU, {CPU_BATCH_SIZE} on "
+             "the CPU, where bigger batches gain no speed and cost memory)."),
     max_pixels: Optional[int] = typer.Option(
         None, "--max-pixels",
         help="Refuse images with more pixels than this (decompression bombs); the default admits any camera photo."),
@@ -167,7 +179,7 @@ def classify(
 
     if top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {top_k}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     if max_pixels is not None and max_pixels < 1:
         raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
@@ -206,7 +218,9 @@ def classify(
     from perceiver_cli.core.loading import pick_device
 
     _configure_torch_threads()
-    executor = decode_pool(pick_device(device).type)
+    device_type = pick_device(device).type
+    batch_size = batch_size or default_batch_size(device_type)
+    executor = decode_pool(device_type)
     try:
         # Decoding starts now, while the model loads.
         batches = prefetch_batches(items, prepare, batch_size, executor, ahead=BATCHES_AHEAD)
