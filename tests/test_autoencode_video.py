@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -24,6 +23,7 @@ from perceiver_cli.core.autoencode import RunningSummary, autoencode_clip, clip_
 from perceiver_cli.core.models import DEFAULT_CHUNK_SIZE, MultimodalAutoencoder
 from perceiver_cli.errors import UsageError
 from perceiver_cli.io.video import iter_clips
+from synthetic_media import write_video
 from tiny_models import make_tiny_checkpoint
 
 DATA = Path(__file__).resolve().parent / "data" / "video"
@@ -60,35 +60,7 @@ def ours(tiny):
 def make_video(path: Path, n_frames: int, width: int = SIZE, height: int = SIZE, sound: str | None = "tone") -> Path:
     """Moving colour gradients at 25 fps (H.264, near lossless); sound: "tone" (48 kHz AAC), "garbage"
     (AAC packets of random bytes, which no decoder accepts) or None (no audio track)."""
-    yy, xx = np.mgrid[0:height, 0:width]
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=25, options={"crf": "0"})
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        audio = container.add_stream("aac", rate=RATE, layout="mono") if sound else None
-        for i in range(n_frames):
-            rgb = np.stack([(xx * 13 + i * 20) % 256, (yy * 11 + i * 7) % 256, (xx + yy) * 5 % 256], -1)
-            frame = av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24")
-            frame.pts = i
-            for packet in video.encode(frame):
-                container.mux(packet)
-            if sound == "garbage":
-                packet = av.Packet(np.random.default_rng(i).integers(0, 256, 300, dtype=np.uint8).tobytes())
-                packet.stream, packet.pts, packet.dts = audio, i * SPF, i * SPF
-                packet.time_base = Fraction(1, RATE)
-                container.mux(packet)
-            elif audio is not None:
-                t = (np.arange(SPF) + i * SPF) / RATE
-                chunk = av.AudioFrame.from_ndarray((0.4 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)[None],
-                                                   format="flt", layout="mono")
-                chunk.sample_rate, chunk.pts = RATE, i * SPF
-                for packet in audio.encode(chunk):
-                    container.mux(packet)
-        for packet in video.encode(None):
-            container.mux(packet)
-        if sound == "tone":
-            for packet in audio.encode(None):
-                container.mux(packet)
-    return path
+    return write_video(path, n_frames, width, height, sound)
 
 
 def run(args, capsys):

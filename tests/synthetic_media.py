@@ -1,0 +1,48 @@
+"""Synthetic videos for tests, made with PyAV: moving gradients at 25 fps with a chosen sound track."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+RATE, SAMPLES_PER_FRAME, SIDE = 48000, 1920, 16
+
+
+def write_video(path: Path, n_frames: int, width: int = SIDE, height: int = SIDE, sound: str | None = "tone",
+                fmt: str | None = None) -> Path:
+    """Moving gradients at 25 fps (H.264). sound: "tone" (AAC), "garbage" (AAC packets of random bytes,
+    which no decoder accepts) or None. n_frames 0 in Matroska gives a video stream with no frame."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w", format=fmt) as container:
+        video = container.add_stream("libx264", rate=25, options={"crf": "0"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        audio = container.add_stream("aac", rate=RATE, layout="mono") if sound else None
+        tone_frames = max(n_frames, 10)  # a zero-length video still gets some sound
+        for i in range(max(n_frames, tone_frames if sound == "tone" else 0)):
+            if i < n_frames:
+                rgb = np.stack([(xx * 13 + i * 20) % 256, (yy * 11 + i * 7) % 256, (xx + yy) * 5 % 256], -1)
+                frame = av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24")
+                frame.pts = i
+                for packet in video.encode(frame):
+                    container.mux(packet)
+            if sound == "garbage":
+                packet = av.Packet(np.random.default_rng(i).integers(0, 256, 300, dtype=np.uint8).tobytes())
+                packet.stream, packet.pts, packet.dts = audio, i * SAMPLES_PER_FRAME, i * SAMPLES_PER_FRAME
+                packet.time_base = Fraction(1, RATE)
+                container.mux(packet)
+            elif sound == "tone":
+                t = (np.arange(SAMPLES_PER_FRAME) + i * SAMPLES_PER_FRAME) / RATE
+                chunk = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None],
+                                                   format="flt", layout="mono")
+                chunk.sample_rate, chunk.pts = RATE, i * SAMPLES_PER_FRAME
+                for packet in audio.encode(chunk):
+                    container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+        if sound == "tone":
+            for packet in audio.encode(None):
+                container.mux(packet)
+    return path
