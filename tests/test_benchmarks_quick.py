@@ -60,7 +60,7 @@ def test_quick_run_completes_and_writes_a_well_formed_report(tmp_path):
     stages = _table(report, "| task | stage |")
     assert {cells[0] for cells in stages} == {row.key for row in ROWS}
     assert all(cells[-1] in ("PASS", "MISS", "(information)") for cells in stages)
-    assert "fp32 matmul peak measured at the start of this run" in report
+    assert "fp32 matmul peak, measured at the start and again at the end of this run" in report
     assert "`perceiver --help`: median" in report
     assert "python -m benchmarks --quick" in report  # the command that reproduces it
 
