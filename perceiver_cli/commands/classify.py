@@ -17,7 +17,7 @@ import typer
 
 from perceiver_cli.labels import IMAGENET_LABELS, label_names
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, ModelOption, NumericsOption,
-                                           WeightsOption, emit_json, load_task_model)
+                                           WeightsOption, emit_json, load_task_model, progress_bar)
 from perceiver_cli.errors import EXIT_OK, EXIT_SOME_FAILED, InputError, UsageError
 
 DEFAULT_MODEL = "vision-conv"
@@ -230,7 +230,7 @@ def classify(
             raise UsageError(f"{weights or model}: this vision-learned checkpoint has image_size {spec.image_size}, "
                              f"but classify feeds {IMAGE_SIZE}x{IMAGE_SIZE} images")
         names = class_names(spec.id2label, spec.num_labels)
-        with _progress(len(items)) as advance:
+        with progress_bar("classifying", len(items), PROGRESS_MIN_IMAGES) as advance:
             for batch in batches:
                 scores = indices = None
                 if batch.ok:
@@ -254,32 +254,6 @@ def classify(
     if not json_lines and results:
         _print_table(results)
     return EXIT_SOME_FAILED if failed else EXIT_OK
-
-
-class _progress:
-    """A rich progress bar on stderr for runs of several images on a terminal; otherwise nothing."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self.bar = None
-
-    def __enter__(self):
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        if self.total >= PROGRESS_MIN_IMAGES and console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                console=console, transient=True, redirect_stdout=False, redirect_stderr=True)
-            self.bar.start()
-            task = self.bar.add_task("classify", total=self.total)
-            return lambda done: self.bar.advance(task, done)
-        return lambda done: None
-
-    def __exit__(self, *exc_info) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def _print_table(results: list[tuple[str, list[dict[str, Any]]]]) -> None:

@@ -48,3 +48,30 @@ def load_task_model(task: str, model: Optional[str], weights: Optional[Path], de
         raise UsageError("give either --model or --weights, not both")
     source = str(weights) if weights is not None else (model or default)
     return load_model(source, device=device, dtype=dtype, numerics=numerics, task=task)
+
+
+class progress_bar:
+    """A transient rich progress bar on stderr, only when stderr is a terminal and there are at least
+    `min_items` items (an unknown total always shows it); `with progress_bar(...) as advance: advance(n)`."""
+
+    def __init__(self, label: str, total: Optional[int], min_items: int = 0):
+        self.label, self.total, self.min_items = label, total, min_items
+        self.bar = None
+
+    def __enter__(self):
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if not console.is_terminal or (self.total is not None and self.total < self.min_items):
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            console=console, transient=True, redirect_stdout=False, redirect_stderr=True)
+        self.bar.start()
+        task = self.bar.add_task(self.label, total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.bar is not None:
+            self.bar.stop()

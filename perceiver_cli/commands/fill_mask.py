@@ -17,7 +17,7 @@ from typing import Any, Iterator, List, Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, ModelOption, NumericsOption,
-                                           WeightsOption, emit_json, load_task_model)
+                                           WeightsOption, emit_json, load_task_model, progress_bar)
 from perceiver_cli.errors import EXIT_OK, EXIT_SOME_FAILED, UsageError
 
 DEFAULT_MODEL = "language"
@@ -203,7 +203,7 @@ def fill_mask(
             record["error"] = problem
             emit_json(record)
 
-    with _progress() as advance:
+    with progress_bar("filling masks", None) as advance:
         for batch in _batches(_all_items(arguments), TEXTS_PER_BATCH):
             runnable = [item for item in batch if item.parsed is not None]
             results = fill_masks(network, [(item.parsed.piece_bytes(), item.parsed.masks) for item in runnable],
@@ -222,29 +222,6 @@ def fill_mask(
             if rows:
                 _print_table(rows)
     return EXIT_SOME_FAILED if failed else EXIT_OK
-
-
-class _progress:
-    """A transient rich spinner with a count of filled texts, on stderr when it is a terminal."""
-
-    def __enter__(self):
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        self.bar = None
-        if console.is_terminal:
-            from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(SpinnerColumn(), TextColumn("filling masks"), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=console, transient=True)
-            self.bar.start()
-            task = self.bar.add_task("fill-mask", total=None)
-            return lambda done: self.bar.advance(task, done)
-        return lambda done: None
-
-    def __exit__(self, *exc_info) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def _visible(text: str) -> str:

@@ -29,7 +29,7 @@ from typing import Any, Iterator, List, Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, ModelOption, NumericsOption,
-                                           WeightsOption, emit_json, load_task_model)
+                                           WeightsOption, emit_json, load_task_model, progress_bar)
 from perceiver_cli.errors import EXIT_OK, EXIT_SOME_FAILED, InputError, UsageError
 
 DEFAULT_MODEL = "flow"
@@ -441,7 +441,7 @@ class _Run:
                 total = len(self.pairs)
                 pairs = self._image_pairs()
             scale = VideoColourScale(self.style, self.max_flow)
-            advance = stack.enter_context(_progress(total))
+            advance = stack.enter_context(progress_bar("flow", total, PROGRESS_MIN_PAIRS))
             done = 0
             for pair, flow in self.estimator.stream(pairs):
                 if flow is None:
@@ -489,29 +489,3 @@ class _Run:
             if record["outputs"]:
                 line += " -> " + ", ".join(record["outputs"])
             print(line, flush=True)
-
-
-class _progress:
-    """A rich progress bar of pairs on stderr when it is a terminal; otherwise nothing."""
-
-    def __init__(self, total: Optional[int]):
-        self.total = total
-        self.bar = None
-
-    def __enter__(self):
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        if console.is_terminal and (self.total is None or self.total >= PROGRESS_MIN_PAIRS):
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("flow"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                console=console, transient=True, redirect_stdout=False, redirect_stderr=True)
-            self.bar.start()
-            task = self.bar.add_task("flow", total=self.total)
-            return lambda n: self.bar.advance(task, n)
-        return lambda n: None
-
-    def __exit__(self, *exc_info) -> None:
-        if self.bar is not None:
-            self.bar.stop()
