@@ -46,3 +46,17 @@ def write_video(path: Path, n_frames: int, width: int = SIDE, height: int = SIDE
             for packet in audio.encode(None):
                 container.mux(packet)
     return path
+
+
+def write_sound_only(path: Path) -> Path:
+    """An .mp4 holding AAC silence and no video stream."""
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=RATE, layout="mono")
+        for i in range(10):
+            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
+            chunk.sample_rate, chunk.pts = RATE, i * 1024
+            for packet in stream.encode(chunk):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path

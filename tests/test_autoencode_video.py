@@ -23,7 +23,7 @@ from perceiver_cli.core.autoencode import RunningSummary, autoencode_clip, clip_
 from perceiver_cli.core.models import DEFAULT_CHUNK_SIZE, MultimodalAutoencoder
 from perceiver_cli.errors import UsageError
 from perceiver_cli.io.video import iter_clips
-from synthetic_media import write_video
+from synthetic_media import write_sound_only, write_video
 from tiny_models import make_tiny_checkpoint
 
 DATA = Path(__file__).resolve().parent / "data" / "video"
@@ -321,16 +321,7 @@ def test_one_clip_and_one_frame_gives_two_clips_trimmed(tiny, tmp_path, capsys, 
 
 
 def test_no_video_stream_is_a_one_line_error(tiny, tmp_path, capsys):
-    sound_only = tmp_path / "sound.m4a"
-    with av.open(str(sound_only), "w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=RATE, layout="mono")
-        for i in range(20):
-            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
-            chunk.sample_rate, chunk.pts = RATE, i * 1024
-            for packet in stream.encode(chunk):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+    sound_only = write_sound_only(tmp_path / "sound.m4a")
     code, out, err = run([sound_only, "-w", tiny[0], "-o", tmp_path / "x.mp4"], capsys)
     assert code == 1
     assert err.strip().splitlines() == [f"perceiver: error: {sound_only}: no video stream"]

@@ -44,7 +44,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -54,7 +53,7 @@ from safetensors.torch import load_file, save_file
 from perceiver_cli.cli import main
 from perceiver_cli.io.atomic import PARTIAL_MARKER
 from perceiver_cli.io.flo import read_flo
-from synthetic_media import RATE, SAMPLES_PER_FRAME, SIDE, write_video
+from synthetic_media import SAMPLES_PER_FRAME, SIDE, write_sound_only, write_video
 from tiny_models import make_tiny_checkpoint
 
 # The tiny multimodal checkpoint: 4 frames of 16x16 a clip, 1920 samples a frame (48 kHz at 25 fps).
@@ -188,19 +187,6 @@ BAD_IMAGES = {
     "20000x20000 PNG header": r"(20000x20000 = )?400,000,000 pixels is over the limit of 120,000,000 pixels; "
                               r"if you trust this file, raise it with --max-pixels",
 }
-
-
-def write_sound_only(path: Path) -> Path:
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=RATE, layout="mono")
-        for i in range(10):
-            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
-            chunk.sample_rate, chunk.pts = RATE, i * 1024
-            for packet in stream.encode(chunk):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
 
 
 @pytest.fixture(scope="module")
