@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from perceiver_cli.core import build_model, spec_from_config
+from perceiver_cli.core.layers import fold_pays
 from perceiver_cli.core.models import DEFAULT_CHUNK_SIZE
 from perceiver_cli.core.position import fourier_size
 
@@ -82,8 +83,8 @@ def ours_decoder_layer(d: LayerDims, nq: int, nk: int, query_tail: Optional[int]
 
     query_tail: channels of constant padding folded into the keys (multimodal decoding)."""
     one_head = d.heads == 1
-    fold_q = one_head and (query_tail is not None or nk * d.q_dim <= d.q_dim * d.qk + nk * d.qk)
-    fold_o = one_head and nk * d.out <= nk * d.v + d.v * d.out
+    fold_q = one_head and (query_tail is not None or fold_pays(nk, d.q_dim, d.qk, nq))
+    fold_o = one_head and fold_pays(nk, d.out, d.v, nq)
     q_width = d.q_dim if query_tail is None else d.q_dim - query_tail + 2
     memory = 2 * nk * d.kv_dim * (d.qk + d.v)
     if fold_q:

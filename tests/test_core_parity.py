@@ -103,6 +103,9 @@ def test_multimodal_outputs_equal_transformers(tmp_path):
     out = hf(inputs={"image": images, "audio": audio, "label": label},
              subsampled_output_points={"image": image_idx, "audio": audio_idx, "label": None}).logits
     z = ours.encode(images, audio[..., 0])
+    # the decoder's 387 output channels are computed zero-padded to 392 (layers.WIDTH_MULTIPLE)
+    memory = ours.memory(z, "image")
+    assert memory.values.shape[-1] == 392 and memory.mlp is not None
     mine = ours.decode_all(z, chunk_size=100)
     _close(mine["video"].reshape(1, -1, 3), out["image"])
     _close(mine["audio"], out["audio"])
@@ -134,5 +137,42 @@ def test_flow_with_folded_projections_equals_transformers(tmp_path):
     assert enc.key.in_features < enc.key.out_features and enc.value.in_features < enc.value.out_features
     memory = ours.perceiver.decoder.decoder.memory(torch.zeros(1, 16, 512))
     assert memory.fold_q and memory.fold_o
+    # queries and values both 322 wide: no padding, SDPA's fused kernel
+    assert memory.values.shape[-1] == memory.keys.shape[-1] == 322 and memory.mlp is None
     patches = torch.rand(1, 2, 27, 8, 12) * 2 - 1
     _close(100 * ours(patches), 100 * hf(inputs=patches).logits)
+
+
+@pytest.mark.parametrize("kind", ["language", "vision-conv"])
+@torch.no_grad()
+def test_latent_stack_in_passes_equals_transformers(tmp_path, monkeypatch, kind):
+    # On CPU the latent stack (and the classifier as a whole) runs a few rows at a time; with the pass size
+    # cut to one row of latents, a batch of three must go through in three passes and still match.
+    import perceiver_cli.core.layers as layers
+
+    hf, ours = _load(tmp_path, kind)
+    monkeypatch.setattr(layers, "CPU_STACK_TOKENS", ours.spec.num_latents)
+    passes = []
+    stack = layers.Encoder._stack
+    monkeypatch.setattr(layers.Encoder, "_stack", lambda self, z: passes.append(z.shape[0]) or stack(self, z))
+    if kind == "language":
+        ids = torch.randint(6, 262, (3, 24))
+        expected, got = hf(inputs=ids).logits[:, :24], ours(ids)
+    else:
+        pixels = torch.randn(3, 3, 32, 32)
+        expected, got = hf(inputs=pixels).logits, ours(pixels)
+    assert passes == [1, 1, 1]
+    _close(got, expected)
+
+
+@torch.no_grad()
+def test_decoder_folds_only_when_it_saves_work(tmp_path):
+    # Folding the query projection into 512 latent keys costs a 512 x q x qk product once: worth it for many
+    # queries, not for the classifier's single query. Either way the logits equal transformers'.
+    hf, ours = _load(tmp_path, "vision-fourier", d_latents=64, num_latents=32)
+    layer = ours.perceiver.decoder.decoder.decoding_cross_attention
+    z = torch.randn(1, 32, 64)
+    assert not layer.memory(z, num_queries=1).fold_q
+    assert layer.memory(z, num_queries=1000).fold_q and layer.memory(z).fold_q
+    pixels = torch.randn(2, 3, 16, 16)
+    _close(ours(pixels), hf(inputs=pixels).logits)

@@ -24,7 +24,7 @@ from perceiver_cli.errors import EXIT_OK, UsageError
 AUDIO_SUFFIXES = (".wav",)
 ARRAY_SUFFIXES = (".npz",)
 # Shown in --help; tests check that it is the core's DEFAULT_CHUNK_SIZE.
-CHUNK_SIZE_HELP = "Decoder queries per pass (pixels or audio patches); bounds memory. Default 16384."
+CHUNK_SIZE_HELP = "Decoder queries per pass (pixels or audio patches); bounds memory. Default 4096."
 
 
 def label_names(spec) -> list[str]:

@@ -121,12 +121,7 @@ def decode_clip(model: torch.nn.Module, z: torch.Tensor, n_valid_frames: Optiona
     b = z.shape[0]
     out = {}
     for modality, n in wanted.items():
-        memory = model.memory(z, modality)  # the latents' keys and values, shared by every chunk
-        parts = []
-        for start in range(0, n, chunk_size):
-            idx = torch.arange(start, min(start + chunk_size, n), device=z.device)
-            parts.append(model.decode(z, modality, idx, memory=memory))
-        out[modality] = torch.cat(parts, dim=1)
+        out[modality] = model.decode_chunked(z, modality, n, chunk_size)
     return {"video": out["image"].reshape(b, t, size, size, 3),
             "audio": out["audio"].reshape(b, -1)[:, :n_samples], "label": out["label"][:, 0, :]}
 

@@ -1,7 +1,9 @@
 """Attention layers of Perceiver IO. Module names mirror the hub checkpoints' state_dict keys.
 
-Attention always goes through torch.nn.functional.scaled_dot_product_attention, so no full attention
-matrix is ever built by our code.
+Attention goes through torch.nn.functional.scaled_dot_product_attention, except latent self-attention whose
+query/key heads are narrower than its value heads (the language model: 32 vs 160): CPU SDPA has no fused
+kernel for that and falls back to a generic path with extra passes, so those layers multiply out the
+(small: latents x latents) score matrix themselves.
 """
 
 from __future__ import annotations
@@ -13,6 +15,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from perceiver_cli.core.spec import LAYER_NORM_EPS
+
+# Latent tokens per pass through the self-attention stack on CPU. Measured on a 2-core EPYC (fp32, 2
+# threads): the stack runs fastest with about 1,024 latent tokens per pass (4 texts of the language
+# model's 256 latents, 2 images of the vision models' 512); larger passes spill the activations out of the
+# cache (32 texts at once ran 15% slower), smaller ones give the matrix products too few rows.
+CPU_STACK_TOKENS = 1024
+
+# Matrix products whose output width is not a multiple of 8 ran about 25% slower here (1026 wide: 130
+# GFLOP/s, 1032 wide: 190); decoders whose outputs are 1026 (multimodal) or 322 (flow) channels wide compute
+# them zero-padded to the next multiple (see AttentionLayer.memory).
+WIDTH_MULTIPLE = 8
 
 
 class _Projections(nn.Module):
@@ -96,12 +109,15 @@ class AttentionLayer(nn.Module):
     def _scale(self) -> float:
         return self.attention.self.query.out_features ** -0.5 * self.num_heads ** 0.5
 
-    def memory(self, kv: torch.Tensor, query_tail: Optional[torch.Tensor] = None) -> "DecoderMemory":
+    def memory(self, kv: torch.Tensor, query_tail: Optional[torch.Tensor] = None,
+               num_queries: Optional[int] = None) -> "DecoderMemory":
         """Keys and values of a small cross-attention input (the latents), computed once for many query chunks.
 
         With one head, the query projection is folded into the keys, and the output projection into the
-        values, whenever that costs fewer operations per query (L keys: L*q <= q*qk + L*qk, and likewise for
-        the output): scores and outputs are the same up to rounding.
+        values, whenever that costs fewer operations for the `num_queries` queries the memory will serve
+        (None: many): with L keys and Q queries, folding the query projection costs L*q*qk once plus Q*L*q,
+        against Q*q*qk + Q*L*qk unfolded, and likewise for the output. Scores and outputs are the same up to
+        rounding.
 
         `query_tail` (T,) declares that every query ends with these same T channels (a modality's padding):
         then queries are passed without them, and their share of the layer norm and of the query projection
@@ -114,8 +130,8 @@ class AttentionLayer(nn.Module):
         n_keys, q_dim, qk = k.shape[1], p.query.in_features, p.query.out_features
         out_dim, v_dim = dense.out_features, p.value.out_features
         one_head = self.num_heads == 1
-        fold_q = one_head and (query_tail is not None or n_keys * q_dim <= q_dim * qk + n_keys * qk)
-        fold_o = one_head and n_keys * out_dim <= n_keys * v_dim + v_dim * out_dim
+        fold_q = one_head and (query_tail is not None or fold_pays(n_keys, q_dim, qk, num_queries))
+        fold_o = one_head and fold_pays(n_keys, out_dim, v_dim, num_queries)
         if query_tail is not None and (not one_head or self.query_residual):
             raise ValueError("a constant query tail needs one head and no query residual")
         bias = None
@@ -131,19 +147,43 @@ class AttentionLayer(nn.Module):
                 extra = torch.stack([(query_tail * g_t) @ w_t.t(), g_t @ w_t.t()], dim=1)  # (qk, 2)
                 offset = offset + b_t @ w_t.t()
                 weight = torch.cat([w_h, extra], dim=1)
-            # q.k = x.(Wq^T k) + bq.k: a per-key score offset (SDPA adds masks after scaling, so scale it here)
-            bias = (k @ offset)[:, None, None, :] * self._scale
+            # q.k = x.(Wq^T k) + bq.k: a per-key score offset, added to the scaled scores
+            bias = (k @ offset)[:, None, :] * self._scale
             k = k @ weight
+        mlp = None
         if fold_o:
-            v = v @ dense.weight.t()
-        return DecoderMemory(self._heads(k), self._heads(v), bias, fold_q, fold_o, query_tail)
+            # softmax weights sum to one, so the output bias rides along with the values
+            v = v @ dense.weight.t() + dense.bias
+            q_width = k.shape[-1] if fold_q else qk
+            # (equal query and value widths keep SDPA's fused kernel, which beats padding: flow's decoder)
+            if not self.query_residual and out_dim % WIDTH_MULTIPLE and q_width != out_dim:
+                mlp = self._padded_mlp()
+                v = F.pad(v, (0, _round_up(out_dim) - out_dim))
+        if not fold_q:
+            return DecoderMemory(self._heads(k), self._heads(v), None, fold_q, fold_o, query_tail, mlp)
+        if k.shape[-1] != v.shape[-1]:
+            # unequal widths: keys stored transposed (B, C, L) for one baddbmm per chunk of queries (see attend)
+            k = k.transpose(1, 2).contiguous()
+        return DecoderMemory(k, v, bias, fold_q, fold_o, query_tail, mlp)
+
+    def _padded_mlp(self) -> tuple[torch.Tensor, ...]:
+        """The MLP's weights for outputs zero-padded to a multiple of WIDTH_MULTIPLE channels:
+        dense1 with zero rows (its padded outputs are GELU(0) = 0), dense2 with zero columns."""
+        dense1, dense2 = self.mlp.dense1, self.mlp.dense2
+        extra = _round_up(dense1.out_features) - dense1.out_features
+        return (F.pad(dense1.weight, (0, 0, 0, extra)), F.pad(dense1.bias, (0, extra)),
+                F.pad(dense2.weight, (0, extra)), dense2.bias)
 
     def _tail_query(self, head: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
         """The effective query [LN part of head, 1/sigma, -mu/sigma] of queries [head, tail] (see memory)."""
         ln = self.attention.self.layernorm1
-        n = head.shape[-1] + tail.shape[0]
-        mu = (head.sum(-1) + tail.sum()) / n
-        var = (((head - mu[..., None]) ** 2).sum(-1) + ((tail - mu[..., None]) ** 2).sum(-1)) / n
+        n_h, n_t = head.shape[-1], tail.shape[0]
+        n = n_h + n_t
+        # mean and variance of [head, tail] from those of the parts (one pass over the head)
+        var_h, mean_h = torch.var_mean(head, dim=-1, correction=0)
+        var_t, mean_t = torch.var_mean(tail, correction=0)
+        mu = (n_h * mean_h + n_t * mean_t) / n
+        var = (n_h * (var_h + (mean_h - mu) ** 2) + n_t * (var_t + (mean_t - mu) ** 2)) / n
         inv_sigma = torch.rsqrt(var + ln.eps)
         normed = (head - mu[..., None]) * inv_sigma[..., None] * ln.weight[: head.shape[-1]] + ln.bias[: head.shape[-1]]
         return torch.cat([normed, inv_sigma[..., None], (-mu * inv_sigma)[..., None]], dim=-1)
@@ -158,11 +198,22 @@ class AttentionLayer(nn.Module):
             q_in = self._tail_query(x, memory.query_tail)
         else:
             q_in = p.layernorm1(x)
-        if memory is not None:
-            q = q_in[:, None] if memory.fold_q else self._heads(p.query(q_in))
-            attended = F.scaled_dot_product_attention(q, memory.keys, memory.values, attn_mask=memory.bias,
+        if memory is not None and memory.fold_q:
+            if memory.keys.shape[-1] == memory.values.shape[-1]:
+                # SDPA's fused CPU kernel (equal widths), the per-key offset as its additive mask
+                attended = F.scaled_dot_product_attention(q_in[:, None], memory.keys[:, None], memory.values[:, None],
+                                                          attn_mask=memory.bias[:, None], scale=self._scale)[:, 0]
+            else:
+                # Widths differ (the multimodal decoder: 197 vs 1032), where SDPA has no fused CPU kernel
+                # and its generic path takes several more passes over the scores: scale * q.k + offset in
+                # one baddbmm, then one softmax and one product.
+                scores = torch.baddbmm(memory.bias, q_in, memory.keys, alpha=self._scale)
+                attended = torch.bmm(torch.softmax(scores, dim=-1), memory.values)
+            out = attended if memory.fold_o else dense(attended)
+        elif memory is not None:
+            attended = F.scaled_dot_product_attention(self._heads(p.query(q_in)), memory.keys, memory.values,
                                                       scale=self._scale)
-            out = attended[:, 0] + dense.bias if memory.fold_o else dense(self._merge(attended))
+            out = attended[:, 0] if memory.fold_o else dense(self._merge(attended))
         elif self.cross and self.num_heads == 1 and p.key.in_features <= p.key.out_features:
             # Few queries (latents) against many inputs no wider than the keys: fold the key projection into the queries
             # (the key bias adds the same amount to all scores of a query, which softmax ignores) and the
@@ -178,16 +229,31 @@ class AttentionLayer(nn.Module):
                 out = dense(self._merge(attended))
         else:
             kv_in = p.layernorm2(kv) if self.cross else q_in
-            k, v = self._heads(p.key(kv_in)), self._heads(p.value(kv_in))
-            attended = F.scaled_dot_product_attention(self._heads(p.query(q_in)), k, v, attn_mask=mask)
+            q, k, v = self._heads(p.query(q_in)), self._heads(p.key(kv_in)), self._heads(p.value(kv_in))
+            if mask is None and not self.cross and q.shape[-1] != v.shape[-1]:
+                scores = torch.matmul(q * self._scale, k.transpose(-1, -2))
+                attended = torch.matmul(torch.softmax(scores, dim=-1), v)
+            else:
+                attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             out = dense(self._merge(attended))
         if self.query_residual:
             out = out + x
         return out
 
-    def mlp_hidden(self, out: torch.Tensor) -> torch.Tensor:
-        """GELU(dense1(layernorm(out))): the MLP before its last projection."""
-        return F.gelu(self.mlp.dense1(self.layernorm(out)), approximate=self.gelu_approximate)
+    def mlp_hidden(self, out: torch.Tensor, memory: Optional["DecoderMemory"] = None) -> torch.Tensor:
+        """GELU(dense1(layernorm(out))): the MLP before its last projection. With a padded memory, `out` is
+        zero-padded (see memory) and so is the result."""
+        if memory is None or memory.mlp is None:
+            return F.gelu(self.mlp.dense1(self.layernorm(out)), approximate=self.gelu_approximate)
+        w1, b1 = memory.mlp[:2]
+        normed = self.layernorm(out[..., :self.layernorm.normalized_shape[0]])
+        return F.gelu(F.linear(normed, w1, b1), approximate=self.gelu_approximate)
+
+    def mlp_output(self, hidden: torch.Tensor, memory: Optional["DecoderMemory"] = None) -> torch.Tensor:
+        """The MLP's last projection of mlp_hidden's result."""
+        if memory is None or memory.mlp is None:
+            return self.mlp.dense2(hidden)
+        return F.linear(hidden, *memory.mlp[2:])
 
     def forward(self, x: torch.Tensor, kv: Optional[torch.Tensor] = None, kv_mask: Optional[torch.Tensor] = None,
                 memory: Optional["DecoderMemory"] = None) -> torch.Tensor:
@@ -197,12 +263,29 @@ class AttentionLayer(nn.Module):
         return out + self.mlp.dense2(self.mlp_hidden(out))
 
 
-class DecoderMemory:
-    """Per-input keys/values (B, H, L, C) shared by all query chunks of a decoder, and how they were folded."""
+def _round_up(n: int) -> int:
+    return -(-n // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
 
-    def __init__(self, keys, values, bias, fold_q: bool, fold_o: bool, query_tail=None):
+
+def fold_pays(n_keys: int, wide: int, narrow: int, num_queries: Optional[int]) -> bool:
+    """Whether multiplying a (wide x narrow) projection into L keys (or values) once costs fewer operations
+    than applying it to every query: L*wide*narrow + Q*L*wide <= Q*wide*narrow + Q*L*narrow (Q = None: many
+    queries, so only the per-query terms count)."""
+    if num_queries is None:
+        return n_keys * wide <= wide * narrow + n_keys * narrow
+    return n_keys * wide * narrow + num_queries * n_keys * wide <= num_queries * (wide * narrow + n_keys * narrow)
+
+
+class DecoderMemory:
+    """Per-input keys and values shared by all query chunks of a decoder, and how they were folded: with the
+    query projection folded (one head), values (B, L, V), a per-key score offset bias (B, 1, L) and keys
+    (B, L, C), or (B, C, L) when C != V; otherwise keys and values by head (B, H, L, C). `mlp`: when the folded values are zero-padded
+    to a multiple of WIDTH_MULTIPLE channels, the MLP's padded weights (dense1 weight and bias, dense2 weight
+    and bias); the attention's outputs are then padded the same way."""
+
+    def __init__(self, keys, values, bias, fold_q: bool, fold_o: bool, query_tail=None, mlp=None):
         self.keys, self.values, self.bias, self.fold_q, self.fold_o = keys, values, bias, fold_q, fold_o
-        self.query_tail = query_tail
+        self.query_tail, self.mlp = query_tail, mlp
 
 
 class LatentEmbeddings(nn.Module):
@@ -237,12 +320,37 @@ class Encoder(nn.Module):
 
     def forward(self, latents: torch.Tensor, inputs: torch.Tensor,
                 inputs_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """latents (B, L, D), inputs (B, N, C), inputs_mask (B, N) bool -> latents (B, L, D)."""
+        """latents (B, L, D), inputs (B, N, C), inputs_mask (B, N) bool -> latents (B, L, D).
+
+        Rows are independent: on CPU they go through in passes of stack_rows, so the memory of the
+        cross-attention's latent-sized temporaries does not grow with the batch either."""
+        rows = stack_rows(latents.shape[0], latents.shape[1], latents.device)
+        if rows < latents.shape[0]:
+            return torch.cat([self._encode(latents[i:i + rows], inputs[i:i + rows],
+                                           None if inputs_mask is None else inputs_mask[i:i + rows])
+                              for i in range(0, latents.shape[0], rows)])
+        return self._encode(latents, inputs, inputs_mask)
+
+    def _encode(self, latents: torch.Tensor, inputs: torch.Tensor, inputs_mask: Optional[torch.Tensor]) -> torch.Tensor:
         return self.process(self.cross_attention(latents, kv=inputs, kv_mask=inputs_mask))
 
     def process(self, z: torch.Tensor) -> torch.Tensor:
-        """The latent self-attention stack alone: (B, L, D) -> (B, L, D)."""
+        """The latent self-attention stack alone: (B, L, D) -> (B, L, D); rows are independent, so on CPU
+        they go through in passes of about CPU_STACK_TOKENS latent tokens (see there)."""
+        rows = stack_rows(z.shape[0], z.shape[1], z.device)
+        if rows < z.shape[0]:
+            return torch.cat([self._stack(part) for part in z.split(rows)])
+        return self._stack(z)
+
+    def _stack(self, z: torch.Tensor) -> torch.Tensor:
         for _ in range(self.num_blocks):
             for layer in self.self_attends:
                 z = layer(z)
         return z
+
+
+def stack_rows(batch: int, num_latents: int, device: torch.device) -> int:
+    """How many of `batch` rows of `num_latents` latents to run through the latent stack at once on `device`."""
+    if device.type != "cpu":
+        return batch
+    return max(1, min(batch, CPU_STACK_TOKENS // num_latents))
