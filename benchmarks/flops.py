@@ -185,29 +185,35 @@ def vision_tokens(model: nn.Module) -> int:
     return 224 * 224
 
 
-def _preprocessor_flops(model: nn.Module) -> int:
+def _preprocessor_flops(model: nn.Module) -> tuple[int, int]:
+    """(FLOPs per image, FLOPs per forward call whatever its batch) of the input adapter."""
     pre = model.perceiver.input_preprocessor
     if pre.kind == "vision-learned":
         n = 224 * 224
-        return 2 * n * 3 * 256 + 2 * n * 256 * 256
+        return 2 * n * 3 * 256, 2 * n * 256 * 256  # the position projection: once a call
     if pre.kind == "vision-conv":
         conv = pre.convnet.conv
-        return 2 * 112 * 112 * conv.out_channels * conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
-    return 0
+        return 2 * 112 * 112 * conv.out_channels * conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1], 0
+    return 0, 0
 
 
-def vision_stages(model: nn.Module, images: int) -> dict[str, StageFlops]:
-    """classify `images` images (batching changes no count)."""
+def vision_stages(model: nn.Module, images: int, batch: int = 1, rows: Optional[int] = None) -> dict[str, StageFlops]:
+    """classify `images` images, `batch` a forward call that goes through in passes of `rows` images (default:
+    the whole batch; see core.layers.stack_rows); the reference runs one image a call."""
     stages = encoder_stages(model, vision_tokens(model), times=images)
     dec = layer_dims(model.perceiver.decoder.decoder.decoding_cross_attention)
     labels = model.perceiver.decoder.decoder.final_layer.out_features
     nl = model.perceiver.embeddings.latents.shape[0]
-    # our decoder's memory is per image whatever the batch, so a batch costs its images' sum
-    ours_dec = images * (ours_decoder_layer(dec, 1, nl) + ours_decoder_head(dec, 1, [labels]))
+    rows = batch if rows is None else rows
+    sizes = [min(batch, images - start) for start in range(0, images, batch)]
+    passes = sum(-(-size // rows) for size in sizes)
+    # our decoder's memory is per image whatever the batch; its head is composed once a pass
+    ours_dec = images * ours_decoder_layer(dec, 1, nl) + ours_decoder_head(dec, images, [labels], calls=passes)
     ref_dec = images * (reference_layer(dec, 1, nl) + reference_head(dec, 1, [labels]))
-    pre = images * _preprocessor_flops(model)
+    per_image, per_call = _preprocessor_flops(model)
     stages["decode"] = StageFlops(ours_dec, ref_dec)
-    stages["input adapter"] = StageFlops(pre, pre)
+    stages["input adapter"] = StageFlops(images * per_image + len(sizes) * per_call,
+                                         images * (per_image + per_call))
     return stages
 
 

@@ -772,8 +772,10 @@ class RowResult:
         return max(abs(x - y) for x, y in zip(a, b)) / scale
 
 
-def compute_flops(row: Row, config: dict, sizes: Sizes, numerics: str) -> dict[str, Any]:
+def compute_flops(row: Row, config: dict, sizes: Sizes, numerics: str, device: str = "cpu") -> dict[str, Any]:
     """Per-stage FLOPs of the row's unit of work for ours and for transformers (benchmarks.flops)."""
+    import torch
+
     from benchmarks import flops
 
     model = flops.meta_model(config, numerics)
@@ -804,7 +806,10 @@ def compute_flops(row: Row, config: dict, sizes: Sizes, numerics: str) -> dict[s
         flush()
         stages = flops.language_stages(model, [n for n, _ in padded], [m for _, m in padded], width)
     elif row.task == "classify":
-        stages = flops.vision_stages(model, sizes.photos)
+        from perceiver_cli.core.layers import stack_rows
+
+        rows = stack_rows(sizes.batch, model.spec.num_latents, torch.device(device))
+        stages = flops.vision_stages(model, sizes.photos, sizes.batch, rows)
     elif row.task == "flow":
         stages = flops.flow_stages(model)
     else:  # transformers' time is scaled to all its chunks, so its FLOPs count all of them too
@@ -1119,7 +1124,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from benchmarks.configs import configs
 
     cfgs = configs(args.quick)
-    results = [RowResult(r, flops=compute_flops(r, cfgs[r.kind], sizes, args.numerics)) for r in rows]
+    results = [RowResult(r, flops=compute_flops(r, cfgs[r.kind], sizes, args.numerics, args.device)) for r in rows]
     failed = False
     with tempfile.TemporaryDirectory(prefix="perceiver-bench-") as tmp:
         photos_dir = Path(tmp) / "photos"

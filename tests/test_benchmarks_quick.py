@@ -97,6 +97,18 @@ def test_our_flop_count_equals_torch_count_of_our_full_size_model(kind, monkeypa
     assert flops.total(stages).ours == pytest.approx(counted, rel=1e-4)
 
 
+def test_learned_position_projection_counted_once_a_call():
+    # vision-learned projects its position embeddings once per forward call, whatever the batch
+    model = flops.meta_model(FULL_CONFIGS["vision-learned"])
+    counted = _counted(lambda: model(torch.empty(3, 3, 224, 224, device="meta")))  # one pass on meta
+    assert flops.total(flops.vision_stages(model, 3, 3)).ours == pytest.approx(counted, rel=1e-4)
+    assert flops.total(flops.vision_stages(model, 3, 1)).ours > counted * 1.01
+    # 7 images in calls of 3 (3, 3, 1) and passes of 2 rows: 3 projections, 2 + 2 + 1 decoder heads
+    seven = _counted(lambda: [model(torch.empty(n, 3, 224, 224, device="meta")) for n in (2, 1, 2, 1, 1)])
+    assert flops.total(flops.vision_stages(model, 7, 3, 2)).ours == pytest.approx(
+        seven - 2 * flops._preprocessor_flops(model)[1], rel=1e-4)
+
+
 @pytest.mark.parametrize("kind", sorted(QUICK_CONFIGS))
 def test_reference_flop_count_equals_torch_count_of_transformers(kind):
     transformers = pytest.importorskip("transformers")

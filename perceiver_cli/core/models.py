@@ -267,7 +267,14 @@ class ImagePreprocessor(nn.Module):
         else:
             self.max_resolution = (224, 224)
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def positions(self, dtype: torch.dtype) -> Optional[torch.Tensor]:
+        """vision-learned's projected position embeddings (N, 256), the same for every image: compute them
+        once for a batch and pass them to forward. None for the other kinds (their positions are cheap)."""
+        if self.kind != "vision-learned":
+            return None
+        return self.positions_projection(self.position_embeddings.position_embeddings.to(dtype))
+
+    def forward(self, pixels: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.kind == "vision-learned":
             x = self.convnet_1x1(pixels)
         elif self.kind == "vision-conv":
@@ -277,7 +284,7 @@ class ImagePreprocessor(nn.Module):
         b, c, h, w = x.shape
         tokens = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
         if self.kind == "vision-learned":
-            pos = self.positions_projection(self.position_embeddings.position_embeddings.to(x.dtype))
+            pos = self.positions(x.dtype) if positions is None else positions
         else:
             pos = fourier_features(grid_positions((h, w), device=x.device), 64, self.max_resolution).to(x.dtype)
         return torch.cat([tokens, pos.expand(b, -1, -1)], dim=-1)
@@ -321,17 +328,18 @@ class ImageClassifier(nn.Module):
         Images are independent: on CPU they go through the whole network a few at a time (as many as the
         latent stack runs fastest with, see layers.CPU_STACK_TOKENS), so memory does not grow with the batch.
         """
+        positions = self.perceiver.input_preprocessor.positions(pixel_values.dtype)  # once a call
         rows = stack_rows(pixel_values.shape[0], self.spec.num_latents, pixel_values.device)
         if rows < pixel_values.shape[0]:
-            return torch.cat([self._logits(part) for part in pixel_values.split(rows)])
-        return self._logits(pixel_values)
+            return torch.cat([self._logits(part, positions) for part in pixel_values.split(rows)])
+        return self._logits(pixel_values, positions)
 
-    def _logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def _logits(self, pixel_values: torch.Tensor, positions: Optional[torch.Tensor]) -> torch.Tensor:
         trunk = self.perceiver
         latents = trunk.embeddings.latents.to(pixel_values.dtype)[None]
         # An image's input tokens are the largest tensors (50,176 x 261 for vision-fourier): cross-attend one
         # image at a time, then run the latent stack on the images together.
-        z = torch.cat([trunk.encoder.cross_attention(latents, kv=trunk.input_preprocessor(image[None]))
+        z = torch.cat([trunk.encoder.cross_attention(latents, kv=trunk.input_preprocessor(image[None], positions))
                        for image in pixel_values])
         z = trunk.encoder.process(z)
         decoder = self.perceiver.decoder.decoder
