@@ -17,6 +17,7 @@ import typer
 
 from perceiver_cli.labels import IMAGENET_LABELS, label_names
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, ModelOption, NumericsOption,
+                                           check_options,
                                            WeightsOption, emit_json, load_task_model, progress_bar)
 from perceiver_cli.errors import EXIT_OK, EXIT_SOME_FAILED, InputError, UsageError
 
@@ -179,12 +180,7 @@ def classify(
 
     if top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {top_k}")
-    if batch_size is not None and batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    if max_pixels is not None and max_pixels < 1:
-        raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
-    if model is not None and weights is not None:
-        raise UsageError("give either --model or --weights, not both")
+    check_options(model, weights, batch_size, max_pixels)
     if not inputs:
         raise UsageError("give image files, folders or glob patterns to classify (or - to read paths from stdin)")
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels

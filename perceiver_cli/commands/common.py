@@ -39,13 +39,23 @@ def emit_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+def check_options(model: Optional[str] = None, weights: Optional[Path] = None, batch_size: Optional[int] = None,
+                  max_pixels: Optional[int] = None) -> None:
+    """The usage checks that several commands share, made before any input is read."""
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if max_pixels is not None and max_pixels < 1:
+        raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
+    if model is not None and weights is not None:
+        raise UsageError("give either --model or --weights, not both")
+
+
 def load_task_model(task: str, model: Optional[str], weights: Optional[Path], default: str,
                     device: str, dtype: str, numerics: str):
     """Resolve --model/--weights for one task and return the loaded model (eval mode)."""
     from perceiver_cli.core import load_model
 
-    if model is not None and weights is not None:
-        raise UsageError("give either --model or --weights, not both")
+    check_options(model, weights)
     source = str(weights) if weights is not None else (model or default)
     return load_model(source, device=device, dtype=dtype, numerics=numerics, task=task)
 

@@ -17,6 +17,7 @@ from typing import Any, Iterator, List, Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, ModelOption, NumericsOption,
+                                           check_options,
                                            WeightsOption, emit_json, load_task_model, progress_bar)
 from perceiver_cli.errors import EXIT_OK, EXIT_SOME_FAILED, UsageError
 
@@ -174,8 +175,7 @@ def fill_mask(
         raise UsageError(f"--top-k must be between 1 and {MAX_TOP_K}, got {top_k}")
     if max_span < 1:
         raise UsageError(f"--max-span must be at least 1, got {max_span}")
-    if model is not None and weights is not None:
-        raise UsageError("give either --model or --weights, not both")
+    check_options(model, weights)
     if not texts:
         raise UsageError("give texts with [MASK] or [MASK:n] to fill (or - to read one text per line from stdin)")
     if texts.count(STDIN_ARGUMENT) > 1:

@@ -29,6 +29,7 @@ from typing import Any, Iterator, List, Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, ModelOption, NumericsOption,
+                                           check_options,
                                            WeightsOption, emit_json, load_task_model, progress_bar)
 from perceiver_cli.errors import EXIT_OK, EXIT_SOME_FAILED, InputError, UsageError
 
@@ -216,12 +217,7 @@ def flow(
         raise UsageError(f"--style must be one of {', '.join(STYLES)}, got '{style}'")
     if max_flow is not None and not max_flow > 0:
         raise UsageError(f"--max-flow must be positive, got {max_flow}")
-    if batch_size is not None and batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    if max_pixels is not None and max_pixels < 1:
-        raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
-    if model is not None and weights is not None:
-        raise UsageError("give either --model or --weights, not both")
+    check_options(model, weights, batch_size, max_pixels)
     folder_formats = parse_formats(formats)
 
     first = Path(inputs[0])
