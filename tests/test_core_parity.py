@@ -157,7 +157,9 @@ def test_latent_stack_in_passes_equals_transformers(tmp_path, monkeypatch, kind)
     monkeypatch.setattr(layers.Encoder, "_stack", lambda self, z: passes.append(z.shape[0]) or stack(self, z))
     if kind == "language":
         ids = torch.randint(6, 262, (3, 24))
-        expected, got = hf(inputs=ids).logits[:, :24], ours(ids)
+        mask = torch.ones(3, 24, dtype=torch.long)
+        mask[1, 15:] = 0  # each pass must take its own rows of the padding mask
+        expected, got = hf(inputs=ids, attention_mask=mask).logits[:, :24], ours(ids, attention_mask=mask)
     else:
         pixels = torch.randn(3, 3, 32, 32)
         expected, got = hf(inputs=pixels).logits, ours(pixels)
