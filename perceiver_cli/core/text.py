@@ -20,6 +20,8 @@ from typing import Callable, Generator, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from perceiver_cli.core.layers import stack_rows
+
 PAD_ID = 0
 MASK_ID = 3
 BYTE_OFFSET = 6  # id of byte b is b + BYTE_OFFSET
@@ -279,6 +281,9 @@ def byte_log_probs(model: torch.nn.Module, jobs: Sequence[tuple[np.ndarray, np.n
     one encoder pass per job, and the decoder computes only the requested positions.
     """
     device = next(model.parameters()).device
+    # on CPU, a batch is as many rows as the latent stack takes in one pass (layers.stack_rows): larger
+    # batches are no faster there, and their latents and decoder keys would only add memory
+    max_rows = stack_rows(max_rows, model.spec.num_latents, device)
     order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][0]))
     results: list[Optional[np.ndarray]] = [None] * len(jobs)
     batch: list[int] = []
