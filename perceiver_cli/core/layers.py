@@ -1,9 +1,10 @@
 """Attention layers of Perceiver IO. Module names mirror the hub checkpoints' state_dict keys.
 
-Attention goes through torch.nn.functional.scaled_dot_product_attention, except latent self-attention whose
-query/key heads are narrower than its value heads (the language model: 32 vs 160): CPU SDPA has no fused
-kernel for that and falls back to a generic path with extra passes, so those layers multiply out the
-(small: latents x latents) score matrix themselves.
+Attention goes through torch.nn.functional.scaled_dot_product_attention wherever its fused kernel applies.
+Where it does not (query/key heads narrower than value heads: the language model's self-attention, 32 vs 160
+channels, and the multimodal decoder's folded queries, 197 vs 1032), CPU SDPA falls back to a generic path
+with extra passes over the scores, so those layers multiply out the scores themselves: latents x latents for
+self-attention, one decoder chunk x latents for decoders.
 """
 
 from __future__ import annotations
