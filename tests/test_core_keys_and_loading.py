@@ -161,3 +161,28 @@ def test_pytorch_bin_checkpoint_loads_and_computes_like_transformers(tmp_path):
     ours = load_model(str(tmp_path / "b"), device="cpu", numerics="transformers")
     x = torch.randn(1, 3, 16, 16)
     assert (ours(x) - hf(inputs=x).logits).abs().max().item() <= 1e-4
+
+
+def test_loading_and_running_never_imports_the_compiler_stack(tmp_path):
+    # Start-up cost, checked without timing: torch._dynamo (about a second to import) must not be pulled in
+    # by building any of the six models on the meta device, loading a checkpoint, or a forward pass.
+    import subprocess
+    import sys
+
+    make_tiny_checkpoint("language", tmp_path / "language")
+    script = f"""
+import sys, torch
+from benchmarks.configs import FULL_CONFIGS
+from perceiver_cli.core import build_model, load_model, spec_from_config
+for config in FULL_CONFIGS.values():
+    with torch.device("meta"):
+        build_model(spec_from_config(config), "deepmind")
+model = load_model({str(tmp_path / "language")!r}, device="cpu")
+with torch.inference_mode():
+    model(torch.randint(6, 262, (1, 12)))
+print("torch._dynamo" in sys.modules)
+"""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

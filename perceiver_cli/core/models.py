@@ -152,11 +152,24 @@ def _gelu(spec: PerceiverSpec, numerics: Numerics) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # language: UTF-8 bytes + 6 with learned positions; decoder queries are learned per output position.
 
+class _Table(nn.Module):
+    """A lookup table with key `weight`, like nn.Embedding but with no random initialisation: every model is
+    built on the meta device and gets its weights from a checkpoint, and nn.Embedding's normal_() on the meta
+    device imports torch's compiler stack (about a second of start-up)."""
+
+    def __init__(self, rows: int, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(rows, channels))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weight)
+
+
 class TextPreprocessor(nn.Module):
     def __init__(self, spec: PerceiverSpec):
         super().__init__()
-        self.embeddings = nn.Embedding(spec.vocab_size, spec.d_model)
-        self.position_embeddings = nn.Embedding(spec.max_position_embeddings, spec.d_model)
+        self.embeddings = _Table(spec.vocab_size, spec.d_model)
+        self.position_embeddings = _Table(spec.max_position_embeddings, spec.d_model)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, N) -> (B, N, d_model)."""
