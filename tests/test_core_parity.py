@@ -153,8 +153,8 @@ def test_latent_stack_in_passes_equals_transformers(tmp_path, monkeypatch, kind)
     hf, ours = _load(tmp_path, kind)
     monkeypatch.setattr(layers, "CPU_STACK_TOKENS", ours.spec.num_latents)
     passes = []
-    stack = layers.Encoder._stack
-    monkeypatch.setattr(layers.Encoder, "_stack", lambda self, z: passes.append(z.shape[0]) or stack(self, z))
+    stack = layers.Encoder.process
+    monkeypatch.setattr(layers.Encoder, "process", lambda self, z: passes.append(z.shape[0]) or stack(self, z))
     if kind == "language":
         ids = torch.randint(6, 262, (3, 24))
         mask = torch.ones(3, 24, dtype=torch.long)

@@ -9,7 +9,7 @@ self-attention, one decoder chunk x latents for decoders.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -280,9 +280,9 @@ def fold_pays(n_keys: int, wide: int, narrow: int, num_queries: Optional[int]) -
 class DecoderMemory:
     """Per-input keys and values shared by all query chunks of a decoder, and how they were folded: with the
     query projection folded (one head), values (B, L, V), a per-key score offset bias (B, 1, L) and keys
-    (B, L, C), or (B, C, L) when C != V; otherwise keys and values by head (B, H, L, C). `mlp`: when the folded values are zero-padded
-    to a multiple of WIDTH_MULTIPLE channels, the MLP's padded weights (dense1 weight and bias, dense2 weight
-    and bias); the attention's outputs are then padded the same way."""
+    (B, L, C), or (B, C, L) when C != V; otherwise keys and values by head (B, H, L, C). `mlp`: when the
+    folded values are zero-padded to a multiple of WIDTH_MULTIPLE channels, the MLP's padded weights (dense1
+    weight and bias, dense2 weight and bias); the attention's outputs are then padded the same way."""
 
     def __init__(self, keys, values, bias, fold_q: bool, fold_o: bool, query_tail=None, mlp=None):
         self.keys, self.values, self.bias, self.fold_q, self.fold_o = keys, values, bias, fold_q, fold_o
@@ -323,27 +323,15 @@ class Encoder(nn.Module):
                 inputs_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """latents (B, L, D), inputs (B, N, C), inputs_mask (B, N) bool -> latents (B, L, D).
 
-        Rows are independent: on CPU they go through in passes of stack_rows, so the memory of the
-        cross-attention's latent-sized temporaries does not grow with the batch either."""
-        rows = stack_rows(latents.shape[0], latents.shape[1], latents.device)
-        if rows < latents.shape[0]:
-            return torch.cat([self._encode(latents[i:i + rows], inputs[i:i + rows],
-                                           None if inputs_mask is None else inputs_mask[i:i + rows])
-                              for i in range(0, latents.shape[0], rows)])
-        return self._encode(latents, inputs, inputs_mask)
+        Rows go through in passes (see in_passes), so the memory of the cross-attention's latent-sized
+        temporaries does not grow with the batch either."""
+        return in_passes(self._encode, latents.shape[1], latents, inputs, inputs_mask)
 
     def _encode(self, latents: torch.Tensor, inputs: torch.Tensor, inputs_mask: Optional[torch.Tensor]) -> torch.Tensor:
         return self.process(self.cross_attention(latents, kv=inputs, kv_mask=inputs_mask))
 
     def process(self, z: torch.Tensor) -> torch.Tensor:
-        """The latent self-attention stack alone: (B, L, D) -> (B, L, D); rows are independent, so on CPU
-        they go through in passes of about CPU_STACK_TOKENS latent tokens (see there)."""
-        rows = stack_rows(z.shape[0], z.shape[1], z.device)
-        if rows < z.shape[0]:
-            return torch.cat([self._stack(part) for part in z.split(rows)])
-        return self._stack(z)
-
-    def _stack(self, z: torch.Tensor) -> torch.Tensor:
+        """The latent self-attention stack alone, on one pass's rows (see in_passes): (B, L, D) -> (B, L, D)."""
         for _ in range(self.num_blocks):
             for layer in self.self_attends:
                 z = layer(z)
@@ -355,3 +343,14 @@ def stack_rows(batch: int, num_latents: int, device: torch.device) -> int:
     if device.type != "cpu":
         return batch
     return max(1, min(batch, CPU_STACK_TOKENS // num_latents))
+
+
+def in_passes(fn: Callable[..., torch.Tensor], num_latents: int, *rows: Optional[torch.Tensor]) -> torch.Tensor:
+    """fn(*rows) for batch-first tensors whose rows are independent (None passes through), computed over
+    slices of stack_rows rows and concatenated: on CPU, as many rows as the latent stack runs fastest with
+    (CPU_STACK_TOKENS); elsewhere one call."""
+    batch = rows[0].shape[0]
+    step = stack_rows(batch, num_latents, rows[0].device)
+    if step >= batch:
+        return fn(*rows)
+    return torch.cat([fn(*(None if t is None else t[i:i + step] for t in rows)) for i in range(0, batch, step)])

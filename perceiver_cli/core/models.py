@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from perceiver_cli.core.layers import AttentionLayer, Encoder, LatentEmbeddings, stack_rows
+from perceiver_cli.core.layers import AttentionLayer, Encoder, LatentEmbeddings, in_passes
 from perceiver_cli.core.position import fourier_features, fourier_size, grid_positions, subsampled_positions
 from perceiver_cli.core.spec import NUMERICS, Numerics, PerceiverSpec
 
@@ -338,14 +338,11 @@ class ImageClassifier(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """pixel_values (B, 3, H, W) -> logits (B, num_labels).
 
-        Images are independent: on CPU they go through the whole network a few at a time (as many as the
-        latent stack runs fastest with, see layers.CPU_STACK_TOKENS), so memory does not grow with the batch.
+        Images are independent: on CPU they go through the whole network a few at a time (layers.in_passes),
+        so memory does not grow with the batch.
         """
         positions = self.perceiver.input_preprocessor.positions(pixel_values.dtype)  # once a call
-        rows = stack_rows(pixel_values.shape[0], self.spec.num_latents, pixel_values.device)
-        if rows < pixel_values.shape[0]:
-            return torch.cat([self._logits(part, positions) for part in pixel_values.split(rows)])
-        return self._logits(pixel_values, positions)
+        return in_passes(lambda part: self._logits(part, positions), self.spec.num_latents, pixel_values)
 
     def _logits(self, pixel_values: torch.Tensor, positions: Optional[torch.Tensor]) -> torch.Tensor:
         trunk = self.perceiver
