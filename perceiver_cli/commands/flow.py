@@ -29,8 +29,7 @@ from typing import Any, Iterator, List, Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, ModelOption, NumericsOption,
-                                           check_options,
-                                           WeightsOption, emit_json, load_task_model, progress_bar)
+                                           WeightsOption, check_options, emit_json, load_task_model, progress_bar)
 from perceiver_cli.errors import EXIT_OK, EXIT_SOME_FAILED, InputError, UsageError
 
 DEFAULT_MODEL = "flow"
