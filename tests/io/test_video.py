@@ -20,6 +20,7 @@ from perceiver_cli.io.video import (
     iter_frames,
     probe_video,
 )
+from synthetic_media import write_sound_only
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "video"
 AVI = DATA / "ucf101_applyeyemakeup.avi"  # 320x240 Xvid with packed B-frames, 25 fps, 164 frames, MP3
@@ -66,20 +67,6 @@ def make_video(path: Path, levels: list[int], fps: int = 25, width: int = 32, he
         if audio == "tone":
             for packet in sound.encode(None):
                 container.mux(packet)
-    return path
-
-
-def make_audio_only(path: Path) -> Path:
-    """An .mp4 holding one second of AAC sound and no pictures."""
-    with av.open(str(path), "w") as container:
-        sound = container.add_stream("aac", rate=44100, layout="mono")
-        for i in range(44):
-            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1000), np.float32), format="flt", layout="mono")
-            chunk.sample_rate, chunk.pts = 44100, i * 1000
-            for packet in sound.encode(chunk):
-                container.mux(packet)
-        for packet in sound.encode(None):
-            container.mux(packet)
     return path
 
 
@@ -244,7 +231,7 @@ def test_audio_before_the_first_picture_is_dropped(tmp_path):
 @pytest.mark.parametrize("read", [probe_video, lambda p: list(iter_frames(p)), lambda p: list(iter_clips(p))],
                          ids=["probe", "iter_frames", "iter_clips"])
 def test_a_file_without_pictures_is_refused(tmp_path, read):
-    path = make_audio_only(tmp_path / "clip.mp4")
+    path = write_sound_only(tmp_path / "clip.mp4")
     with pytest.raises(InputError, match=r"^.*clip\.mp4: no video stream$"):
         read(path)
 
