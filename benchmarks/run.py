@@ -4,7 +4,8 @@ Usage: python -m benchmarks [--quick] [--tasks fill-mask,classify,flow,autoencod
                             [--threads N] [--device cpu|cuda] [--output PATH] [--no-profile]
 
 Every measurement runs in a child process of its own (one side, one task, one repeat; sides alternate
-within each task; a short task is timed a few times in each child), so each side's peak RSS (VmHWM of that process) holds only its own model and work.
+within each task; a short task is timed a few times in each child), so each side's peak RSS (VmHWM of
+that process) holds only its own model and work.
 Weights are random, drawn per state_dict key from a seed, so both sides hold identical values without
 ever loading the other side's library. The machine's fp32 matmul peak is measured at the start of the run;
 FLOP counts come from benchmarks.flops (computed from the configs' layer sizes). With --quick, tiny
@@ -1026,9 +1027,10 @@ def render(results: list[RowResult], peak: dict[str, float], help_times: list[fl
                                  f"(runtime + weights) + {_gb(peak_side - built)} during the work.")
             floor = _ratio(max(res.rss_model["ours"], default=None), res.peak("transformers"))
             if floor is not None and floor > res.row.max_memory_ratio:
-                lines.append(f"- floor: our process holds {floor:.2f}x transformers' peak before any work (interpreter, "
-                             f"torch and the same fp32 weights), above the {res.row.max_memory_ratio:g}x target, so no "
-                             "change to the work alone can meet it; the work's own memory ratio is in the details.")
+                lines.append(f"- floor: our process holds {floor:.2f}x transformers' peak before any work "
+                             f"(interpreter, torch and the same fp32 weights), above the {res.row.max_memory_ratio:g}x "
+                             "target, so no change to the work alone can meet it; the work's own memory ratio is in "
+                             "the details.")
         if res.profile:
             unit = f" (profiled unit: {res.profile_unit})" if res.profile_unit else ""
             lines += ["", f"torch.profiler, one run of ours after a warm-up{unit}, top ops by self CPU time:", "",
