@@ -653,9 +653,13 @@ def child_main(args: argparse.Namespace) -> int:
 
 def matmul_peak(sizes: tuple[int, ...], threads: int, device: str, min_seconds: float = 6.0,
                 tries: int = 3) -> dict[str, float]:
-    """Best fp32 GFLOP/s of square matmuls of each size on `threads` threads: at least `tries` products and
-    `min_seconds` of them per size, since other work on a shared machine only ever slows one down."""
+    """Best fp32 GFLOP/s of square matrix products of each size on `threads` threads, by each engine torch
+    offers here (its default BLAS; on the CPU also oneDNN, which our dense layers use where it is available):
+    at least `tries` products and `min_seconds` of them per size and engine, since other work on a shared
+    machine only ever slows one down. Keys: "<size> <engine>"."""
     import torch
+
+    from perceiver_cli.core.layers import onednn_linear_available
 
     torch.set_num_threads(threads)
     out: dict[str, float] = {}
@@ -663,19 +667,22 @@ def matmul_peak(sizes: tuple[int, ...], threads: int, device: str, min_seconds: 
         a = torch.randn(n, n, device=device)
         b = torch.randn(n, n, device=device)
         c = torch.empty(n, n, device=device)
-        torch.mm(a, b, out=c)  # warm-up
-        best, spent, done = float("inf"), 0.0, 0
-        while done < tries or spent < min_seconds:
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            torch.mm(a, b, out=c)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            took = time.perf_counter() - start
-            best, spent, done = min(best, took), spent + took, done + 1
-        out[str(n)] = 2 * n ** 3 / best / 1e9
-        del a, b, c
+        engines = {"BLAS": lambda: torch.mm(a, b, out=c)}
+        if device == "cpu" and onednn_linear_available():
+            engines["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+        for name, product in engines.items():
+            product()  # warm-up
+            best, spent, done = float("inf"), 0.0, 0
+            while done < tries or spent < min_seconds:
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                product()
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                took = time.perf_counter() - start
+                best, spent, done = min(best, took), spent + took, done + 1
+            out[f"{n} {name}"] = 2 * n ** 3 / best / 1e9
     return out
 
 
@@ -932,7 +939,8 @@ def render(results: list[RowResult], peak: dict[str, float], help_times: list[fl
         "",
         *[f"- {m}" for m in machine],
         f"- fp32 matmul peak, measured at the start and again at the end of this run (best of repeated "
-        f"square products for several seconds each; the ceiling is the best of all): **{peak_gflops:.0f} "
+        f"square products for several seconds each, by torch's default BLAS and, on the CPU, by oneDNN, "
+        f"which our dense layers use; the ceiling is the best of all): **{peak_gflops:.0f} "
         f"GFLOP/s** ({', '.join(f'{n}: {g:.0f}' for n, g in peak.items())}).",
         f"- ours: perceiver_cli with `--numerics {args.numerics}`; transformers: its Perceiver classes; same "
         "weights (seeded per key; checksums compared), same inputs, fp32, device "

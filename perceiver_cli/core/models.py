@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from perceiver_cli.core.layers import AttentionLayer, Encoder, LatentEmbeddings, in_passes
+from perceiver_cli.core.layers import AttentionLayer, Encoder, LatentEmbeddings, Linear, in_passes, linear
 from perceiver_cli.core.position import fourier_features, fourier_size, grid_positions, subsampled_positions
 from perceiver_cli.core.spec import NUMERICS, Numerics, PerceiverSpec
 
@@ -105,7 +105,7 @@ class QueryDecoder(nn.Module):
             gelu_approximate=gelu_approximate, cross_shape=cross_shape,
         )
         if out_channels is not None:
-            self.final_layer = nn.Linear(query_dim, out_channels)
+            self.final_layer = Linear(query_dim, out_channels)
 
     def memory(self, z: torch.Tensor, num_queries: Optional[int] = None):
         """The latents' keys and values, computed once and shared by every chunk of `num_queries` queries."""
@@ -123,17 +123,17 @@ class QueryDecoder(nn.Module):
         hidden = layer.mlp_hidden(out, memory)
         width = layer.layernorm.normalized_shape[0]  # out may be zero-padded beyond it (see layer.memory)
         if not hasattr(self, "final_layer"):
-            return out[..., :width] + layer.mlp_output(hidden, memory)
+            return layer.mlp_output(hidden, memory, residual=out[..., :width])
         weight, bias = self.final_layer.weight, self.final_layer.bias
         if post is not None:
             weight, bias = post.weight @ weight, post.weight @ bias + post.bias
         if weight.shape[0] >= weight.shape[1]:
-            return F.linear(out[..., :width] + layer.mlp_output(hidden, memory), weight, bias)
+            return linear(layer.mlp_output(hidden, memory, residual=out[..., :width]), weight, bias)
         # A narrow output (flow's 2 channels, RGB): compose the MLP's last projection with the output
         # projections, since (out + h W2 + b2) W = out W + h (W2 W) + b2 W, so no full-width product is made.
         w2, b2 = memory.mlp[2:] if memory.mlp is not None else (layer.mlp.dense2.weight, layer.mlp.dense2.bias)
-        return (F.linear(out, F.pad(weight, (0, out.shape[-1] - width)), bias + weight @ b2)
-                + F.linear(hidden, weight @ w2))
+        head = linear(out, F.pad(weight, (0, out.shape[-1] - width)), bias + weight @ b2)
+        return linear(hidden, weight @ w2, None, residual=head)
 
     def decode_in_chunks(self, z: torch.Tensor, num_queries: int, make_queries: Callable[[int, int], torch.Tensor],
                          chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[tuple[int, torch.Tensor]]:
@@ -272,7 +272,7 @@ class ImagePreprocessor(nn.Module):
         if self.kind == "vision-learned":
             self.convnet_1x1 = nn.Conv2d(3, 256, kernel_size=1)
             self.position_embeddings = LearnedPositions(spec.image_size ** 2, 256)
-            self.positions_projection = nn.Linear(256, 256)
+            self.positions_projection = Linear(256, 256)
             self.max_resolution = None
         elif self.kind == "vision-conv":
             self.convnet = ConvDownsample(64, numerics)
@@ -364,7 +364,7 @@ class FlowPreprocessor(nn.Module):
     def __init__(self, spec: PerceiverSpec):
         super().__init__()
         self.train_size = tuple(spec.train_size)
-        self.conv_after_patches = nn.Linear(54, 64)
+        self.conv_after_patches = Linear(54, 64)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """patches (B, 2, 27, H, W) -> tokens (B, H*W, 64 + Fourier channels)."""
@@ -501,7 +501,7 @@ class MultimodalPostprocessor(nn.Module):
         self.modalities = nn.Module()
         for name, out in (("audio", spec.samples_per_patch), ("image", 3), ("label", spec.num_labels)):
             head = nn.Module()
-            head.classifier = nn.Linear(spec.output_num_channels, out)
+            head.classifier = Linear(spec.output_num_channels, out)
             setattr(self.modalities, name, head)
 
     def forward(self, modality: str, hidden: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,117 @@
+"""Dense layers through oneDNN on the CPU (core.layers.linear), and the F.linear fallback."""
+
+from __future__ import annotations
+
+import platform
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import perceiver_cli.core.layers as layers
+from perceiver_cli.core import load_model
+from tiny_models import make_tiny_checkpoint
+
+
+@pytest.fixture
+def engine(monkeypatch):
+    """Set ONEDNN_LINEAR for one test (restored after)."""
+    def use(value):
+        monkeypatch.setattr(layers, "ONEDNN_LINEAR", value)
+    return use
+
+
+def _reference(x, w, b=None, r=None):
+    out = x.double() @ w.double().t()
+    if b is not None:
+        out = out + b.double()
+    return out if r is None else out + r.double()
+
+
+def _tensors(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 40, 96, generator=g)
+    w = torch.randn(72, 96, generator=g)
+    b = torch.randn(72, generator=g)
+    r = torch.randn(3, 40, 72, generator=g)
+    return x, w, b, r
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN fp32 linear is probed on x86")
+def test_onednn_is_used_on_this_cpu(engine):
+    engine(None)
+    assert layers.onednn_linear_available() is True
+
+
+@pytest.mark.parametrize("onednn", [None, False])
+def test_linear_matches_float64_with_bias_residual_and_strided_inputs(engine, onednn):
+    engine(onednn)
+    x, w, b, r = _tensors()
+    with torch.inference_mode():
+        cases = [
+            (layers.linear(x, w, b), _reference(x, w, b)),
+            (layers.linear(x, w), _reference(x, w)),
+            (layers.linear(x, w, b, residual=r), _reference(x, w, b, r)),
+            # a residual that only broadcasts, strided inputs and weights
+            (layers.linear(x, w, b, residual=r[:1]), _reference(x, w, b, r[:1])),
+            (layers.linear(x.transpose(0, 1), w, b), _reference(x.transpose(0, 1), w, b)),
+            (layers.linear(x[..., :80], w[:, :80]), _reference(x[..., :80], w[:, :80])),
+            (layers.linear(x[0, 0], w, b), _reference(x[0, 0], w, b)),
+        ]
+    for got, want in cases:
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        err = (got.double() - want).abs().max().item()
+        assert err <= 1e-5 * want.abs().max().item(), err
+
+
+def test_off_is_exactly_f_linear(engine):
+    engine(False)
+    x, w, b, r = _tensors(1)
+    assert torch.equal(layers.linear(x, w, b), F.linear(x, w, b))
+    assert torch.equal(layers.linear(x, w, b, residual=r), F.linear(x, w, b) + r)
+
+
+def test_autograd_goes_through_f_linear(engine):
+    engine(None)
+    x, w, b, _ = _tensors(2)
+    w.requires_grad_(True)
+    layers.linear(x, w, b).sum().backward()
+    assert w.grad is not None and torch.allclose(w.grad, x.sum(dim=(0, 1)).expand_as(w), rtol=1e-4, atol=1e-4)
+
+
+def test_a_torch_without_the_op_falls_back(engine, monkeypatch):
+    engine(None)
+
+    class NoOps:
+        def __getattr__(self, name):
+            raise AttributeError(name)
+
+    monkeypatch.setattr(torch.ops, "mkldnn", NoOps())
+    x, w, b, r = _tensors(3)
+    assert torch.equal(layers.linear(x, w, b, residual=r), F.linear(x, w, b) + r)
+    assert layers.ONEDNN_LINEAR is False
+
+
+@pytest.mark.parametrize("kind", ["vision-conv", "language", "multimodal"])
+def test_models_agree_with_either_engine(tmp_path, engine, kind):
+    make_tiny_checkpoint(kind, tmp_path / kind)
+    model = load_model(tmp_path / kind, device="cpu")
+    g = torch.Generator().manual_seed(4)
+    if kind == "vision-conv":
+        run = lambda: model(torch.randn(2, 3, 224, 224, generator=g))  # noqa: E731
+    elif kind == "language":
+        run = lambda: model(torch.randint(0, 262, (2, 64), generator=g))  # noqa: E731
+    else:
+        images, audio = torch.randn(1, 2, 3, 8, 8, generator=g), torch.randn(1, 64, generator=g)
+        run = lambda: tuple(model.decode_all(model.encode(images, audio), chunk_size=100).values())  # noqa: E731
+    with torch.inference_mode():
+        engine(False)
+        g.manual_seed(4)
+        slow = run()
+        engine(None)
+        g.manual_seed(4)
+        fast = run()
+    slow, fast = (t if isinstance(t, tuple) else (t,) for t in (slow, fast))
+    for a, b in zip(slow, fast):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * a.abs().max().item())
