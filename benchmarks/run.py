@@ -654,12 +654,12 @@ def child_main(args: argparse.Namespace) -> int:
 def matmul_peak(sizes: tuple[int, ...], threads: int, device: str, min_seconds: float = 6.0,
                 tries: int = 3) -> dict[str, float]:
     """Best fp32 GFLOP/s of square matrix products of each size on `threads` threads, by each engine torch
-    offers here (its default BLAS; on the CPU also oneDNN, which our dense layers use where it is available):
+    offers here (its default BLAS; on the CPU also oneDNN, which our dense layers use on some CPUs):
     at least `tries` products and `min_seconds` of them per size and engine, since other work on a shared
     machine only ever slows one down. Keys: "<size> <engine>"."""
     import torch
 
-    from perceiver_cli.core.layers import onednn_linear_available
+    from perceiver_cli.core.layers import onednn_linear_works
 
     torch.set_num_threads(threads)
     out: dict[str, float] = {}
@@ -668,7 +668,7 @@ def matmul_peak(sizes: tuple[int, ...], threads: int, device: str, min_seconds: 
         b = torch.randn(n, n, device=device)
         c = torch.empty(n, n, device=device)
         engines = {"BLAS": lambda: torch.mm(a, b, out=c)}
-        if device == "cpu" and onednn_linear_available():
+        if device == "cpu" and onednn_linear_works():
             engines["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
         for name, product in engines.items():
             product()  # warm-up
@@ -906,6 +906,12 @@ def machine_description(threads: int, device: str) -> list[str]:
              f"torch {torch.__version__}, transformers {tv}, Python {platform.python_version()}, {platform.platform()}"]
     if device.startswith("cuda"):
         lines.append(f"device: {torch.cuda.get_device_name(0)}")
+    else:
+        from perceiver_cli.core.layers import MATMUL_ENV, onednn_linear_available
+
+        engine = "oneDNN" if onednn_linear_available() else "torch's default BLAS (F.linear)"
+        lines.append(f"torch's CPU kernels: {torch.backends.cpu.get_cpu_capability()}; our fp32 dense layers: "
+                     f"{engine} ({MATMUL_ENV}={os.environ.get(MATMUL_ENV, '(unset)')})")
     try:
         load = os.getloadavg()
         lines.append(f"load average at start: {load[0]:.1f} (other work on this machine makes timings noisy)")
@@ -939,8 +945,8 @@ def render(results: list[RowResult], peak: dict[str, float], help_times: list[fl
         "",
         *[f"- {m}" for m in machine],
         f"- fp32 matmul peak, measured at the start and again at the end of this run (best of repeated "
-        f"square products for several seconds each, by torch's default BLAS and, on the CPU, by oneDNN, "
-        f"which our dense layers use; the ceiling is the best of all): **{peak_gflops:.0f} "
+        f"square products for several seconds each, by torch's default BLAS and, on the CPU, also by "
+        f"oneDNN; the ceiling is the best of all): **{peak_gflops:.0f} "
         f"GFLOP/s** ({', '.join(f'{n}: {g:.0f}' for n, g in peak.items())}).",
         f"- ours: perceiver_cli with `--numerics {args.numerics}`; transformers: its Perceiver classes; same "
         "weights (seeded per key; checksums compared), same inputs, fp32, device "

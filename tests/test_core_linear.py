@@ -1,4 +1,5 @@
-"""Dense layers through oneDNN on the CPU (core.layers.linear), and the F.linear fallback."""
+"""Dense layers through oneDNN on the CPU (core.layers.linear): the choice of engine, agreement with float64
+and F.linear, and the fallback."""
 
 from __future__ import annotations
 
@@ -13,9 +14,14 @@ from perceiver_cli.core import load_model
 from tiny_models import make_tiny_checkpoint
 
 
+ON_X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
 @pytest.fixture
 def engine(monkeypatch):
-    """Set ONEDNN_LINEAR for one test (restored after)."""
+    """Set ONEDNN_LINEAR for one test (restored after), with no PERCEIVER_CPU_MATMUL in the environment."""
+    monkeypatch.delenv(layers.MATMUL_ENV, raising=False)
+
     def use(value):
         monkeypatch.setattr(layers, "ONEDNN_LINEAR", value)
     return use
@@ -37,13 +43,44 @@ def _tensors(seed=0):
     return x, w, b, r
 
 
-@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN fp32 linear is probed on x86")
-def test_onednn_is_used_on_this_cpu(engine):
+@pytest.mark.skipif(not ON_X86, reason="the x86 wheels carry oneDNN's fp32 linear")
+def test_onednn_works_on_this_cpu():
+    assert layers.onednn_linear_works() is True
+
+
+@pytest.mark.parametrize("machine, capability, chosen", [
+    ("x86_64", "AVX512", True), ("AMD64", "AVX512", True), ("x86_64", "AVX2", False),
+    ("x86_64", "DEFAULT", False), ("aarch64", "AVX512", False), ("arm64", "DEFAULT", False)])
+def test_default_engine_follows_the_cpu(engine, monkeypatch, machine, capability, chosen):
     engine(None)
-    assert layers.onednn_linear_available() is True
+    monkeypatch.setattr(layers, "_ONEDNN_WORKS", True)
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert layers.onednn_linear_available() is chosen
+    assert layers.ONEDNN_LINEAR is chosen  # decided once
 
 
-@pytest.mark.parametrize("onednn", [None, False])
+@pytest.mark.parametrize("value, capability, chosen", [
+    ("blas", "AVX512", False), ("BLAS", "AVX512", False), ("onednn", "AVX2", True), (" oneDNN ", "DEFAULT", True),
+    ("", "AVX512", True), ("other", "AVX2", False)])
+def test_environment_overrides_the_cpu_check(engine, monkeypatch, value, capability, chosen):
+    engine(None)
+    monkeypatch.setenv(layers.MATMUL_ENV, value)
+    monkeypatch.setattr(layers, "_ONEDNN_WORKS", True)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert layers.onednn_linear_available() is chosen
+
+
+def test_a_broken_op_is_never_used_even_when_asked_for(engine, monkeypatch):
+    engine(True)
+    monkeypatch.setattr(layers, "_ONEDNN_WORKS", False)
+    assert layers.onednn_linear_available() is False
+    x, w, b, r = _tensors(5)
+    assert torch.equal(layers.linear(x, w, b, residual=r), F.linear(x, w, b) + r)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
 def test_linear_matches_float64_with_bias_residual_and_strided_inputs(engine, onednn):
     engine(onednn)
     x, w, b, r = _tensors()
@@ -72,7 +109,7 @@ def test_off_is_exactly_f_linear(engine):
 
 
 def test_autograd_goes_through_f_linear(engine):
-    engine(None)
+    engine(True)
     x, w, b, _ = _tensors(2)
     w.requires_grad_(True)
     layers.linear(x, w, b).sum().backward()
@@ -80,7 +117,8 @@ def test_autograd_goes_through_f_linear(engine):
 
 
 def test_a_torch_without_the_op_falls_back(engine, monkeypatch):
-    engine(None)
+    engine(True)
+    monkeypatch.setattr(layers, "_ONEDNN_WORKS", None)
 
     class NoOps:
         def __getattr__(self, name):
@@ -89,7 +127,7 @@ def test_a_torch_without_the_op_falls_back(engine, monkeypatch):
     monkeypatch.setattr(torch.ops, "mkldnn", NoOps())
     x, w, b, r = _tensors(3)
     assert torch.equal(layers.linear(x, w, b, residual=r), F.linear(x, w, b) + r)
-    assert layers.ONEDNN_LINEAR is False
+    assert layers._ONEDNN_WORKS is False
 
 
 @pytest.mark.parametrize("kind", ["vision-conv", "language", "multimodal"])
@@ -108,7 +146,7 @@ def test_models_agree_with_either_engine(tmp_path, engine, kind):
         engine(False)
         g.manual_seed(4)
         slow = run()
-        engine(None)
+        engine(True)
         g.manual_seed(4)
         fast = run()
     slow, fast = (t if isinstance(t, tuple) else (t,) for t in (slow, fast))

@@ -9,6 +9,8 @@ self-attention, one decoder chunk x latents for decoders.
 
 from __future__ import annotations
 
+import os
+import platform
 from typing import Callable, Optional
 
 import torch
@@ -28,18 +30,26 @@ CPU_STACK_TOKENS = 1024
 # them zero-padded to the next multiple (see AttentionLayer.memory).
 WIDTH_MULTIPLE = 8
 
-# fp32 dense layers on the CPU use oneDNN's matrix product (torch.ops.mkldnn._linear_pointwise, the op that
-# torch's own compiler emits for linear layers) instead of the default BLAS behind F.linear: on the 2-core
-# EPYC it ran 196-207 GFLOP/s where F.linear ran 177-189 (1024 x 1024 x 1024 products), with the same fp32
-# accumulation (errors against float64 of the same order). Its `binary` form adds a residual in the same
-# pass. Set to False to use F.linear everywhere; None means not yet probed (see onednn_linear_available).
+# fp32 dense layers on the CPU can go through oneDNN's matrix product (torch.ops.mkldnn._linear_pointwise,
+# the op torch's own compiler emits for linear layers) instead of the BLAS behind F.linear (MKL in the x86
+# wheels). Which is faster depends on the CPU: on the 2-core AMD EPYC of our earlier benchmark runs, oneDNN
+# ran 196-207 GFLOP/s where F.linear ran 177-189 (1024 x 1024 x 1024 products); on a 2-core AMD EPYC whose
+# torch runs AVX2 kernels only, oneDNN ran 121-150 where F.linear ran 145-183. The first machine's kernel
+# level was not recorded; oneDNN picks its kernels from the CPU's features, while MKL on AMD processors keeps
+# to its AVX2 kernels, so oneDNN is the default only where torch reports AVX-512. Both accumulate in fp32
+# (errors against float64 of the same order); the `binary` form adds a residual in the same pass.
+# ONEDNN_LINEAR: None = decide on first use (the environment variable PERCEIVER_CPU_MATMUL=onednn|blas
+# overrides the CPU check); True = oneDNN wherever the op works; False = F.linear everywhere.
 ONEDNN_LINEAR: Optional[bool] = None
+MATMUL_ENV = "PERCEIVER_CPU_MATMUL"
+_ONEDNN_WORKS: Optional[bool] = None
 
 
-def onednn_linear_available() -> bool:
-    """Whether this torch build runs oneDNN's fp32 linear op and it agrees with F.linear (probed once)."""
-    global ONEDNN_LINEAR
-    if ONEDNN_LINEAR is None:
+def onednn_linear_works() -> bool:
+    """Whether this torch build runs oneDNN's fp32 linear op on this CPU and it agrees with F.linear
+    (probed once)."""
+    global _ONEDNN_WORKS
+    if _ONEDNN_WORKS is None:
         try:
             op = torch.ops.mkldnn._linear_pointwise
             x = torch.linspace(-1, 1, 24, device="cpu").view(3, 8)
@@ -49,11 +59,29 @@ def onednn_linear_available() -> bool:
             with torch.no_grad():
                 plain, fused = op(x, w, b, "none", [], ""), op.binary(x, r, w, b, "add")
                 expected = F.linear(x, w, b)
-                ONEDNN_LINEAR = bool(torch.allclose(plain, expected, atol=1e-5)
+                _ONEDNN_WORKS = bool(torch.allclose(plain, expected, atol=1e-5)
                                      and torch.allclose(fused, expected + r, atol=1e-5))
         except Exception:  # an op missing from this build, or refusing this CPU
-            ONEDNN_LINEAR = False
-    return ONEDNN_LINEAR
+            _ONEDNN_WORKS = False
+    return _ONEDNN_WORKS
+
+
+def onednn_linear_preferred() -> bool:
+    """The default choice of engine: PERCEIVER_CPU_MATMUL when set, else oneDNN on x86 CPUs that torch
+    runs with AVX-512 kernels."""
+    choice = os.environ.get(MATMUL_ENV, "").strip().lower()
+    if choice in ("onednn", "blas"):
+        return choice == "onednn"
+    return (platform.machine().lower() in ("x86_64", "amd64")
+            and "AVX512" in torch.backends.cpu.get_cpu_capability().upper())
+
+
+def onednn_linear_available() -> bool:
+    """Whether `linear` sends CPU fp32 products to oneDNN (decided once; see ONEDNN_LINEAR)."""
+    global ONEDNN_LINEAR
+    if ONEDNN_LINEAR is None:
+        ONEDNN_LINEAR = onednn_linear_preferred()
+    return ONEDNN_LINEAR and onednn_linear_works()
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
