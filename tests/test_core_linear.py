@@ -19,7 +19,7 @@ ON_X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 @pytest.fixture
 def engine(monkeypatch):
-    """Set ONEDNN_LINEAR for one test (restored after), with no PERCEIVER_CPU_MATMUL in the environment."""
+    """Set ONEDNN_LINEAR for one test (restored after), with no PERCEIVER_CLI_CPU_MATMUL in the environment."""
     monkeypatch.delenv(layers.MATMUL_ENV, raising=False)
 
     def use(value):

@@ -38,10 +38,10 @@ WIDTH_MULTIPLE = 8
 # level was not recorded; oneDNN picks its kernels from the CPU's features, while MKL on AMD processors keeps
 # to its AVX2 kernels, so oneDNN is the default only where torch reports AVX-512. Both accumulate in fp32
 # (errors against float64 of the same order); the `binary` form adds a residual in the same pass.
-# ONEDNN_LINEAR: None = decide on first use (the environment variable PERCEIVER_CPU_MATMUL=onednn|blas
+# ONEDNN_LINEAR: None = decide on first use (the environment variable PERCEIVER_CLI_CPU_MATMUL=onednn|blas
 # overrides the CPU check); True = oneDNN wherever the op works; False = F.linear everywhere.
 ONEDNN_LINEAR: Optional[bool] = None
-MATMUL_ENV = "PERCEIVER_CPU_MATMUL"
+MATMUL_ENV = "PERCEIVER_CLI_CPU_MATMUL"
 _ONEDNN_WORKS: Optional[bool] = None
 
 
@@ -67,7 +67,7 @@ def onednn_linear_works() -> bool:
 
 
 def onednn_linear_preferred() -> bool:
-    """The default choice of engine: PERCEIVER_CPU_MATMUL when set, else oneDNN on x86 CPUs that torch
+    """The default choice of engine: PERCEIVER_CLI_CPU_MATMUL when set, else oneDNN on x86 CPUs that torch
     runs with AVX-512 kernels."""
     choice = os.environ.get(MATMUL_ENV, "").strip().lower()
     if choice in ("onednn", "blas"):
