@@ -294,6 +294,21 @@ def test_flow_runs_on_a_pair_of_1x1_frames(cli, weights, tmp_path):
     assert result.new_files == ["f.flo"] and read_flo(tmp_path / "f.flo").shape == (1, 1, 2)
 
 
+@pytest.mark.parametrize("command", ["flow", "classify", "fill-mask"])
+def test_an_unknown_cpu_matmul_engine_is_refused_before_any_input(cli, weights, tmp_path, monkeypatch, command):
+    import perceiver_cli.core.layers as layers
+
+    monkeypatch.setattr(layers, "ONEDNN_LINEAR", None)
+    monkeypatch.setenv("PERCEIVER_CLI_CPU_MATMUL", "fastest")
+    a, b = save_png(tmp_path / "a.png"), save_png(tmp_path / "b.png", seed=2)
+    args = {"flow": ["flow", a, b, "-w", weights["flow"], "-o", tmp_path / "f.flo"],
+            "classify": ["classify", a, "-w", weights["vision-conv"], "--json"],
+            "fill-mask": ["fill-mask", "a [MASK] b", "-w", weights["language"]]}[command]
+    result = cli(*args)
+    assert_refused(result, 2, error_line("PERCEIVER_CLI_CPU_MATMUL", r"'fastest' is neither onednn nor blas .+"))
+    assert result.out == ""
+
+
 def test_flow_refuses_frames_of_different_sizes(cli, weights, tmp_path):
     a = save_png(tmp_path / "a.png")
     b = save_png(tmp_path / "b.png", FLOW_H + 2, FLOW_W + 4, seed=3)

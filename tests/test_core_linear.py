@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import perceiver_cli.core.layers as layers
-from perceiver_cli.core import load_model
-from tiny_models import make_tiny_checkpoint
+from perceiver_cli.core import build_model, load_model, spec_from_config
+from perceiver_cli.errors import UsageError
+from tiny_models import TINY_CONFIGS, make_tiny_checkpoint
 
 
 ON_X86 = platform.machine().lower() in ("x86_64", "amd64")
@@ -62,7 +63,7 @@ def test_default_engine_follows_the_cpu(engine, monkeypatch, machine, capability
 
 @pytest.mark.parametrize("value, capability, chosen", [
     ("blas", "AVX512", False), ("BLAS", "AVX512", False), ("onednn", "AVX2", True), (" oneDNN ", "DEFAULT", True),
-    ("", "AVX512", True), ("other", "AVX2", False)])
+    ("", "AVX512", True), ("  ", "AVX2", False)])
 def test_environment_overrides_the_cpu_check(engine, monkeypatch, value, capability, chosen):
     engine(None)
     monkeypatch.setenv(layers.MATMUL_ENV, value)
@@ -70,6 +71,15 @@ def test_environment_overrides_the_cpu_check(engine, monkeypatch, value, capabil
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     assert layers.onednn_linear_available() is chosen
+
+
+@pytest.mark.parametrize("value", ["fast", "mkl", "1"])
+def test_an_unknown_engine_name_is_a_usage_error_when_a_model_is_built(engine, monkeypatch, value):
+    engine(None)
+    monkeypatch.setenv(layers.MATMUL_ENV, value)
+    with pytest.raises(UsageError, match=rf"^{layers.MATMUL_ENV}: '{value}' is neither onednn nor blas"):
+        build_model(spec_from_config(dict(TINY_CONFIGS["language"], architectures=["PerceiverForMaskedLM"])))
+    assert layers.ONEDNN_LINEAR is None  # nothing decided; the next build asks again
 
 
 def test_a_broken_op_is_never_used_even_when_asked_for(engine, monkeypatch):

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from perceiver_cli.core.spec import LAYER_NORM_EPS
+from perceiver_cli.errors import UsageError
 
 # Latent tokens per pass through the self-attention stack on CPU. Measured on a 2-core EPYC (fp32, 2
 # threads): the stack runs fastest with about 1,024 latent tokens per pass (4 texts of the language
@@ -38,8 +39,9 @@ WIDTH_MULTIPLE = 8
 # level was not recorded; oneDNN picks its kernels from the CPU's features, while MKL on AMD processors keeps
 # to its AVX2 kernels, so oneDNN is the default only where torch reports AVX-512. Both accumulate in fp32
 # (errors against float64 of the same order); the `binary` form adds a residual in the same pass.
-# ONEDNN_LINEAR: None = decide on first use (the environment variable PERCEIVER_CLI_CPU_MATMUL=onednn|blas
-# overrides the CPU check); True = oneDNN wherever the op works; False = F.linear everywhere.
+# ONEDNN_LINEAR: None = decide on first use, which build_model makes happen before any input is read (the
+# environment variable PERCEIVER_CLI_CPU_MATMUL=onednn|blas overrides the CPU check; any other value is a
+# usage error); True = oneDNN wherever the op works; False = F.linear everywhere.
 ONEDNN_LINEAR: Optional[bool] = None
 MATMUL_ENV = "PERCEIVER_CLI_CPU_MATMUL"
 _ONEDNN_WORKS: Optional[bool] = None
@@ -69,9 +71,12 @@ def onednn_linear_works() -> bool:
 def onednn_linear_preferred() -> bool:
     """The default choice of engine: PERCEIVER_CLI_CPU_MATMUL when set, else oneDNN on x86 CPUs that torch
     runs with AVX-512 kernels."""
-    choice = os.environ.get(MATMUL_ENV, "").strip().lower()
+    raw = os.environ.get(MATMUL_ENV, "")
+    choice = raw.strip().lower()
     if choice in ("onednn", "blas"):
         return choice == "onednn"
+    if choice:
+        raise UsageError(f"{MATMUL_ENV}: {raw!r} is neither onednn nor blas (unset it to let the CPU decide)")
     return (platform.machine().lower() in ("x86_64", "amd64")
             and "AVX512" in torch.backends.cpu.get_cpu_capability().upper())
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from perceiver_cli.core.layers import AttentionLayer, Encoder, LatentEmbeddings, Linear, in_passes, linear
+from perceiver_cli.core.layers import (AttentionLayer, Encoder, LatentEmbeddings, Linear, in_passes, linear,
+                                      onednn_linear_available)
 from perceiver_cli.core.position import fourier_features, fourier_size, grid_positions, subsampled_positions
 from perceiver_cli.core.spec import NUMERICS, Numerics, PerceiverSpec
 
@@ -585,4 +586,5 @@ def build_model(spec: PerceiverSpec, numerics: str | Numerics = "deepmind") -> n
     """An untrained model of the spec's class (use core.load_model for weights)."""
     if isinstance(numerics, str):
         numerics = NUMERICS[numerics]
+    onednn_linear_available()  # the engine decided now: a bad PERCEIVER_CLI_CPU_MATMUL stops before any input
     return _MODEL_CLASSES[spec.kind](spec, numerics)
