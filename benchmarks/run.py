@@ -652,17 +652,18 @@ def child_main(args: argparse.Namespace) -> int:
 # The parent: machine peak, children, FLOPs, verdicts, report.
 
 def matmul_peak(sizes: tuple[int, ...], threads: int, device: str, min_seconds: float = 6.0,
-                tries: int = 3) -> dict[str, float]:
-    """Best fp32 GFLOP/s of square matrix products of each size on `threads` threads, by each engine torch
+                tries: int = 3) -> dict[str, tuple[float, float]]:
+    """fp32 GFLOP/s of square matrix products of each size on `threads` threads, by each engine torch
     offers here (its default BLAS; on the CPU also oneDNN, which our dense layers use on some CPUs):
-    at least `tries` products and `min_seconds` of them per size and engine, since other work on a shared
-    machine only ever slows one down. Keys: "<size> <engine>"."""
+    at least `tries` products and `min_seconds` of them per size and engine. Keys: "<size> <engine>";
+    values: (best: the fastest product, since other work on a shared machine only ever slows one down;
+    sustained: all the products' FLOPs over their total time)."""
     import torch
 
     from perceiver_cli.core.layers import onednn_linear_works
 
     torch.set_num_threads(threads)
-    out: dict[str, float] = {}
+    out: dict[str, tuple[float, float]] = {}
     for n in sizes:
         a = torch.randn(n, n, device=device)
         b = torch.randn(n, n, device=device)
@@ -682,8 +683,36 @@ def matmul_peak(sizes: tuple[int, ...], threads: int, device: str, min_seconds: 
                     torch.cuda.synchronize()
                 took = time.perf_counter() - start
                 best, spent, done = min(best, took), spent + took, done + 1
-            out[f"{n} {name}"] = 2 * n ** 3 / best / 1e9
+            out[f"{n} {name}"] = (2 * n ** 3 / best / 1e9, done * 2 * n ** 3 / spent / 1e9)
     return out
+
+
+def stack_rows_of(row: Row, config: dict, sizes: Sizes, device: str) -> int:
+    """Sequences per pass through the latent stack in our side's unit of work (core.layers.stack_rows)."""
+    import torch
+
+    from perceiver_cli.core.layers import stack_rows
+    from perceiver_cli.core.text import MAX_BATCH_ROWS
+
+    batch = {"fill-mask": 1, "fill-mask-batch": min(sizes.short_texts, MAX_BATCH_ROWS)}.get(
+        row.key, sizes.batch if row.task == "classify" else 1)
+    return stack_rows(batch, _spec(config).num_latents, torch.device(device))
+
+
+def measure_bounds(results: list[RowResult], cfgs: dict, sizes: Sizes, device: str, min_seconds: float) -> None:
+    """Set each row's kernel bound (benchmarks.bound), measuring each distinct stack shape once."""
+    from benchmarks import flops
+    from benchmarks.bound import stack_bound
+
+    done: dict[tuple, Any] = {}
+    for res in results:
+        config = cfgs[res.row.kind]
+        dims = flops.layer_dims(flops.meta_model(config).perceiver.encoder.self_attends[0])
+        key = (dims, stack_rows_of(res.row, config, sizes, device), _spec(config).num_latents)
+        if key not in done:
+            print(f"benchmarks: kernel bound of a {key[1]} x {key[2]}-latent stack layer", file=sys.stderr, flush=True)
+            done[key] = stack_bound(*key, device=device, min_seconds=min_seconds)
+        res.bound = done[key]
 
 
 def help_time(repeats: int) -> list[float]:
@@ -737,6 +766,7 @@ class RowResult:
     flops: dict[str, Any] = field(default_factory=dict)
     profile: Optional[list[dict]] = None
     profile_unit: str = ""
+    bound: Optional[Any] = None  # benchmarks.bound.StackBound of the row's latent stack, rows per pass included
 
     def add(self, result: dict) -> None:
         """Fold one child's result for this row in."""
@@ -932,10 +962,45 @@ def source_description() -> str:
     return f"source: commit {head}" + (" with uncommitted changes in perceiver_cli/" if dirty else "")
 
 
-def render(results: list[RowResult], peak: dict[str, float], help_times: list[float], args: argparse.Namespace,
+def stage_bound(res: RowResult, st: StageTarget, peak_gflops: float) -> Optional[float]:
+    """The most GFLOP/s a stage could reach here with torch's kernels (benchmarks.bound): the latent stack's
+    kernel bound, and for the whole forward, that stack at its bound with every other product at the peak."""
+    if res.bound is None:
+        return None
+    if st.name == "latent self-attention":
+        return res.bound.gflops
+    if st.name == "model forward":
+        total, stack = stage_flops(res, st, "ours"), res.flops["stages"]["latent self-attention"][0]
+        return total / (stack / res.bound.gflops + (total - stack) / peak_gflops)
+    return None
+
+
+def stage_verdict(res: RowResult, st: StageTarget, peak_gflops: float) -> str:
+    """verdicts()' word for a stage, saying so when the kernel bound itself is below the target."""
+    verdict = verdicts(res, peak_gflops).get(st.label, "(information)")
+    bound = stage_bound(res, st, peak_gflops)
+    if verdict == "MISS" and bound is not None and bound < st.target * peak_gflops:
+        return "MISS (the kernel bound is below the target)"
+    return verdict
+
+
+def bound_lines(res: RowResult, peak_gflops: float) -> list[str]:
+    """The kernel bound of a row's latent stack, product by product, against what our stack achieved."""
+    b = res.bound
+    if b is None:
+        return []
+    parts = "; ".join(f"{k.product}: {k.gflops:.0f} GFLOP/s ({k.kernel})" for k in b.kernels)
+    achieved = stage_rate(res, next(st for st in res.row.stages if st.name == "latent self-attention"), "ours")
+    share = f"; our stack ran at {100 * achieved / b.gflops:.0f}% of it" if achieved else ""
+    return [f"- kernel bound of one latent stack layer ({b.rows} x {b.num_latents} latents a pass), each product "
+            f"alone at its best: {parts}. Together: {b.gflops:.0f} GFLOP/s, {100 * b.gflops / peak_gflops:.0f}% "
+            f"of the peak{share}."]
+
+
+def render(results: list[RowResult], peak: dict[str, tuple[float, float]], help_times: list[float], args: argparse.Namespace,
            sizes: Sizes, machine: list[str], started: datetime, elapsed: float, command: str) -> str:
     """The markdown report."""
-    peak_gflops = max(peak.values())
+    peak_gflops = max(best for best, _ in peak.values())
     mode = "QUICK (tiny configs: checks the harness only; the figures mean nothing)" if args.quick else \
         "full-size configs of the six checkpoints, random weights"
     lines = [
@@ -947,7 +1012,9 @@ def render(results: list[RowResult], peak: dict[str, float], help_times: list[fl
         f"- fp32 matmul peak, measured at the start and again at the end of this run (best of repeated "
         f"square products for several seconds each, by torch's default BLAS and, on the CPU, also by "
         f"oneDNN; the ceiling is the best of all): **{peak_gflops:.0f} "
-        f"GFLOP/s** ({', '.join(f'{n}: {g:.0f}' for n, g in peak.items())}).",
+        f"GFLOP/s** ({', '.join(f'{n}: {g:.0f}' for n, (g, _) in peak.items())}). Sustained (all those "
+        f"products' FLOPs over their total time): {', '.join(f'{n}: {g:.0f}' for n, (_, g) in peak.items())}; "
+        "the gap between best and sustained is how much other work on the machine slowed products down.",
         f"- ours: perceiver_cli with `--numerics {args.numerics}`; transformers: its Perceiver classes; same "
         "weights (seeded per key; checksums compared), same inputs, fp32, device "
         f"{args.device}. Times are medians of {args.repeats} repeat(s), the two sides alternating; "
@@ -1004,21 +1071,26 @@ def render(results: list[RowResult], peak: dict[str, float], help_times: list[fl
         "(all 2048 positions decoded, 128 encoder runs per clip, ...). Stage times come from forward hooks "
         "on the encoder modules; 'decode' is the task time minus the encoder time.",
         "",
+        "'kernel bound': the most this stage could reach with torch's kernels on this machine "
+        "(benchmarks/bound.py): each product of one latent stack layer timed alone, at its sizes and rows per "
+        "pass, by its fastest kernel here, at its best moment, norms and GELU left out; for the whole forward, "
+        "that stack at its bound and everything else at the peak. A target above it cannot be met here.",
+        "",
         "| task | stage | GFLOP ours | GFLOP transformers | ours s | ours GFLOP/s | % of peak | transformers "
-        "GFLOP/s | target | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "GFLOP/s | kernel bound GFLOP/s (% of peak) | target | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
-        v = verdicts(res, peak_gflops)
         for st in res.row.stages:
             ours_rate, theirs_rate = stage_rate(res, st, "ours"), stage_rate(res, st, "transformers")
             target = f">= {st.target:.0%}" if st.target else "none"
-            verdict = v.get(st.label, "(information)")
+            bound = stage_bound(res, st, peak_gflops)
+            bound_cell = "" if bound is None else f"{bound:.0f} ({100 * bound / peak_gflops:.0f}%)"
             lines.append(
                 f"| {res.row.key} | {st.label} | {stage_flops(res, st, 'ours') / 1e9:.1f} | "
                 f"{stage_flops(res, st, 'transformers') / 1e9:.1f} | {_fmt(res.stage_median('ours', st.name))} | "
                 f"{_fmt(ours_rate, '{:.0f}')} | {_fmt(ours_rate and 100 * ours_rate / peak_gflops, '{:.0f}%')} | "
-                f"{_fmt(theirs_rate, '{:.0f}')} | {target} | {verdict} |")
+                f"{_fmt(theirs_rate, '{:.0f}')} | {bound_cell} | {target} | {stage_verdict(res, st, peak_gflops)} |")
     lines += ["", "## Targets missed, and where our time goes", ""]
     if not misses:
         lines.append("Every target was met in this run.")
@@ -1033,6 +1105,8 @@ def render(results: list[RowResult], peak: dict[str, float], help_times: list[fl
         if total:
             parts = ", ".join(f"{k} {t:.2f} s ({100 * t / total:.0f}%)" for k, t in stage_times.items() if t)
             lines.append(f"- our {total:.2f} s: {parts}.")
+        if any(st.target and st.label in which for st in res.row.stages):
+            lines += bound_lines(res, peak_gflops)
         if "memory" in which:
             for side in SIDES:
                 peak_side, built = res.peak(side), max(res.rss_model[side], default=None)
@@ -1141,6 +1215,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     cfgs = configs(args.quick)
     results = [RowResult(r, flops=compute_flops(r, cfgs[r.kind], sizes, args.numerics, args.device)) for r in rows]
+    measure_bounds(results, cfgs, sizes, args.device, 0.05 if args.quick else 1.5)
     failed = False
     with tempfile.TemporaryDirectory(prefix="perceiver-bench-") as tmp:
         photos_dir = Path(tmp) / "photos"
@@ -1181,7 +1256,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     res.checksums["ours"] != res.checksums["transformers"]:
                 res.errors.append("the two sides' weights differ")
         if not args.no_profile:
-            peak_gflops = max(peak_start.values())
+            peak_gflops = max(best for best, _ in peak_start.values())
             missed = [res for res in results if "MISS" in verdicts(res, peak_gflops).values() and not res.errors]
             for res in missed[:1] if args.quick else missed:  # quick: one, to keep the path tested
                     print(f"benchmarks: profiling {res.row.key} (ours)", file=sys.stderr, flush=True)
@@ -1192,8 +1267,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         print(f"benchmarks: profiling failed: {error}", file=sys.stderr)
     helps = help_time(sizes.help_repeats)
     peak_end = matmul_peak(sizes.matmul_sizes, args.threads, args.device, quick_peak)
-    peak = {f"{n} at the start": g for n, g in peak_start.items()}
-    peak.update({f"{n} at the end": g for n, g in peak_end.items()})
+    peak = {f"{n} at the {when}": g for when, measured in (("start", peak_start), ("end", peak_end))
+            for n, g in measured.items()}
     report = render(results, peak, helps, args, sizes, machine, started, time.perf_counter() - t0, command)
     print(report)
     output = Path(args.output) if args.output else (

@@ -59,7 +59,15 @@ def test_quick_run_completes_and_writes_a_well_formed_report(tmp_path):
         assert "GB" in cells[5] and "GB" in cells[6]
     stages = _table(report, "| task | stage |")
     assert {cells[0] for cells in stages} == {row.key for row in ROWS}
-    assert all(cells[-1] in ("PASS", "MISS", "(information)") for cells in stages)
+    assert all(cells[-1] in ("PASS", "MISS", "(information)", "MISS (the kernel bound is below the target)")
+               for cells in stages)
+    # every latent stack and every whole forward has a kernel bound; other stages none
+    for cells in stages:
+        has_bound = cells[1].startswith(("latent self-attention", "model forward", "flow window"))
+        assert bool(cells[8]) == has_bound, cells
+        if has_bound:
+            assert float(cells[8].split()[0]) > 0 and cells[8].endswith("%)")
+    assert "Sustained (all those products' FLOPs over their total time)" in report
     assert "fp32 matmul peak, measured at the start and again at the end of this run" in report
     assert "`perceiver --help`: median" in report
     assert "python -m benchmarks --quick" in report  # the command that reproduces it

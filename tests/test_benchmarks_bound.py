@@ -1,0 +1,75 @@
+"""benchmarks.bound: the kernel bound of a latent stack layer covers exactly the layer's products, and the
+report's verdict says when the bound itself is below a target. Nothing about time."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import bound, flops  # noqa: E402
+from benchmarks.configs import FULL_CONFIGS, QUICK_CONFIGS  # noqa: E402
+from benchmarks.run import FULL, ROWS, RowResult, stack_rows_of, stage_bound, stage_verdict  # noqa: E402
+
+
+def _dims(config: dict) -> flops.LayerDims:
+    return flops.layer_dims(flops.meta_model(config).perceiver.encoder.self_attends[0])
+
+
+@pytest.mark.parametrize("kind", sorted(QUICK_CONFIGS))
+def test_bound_times_every_product_of_a_layer_once(kind):
+    dims = _dims(QUICK_CONFIGS[kind])
+    b = bound.stack_bound(dims, rows=3, num_latents=16, min_seconds=0.0)
+    dense = [k for k in b.kernels if not k.product.startswith("attention")]
+    assert sum(k.count for k in dense) == 6
+    assert [k.count for k in b.kernels if k.product.startswith("attention")] == [1]
+    # the products' FLOPs add up to benchmarks.flops' count of the layer, for all the pass's rows
+    assert sum(k.count * k.flops for k in b.kernels) == b.flops == 3 * flops.reference_layer(dims, 16, 16)
+    assert all(k.seconds > 0 and k.kernel in ("BLAS", "oneDNN", "SDPA", "two products") for k in b.kernels)
+    assert b.seconds == pytest.approx(sum(k.count * k.seconds for k in b.kernels))
+
+
+def test_shapes_sharing_a_size_are_timed_once_and_counted_by_use():
+    dims = _dims(FULL_CONFIGS["language"])  # queries and keys 1280 -> 256; the other four 1280 -> 1280
+    b = bound.stack_bound(dims, rows=1, num_latents=8, min_seconds=0.0)
+    assert sorted(k.count for k in b.kernels) == [1, 2, 4]
+
+
+def test_rows_per_pass_follow_the_core():
+    rows = {r.key: stack_rows_of(r, FULL_CONFIGS[r.kind], FULL, "cpu") for r in ROWS}
+    # 256-latent texts: one text, then 4 a pass; 512-latent images: 2 a pass; flow and the clip: one
+    assert rows == {"fill-mask": 1, "fill-mask-batch": 4, "classify-conv": 2, "classify-fourier": 2,
+                    "classify-learned": 2, "flow": 1, "autoencode-video": 1}
+
+
+class _Bound:
+    def __init__(self, gflops: float):
+        self.gflops = gflops
+
+
+def _result(stack_seconds: float, bound_gflops: float) -> RowResult:
+    row = next(r for r in ROWS if r.key == "classify-conv")
+    res = RowResult(row, flops={"stages": {"latent self-attention": (100e9, 100e9),
+                                           "encoder cross-attention": (10e9, 10e9)}, "total": (110e9, 110e9)})
+    res.times["ours"] = [stack_seconds + 0.1]
+    res.stages["ours"] = [{"latent self-attention": stack_seconds, "model forward": stack_seconds + 0.1}]
+    res.bound = _Bound(bound_gflops)
+    return res
+
+
+def test_forward_bound_puts_the_rest_at_the_peak():
+    res = _result(1.0, 50.0)
+    forward = next(st for st in res.row.stages if st.name == "model forward")
+    # 100 GFLOP at 50 GFLOP/s + 10 GFLOP at the 200 GFLOP/s peak
+    assert stage_bound(res, forward, 200.0) == pytest.approx(110 / (2 + 0.05))
+
+
+def test_verdict_says_when_the_bound_is_below_the_target():
+    stack = next(st for st in ROWS[2].stages if st.name == "latent self-attention")
+    assert stage_verdict(_result(1.0, 130.0), stack, 200.0) == "MISS (the kernel bound is below the target)"
+    assert stage_verdict(_result(1.0, 150.0), stack, 200.0) == "MISS"  # 100 GFLOP/s achieved, 140 needed
+    assert stage_verdict(_result(0.5, 150.0), stack, 200.0) == "PASS"  # 200 GFLOP/s achieved
