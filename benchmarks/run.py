@@ -1215,7 +1215,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     cfgs = configs(args.quick)
     results = [RowResult(r, flops=compute_flops(r, cfgs[r.kind], sizes, args.numerics, args.device)) for r in rows]
-    measure_bounds(results, cfgs, sizes, args.device, 0.05 if args.quick else 1.5)
+    measure_bounds(results, cfgs, sizes, args.device, quick_peak)  # as long as the peak, as generous
     failed = False
     with tempfile.TemporaryDirectory(prefix="perceiver-bench-") as tmp:
         photos_dir = Path(tmp) / "photos"
