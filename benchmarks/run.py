@@ -994,7 +994,8 @@ def bound_lines(res: RowResult, peak_gflops: float) -> list[str]:
     share = f"; our stack ran at {100 * achieved / b.gflops:.0f}% of it" if achieved else ""
     return [f"- kernel bound of one latent stack layer ({b.rows} x {b.num_latents} latents a pass), each product "
             f"alone at its best: {parts}. Together: {b.gflops:.0f} GFLOP/s, {100 * b.gflops / peak_gflops:.0f}% "
-            f"of the peak{share}."]
+            f"of the peak{share}. At each product's median speed over the same calls instead of its best: "
+            f"{b.median_gflops:.0f} GFLOP/s, {100 * b.median_gflops / peak_gflops:.0f}% of the peak."]
 
 
 def render(results: list[RowResult], peak: dict[str, tuple[float, float]], help_times: list[float], args: argparse.Namespace,

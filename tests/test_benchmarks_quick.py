@@ -68,6 +68,7 @@ def test_quick_run_completes_and_writes_a_well_formed_report(tmp_path):
         if has_bound:
             assert float(cells[8].split()[0]) > 0 and cells[8].endswith("%)")
     assert "Sustained (all those products' FLOPs over their total time)" in report
+    assert "At each product's median speed over the same calls instead of its best" in report
     assert "fp32 matmul peak, measured at the start and again at the end of this run" in report
     assert "`perceiver --help`: median" in report
     assert "python -m benchmarks --quick" in report  # the command that reproduces it
