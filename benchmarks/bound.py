@@ -87,11 +87,6 @@ def call_seconds(run: Callable[[], object], sync: Callable[[], None], min_second
     return times
 
 
-def best_seconds(run: Callable[[], object], sync: Callable[[], None], min_seconds: float, tries: int = 3) -> float:
-    """Least wall time of `run` (see call_seconds)."""
-    return min(call_seconds(run, sync, min_seconds, tries))
-
-
 def dense_engines(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> dict[str, Callable[[], object]]:
     """The kernels torch offers here for x @ weight.T + bias."""
     from perceiver_cli.core.layers import onednn_linear_works

@@ -660,7 +660,12 @@ def matmul_peak(sizes: tuple[int, ...], threads: int, device: str, min_seconds: 
     sustained: all the products' FLOPs over their total time)."""
     import torch
 
+    from benchmarks.bound import call_seconds
     from perceiver_cli.core.layers import onednn_linear_works
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
 
     torch.set_num_threads(threads)
     out: dict[str, tuple[float, float]] = {}
@@ -672,18 +677,9 @@ def matmul_peak(sizes: tuple[int, ...], threads: int, device: str, min_seconds: 
         if device == "cpu" and onednn_linear_works():
             engines["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
         for name, product in engines.items():
-            product()  # warm-up
-            best, spent, done = float("inf"), 0.0, 0
-            while done < tries or spent < min_seconds:
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                product()
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                took = time.perf_counter() - start
-                best, spent, done = min(best, took), spent + took, done + 1
-            out[f"{n} {name}"] = (2 * n ** 3 / best / 1e9, done * 2 * n ** 3 / spent / 1e9)
+            sync()
+            times = call_seconds(product, sync, min_seconds, tries)
+            out[f"{n} {name}"] = (2 * n ** 3 / min(times) / 1e9, len(times) * 2 * n ** 3 / sum(times) / 1e9)
     return out
 
 
