@@ -21,12 +21,16 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.flops import LayerDims, reference_layer
+if TYPE_CHECKING:
+    from benchmarks.flops import LayerDims
+
+# benchmarks.flops (and with it perceiver_cli) is imported only where used: the benchmark's children import
+# this module for `synchronizer`, and transformers' side must not load our library.
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class StackBound:
 
     @property
     def flops(self) -> int:
+        from benchmarks.flops import reference_layer
+
         return self.rows * reference_layer(self.dims, self.num_latents, self.num_latents)
 
     @property
@@ -71,6 +77,13 @@ class StackBound:
     def median_gflops(self) -> float:
         """The bound at every product's median speed instead of its best."""
         return self.flops / sum(k.count * k.median_seconds for k in self.kernels) / 1e9
+
+
+def synchronizer(device: str) -> Callable[[], None]:
+    """What to call before reading the clock so that `device`'s queued work is done (nothing on the CPU)."""
+    if device.startswith("cuda"):
+        return torch.cuda.synchronize
+    return lambda: None
 
 
 def call_seconds(run: Callable[[], object], sync: Callable[[], None], min_seconds: float,
@@ -89,11 +102,11 @@ def call_seconds(run: Callable[[], object], sync: Callable[[], None], min_second
 
 def dense_engines(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> dict[str, Callable[[], object]]:
     """The kernels torch offers here for x @ weight.T + bias."""
-    from perceiver_cli.core.layers import onednn_linear_works
+    from perceiver_cli.core.layers import onednn_linear, onednn_linear_works
 
     engines: dict[str, Callable[[], object]] = {"BLAS": lambda: F.linear(x, weight, bias)}
     if x.device.type == "cpu" and onednn_linear_works():
-        engines["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        engines["oneDNN"] = lambda: onednn_linear(x, weight, bias)
     return engines
 
 
@@ -130,12 +143,7 @@ def stack_bound(dims: LayerDims, rows: int, num_latents: int, device: str = "cpu
                 min_seconds: float = 1.0) -> StackBound:
     """Time every product of one self-attention layer of these sizes alone, by its fastest kernel here.
     `rows`: sequences per pass through the stack (see perceiver_cli.core.layers.stack_rows)."""
-    cuda = device.startswith("cuda")
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize()
-
+    sync = synchronizer(device)
     gen = torch.Generator().manual_seed(0)
 
     def rand(*shape: int) -> torch.Tensor:

@@ -591,16 +591,13 @@ def child_main(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else FULL
+    from benchmarks.bound import synchronizer
     from benchmarks.configs import configs
 
     cfgs = configs(args.quick)
     photos = sorted(Path(args.photos).iterdir()) if args.photos else []
     cuda = args.device.startswith("cuda")
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize()
-
+    sync = synchronizer(args.device)
     for key in args.child.split(","):
         row = next(r for r in ROWS if r.key == key)
         if row.task == "classify" and args.profile:
@@ -660,13 +657,10 @@ def matmul_peak(sizes: tuple[int, ...], threads: int, device: str, min_seconds: 
     sustained: all the products' FLOPs over their total time)."""
     import torch
 
-    from benchmarks.bound import call_seconds
-    from perceiver_cli.core.layers import onednn_linear_works
+    from benchmarks.bound import call_seconds, synchronizer
+    from perceiver_cli.core.layers import onednn_linear, onednn_linear_works
 
-    def sync() -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
+    sync = synchronizer(device)
     torch.set_num_threads(threads)
     out: dict[str, tuple[float, float]] = {}
     for n in sizes:
@@ -675,7 +669,7 @@ def matmul_peak(sizes: tuple[int, ...], threads: int, device: str, min_seconds: 
         c = torch.empty(n, n, device=device)
         engines = {"BLAS": lambda: torch.mm(a, b, out=c)}
         if device == "cpu" and onednn_linear_works():
-            engines["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+            engines["oneDNN"] = lambda: onednn_linear(a, b)
         for name, product in engines.items():
             sync()
             times = call_seconds(product, sync, min_seconds, tries)

@@ -47,19 +47,23 @@ MATMUL_ENV = "PERCEIVER_CLI_CPU_MATMUL"
 _ONEDNN_WORKS: Optional[bool] = None
 
 
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """x @ weight.T + bias by oneDNN's linear op (fp32, CPU), whatever ONEDNN_LINEAR says."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
 def onednn_linear_works() -> bool:
     """Whether this torch build runs oneDNN's fp32 linear op on this CPU and it agrees with F.linear
     (probed once)."""
     global _ONEDNN_WORKS
     if _ONEDNN_WORKS is None:
         try:
-            op = torch.ops.mkldnn._linear_pointwise
             x = torch.linspace(-1, 1, 24, device="cpu").view(3, 8)
             w = torch.linspace(-2, 1, 40, device="cpu").view(5, 8)
             b = torch.linspace(0, 1, 5, device="cpu")
             r = torch.ones(3, 5, device="cpu")
             with torch.no_grad():
-                plain, fused = op(x, w, b, "none", [], ""), op.binary(x, r, w, b, "add")
+                plain, fused = onednn_linear(x, w, b), torch.ops.mkldnn._linear_pointwise.binary(x, r, w, b, "add")
                 expected = F.linear(x, w, b)
                 _ONEDNN_WORKS = bool(torch.allclose(plain, expected, atol=1e-5)
                                      and torch.allclose(fused, expected + r, atol=1e-5))
@@ -96,10 +100,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32 and x.dim() >= 2
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
             and onednn_linear_available()):
-        op = torch.ops.mkldnn._linear_pointwise
         if residual is not None and residual.shape == x.shape[:-1] + weight.shape[:1] and residual.dtype == x.dtype:
-            return op.binary(x, residual, weight, bias, "add")
-        out = op(x, weight, bias, "none", [], "")
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
+        out = onednn_linear(x, weight, bias)
     else:
         out = F.linear(x, weight, bias)
     return out if residual is None else out + residual
