@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import flops  # noqa: E402
 from benchmarks.configs import FULL_CONFIGS, QUICK_CONFIGS  # noqa: E402
-from benchmarks.run import ROWS  # noqa: E402
+from benchmarks.run import ROWS, peak_seconds  # noqa: E402
 
 TASK_COLUMNS = 11
 
@@ -70,6 +70,7 @@ def test_quick_run_completes_and_writes_a_well_formed_report(tmp_path):
     assert "Sustained (all those products' FLOPs over their total time)" in report
     assert "At each product's median speed over the same calls instead of its best" in report
     assert "fp32 matmul peak, measured at the start and again at the end of this run" in report
+    assert f"square products for at least {peak_seconds(True):g} s each" in report  # what --quick timed
     assert "`perceiver --help`: median" in report
     assert "python -m benchmarks --quick" in report  # the command that reproduces it
 
