@@ -139,4 +139,8 @@ def load_model(name_or_path: str | Path, device: str = "auto", dtype: str = "flo
     model = model_from_directory(directory, numerics, spec)
     if DTYPES[dtype] != torch.float32 and torch_device.type == "cpu":
         raise UsageError(f"--dtype {dtype} is for accelerators; on the CPU use float32")
+    if DTYPES[dtype] == torch.float32 and torch_device.type == "cuda":
+        # float32 means float32: torch keeps TF32 tensor cores off for matrix products by default but on for
+        # cuDNN convolutions (vision-conv's stem), whose inputs would then be rounded to 10-bit mantissas.
+        torch.backends.cudnn.allow_tf32 = False
     return model.to(device=torch_device, dtype=DTYPES[dtype]).eval().requires_grad_(False)
