@@ -1008,7 +1008,7 @@ def render(results: list[RowResult], peak: dict[str, tuple[float, float]], help_
         "",
         *[f"- {m}" for m in machine],
         f"- fp32 matmul peak, measured at the start and again at the end of this run (best of repeated "
-        f"square products for at least {peak_seconds(args.quick):g} s each, by torch's default BLAS and, on "
+        f"square products for at least {args.seconds:g} s each, by torch's default BLAS and, on "
         f"the CPU, also by oneDNN; the ceiling is the best of all): **{peak_gflops:.0f} GFLOP/s** ({', '.join(f'{n}: {g:.0f}' for n, (g, _) in peak.items())}). Sustained (all those "
         f"products' FLOPs over their total time): {', '.join(f'{n}: {g:.0f}' for n, (_, g) in peak.items())}; "
         "the gap between best and sustained is how much other work on the machine slowed products down.",
@@ -1162,6 +1162,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--output", default=None, help="report path (default benchmarks/RESULTS.md; with --quick, "
                                                     "a file in the temp directory)")
     p.add_argument("--no-profile", action="store_true", help="skip profiling the rows that miss a target")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="seconds of products per size and engine for the matmul peak, and per product for the "
+                        "kernel bound (default 6, quick 0.1; an accelerator needs far less)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--side", default="ours", choices=SIDES, help=argparse.SUPPRESS)
     p.add_argument("--photos", default=None, help=argparse.SUPPRESS)
@@ -1177,6 +1180,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         args.repeats = 1 if args.quick else 3
     if args.repeats < 1 or args.threads < 1:
         p.error("--repeats and --threads must be at least 1")
+    if args.seconds is None:
+        args.seconds = peak_seconds(args.quick)
+    elif not args.seconds > 0:
+        p.error("--seconds must be positive")
     return args
 
 
@@ -1202,11 +1209,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         shown += ["--device", args.device]
     if args.numerics != "transformers":
         shown += ["--numerics", args.numerics]
+    if args.seconds != peak_seconds(args.quick):
+        shown += ["--seconds", f"{args.seconds:g}"]
     command = "python -m benchmarks " + " ".join(shlex.quote(x) for x in shown)
     machine = machine_description(args.threads, args.device) + [source_description()]
     print(f"benchmarks: {len(rows)} row(s), {args.repeats} repeat(s), {args.threads} thread(s); measuring the "
           "matmul peak", file=sys.stderr, flush=True)
-    seconds = peak_seconds(args.quick)
+    seconds = args.seconds
     peak_start = matmul_peak(sizes.matmul_sizes, args.threads, args.device, seconds)
     from benchmarks.configs import configs
 

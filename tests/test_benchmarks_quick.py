@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import flops  # noqa: E402
 from benchmarks.configs import FULL_CONFIGS, QUICK_CONFIGS  # noqa: E402
-from benchmarks.run import ROWS, peak_seconds  # noqa: E402
+from benchmarks.run import ROWS, parse_args, peak_seconds  # noqa: E402
 
 TASK_COLUMNS = 11
 
@@ -155,3 +155,12 @@ def test_reference_flop_count_equals_torch_count_of_transformers(kind):
         counted = _counted(two_chunks)
         stages = flops.multimodal_stages(ours, 2, chunks)
     assert flops.total(stages).reference == counted
+
+
+def test_seconds_of_products_default_by_mode_and_can_be_set():
+    assert parse_args(["--quick"]).seconds == peak_seconds(True) < parse_args([]).seconds == peak_seconds(False)
+    assert parse_args(["--device", "cuda", "--seconds", "1"]).seconds == 1.0
+    for bad in ("0", "-1", "nan"):
+        with pytest.raises(SystemExit) as stop:
+            parse_args(["--seconds", bad])
+        assert stop.value.code == 2
