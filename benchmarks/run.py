@@ -1009,7 +1009,8 @@ def render(results: list[RowResult], peak: dict[str, tuple[float, float]], help_
         *[f"- {m}" for m in machine],
         f"- fp32 matmul peak, measured at the start and again at the end of this run (best of repeated "
         f"square products for at least {args.seconds:g} s each, by torch's default BLAS and, on "
-        f"the CPU, also by oneDNN; the ceiling is the best of all): **{peak_gflops:.0f} GFLOP/s** ({', '.join(f'{n}: {g:.0f}' for n, (g, _) in peak.items())}). Sustained (all those "
+        f"the CPU, also by oneDNN; the ceiling is the best of all): **{peak_gflops:.0f} GFLOP/s** "
+        f"({', '.join(f'{n}: {g:.0f}' for n, (g, _) in peak.items())}). Sustained (all those "
         f"products' FLOPs over their total time): {', '.join(f'{n}: {g:.0f}' for n, (_, g) in peak.items())}; "
         "the gap between best and sustained is how much other work on the machine slowed products down.",
         f"- ours: perceiver_cli with `--numerics {args.numerics}`; transformers: its Perceiver classes; same "
@@ -1215,13 +1216,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     machine = machine_description(args.threads, args.device) + [source_description()]
     print(f"benchmarks: {len(rows)} row(s), {args.repeats} repeat(s), {args.threads} thread(s); measuring the "
           "matmul peak", file=sys.stderr, flush=True)
-    seconds = args.seconds
-    peak_start = matmul_peak(sizes.matmul_sizes, args.threads, args.device, seconds)
+    peak_start = matmul_peak(sizes.matmul_sizes, args.threads, args.device, args.seconds)
     from benchmarks.configs import configs
 
     cfgs = configs(args.quick)
     results = [RowResult(r, flops=compute_flops(r, cfgs[r.kind], sizes, args.numerics, args.device)) for r in rows]
-    measure_bounds(results, cfgs, sizes, args.device, seconds)  # as long as the peak, as generous
+    measure_bounds(results, cfgs, sizes, args.device, args.seconds)  # as long as the peak, as generous
     failed = False
     with tempfile.TemporaryDirectory(prefix="perceiver-bench-") as tmp:
         photos_dir = Path(tmp) / "photos"
@@ -1272,7 +1272,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     if error:
                         print(f"benchmarks: profiling failed: {error}", file=sys.stderr)
     helps = help_time(sizes.help_repeats)
-    peak_end = matmul_peak(sizes.matmul_sizes, args.threads, args.device, seconds)
+    peak_end = matmul_peak(sizes.matmul_sizes, args.threads, args.device, args.seconds)
     peak = {f"{n} at the {when}": g for when, measured in (("start", peak_start), ("end", peak_end))
             for n, g in measured.items()}
     report = render(results, peak, helps, args, sizes, machine, started, time.perf_counter() - t0, command)

@@ -13,20 +13,20 @@ torch.set_num_threads(1)
 
 def pytest_addoption(parser):
     parser.addoption("--device", default="cpu",
-                     help="device our models run on in the core tests: cpu (default), cuda, cuda:N or mps")
+                     help="device our models run on in the core tests: cpu (default), auto, cuda, cuda:N or mps")
 
 
 def pytest_configure(config):
-    device = config.getoption("--device")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise pytest.UsageError(f"--device {device}: no CUDA device is available")
-    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise pytest.UsageError("--device mps: MPS is not available")
-    if device != "cpu" and not device.startswith("cuda") and device != "mps":
-        raise pytest.UsageError(f"--device {device}: use cpu, cuda, cuda:N or mps")
+    from perceiver_cli.core.loading import pick_device
+    from perceiver_cli.errors import UsageError
+
+    try:  # the commands' own check of a device name, so tests accept exactly what --device accepts there
+        config.resolved_device = str(pick_device(config.getoption("--device")))
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 @pytest.fixture
 def device(request) -> str:
-    """The --device the core tests run our models on."""
-    return request.config.getoption("--device")
+    """The device the core tests run our models on (--device, with auto resolved)."""
+    return request.config.resolved_device
