@@ -166,3 +166,19 @@ def test_weights_help_lists_the_four_commands(capsys):
     assert code == 0
     for name in ("list", "download", "verify", "import"):
         assert name in out
+
+
+def test_a_folder_called_flow_in_the_current_directory_leaves_the_model_alone(env, capsys, monkeypatch, tmp_path):
+    tiny_hub_checkpoint(env.hub, env.tmp)
+    work = tmp_path / "work"
+    (work / "flow").mkdir(parents=True)  # what `-o flow/` of an earlier run leaves
+    monkeypatch.chdir(work)
+    code, out, err = run(capsys, "weights", "verify", "flow")
+    assert code == 0, err
+    assert "loads strictly" in out
+    code, out, err = run(capsys, "weights", "verify", "./flow")
+    assert code == 2 and "checks failed" in one_line_error(err)
+    assert "FAIL flow: no model.safetensors or pytorch_model.bin" in out
+    # --weights is always a path: a name there is a missing file, not a download
+    code, out, err = run(capsys, "fill-mask", "a [MASK] b", "--weights", "multimodal")
+    assert code == 2 and one_line_error(err).endswith("multimodal: no such file or folder")

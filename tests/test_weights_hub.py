@@ -209,3 +209,36 @@ def test_load_model_finds_a_short_name_through_the_cache(env):
     tiny_hub_checkpoint(env.hub, env.tmp)
     model = load_model("flow", device="cpu", task="flow")
     assert type(model).__name__ == "OpticalFlowModel"
+
+
+def test_a_same_named_folder_in_the_current_directory_does_not_shadow_a_short_name(env, monkeypatch):
+    # e.g. `perceiver flow frames/ -o flow/` leaves a folder called flow; the next run must still use the model
+    snapshot = tiny_hub_checkpoint(env.hub, env.tmp)
+    work = env.tmp / "work"
+    (work / "flow").mkdir(parents=True)
+    (work / "flow" / "frame_0001.png").write_bytes(b"not a checkpoint")
+    monkeypatch.chdir(work)
+    assert resolve_checkpoint("flow") == snapshot
+    assert resolve_checkpoint("deepmind/optical-flow-perceiver") == snapshot
+    # written as a path, or given as one (--weights), it is the folder
+    for as_path in ("./flow", "flow/", Path("flow")):
+        with pytest.raises(WeightsError, match="not a checkpoint folder"):
+            resolve_checkpoint(as_path)
+
+
+def test_a_checkpoint_folder_named_like_a_model_is_reached_as_a_path_only(env, monkeypatch):
+    make_tiny_checkpoint("flow", env.tmp / "flow")
+    monkeypatch.chdir(env.tmp)
+    with pytest.raises(WeightsError, match="'flow' .* is not in the local cache"):
+        resolve_checkpoint("flow")
+    assert resolve_checkpoint(Path("flow")) == Path("flow")
+    assert resolve_checkpoint("./flow") == Path("flow")
+    # a folder whose name is no checkpoint's name is still found bare
+    shutil.move(env.tmp / "flow", env.tmp / "my-flow")
+    assert resolve_checkpoint("my-flow") == Path("my-flow")
+
+
+def test_a_path_that_does_not_exist_is_never_taken_for_a_name(env):
+    tiny_hub_checkpoint(env.hub, env.tmp)
+    with pytest.raises(WeightsError, match="^flow: no such file or folder$"):
+        resolve_checkpoint(Path("flow"))

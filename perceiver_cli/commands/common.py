@@ -56,7 +56,7 @@ def load_task_model(task: str, model: Optional[str], weights: Optional[Path], de
     from perceiver_cli.core import load_model
 
     check_options(model, weights)
-    source = str(weights) if weights is not None else (model or default)
+    source = Path(weights) if weights is not None else (model or default)  # a Path: --weights is never a name
     return load_model(source, device=device, dtype=dtype, numerics=numerics, task=task)
 
 

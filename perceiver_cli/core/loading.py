@@ -117,6 +117,8 @@ def load_model(name_or_path: str | Path, device: str = "auto", dtype: str = "flo
                task: Optional[str] = None) -> nn.Module:
     """Load a Perceiver IO checkpoint by short name, hub repo id, directory or DeepMind file; eval mode.
 
+    A str is resolved as a name first, a Path always as a file or folder (see weights.resolve_checkpoint).
+
     `task` (fill-mask, classify, flow, autoencode-video) refuses a checkpoint of another class.
     The model's `spec` attribute holds its sizes and labels.
     """
@@ -125,13 +127,9 @@ def load_model(name_or_path: str | Path, device: str = "auto", dtype: str = "flo
     if dtype not in DTYPES:
         raise UsageError(f"unknown --dtype '{dtype}' (use {', '.join(DTYPES)})")
     torch_device = pick_device(device)
-    path = Path(name_or_path)
-    if path.is_dir():
-        directory = path
-    else:
-        from perceiver_cli.weights import resolve_checkpoint
+    from perceiver_cli.weights import resolve_checkpoint
 
-        directory = Path(resolve_checkpoint(str(name_or_path)))
+    directory = Path(resolve_checkpoint(name_or_path))
     spec: PerceiverSpec = spec_from_config(read_config(directory))
     if task is not None and spec.task != task:
         raise UsageError(f"{name_or_path}: this is a {spec.architecture} checkpoint ({spec.kind}), "

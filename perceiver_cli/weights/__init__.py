@@ -366,10 +366,11 @@ def _missing_message(label: str, repo: str, why: str, entry: Optional[Checkpoint
 def locate_checkpoint(name_or_path: str) -> Optional[Path]:
     """The local directory for a name, repo id or path, without downloading or importing; None if absent."""
     path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    if path.is_file():
-        return _import_for_source(path, None) if is_deepmind_file(path) else None
+    if _means_local(name_or_path):
+        if path.is_dir():
+            return path
+        if path.is_file():
+            return _import_for_source(path, None) if is_deepmind_file(path) else None
     entry = find_checkpoint(name_or_path)
     if entry is not None:
         return cached_snapshot(entry.repo, entry.revision) or find_imported(entry.name)
@@ -379,6 +380,20 @@ def locate_checkpoint(name_or_path: str) -> Optional[Path]:
     if "/" in name_or_path:
         return cached_snapshot(name_or_path, "main")
     return None
+
+
+def _written_as_path(text: str) -> bool:
+    return text.startswith((".", "/", "~")) or text.endswith(("/", os.sep)) or os.path.isabs(text)
+
+
+def _means_local(text: str) -> bool:
+    """Whether a name-or-path `text` is the local file or folder of that name: it exists and is written as a
+    path (./flow, flow/, /abs, ~/x) or is not the name of a known or imported checkpoint. A bare short name or
+    repo id means the checkpoint even when the current folder holds an entry of that name (an output folder
+    called `flow` must not stand in for the flow model)."""
+    if not Path(text).expanduser().exists():
+        return False
+    return _written_as_path(text) or (find_checkpoint(text) is None and find_imported(text) is None)
 
 
 def _looks_like_path(text: str) -> bool:
@@ -405,14 +420,21 @@ def ensure_downloaded(name_or_repo: str) -> tuple[Path, bool]:
     return folder, True
 
 
-def resolve_checkpoint(name_or_path: str) -> Path:
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
     """A checkpoint directory (config.json + weights) for a short name, hub repo id, directory or DeepMind file.
 
-    Downloads a missing hub checkpoint once when online; imports a DeepMind file once into the cache.
-    Raises WeightsError (one line, with the command to run) when it cannot.
+    A str is a name first: a known short name or repo id, or an imported checkpoint's name, is never read from
+    a same-named entry of the current folder unless written as a path (see _means_local). A Path is always a
+    file or folder (--weights). Downloads a missing hub checkpoint once when online; imports a DeepMind file
+    once into the cache. Raises WeightsError (one line, with the command to run) when it cannot.
     """
     text = str(name_or_path)
     path = Path(text).expanduser()
+    if isinstance(name_or_path, Path):
+        if not path.exists():
+            raise WeightsError(f"{text}: no such file or folder")
+    elif not _means_local(text):
+        return _resolve_name(text)
     if path.is_dir():
         if not _complete(path):
             raise WeightsError(f"{path}: not a checkpoint folder (it needs config.json and "
@@ -435,6 +457,11 @@ def resolve_checkpoint(name_or_path: str) -> Path:
                                "(then use --model NAME)")
         target_name = known.name if find_imported(known.name) is None else f"sha256-{digest[:16]}"
         return import_deepmind_file(path, name=target_name, digest=digest).directory
+    return _resolve_name(text)
+
+
+def _resolve_name(text: str) -> Path:
+    """resolve_checkpoint for a short name, repo id or imported checkpoint's name."""
     entry = find_checkpoint(text)
     if entry is not None:
         cached = cached_snapshot(entry.repo, entry.revision)
@@ -562,7 +589,7 @@ def _strict_load_check(directory: Path) -> Check:
     try:
         from perceiver_cli.core import load_model
 
-        model = load_model(str(directory), device="cpu")
+        model = load_model(Path(directory), device="cpu")
     except Exception as exc:  # WeightsError/UsageError carry the reason; anything else is a broken file too
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return Check("FAIL", "load", f"does not load strictly: {reason[:240]}")
@@ -608,7 +635,7 @@ def verify(name_or_path: str) -> list[Check]:
     """Verify a checkpoint by name or path: digests where known, file integrity, and a strict load."""
     text = str(name_or_path)
     path = Path(text).expanduser()
-    if path.is_file():
+    if path.is_file() and _means_local(text):
         if not is_deepmind_file(path):
             raise WeightsError(f"{path}: give a checkpoint folder or a DeepMind .pystate/.pickle file")
         known, digest = identify_original(path)
