@@ -80,6 +80,17 @@ def _sigterm_to_interrupt(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt
 
 
+def _reader_gone() -> int:
+    """`perceiver ... | head`: the reader of our stdout went away. That is not an error of ours: exit 0 quietly,
+    with stdout pointed at /dev/null so that the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout replaced by an object without a file descriptor
+        pass
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the CLI; returns (and, as a console script, exits with) the exit code."""
     as_script = argv is None
@@ -111,10 +122,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"perceiver: error: {exc}", file=sys.stderr)
         code = exc.exit_code
     except BrokenPipeError:
-        # `perceiver ... | head`: the reader went away; that is not an error of ours.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        code = 0
+        code = _reader_gone()
+    except SystemExit as exc:
+        # click answers a broken pipe inside a command with exit(1), which we document as "some inputs failed"
+        if not isinstance(exc.__context__, BrokenPipeError):
+            raise
+        code = _reader_gone()
     except Exception as exc:  # an unexpected fault: one line unless --debug
         if _state["debug"]:
             raise

@@ -684,3 +684,21 @@ def test_classify_json_mode_reports_a_bad_file_on_stderr_and_as_a_record(tmp_pat
     assert [line for line in captured.err.splitlines() if line] == [
         f"perceiver: error: {bad}: " + _json.loads(captured.out)["error"]]
     assert _json.loads(captured.out)["path"] == str(bad)
+
+
+@pytest.mark.parametrize("json_output", [True, False])
+def test_a_reader_that_closes_the_pipe_ends_the_run_quietly_with_exit_0(weights, tmp_path, json_output):
+    # `perceiver classify dir/ --json | head -1`: once the reader is gone, stop; exit 1 would say inputs failed
+    for seed in range(3):
+        save_png(tmp_path / f"img{seed}.png", 40, 40, seed)
+    args = ["classify", tmp_path, "--weights", weights["vision-conv"]] + (["--json"] if json_output else [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read: the first write to stdout fails with EPIPE
+    try:
+        done = subprocess.run([sys.executable, "-m", "perceiver_cli", *map(str, args)], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
