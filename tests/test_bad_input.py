@@ -165,6 +165,10 @@ def make_bad_image(kind: str, folder: Path) -> Path:
         (folder / "no-images").mkdir()
         (folder / "no-images" / "notes.txt").write_text("not a picture\n")
         return folder / "no-images"
+    if kind == "HEIC photo":  # an iPhone's default format: the start of its ISO-BMFF file, brand heic
+        path = folder / "IMG_0001.HEIC"
+        path.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+        return path
     path = folder / ("bad.jpg" if "JPEG" in kind else "bad.png")
     data = {
         "empty file": b"",
@@ -184,6 +188,7 @@ BAD_IMAGES = {
     "truncated JPEG": r"not a readable image \(truncated JPEG data\)",
     "truncated PNG": r"not a readable image \(truncated (or corrupt )?PNG data\)",
     "text file named .png": r"not a readable image \(unrecognised format\)",
+    "HEIC photo": r"not a readable image \(HEIC/HEIF, which cannot be decoded here: convert it to JPEG or PNG first\)",
     "20000x20000 PNG header": r"(20000x20000 = )?400,000,000 pixels is over the limit of 120,000,000 pixels; "
                               r"if you trust this file, raise it with --max-pixels",
 }

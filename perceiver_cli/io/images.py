@@ -38,9 +38,15 @@ from perceiver_cli.io.atomic import atomic_write
 
 DEFAULT_MAX_PIXELS = 120_000_000
 
+# What a folder or glob picks up. HEIC/HEIF (phone cameras) cannot be decoded here, but is picked up so that
+# each such photo is reported with what to do instead of being skipped without a word.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
 )
+
+# Major brands of an ISO base media file ('ftyp' box) that are still images.
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
 
 # Extension (lower case) to the PIL format name write_image uses.
 _WRITE_FORMATS: dict[str, str] = {
@@ -74,10 +80,21 @@ def _sniff_format(head: bytes) -> str | None:
     """Name the image format from a file's first bytes, or None if it is none we know."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
+    if head[4:8] == b"ftyp":
+        if head[8:12] in _AVIF_BRANDS:
+            return "AVIF"
+        if head[8:12] in _HEIF_BRANDS:
+            return "HEIF"
     for signature, name in _SIGNATURES:
         if head.startswith(signature):
             return name
     return None
+
+
+def _pil_reads_avif() -> bool:
+    from PIL import features
+
+    return bool(features.check("avif"))
 
 
 def _one_line(text: str, limit: int = 160) -> str:
@@ -208,7 +225,12 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
             except Image.DecompressionBombError as exc:
                 raise _too_many_pixels(path, _claim_from_bomb_error(exc), max_pixels) from None
             except UnidentifiedImageError:
-                reason = "unrecognised format" if fmt is None else f"truncated or corrupt {fmt} header"
+                if fmt == "HEIF":
+                    reason = "HEIC/HEIF, which cannot be decoded here: convert it to JPEG or PNG first"
+                elif fmt == "AVIF" and not _pil_reads_avif():
+                    reason = "AVIF, which this installation of Pillow cannot decode: upgrade pillow"
+                else:
+                    reason = "unrecognised format" if fmt is None else f"truncated or corrupt {fmt} header"
                 raise _unreadable(path, reason) from None
             except Exception as exc:
                 raise _unreadable(path, _describe_decode_error(exc, fmt)) from None

@@ -94,6 +94,26 @@ def test_jpeg_reads_close_to_the_saved_colours(tmp_path: Path) -> None:
     assert np.abs(pixels.astype(int) - expected).mean() < 3
 
 
+@pytest.mark.skipif(not __import__("PIL.features").features.check("avif"), reason="this Pillow has no AVIF codec")
+def test_avif_reads_close_to_the_saved_colours(tmp_path: Path) -> None:
+    expected = np.zeros((32, 48, 3), dtype=np.uint8)
+    expected[:, :24] = (200, 40, 40)
+    expected[:, 24:] = (40, 40, 200)
+    path = save(Image.fromarray(expected), tmp_path / "img.avif", "AVIF", quality=95)
+    pixels = read_image(path)
+    assert pixels.shape == (32, 48, 3)
+    assert np.abs(pixels.astype(int) - expected).mean() < 4
+
+
+@pytest.mark.parametrize("brand", [b"heic", b"heix", b"mif1"])
+def test_heic_is_named_with_what_to_do(tmp_path: Path, brand: bytes) -> None:
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(b"\x00\x00\x00\x18ftyp" + brand + b"\x00\x00\x00\x00mif1heic" + bytes(64))
+    with pytest.raises(InputError, match=r"HEIC/HEIF, which cannot be decoded here: convert it to JPEG or PNG") as caught:
+        read_image(path)
+    assert_one_line_naming(caught.value, path)
+
+
 def test_real_photo_matches_an_independent_decoder() -> None:
     pixels = read_image(PHOTO)
     # 508x338 per the JPEG's SOF header (`file` reports "508x338, components 3").
@@ -377,6 +397,13 @@ def test_bad_arguments_become_error_items_in_place_and_the_rest_go_on(photo_tree
 
 def test_explicit_file_is_kept_whatever_its_extension(photo_tree: Path) -> None:
     assert expand_image_inputs([str(photo_tree / "notes.txt")]) == [photo_tree / "notes.txt"]
+
+
+def test_folders_pick_up_avif_and_heic_photos_too(tmp_path: Path) -> None:
+    # HEIC cannot be decoded, but each one is then reported instead of being passed over in silence
+    for name in ["a.avif", "b.HEIC", "c.heif", "d.txt"]:
+        (tmp_path / name).write_bytes(b"x")
+    assert expand_image_inputs([str(tmp_path)]) == [tmp_path / "a.avif", tmp_path / "b.HEIC", tmp_path / "c.heif"]
 
 
 def test_a_file_named_twice_is_listed_once_at_its_first_place(photo_tree: Path) -> None:
