@@ -19,7 +19,8 @@ from perceiver_cli.errors import EXIT_USAGE, PerceiverError
 app = typer.Typer(
     name="perceiver",
     help="Run DeepMind's pretrained Perceiver IO models on your own files.\n\n"
-    "Exit codes: 0 success, 1 some inputs failed (the rest ran), 2 usage or setup error.",
+    "Exit codes: 0 success, 1 some inputs failed (the rest ran), 2 usage or setup error, 3 internal error (a bug),"
+    " 130 interrupted.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

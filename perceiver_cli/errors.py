@@ -1,6 +1,6 @@
 """Errors a user can cause, each with its documented exit code.
 
-Exit codes: 0 success, 1 some inputs failed (the rest ran), 2 usage or setup error.
+Exit codes: 0 success, 1 some inputs failed (the rest ran), 2 usage or setup error, 3 internal error, 130 interrupted.
 """
 
 EXIT_OK = 0
