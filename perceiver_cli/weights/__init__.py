@@ -436,10 +436,10 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     elif not _means_local(text):
         return _resolve_name(text)
     if path.is_dir():
-        if not _complete(path):
-            raise WeightsError(f"{path}: not a checkpoint folder (it needs config.json and "
-                               "model.safetensors or pytorch_model.bin)")
-        return path
+        if not (path / "config.json").is_file() and weights_in(path) is None:
+            raise WeightsError(f"{path}: not a checkpoint folder (no config.json, and no model.safetensors or "
+                               "pytorch_model.bin)")
+        return path  # with one of the two missing, reading it names which (core.loading)
     if path.is_file():
         if not is_deepmind_file(path):
             raise WeightsError(f"{path}: give the checkpoint's folder (config.json + weights), or a DeepMind "
