@@ -92,6 +92,16 @@ def _reader_gone() -> int:
     return 0
 
 
+def _interrupted(as_script: bool) -> int:
+    """Say so and return 130. As a script, further Ctrl-C or SIGTERM are ignored from here on: one still
+    pending must not turn the orderly exit into death by signal while the interpreter shuts down."""
+    if as_script:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("perceiver: interrupted", file=sys.stderr)
+    return 130
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the CLI; returns (and, as a console script, exits with) the exit code."""
     as_script = argv is None
@@ -104,17 +114,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         code = command.main(args=args, prog_name="perceiver", standalone_mode=False)
         code = code if isinstance(code, int) else 0
         if code == 130:  # typer turns Ctrl-C inside a command into Exit(130) and, not standalone, returns it
-            print("perceiver: interrupted", file=sys.stderr)
+            code = _interrupted(as_script)
     except _CLICK_EXIT as exc:
         code = exc.exit_code
         if code == 130:
-            print("perceiver: interrupted", file=sys.stderr)
+            code = _interrupted(as_script)
     except _CLICK_ERROR as exc:
         exc.show()
         code = EXIT_USAGE
     except (KeyboardInterrupt, *_CLICK_ABORT):
-        print("perceiver: interrupted", file=sys.stderr)
-        code = 130
+        code = _interrupted(as_script)
     except PerceiverError as exc:
         if _state["debug"]:
             import traceback
