@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -30,11 +31,22 @@ def test_bound_times_every_product_of_a_layer_once(kind):
     # the products' FLOPs add up to benchmarks.flops' count of the layer, for all the pass's rows
     assert sum(k.count * k.flops for k in b.kernels) == b.flops == 3 * flops.reference_layer(dims, 16, 16)
     assert all(k.seconds > 0 for k in b.kernels)
-    assert {k.kernel for k in b.kernels} <= {"BLAS", "oneDNN", "SDPA", "bare products, all heads at once",
-                                             "bare products, one head at a time"}
+    assert {k.kernel for k in b.kernels} <= {"BLAS", "oneDNN", "SDPA", "written out, all heads at once",
+                                             "written out, one head at a time"}
     assert b.seconds == pytest.approx(sum(k.count * k.seconds for k in b.kernels))
     # a median call is never faster than the best one
     assert all(k.median_seconds >= k.seconds for k in b.kernels) and b.median_gflops <= b.gflops
+
+
+def test_written_out_attention_engines_compute_the_whole_attention_softmax_included():
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, 10, 4, generator=gen) for _ in range(3))
+    q = q * 4 ** -0.5  # the written-out engines take the scale as folded into the queries
+    expected = torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
+    written_out = {name: run for name, run in bound.attention_engines(q, k, v).items() if name != "SDPA"}
+    assert len(written_out) == 2
+    for name, engine in written_out.items():
+        torch.testing.assert_close(engine(), expected, msg=name)
 
 
 def test_call_seconds_keeps_calling_until_both_limits_are_reached():
