@@ -103,7 +103,7 @@ def test_a_snapshot_without_weights_does_not_count_as_cached(env):
         resolve_checkpoint("flow")
 
 
-def test_online_a_missing_checkpoint_is_downloaded_once(env, monkeypatch):
+def test_online_a_missing_checkpoint_is_downloaded_once(env, monkeypatch, capsys):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     source = env.tmp / "remote"
     make_tiny_checkpoint("flow", source)
@@ -115,21 +115,44 @@ def test_online_a_missing_checkpoint_is_downloaded_once(env, monkeypatch):
         return str(add_to_fake_hub(Path(cache_dir), repo_id, files))
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files",
+                        lambda self, repo_id, revision=None: [p.name for p in source.iterdir()])
+    capsys.readouterr()
     first = resolve_checkpoint("flow")
+    assert capsys.readouterr().err == f"perceiver: downloading deepmind/optical-flow-perceiver into {env.hub}\n"
     second = resolve_checkpoint("flow")
+    assert capsys.readouterr().err == ""
     assert first == second and (first / "model.safetensors").is_file()
     assert calls == [("deepmind/optical-flow-perceiver", "main", env.hub, ["config.json", "model.safetensors"])]
 
 
-def test_online_but_unreachable_is_one_error_with_the_command(env, monkeypatch):
+def test_a_repo_id_downloads_the_weights_file_the_repo_has(env, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    source = env.tmp / "remote"
+    make_tiny_checkpoint("flow", source, safe=False)
+    asked = []
+
+    def fake_snapshot_download(repo_id, *, revision=None, cache_dir=None, allow_patterns=None, **kwargs):
+        asked.append(list(allow_patterns))
+        return str(add_to_fake_hub(Path(cache_dir), repo_id, {n: (source / n).read_bytes() for n in allow_patterns}))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files",
+                        lambda self, repo_id, revision=None: ["README.md"] + [p.name for p in source.iterdir()])
+    folder = resolve_checkpoint("someone/fine-tuned-flow")
+    assert asked == [["config.json", "pytorch_model.bin"]] and (folder / "pytorch_model.bin").is_file()
+
+
+def test_online_but_unreachable_is_one_error_with_the_command(env, monkeypatch, capsys):
     monkeypatch.delenv("HF_HUB_OFFLINE")
 
     def unreachable(*args, **kwargs):
         raise OSError("[Errno 101] Network is unreachable")
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", unreachable)
     with pytest.raises(WeightsError) as info:
         resolve_checkpoint("vision-conv")
+    assert capsys.readouterr().err == ""  # no "downloading" line above the error
     message = str(info.value)
     assert "the hub cannot be reached (OSError: [Errno 101] Network is unreachable)" in message
     assert "run: perceiver weights download vision-conv" in message

@@ -412,9 +412,11 @@ def ensure_downloaded(name_or_repo: str) -> tuple[Path, bool]:
         return found, False
     if offline_mode():
         raise WeightsError(_missing_message(label, repo, "HF_HUB_OFFLINE=1 forbids downloading", entry))
-    print(f"perceiver: downloading {repo} into {display_path(hub_cache_dir())}", file=sys.stderr)
+    def announce() -> None:
+        print(f"perceiver: downloading {repo} into {display_path(hub_cache_dir())}", file=sys.stderr)
+
     try:
-        folder = download_snapshot(repo, revision, entry.files if entry else None)
+        folder = download_snapshot(repo, revision, entry.files if entry else None, announce)
     except HubUnavailable as exc:
         raise WeightsError(_missing_message(label, repo, f"the hub cannot be reached ({exc})", entry)) from None
     return folder, True

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -75,28 +75,37 @@ def weights_in(directory: Path) -> Optional[Path]:
     return None
 
 
-def _remote_weight_file(repo: str, revision: str) -> str:
+def _remote_files(repo: str, revision: str) -> set[str]:
     from huggingface_hub import HfApi
 
-    files = set(HfApi().list_repo_files(repo, revision=revision))
-    for name in WEIGHT_FILES:
-        if name in files:
-            return name
-    raise HubUnavailable(f"{repo} has no {' or '.join(WEIGHT_FILES)} at revision {revision}")
+    return set(HfApi().list_repo_files(repo, revision=revision))
 
 
-def download_snapshot(repo: str, revision: str = "main", files: Optional[Iterable[str]] = None) -> Path:
+def download_snapshot(repo: str, revision: str = "main", files: Optional[Iterable[str]] = None,
+                      announce: Callable[[], None] = lambda: None) -> Path:
     """Fetch config.json and one weights file into the cache (progress bars on stderr); resumes partial files.
 
-    `files` names what to fetch; without it the repo is asked which weights file it has (safetensors first).
-    Raises HubUnavailable when offline or when the hub cannot be reached.
+    `files` names what to fetch; without it, config.json and the repo's weights file (safetensors first).
+    The repo's file list is asked for first, so an unreachable hub fails before `announce` is called (no
+    "downloading" line above the error). Raises HubUnavailable when offline or when the hub cannot be reached.
     """
     if offline_mode():
         raise HubUnavailable("HF_HUB_OFFLINE is set")
     try:
         from huggingface_hub import snapshot_download
 
-        wanted = list(files) if files else ["config.json", _remote_weight_file(repo, revision)]
+        present = _remote_files(repo, revision)
+        if files:
+            wanted = list(files)
+        else:
+            weights = next((name for name in WEIGHT_FILES if name in present), None)
+            if weights is None:
+                raise HubUnavailable(f"{repo} has no {' or '.join(WEIGHT_FILES)} at revision {revision}")
+            wanted = ["config.json", weights]
+        missing = [name for name in wanted if name not in present]
+        if missing:
+            raise HubUnavailable(f"{repo} has no {', '.join(missing)} at revision {revision}")
+        announce()
         folder = snapshot_download(repo, revision=revision, cache_dir=str(hub_cache_dir()),
                                    allow_patterns=wanted)
     except HubUnavailable:
