@@ -49,6 +49,12 @@ def tiny_hub_checkpoint(hub: Path, tmp: Path, kind: str = "flow", repo: str = "d
     return add_to_fake_hub(hub, repo, files)
 
 
+def model_info(folder: Path, *extra: str) -> SimpleNamespace:
+    """What HfApi.model_info answers for a repo holding folder's files (and `extra` names): their names."""
+    names = [p.name for p in folder.iterdir()] + list(extra)
+    return SimpleNamespace(siblings=[SimpleNamespace(rfilename=name) for name in names])
+
+
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     """HF_HOME and XDG_CACHE_HOME in tmp, offline, and a snapshot_download that must not be reached."""
@@ -115,8 +121,7 @@ def test_online_a_missing_checkpoint_is_downloaded_once(env, monkeypatch, capsys
         return str(add_to_fake_hub(Path(cache_dir), repo_id, files))
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files",
-                        lambda self, repo_id, revision=None: [p.name for p in source.iterdir()])
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, repo_id, revision=None: model_info(source))
     capsys.readouterr()
     first = resolve_checkpoint("flow")
     assert capsys.readouterr().err == f"perceiver: downloading deepmind/optical-flow-perceiver into {env.hub}\n"
@@ -137,8 +142,8 @@ def test_a_repo_id_downloads_the_weights_file_the_repo_has(env, monkeypatch):
         return str(add_to_fake_hub(Path(cache_dir), repo_id, {n: (source / n).read_bytes() for n in allow_patterns}))
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files",
-                        lambda self, repo_id, revision=None: ["README.md"] + [p.name for p in source.iterdir()])
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info",
+                        lambda self, repo_id, revision=None: model_info(source, "README.md"))
     folder = resolve_checkpoint("someone/fine-tuned-flow")
     assert asked == [["config.json", "pytorch_model.bin"]] and (folder / "pytorch_model.bin").is_file()
 
@@ -149,7 +154,7 @@ def test_online_but_unreachable_is_one_error_with_the_command(env, monkeypatch, 
     def unreachable(*args, **kwargs):
         raise OSError("[Errno 101] Network is unreachable")
 
-    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", unreachable)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
     with pytest.raises(WeightsError) as info:
         resolve_checkpoint("vision-conv")
     assert capsys.readouterr().err == ""  # no "downloading" line above the error

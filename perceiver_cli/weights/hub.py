@@ -76,9 +76,12 @@ def weights_in(directory: Path) -> Optional[Path]:
 
 
 def _remote_files(repo: str, revision: str) -> set[str]:
+    """The file names of a hub repo at a revision: one request (model_info, which fails at once when the hub
+    cannot be reached; listing the repo's tree would retry for half a minute first)."""
     from huggingface_hub import HfApi
 
-    return set(HfApi().list_repo_files(repo, revision=revision))
+    info = HfApi().model_info(repo, revision=revision)
+    return {sibling.rfilename for sibling in info.siblings or ()}
 
 
 def download_snapshot(repo: str, revision: str = "main", files: Optional[Iterable[str]] = None,
