@@ -707,3 +707,22 @@ def test_a_reader_that_closes_the_pipe_ends_the_run_quietly_with_exit_0(weights,
         os.close(write_end)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+def test_flow_never_writes_over_its_ground_truth(cli, weights, tmp_path):
+    from perceiver_cli.io.flo import write_flo
+
+    frames = [save_png(tmp_path / f"f{i}.png", seed=i) for i in range(3)]
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    for frame in frames[:2]:
+        write_flo(truth / f"{frame.stem}.flo", np.ones((FLOW_H, FLOW_W, 2), np.float32))
+    before = {p.name: p.read_bytes() for p in truth.iterdir()}
+    result = cli("flow", *frames, "-w", weights["flow"], "-o", truth, "--format", "flo", "--gt", truth)
+    assert_refused(result, 2, error_line(truth, r"output folder is the --gt folder, whose \.flo files the outputs "
+                                                r"would overwrite; choose another output folder"))
+    one = truth / "f0.flo"
+    result = cli("flow", *frames[:2], "-w", weights["flow"], "-o", one, "--gt", one)
+    assert_refused(result, 2, error_line(one, rf"output is the same file as input {re.escape(str(one))}; "
+                                              r"choose another output path"))
+    assert {p.name: p.read_bytes() for p in truth.iterdir()} == before

@@ -262,9 +262,15 @@ class _Run:
     def _targets(self, pair_count: Optional[int], video_extensions: tuple[str, ...]) -> None:
         from perceiver_cli.io.atomic import prepare_output
 
-        sources = [self.video] if self.video is not None else self.paths
+        sources = [self.video] if self.video is not None else list(self.paths)
+        gt_folder = self.gt is not None and self.gt.is_dir()
+        if self.gt is not None and not gt_folder:
+            sources.append(self.gt)  # the ground truth is an input too: never written over
         for text in self.output_args:
             target = classify_target(text, video_extensions)
+            if target.kind == "folder" and gt_folder and target.path.resolve() == self.gt.resolve():
+                raise UsageError(f"{text}: output folder is the --gt folder, whose .flo files the outputs would "
+                                 "overwrite; choose another output folder")
             if target.kind == "video" and self.video is None:
                 raise UsageError(f"{text}: a flow video needs a video input; for image frames give an "
                                  "output folder")
