@@ -726,3 +726,9 @@ def test_flow_never_writes_over_its_ground_truth(cli, weights, tmp_path):
     assert_refused(result, 2, error_line(one, rf"output is the same file as input {re.escape(str(one))}; "
                                               r"choose another output path"))
     assert {p.name: p.read_bytes() for p in truth.iterdir()} == before
+
+
+def test_flow_refuses_the_same_output_given_twice(cli, weights, tmp_path):
+    a, b = save_png(tmp_path / "a.png", seed=1), save_png(tmp_path / "b.png", seed=2)
+    result = cli("flow", a, b, "-w", weights["flow"], "-o", "out/f.flo", "-o", "./out/f.flo")
+    assert_refused(result, 2, error_line("./out/f.flo", "given twice as -o"))

@@ -18,7 +18,7 @@ import typer
 
 from perceiver_cli.labels import KINETICS_LABELS, label_names as shared_label_names
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, ModelOption, NumericsOption,
-                                           WeightsOption, emit_json, load_task_model)
+                                           WeightsOption, emit_json, load_task_model, refuse_repeated_outputs)
 from perceiver_cli.errors import EXIT_OK, UsageError
 
 AUDIO_SUFFIXES = (".wav",)
@@ -50,16 +50,12 @@ def _to_uint8(frames):
 
 def _check_outputs(outputs: list[Path], video_suffixes: tuple[str, ...], side_by_side: bool) -> None:
     known = video_suffixes + AUDIO_SUFFIXES + ARRAY_SUFFIXES
-    seen = set()
     for path in outputs:
         suffix = path.suffix.lower()
         if suffix not in known:
             shown = f"'{suffix}'" if suffix else "no extension"
             raise UsageError(f"{path}: cannot write an output with {shown} (use {', '.join(known)})")
-        key = str(path.resolve())
-        if key in seen:
-            raise UsageError(f"{path}: given twice as -o")
-        seen.add(key)
+    refuse_repeated_outputs(outputs)
     if side_by_side and not any(p.suffix.lower() in video_suffixes for p in outputs):
         raise UsageError("--side-by-side needs a video output (-o with " + ", ".join(video_suffixes) + ")")
 

@@ -50,6 +50,16 @@ def check_options(model: Optional[str] = None, weights: Optional[Path] = None, b
         raise UsageError("give either --model or --weights, not both")
 
 
+def refuse_repeated_outputs(paths) -> None:
+    """A usage error when two -o paths name the same file or folder (written twice, or by two writers)."""
+    seen: set[Path] = set()
+    for path in paths:
+        key = Path(path).resolve()
+        if key in seen:
+            raise UsageError(f"{path}: given twice as -o")
+        seen.add(key)
+
+
 def load_task_model(task: str, model: Optional[str], weights: Optional[Path], default: str,
                     device: str, dtype: str, numerics: str):
     """Resolve --model/--weights for one task and return the loaded model (eval mode)."""

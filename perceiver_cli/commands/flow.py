@@ -29,7 +29,8 @@ from typing import Any, Iterator, List, Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, ModelOption, NumericsOption,
-                                           WeightsOption, check_options, emit_json, load_task_model, progress_bar)
+                                           WeightsOption, check_options, emit_json, load_task_model, progress_bar,
+                                           refuse_repeated_outputs)
 from perceiver_cli.errors import EXIT_OK, EXIT_SOME_FAILED, InputError, UsageError
 
 DEFAULT_MODEL = "flow"
@@ -262,6 +263,7 @@ class _Run:
     def _targets(self, pair_count: Optional[int], video_extensions: tuple[str, ...]) -> None:
         from perceiver_cli.io.atomic import prepare_output
 
+        refuse_repeated_outputs(self.output_args)
         sources = [self.video] if self.video is not None else list(self.paths)
         gt_folder = self.gt is not None and self.gt.is_dir()
         if self.gt is not None and not gt_folder:
