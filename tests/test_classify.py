@@ -270,6 +270,15 @@ def test_paths_are_read_from_stdin_one_per_line(checkpoints, capsys, tmp_path, m
     assert [r["path"] for r in _json_lines(out)] == [str(second), str(first)]
 
 
+def test_nul_separated_paths_from_find_print0_keep_newlines_in_names(checkpoints, capsys, tmp_path, monkeypatch):
+    odd = _save_rgb(tmp_path / "two\nlines.png", _noise(20, 30, 11))
+    plain = _save_rgb(tmp_path / "plain.png", _noise(20, 30, 12))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(f"{odd}\0{plain}\0".encode())))
+    code, out, err = _run(capsys, "-", "--weights", str(checkpoints["vision-conv"][0]), "--json")
+    assert code == 0, err
+    assert [r["path"] for r in _json_lines(out)] == [str(odd), str(plain)]
+
+
 def test_empty_stdin_is_reported(checkpoints, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     code, out, err = _run(capsys, "-", "--weights", str(checkpoints["vision-conv"][0]))

@@ -37,13 +37,15 @@ Item = Union[Path, InputError]
 
 
 def _paths_from_stdin() -> list[str]:
-    """Read one path per line from stdin (bytes decoded as file names are, so any name round-trips)."""
+    """Read one path per line from stdin (bytes decoded as file names are, so any name round-trips), or,
+    when the input holds NUL bytes (`find -print0`), one path per NUL-terminated entry, newlines and all."""
     stream = getattr(sys.stdin, "buffer", None)
-    if stream is not None:
-        lines = [os.fsdecode(line.rstrip(b"\r\n")) for line in stream]
+    data = stream.read() if stream is not None else os.fsencode(sys.stdin.read())
+    if b"\0" in data:
+        entries = data.split(b"\0")
     else:
-        lines = [line.rstrip("\r\n") for line in sys.stdin]
-    return [line for line in lines if line.strip()]
+        entries = [line.rstrip(b"\r") for line in data.split(b"\n")]
+    return [name for name in map(os.fsdecode, entries) if name.strip()]
 
 
 def _expand_arguments(arguments: list[str]) -> tuple[list[Item], list[str]]:
@@ -151,7 +153,7 @@ def classify(
     inputs: List[str] = typer.Argument(
         None, metavar="IMAGE",
         help="Image files, folders (searched recursively for images, in sorted order), glob patterns, "
-             "or - to read paths from stdin, one per line.",
+             "or - to read paths from stdin, one per line (or NUL-separated, as find -print0 writes them).",
     ),
     model: Optional[str] = ModelOption,
     weights: Optional[Path] = WeightsOption,
