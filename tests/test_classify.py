@@ -261,22 +261,16 @@ def test_glob_patterns_are_expanded(checkpoints, capsys, tmp_path):
     assert [r["path"] for r in _json_lines(out)] == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
 
 
-def test_paths_are_read_from_stdin_one_per_line(checkpoints, capsys, tmp_path, monkeypatch):
-    first = _save_rgb(tmp_path / "first.png", _noise(20, 30, 9))
-    second = _save_rgb(tmp_path / "second image.jpg", _noise(20, 30, 10))
-    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(f"{second}\r\n\n{first}\n".encode())))
+@pytest.mark.parametrize(("names", "separate"), [
+    (["second image.jpg", "first.png"], lambda a, b: f"{a}\r\n\n{b}\n"),  # lines: CRLF and blank lines too
+    (["two\nlines.png", "plain.png"], lambda a, b: f"{a}\0{b}\0"),  # find -print0: newlines inside names
+])
+def test_paths_are_read_from_stdin(checkpoints, capsys, tmp_path, monkeypatch, names, separate):
+    paths = [_save_rgb(tmp_path / name, _noise(20, 30, 9 + i)) for i, name in enumerate(names)]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(separate(*paths).encode())))
     code, out, err = _run(capsys, "-", "--weights", str(checkpoints["vision-conv"][0]), "--json")
     assert code == 0, err
-    assert [r["path"] for r in _json_lines(out)] == [str(second), str(first)]
-
-
-def test_nul_separated_paths_from_find_print0_keep_newlines_in_names(checkpoints, capsys, tmp_path, monkeypatch):
-    odd = _save_rgb(tmp_path / "two\nlines.png", _noise(20, 30, 11))
-    plain = _save_rgb(tmp_path / "plain.png", _noise(20, 30, 12))
-    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(f"{odd}\0{plain}\0".encode())))
-    code, out, err = _run(capsys, "-", "--weights", str(checkpoints["vision-conv"][0]), "--json")
-    assert code == 0, err
-    assert [r["path"] for r in _json_lines(out)] == [str(odd), str(plain)]
+    assert [r["path"] for r in _json_lines(out)] == [str(p) for p in paths]
 
 
 def test_empty_stdin_is_reported(checkpoints, capsys, monkeypatch):
