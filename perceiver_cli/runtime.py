@@ -38,9 +38,9 @@ def pick_device(device: str | torch.device) -> torch.device:
     if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
         raise UsageError(f"unknown device '{device}' (use {DEVICE_NAMES})")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"device {device} was asked for, but no CUDA device is available")
+        raise UsageError(f"--device {device} was asked for, but no CUDA device is available")
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UsageError("device mps was asked for, but MPS is not available")
+        raise UsageError("--device mps was asked for, but MPS is not available")
     return torch.device(device)
 
 
@@ -52,11 +52,11 @@ def pick_dtype(dtype: Optional[str | torch.dtype], device: torch.device) -> torc
         if dtype is None:
             dtype = "float32"
         if dtype not in DTYPES:
-            raise UsageError(f"unknown dtype '{dtype}' (use {', '.join(DTYPES)})")
+            raise UsageError(f"unknown --dtype '{dtype}' (use {', '.join(DTYPES)})")
         chosen = DTYPES[dtype]
     if chosen != torch.float32 and device.type == "cpu":
         name = next((k for k, v in DTYPES.items() if v == chosen), str(chosen))
-        raise UsageError(f"dtype {name} is for accelerators; on the CPU use float32")
+        raise UsageError(f"--dtype {name} is for accelerators; on the CPU use float32")
     return chosen
 
 
