@@ -6,6 +6,7 @@ Heavy libraries (torch, cv2, av) are imported inside the commands that need them
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -16,13 +17,63 @@ import typer
 from perceiver_cli import __version__
 from perceiver_cli.errors import EXIT_USAGE, PerceiverError
 
+# name -> (module, attribute, one-line summary). A command's module is imported only when it runs or
+# shows its own help, so `perceiver --help` imports none of them (nor torch, cv2 or av).
+COMMANDS = {
+    "fill-mask": ("perceiver_cli.commands.fill_mask", "fill_mask", "Fill masked byte spans of texts."),
+    "classify": ("perceiver_cli.commands.classify", "classify", "Classify images into the 1000 ImageNet classes."),
+    "flow": ("perceiver_cli.commands.flow", "flow", "Optical flow between frames of images, folders or videos."),
+    "autoencode-video": ("perceiver_cli.commands.autoencode_video", "autoencode_video",
+                         "Reconstruct videos and their sound, and name the action."),
+    "weights": ("perceiver_cli.commands.weights", "app", "List, download, verify and import checkpoints."),
+}
+
+
+def _plain_argument_help(command) -> None:
+    """Arguments are shown in help by their metavar alone (IMAGE), as options are, without a type label."""
+    for param in getattr(command, "params", ()):
+        if isinstance(param, typer.core.TyperArgument):
+            param.display_type_rich = lambda ctx: ""
+    for sub in getattr(command, "commands", {}).values():
+        _plain_argument_help(sub)
+
+
+class LazyGroup(typer.core.TyperGroup):
+    """The root group: subcommands listed from COMMANDS and built from their modules on first use."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name not in COMMANDS:
+            return None
+        module_name, attribute, summary = COMMANDS[cmd_name]
+        target = getattr(importlib.import_module(module_name), attribute)
+        if isinstance(target, typer.Typer):
+            command = typer.main.get_command(target)
+        else:
+            single = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+            single.command(cmd_name, help=getattr(target, "help", None) or target.__doc__,
+                           epilog=getattr(target, "epilog", None), short_help=summary)(target)
+            command = typer.main.get_command(single)
+        command.name = cmd_name
+        _plain_argument_help(command)
+        return command
+
+    def format_commands(self, ctx, formatter) -> None:
+        rows = [(name, summary) for name, (_, _, summary) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
 app = typer.Typer(
     name="perceiver",
+    cls=LazyGroup,
     help="Run DeepMind's pretrained Perceiver IO models on your own files.\n\n"
     "Exit codes: 0 success, 1 some inputs failed (the rest ran), 2 usage or setup error, 3 internal error (a bug),"
     " 130 interrupted.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -58,22 +109,25 @@ def _root(
     version: Optional[bool] = typer.Option(
         None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors (also after the command)."),
 ) -> None:
-    _state["debug"] = debug
+    _state["debug"] = _state["debug"] or debug
 
 
-def _register() -> None:
-    from perceiver_cli.commands import autoencode_video, classify, fill_mask, flow, weights
-
-    app.command("fill-mask")(fill_mask.fill_mask)
-    app.command("classify")(classify.classify)
-    app.command("flow")(flow.flow)
-    app.command("autoencode-video")(autoencode_video.autoencode_video)
-    app.add_typer(weights.app, name="weights")
+def _without_debug(args: list[str]) -> tuple[list[str], bool]:
+    """args less every --debug before a `--` (accepted anywhere on the line), and whether one was there."""
+    end = args.index("--") if "--" in args else len(args)
+    kept = [a for a in args[:end] if a != "--debug"] + args[end:]
+    return kept, len(kept) != len(args)
 
 
-_register()
+def _usage_error(exc) -> str:
+    """A click usage error as one line, without its Usage block."""
+    message = " ".join(exc.format_message().split())
+    context = getattr(exc, "ctx", None)
+    if context is not None and context.command_path and context.command_path != "perceiver":
+        return f"{context.command_path.removeprefix('perceiver ')}: {message}"
+    return message
 
 
 def _sigterm_to_interrupt(signum, frame):  # noqa: ARG001
@@ -106,7 +160,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Run the CLI; returns (and, as a console script, exits with) the exit code."""
     as_script = argv is None
     args = sys.argv[1:] if argv is None else list(argv)
-    _state["debug"] = "--debug" in args
+    args, _state["debug"] = _without_debug(args)
     if as_script:
         signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     command = typer.main.get_command(app)
@@ -120,8 +174,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if code == 130:
             code = _interrupted(as_script)
     except _CLICK_ERROR as exc:
-        exc.show()
-        code = EXIT_USAGE
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `perceiver`, `perceiver weights`: the help, exit 2
+            print(exc.format_message(), file=sys.stderr)
+            code = EXIT_USAGE
+        else:
+            print(f"perceiver: error: {_usage_error(exc)}", file=sys.stderr)
+            code = EXIT_USAGE
     except (KeyboardInterrupt, *_CLICK_ABORT):
         code = _interrupted(as_script)
     except PerceiverError as exc:
@@ -129,7 +187,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             import traceback
 
             traceback.print_exc()
-        print(f"perceiver: error: {exc}", file=sys.stderr)
+        print(f"perceiver: error: {' '.join(str(exc).split())}", file=sys.stderr)
         code = exc.exit_code
     except BrokenPipeError:
         code = _reader_gone()

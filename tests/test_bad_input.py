@@ -289,7 +289,7 @@ def test_classify_runs_on_a_2x2_image_the_smallest_it_accepts(cli, weights, tmp_
     small = save_png(tmp_path / "small.png", 2, 2)
     result = cli("classify", small, "-w", weights["vision-conv"], "--json")
     assert result.code == 0 and result.err == ""
-    assert json.loads(result.out)["path"] == str(small)
+    assert json.loads(result.out)["input"] == str(small)
 
 
 def test_flow_runs_on_a_pair_of_1x1_frames(cli, weights, tmp_path):
@@ -688,7 +688,7 @@ def test_classify_json_mode_reports_a_bad_file_on_stderr_and_as_a_record(tmp_pat
     assert code == 1
     assert [line for line in captured.err.splitlines() if line] == [
         f"perceiver: error: {bad}: " + _json.loads(captured.out)["error"]]
-    assert _json.loads(captured.out)["path"] == str(bad)
+    assert _json.loads(captured.out)["input"] == str(bad)
 
 
 @pytest.mark.parametrize("json_output", [True, False])

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from perceiver_cli.cli import main
-from perceiver_cli.commands.classify import class_names
+from perceiver_cli.tasks.classify import class_names
 from perceiver_cli.core import load_model
 from perceiver_cli.core.vision import (centre_crop_box, prefetch_batches, preprocess_image, resize_crop,
                                        top_k_softmax)
@@ -170,7 +170,7 @@ def test_cli_scores_equal_transformers_softmax(checkpoints, kind, capsys):
                           "--top-k", str(TINY_LABELS), "--json")
     assert code == 0, err
     (record,) = _json_lines(out)
-    assert record["path"] == str(PHOTO)
+    assert record["input"] == str(PHOTO)
     expected_order = torch.argsort(probabilities, descending=True).tolist()
     assert [p["index"] for p in record["predictions"]] == expected_order
     for prediction in record["predictions"]:
@@ -184,8 +184,8 @@ def test_json_schema_and_labels_from_config(checkpoints, capsys, tmp_path):
     code, out, err = _run(capsys, str(image), "--weights", str(checkpoints["vision-conv"][0]), "--json", "-k", "3")
     assert code == 0 and err == ""
     (record,) = _json_lines(out)
-    assert set(record) == {"path", "predictions"}
-    assert record["path"] == str(image)
+    assert set(record) == {"input", "predictions"}
+    assert record["input"] == str(image)
     predictions = record["predictions"]
     assert len(predictions) == 3
     for prediction in predictions:
@@ -229,9 +229,11 @@ def test_default_output_is_a_table_on_stdout(checkpoints, capsys, tmp_path):
     code, out, err = _run(capsys, str(image), "--weights", str(checkpoints["vision-conv"][0]), "-k", "2")
     assert code == 0 and err == ""
     assert "photo [1].png" in out  # brackets printed as they are, not read as markup
-    lines = [line for line in out.splitlines() if "class " in line and line.split()[0] != "image"]
+    assert out.splitlines()[0] == str(image)  # the input heads its rows
+    lines = [line for line in out.splitlines() if line.startswith("  ")]
     assert len(lines) == 2
-    assert "1" in lines[0].split() and "2" in lines[1].split()
+    assert lines[0].split()[0] == "1" and lines[1].split()[0] == "2"
+    assert all(0.0 <= float(line.split()[1]) <= 1.0 for line in lines)
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -247,7 +249,7 @@ def test_directory_is_searched_recursively_for_images_in_sorted_order(checkpoint
     (folder / "notes.txt").write_text("not an image")
     code, out, err = _run(capsys, str(folder), "--weights", str(checkpoints["vision-conv"][0]), "--json")
     assert code == 0, err
-    paths = [record["path"] for record in _json_lines(out)]
+    paths = [record["input"] for record in _json_lines(out)]
     # Each folder's images in name order, then its subfolders in name order (as `ls -R` lists them).
     assert paths == [str(folder / "c.bmp"), str(folder / "z.png"), str(folder / "a-sub" / "y.PNG"),
                      str(folder / "b-sub" / "x.jpg")]
@@ -258,7 +260,7 @@ def test_glob_patterns_are_expanded(checkpoints, capsys, tmp_path):
         _save_rgb(tmp_path / name, _noise(20, 30, seed))
     code, out, _ = _run(capsys, str(tmp_path / "*.png"), "--weights", str(checkpoints["vision-conv"][0]), "--json")
     assert code == 0
-    assert [r["path"] for r in _json_lines(out)] == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert [r["input"] for r in _json_lines(out)] == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
 
 
 @pytest.mark.parametrize(("names", "separate"), [
@@ -270,7 +272,7 @@ def test_paths_are_read_from_stdin(checkpoints, capsys, tmp_path, monkeypatch, n
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(separate(*paths).encode())))
     code, out, err = _run(capsys, "-", "--weights", str(checkpoints["vision-conv"][0]), "--json")
     assert code == 0, err
-    assert [r["path"] for r in _json_lines(out)] == [str(p) for p in paths]
+    assert [r["input"] for r in _json_lines(out)] == [str(p) for p in paths]
 
 
 def test_empty_stdin_is_reported(checkpoints, capsys, monkeypatch):
@@ -292,9 +294,9 @@ def test_unreadable_files_in_the_middle_of_a_batch_are_reported_in_order(checkpo
     code, out, err = _run(capsys, *map(str, order), "--weights", weights, "--json", "--batch-size", "3")
     assert code == 1
     records = _json_lines(out)
-    assert [r["path"] for r in records] == [str(p) for p in order]
-    assert [set(r) for r in records] == [{"path", "predictions"}, {"path", "error"}, {"path", "predictions"},
-                                         {"path", "error"}, {"path", "error"}, {"path", "predictions"}]
+    assert [r["input"] for r in records] == [str(p) for p in order]
+    assert [set(r) for r in records] == [{"input", "predictions"}, {"input", "error"}, {"input", "predictions"},
+                                         {"input", "error"}, {"input", "error"}, {"input", "predictions"}]
     assert "truncated" in records[1]["error"] and "no such file" in records[3]["error"]
     assert "not a readable image" in records[4]["error"]
     assert all("\n" not in r.get("error", "") for r in records)
@@ -367,9 +369,9 @@ def test_odd_image_modes_classify_as_their_rgb_pixels(checkpoints, capsys, tmp_p
     records = _json_lines(out)
     assert len(records) == 2 * len(cases)
     for record, twin in zip(records[:len(cases)], records[len(cases):]):
-        assert [p["index"] for p in record["predictions"]] == [p["index"] for p in twin["predictions"]], record["path"]
+        assert [p["index"] for p in record["predictions"]] == [p["index"] for p in twin["predictions"]], record["input"]
         assert np.allclose([p["score"] for p in record["predictions"]], [p["score"] for p in twin["predictions"]],
-                           atol=1e-5), record["path"]
+                           atol=1e-5), record["input"]
 
 
 def test_batch_size_does_not_change_results(checkpoints, capsys, tmp_path):
@@ -383,7 +385,7 @@ def test_batch_size_does_not_change_results(checkpoints, capsys, tmp_path):
         assert code == 0, err
         runs.append(_json_lines(out))
     one, three = runs
-    assert [r["path"] for r in one] == [r["path"] for r in three]
+    assert [r["input"] for r in one] == [r["input"] for r in three]
     for a, b in zip(one, three):
         assert [p["index"] for p in a["predictions"]] == [p["index"] for p in b["predictions"]]
         assert np.allclose([p["score"] for p in a["predictions"]], [p["score"] for p in b["predictions"]], atol=1e-5)
@@ -458,19 +460,19 @@ def test_one_image_draws_no_progress_bar(checkpoints, capsys, tmp_path, terminal
 
 
 def test_torch_threads_are_capped_by_usable_cpus_unless_the_user_chose(monkeypatch):
-    from perceiver_cli.commands import classify as command
+    from perceiver_cli import runtime as command
 
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
-        monkeypatch.setattr(command, "_usable_cpus", lambda: 1)
-        command._configure_torch_threads()
+        monkeypatch.setattr(command, "usable_cpus", lambda: 1)
+        command.configure_threads()
         assert torch.get_num_threads() == 1
         torch.set_num_threads(2)
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
-        command._configure_torch_threads()
+        command.configure_threads()
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -483,18 +485,18 @@ def test_bad_paths_from_stdin_are_reported_by_name(checkpoints, capsys, tmp_path
     code, out, _ = _run(capsys, "-", "--weights", str(checkpoints["vision-conv"][0]), "--json")
     assert code == 1
     records = _json_lines(out)
-    assert records[0] == {"path": str(missing), "error": "no such file or folder"}
-    assert records[1]["path"] == str(good) and "predictions" in records[1]
+    assert records[0] == {"input": str(missing), "error": "no such file or folder"}
+    assert records[1]["input"] == str(good) and "predictions" in records[1]
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "sched_getaffinity"), reason="Linux thread priorities")
 def test_cpu_decoding_threads_run_below_the_model_priority():
     import os
 
-    from perceiver_cli.commands.classify import DECODE_NICENESS, decode_pool
+    from perceiver_cli.runtime import DECODE_NICENESS, resolve_runtime
 
     own = os.getpriority(os.PRIO_PROCESS, 0)
-    with decode_pool("cpu") as pool:
+    with resolve_runtime("cpu", configure=False).decode_pool() as pool:
         niceness = pool.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
     assert niceness == min(19, own + DECODE_NICENESS)
     assert os.getpriority(os.PRIO_PROCESS, 0) == own  # the main thread keeps its priority
@@ -502,9 +504,13 @@ def test_cpu_decoding_threads_run_below_the_model_priority():
 
 def test_default_batch_size_depends_on_the_device(checkpoints, capsys, tmp_path, monkeypatch):
     import perceiver_cli.core.vision as vision
-    from perceiver_cli.commands.classify import (ACCELERATOR_BATCH_SIZE, CPU_BATCH_SIZE, default_batch_size)
+    from perceiver_cli.runtime import resolve_runtime
+    from perceiver_cli.tasks.classify import ClassifyTask
 
-    assert default_batch_size("cpu") == CPU_BATCH_SIZE and default_batch_size("cuda") == ACCELERATOR_BATCH_SIZE
+    CPU_BATCH_SIZE = ClassifyTask.cpu_batch_size
+    assert resolve_runtime("cpu", None, None, ClassifyTask.cpu_batch_size, ClassifyTask.accelerator_batch_size,
+                           configure=False).batch_size == CPU_BATCH_SIZE
+    assert ClassifyTask.accelerator_batch_size > CPU_BATCH_SIZE
     seen = []
     real = vision.prefetch_batches
 

@@ -85,11 +85,12 @@ def empty_batch(size: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def classify_pixels(model: torch.nn.Module, pixels: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-    """pixels (B, 3, 224, 224) float32 -> softmax scores (B, k) float32 and class indices (B, k), best first."""
-    parameter = next(model.parameters())
+def classify_pixels(model: torch.nn.Module, pixels: np.ndarray, top_k: int, device: torch.device,
+                    dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, np.ndarray]:
+    """pixels (B, 3, 224, 224) float32 -> softmax scores (B, k) float32 and class indices (B, k), best first,
+    for `model` on `device` in `dtype`."""
     # On the CPU in float32 this is the numpy buffer itself, not a copy.
-    inputs = torch.from_numpy(pixels).to(device=parameter.device, dtype=parameter.dtype)
+    inputs = torch.from_numpy(pixels).to(device=device, dtype=dtype)
     return top_k_softmax(model(inputs), top_k)
 
 

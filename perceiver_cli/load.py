@@ -1,0 +1,21 @@
+"""Loading a checkpoint for a run: weights finds the folder, core builds the model and loads it strictly."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+
+def load_model(name_or_path: str | os.PathLike, *, device: str | torch.device = "auto",
+               dtype: Optional[str | torch.dtype] = None, numerics: str = "deepmind",
+               task: Optional[str] = None) -> torch.nn.Module:
+    """A Perceiver IO checkpoint by short name, hub repo id, folder or DeepMind file, in eval mode on `device`."""
+    from perceiver_cli.core.loading import load_model as core_load
+    from perceiver_cli.runtime import DTYPES, pick_device
+
+    chosen = pick_device(device)
+    if isinstance(dtype, torch.dtype):
+        dtype = next(k for k, v in DTYPES.items() if v == dtype)
+    return core_load(name_or_path, device=str(chosen), dtype=dtype or "float32", numerics=numerics, task=task)

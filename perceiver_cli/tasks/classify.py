@@ -1,0 +1,172 @@
+"""The classify task: image paths -> decoded, cropped and normalised on a thread pool, batches ahead of the
+model -> the ImageNet classifier -> `{"input", "predictions": [{"label", "index", "score"}]}` per image."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from perceiver_cli.errors import InputError, UsageError
+from perceiver_cli.labels import IMAGENET_LABELS, label_names
+from perceiver_cli.tasks.base import Item, Result, Task, failure, problem_of
+from perceiver_cli.tasks.report import heading, row, visible
+
+STDIN_ARGUMENT = "-"
+# Images prepared ahead of the model, in batches: enough to hide decoding, small enough for memory.
+BATCHES_AHEAD = 2
+MODELS = ("vision-conv", "vision-fourier", "vision-learned")
+
+
+def paths_from_stdin() -> list[str]:
+    """Read one path per line from stdin (bytes decoded as file names are, so any name round-trips), or,
+    when the input holds NUL bytes (`find -print0`), one path per NUL-terminated entry, newlines and all."""
+    stream = getattr(sys.stdin, "buffer", None)
+    data = stream.read() if stream is not None else os.fsencode(sys.stdin.read())
+    if b"\0" in data:
+        entries = data.split(b"\0")
+    else:
+        entries = [line.rstrip(b"\r") for line in data.split(b"\n")]
+    return [name for name in map(os.fsdecode, entries) if name.strip()]
+
+
+def expand_arguments(arguments: Sequence[str]) -> tuple[list[Path | InputError], list[str]]:
+    """Image paths (an InputError in place of an argument standing for none), in order, and every argument
+    with `-` expanded into the paths on stdin."""
+    from perceiver_cli.io.images import expand_image_inputs
+
+    found: list[Path | InputError] = []
+    given: list[str] = []
+    names: list[str] = [STDIN_ARGUMENT]
+    for argument in arguments:
+        if argument != STDIN_ARGUMENT:
+            given.append(argument)
+            continue
+        lines = paths_from_stdin()
+        if not lines:
+            found.extend(expand_image_inputs(given))
+            names.extend(given)
+            given = []
+            found.append(InputError(f"{STDIN_ARGUMENT}: no image paths on standard input"))
+        given.extend(lines)
+    found.extend(expand_image_inputs(given))
+    return found, names + given
+
+
+def _error_item(index: int, error: InputError, arguments: Sequence[str]) -> Item:
+    """An item for an argument that stands for no image; `input` is the argument its message names."""
+    message = " ".join(str(error).split())
+    for candidate in sorted(arguments, key=len, reverse=True):
+        if message.startswith(f"{candidate}: "):
+            return Item(index, candidate, error=message[len(candidate) + 2:])
+    return Item(index, "", error=message)
+
+
+def class_names(id2label: dict[int, str], num_labels: int) -> list[str]:
+    """Names of the model's classes: config.json's id2label, else the shipped ImageNet-1k list for 1000 classes."""
+    return label_names(id2label, num_labels, IMAGENET_LABELS)
+
+
+def check_classifier(spec, source: str) -> None:
+    """Refuse a checkpoint whose input size is not the one images are prepared at."""
+    from perceiver_cli.core.vision import IMAGE_SIZE
+
+    if spec.kind == "vision-learned" and spec.image_size != IMAGE_SIZE:
+        raise UsageError(f"{source}: this vision-learned checkpoint has image_size {spec.image_size}, "
+                         f"but classify feeds {IMAGE_SIZE}x{IMAGE_SIZE} images")
+
+
+def predictions(scores: np.ndarray, indices: np.ndarray, names: list[str]) -> list[dict[str, Any]]:
+    """One image's best classes as records: [{"label", "index", "score"}], best first."""
+    return [{"label": names[int(i)], "index": int(i), "score": float(s)} for s, i in zip(scores, indices)]
+
+
+class ClassifyTask(Task):
+    """Classify image files into the checkpoint's classes (ImageNet-1k for DeepMind's three)."""
+
+    name = "classify"
+    progress_label = "classifying"
+    default_model = "vision-conv"
+    # On the CPU a bigger batch gains no speed (the latent matmuls are already large) but keeps every
+    # image's activations alive at once; accelerators want batches.
+    cpu_batch_size = 2
+    accelerator_batch_size = 8
+
+    def __init__(self, inputs: Sequence[str], *, source: Optional[str | Path] = None, top_k: int = 5,
+                 max_pixels: Optional[int] = None, numerics: str = "deepmind"):
+        if top_k < 1:
+            raise UsageError(f"--top-k must be at least 1, got {top_k}")
+        if max_pixels is not None and max_pixels < 1:
+            raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
+        self.inputs = list(inputs)
+        self.source = source if source is not None else self.default_model
+        self.top_k = top_k
+        self.max_pixels = max_pixels
+        self.numerics = numerics
+        self.model = None
+        self._pool = None
+
+    def items(self) -> list[Item]:
+        items = []
+        expanded, names = expand_arguments(self.inputs)
+        for index, found in enumerate(expanded):
+            if isinstance(found, InputError):
+                items.append(_error_item(index, found, names))
+            else:
+                items.append(Item(index, str(found), data=found))
+        return items
+
+    def setup(self, runtime, model=None) -> None:
+        from perceiver_cli.load import load_model
+
+        self.runtime = runtime
+        if model is None:
+            model = load_model(self.source, device=runtime.device, dtype=runtime.dtype, numerics=self.numerics,
+                               task=self.name)
+        check_classifier(model.spec, str(self.source))
+        self.model = model
+        self.names = class_names(model.spec.id2label, model.spec.num_labels)
+
+    def _prepare(self, item: Item, out: np.ndarray) -> None:
+        from perceiver_cli.core.vision import preprocess_image
+        from perceiver_cli.io.images import DEFAULT_MAX_PIXELS, read_image
+
+        if item.error is not None:
+            raise InputError(item.error)
+        rgb = read_image(item.data, DEFAULT_MAX_PIXELS if self.max_pixels is None else self.max_pixels)
+        try:
+            preprocess_image(rgb, out)
+        except ValueError as exc:
+            raise InputError(f"{item.input}: {exc}") from None
+
+    def run(self, items: Iterable[Item]) -> Iterator[Result]:
+        from perceiver_cli.core.vision import classify_pixels, prefetch_batches
+
+        if self._pool is None:
+            self._pool = self.runtime.decode_pool()
+        batches = prefetch_batches(items, self._prepare, self.runtime.batch_size, self._pool, ahead=BATCHES_AHEAD)
+        for batch in batches:
+            scores = indices = None
+            if batch.ok:
+                scores, indices = classify_pixels(self.model, batch.pixels, self.top_k, self.runtime.device,
+                                                  self.runtime.dtype)
+            ok_row = 0
+            for position, item in enumerate(batch.items):
+                if position in batch.errors:
+                    yield failure(item, item.error or problem_of(batch.errors[position], item.input))
+                    continue
+                yield Result(item, {"input": item.input,
+                                    "predictions": predictions(scores[ok_row], indices[ok_row], self.names)})
+                ok_row += 1
+
+    def render(self, record: dict[str, Any]) -> list[str]:
+        return [heading(record)] + [row(f"{rank:>3}", f"{p['score']:.4f}", visible(p["label"]))
+                                    for rank, p in enumerate(record["predictions"], start=1)]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

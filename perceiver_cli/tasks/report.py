@@ -1,0 +1,120 @@
+"""How results reach the user: one JSON line or one text block per item on stdout, as each is done, and
+one line on stderr for each failure or warning. Every command reports through `Reporter`.
+
+The text form is the same for every command: the input on its own line, then the task's rows indented by
+two spaces with fixed-width number columns, so rows line up without waiting for the rest of the run.
+Control characters in names and texts are written as escapes: a result never spans more lines than it has.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import unicodedata
+from typing import Any, Optional
+
+from perceiver_cli.errors import EXIT_OK, EXIT_SOME_FAILED
+
+INDENT = "  "
+
+
+def visible(text: str) -> str:
+    """`text` with control characters (newlines, tabs, ...) as JSON escapes, so it prints on one line."""
+    return "".join(json.dumps(c)[1:-1] if unicodedata.category(c) == "Cc" else c for c in text)
+
+
+def row(*cells: str) -> str:
+    """One indented table row: cells separated by two spaces (numbers come pre-padded by the task)."""
+    return INDENT + "  ".join(cells)
+
+
+def emit_json(obj: Any) -> None:
+    """Write one JSON object as one line to stdout and flush (pipelines read it at once)."""
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def error_line(message: str) -> None:
+    """`perceiver: error: ...` on stderr, one line whatever the terminal's width."""
+    print(f"perceiver: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+def warning_line(message: str) -> None:
+    """`perceiver: warning: ...` on stderr, one line."""
+    print(f"perceiver: warning: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+class Reporter:
+    """Streams results in the order they are handed in; counts failures for the exit code."""
+
+    def __init__(self, task, json_lines: bool = False, quiet: bool = False):
+        self.task = task
+        self.json_lines = json_lines
+        self.quiet = quiet
+        self.failed = 0
+        self.done = 0
+        self._blocks = 0
+
+    def result(self, result) -> None:
+        """Report one finished item: its record or error, and its warnings."""
+        record = result.record
+        for warning in result.warnings:
+            warning_line(warning)
+        if not result.ok:
+            self.failed += 1
+            name = record.get("input") or ""
+            error_line(f"{name}: {record['error']}" if name else record["error"])
+            if self.json_lines:
+                emit_json(record)
+            return
+        self.done += 1
+        if self.json_lines:
+            emit_json(record)
+            return
+        lines = self.task.render(record)
+        if self._blocks and len(lines) > 1:
+            lines = ["", *lines]  # a blank line between multi-line blocks
+        self._blocks += 1
+        sys.stdout.write("".join(line + "\n" for line in lines))
+        sys.stdout.flush()
+
+    def note(self, message: str) -> None:
+        """A remark for a person (not data): stderr, silenced by --quiet."""
+        if not self.quiet:
+            print(f"perceiver: {message}", file=sys.stderr, flush=True)
+
+    def exit_code(self) -> int:
+        return EXIT_SOME_FAILED if self.failed else EXIT_OK
+
+
+def heading(record: dict[str, Any], key: str = "input") -> str:
+    """The first line of an item's text block: its input, printable on one line."""
+    value: Optional[str] = record.get(key)
+    return visible(str(value)) if value is not None else ""
+
+
+class progress_bar:
+    """A transient rich progress bar on stderr, only when stderr is a terminal, `quiet` is off and there are at
+    least `min_items` items (an unknown total always shows it); `with progress_bar(...) as advance: advance(n)`."""
+
+    def __init__(self, label: str, total: Optional[int], min_items: int = 0, quiet: bool = False):
+        self.label, self.total, self.min_items, self.quiet = label, total, min_items, quiet
+        self.bar = None
+
+    def __enter__(self):
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if self.quiet or not console.is_terminal or (self.total is not None and self.total < self.min_items):
+            return lambda n=1: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            console=console, transient=True, redirect_stdout=False, redirect_stderr=True)
+        self.bar.start()
+        task = self.bar.add_task(self.label, total=self.total)
+        return lambda n=1: self.bar.advance(task, n)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.bar is not None:
+            self.bar.stop()
