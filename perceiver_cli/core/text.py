@@ -22,6 +22,8 @@ import torch
 
 from perceiver_cli.core.layers import stack_rows
 
+CPU = torch.device("cpu")
+
 PAD_ID = 0
 MASK_ID = 3
 BYTE_OFFSET = 6  # id of byte b is b + BYTE_OFFSET
@@ -274,13 +276,13 @@ def _window_positions(window: Window, spans: Sequence[tuple[int, int]]) -> np.nd
 
 @torch.inference_mode()
 def byte_log_probs(model: torch.nn.Module, jobs: Sequence[tuple[np.ndarray, np.ndarray]],
-                   max_rows: int = MAX_BATCH_ROWS, max_tokens: int = MAX_BATCH_TOKENS) -> list[np.ndarray]:
+                   max_rows: int = MAX_BATCH_ROWS, max_tokens: int = MAX_BATCH_TOKENS, *,
+                   device: torch.device = CPU) -> list[np.ndarray]:
     """For each job (ids (N,), positions (P,)): log-probabilities (P, 256) of each byte at those positions.
 
     Jobs are sorted by length and batched (padded with PAD, padding masked out of the encoder's attention);
-    one encoder pass per job, and the decoder computes only the requested positions.
+    one encoder pass per job, and the decoder computes only the requested positions. `model` is on `device`.
     """
-    device = next(model.parameters()).device
     # on CPU, a batch is as many rows as the latent stack takes in one pass (layers.stack_rows): larger
     # batches are no faster there, and their latents and decoder keys would only add memory
     max_rows = stack_rows(max_rows, model.spec.num_latents, device)
@@ -393,8 +395,8 @@ def _plan(pieces: Sequence[bytes], masks: Sequence[Optional[int]], top_k: int, m
 
 def fill_masks(model: torch.nn.Module, texts: Sequence[tuple[Sequence[bytes], Sequence[Optional[int]]]],
                top_k: int, max_span: int, *, utf8: bool = True, max_rows: int = MAX_BATCH_ROWS,
-               max_tokens: int = MAX_BATCH_TOKENS,
-               on_done: Optional[Callable[[int], None]] = None) -> list[Union[FillResult, SpanError]]:
+               max_tokens: int = MAX_BATCH_TOKENS, on_done: Optional[Callable[[int], None]] = None,
+               device: torch.device = CPU) -> list[Union[FillResult, SpanError]]:
     """Fill the masks of many texts (literal byte pieces, mask lengths or None) together, in batched passes.
 
     Each text's candidate span lengths and windows become encoder jobs; the jobs of all texts are run
@@ -434,7 +436,7 @@ def fill_masks(model: torch.nn.Module, texts: Sequence[tuple[Sequence[bytes], Se
                         jobs.append((tokens, where))
                     job_keys.append(keys[key])
                 layout[i].append(job_keys)
-        outputs = byte_log_probs(model, jobs, max_rows, max_tokens)
+        outputs = byte_log_probs(model, jobs, max_rows, max_tokens, device=device)
         waiting = dict(active)
         active.clear()
         for i, (plan, request) in waiting.items():

@@ -62,7 +62,7 @@ class Reporter:
             warning_line(warning)
         if not result.ok:
             self.failed += 1
-            name = record.get("input") or ""
+            name = result.item.key or record.get("input") or ""
             error_line(f"{name}: {record['error']}" if name else record["error"])
             if self.json_lines:
                 emit_json(record)

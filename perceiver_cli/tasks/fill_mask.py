@@ -1,0 +1,243 @@
+"""The fill-mask task: texts with [MASK] / [MASK:n] -> parsed into byte pieces -> exact top-k fillings from
+the language checkpoint, many texts per batch -> `{"input", "predictions", "masks", ...}` per text."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+from perceiver_cli.errors import UsageError
+from perceiver_cli.tasks.base import Item, Result, Task, failure
+from perceiver_cli.tasks.report import row, visible
+
+STDIN_ARGUMENT = "-"
+# Texts run together: enough to batch well, few enough that a pipeline sees output early.
+TEXTS_PER_BATCH = 64
+# Beyond this, a search over 256^n byte strings would only print noise.
+MAX_TOP_K = 1000
+# The table shows this much context around each filling of a long text.
+TABLE_CONTEXT_CHARS = 40
+TABLE_FULL_TEXT_CHARS = 160
+MODELS = ("language",)
+
+
+@dataclass
+class Text:
+    """One text's payload: the text, its stdin line number (None for an argument) and its parse."""
+
+    text: Optional[str]
+    line: Optional[int] = None
+    parsed: Any = None  # perceiver_cli.io.text.MaskedText
+
+
+def _excerpt(text: str, limit: int = 30) -> str:
+    short = text if len(text) <= limit else text[:limit - 1] + "…"
+    return json.dumps(short, ensure_ascii=False)
+
+
+def _argument_item(index: int, number: int, text: str) -> Item:
+    """The item of the `number`th text argument; any fault in it is a usage error."""
+    from perceiver_cli.io.text import MaskSyntaxError, parse_masked_text
+
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # argv bytes that are not UTF-8 arrive as surrogate escapes
+        raise UsageError(f"text {number}: not valid UTF-8 (an undecodable byte at character {exc.start})") from None
+    label = f"text {number} {_excerpt(text)}" if text else f"text {number}"
+    try:
+        return Item(index, text, data=Text(text, parsed=parse_masked_text(text)), key=label)
+    except MaskSyntaxError as exc:
+        raise UsageError(f"{label}: {exc}") from None
+
+
+def _stdin_items(start: int) -> Iterator[Item]:
+    """One item per line of stdin, lazily; unreadable lines carry their problem."""
+    from perceiver_cli.io.text import BadLine, MaskSyntaxError, parse_masked_text, read_text_lines
+
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a text stream without bytes underneath (tests, embedding)
+        stream = (line.encode("utf-8", "surrogateescape") for line in sys.stdin)
+    index = start
+    for number, text in read_text_lines(stream):
+        key = f"{STDIN_ARGUMENT}: line {number}"
+        if isinstance(text, BadLine):
+            yield Item(index, "", data=Text(None, line=number), error=text.problem, key=key)
+        else:
+            try:
+                yield Item(index, text, data=Text(text, number, parse_masked_text(text)), key=key)
+            except MaskSyntaxError as exc:
+                yield Item(index, text, data=Text(text, number), error=str(exc), key=key)
+        index += 1
+    if index == start:
+        yield Item(index, "", data=Text(None), error="no text on standard input", key=STDIN_ARGUMENT)
+
+
+def _finite(value: float) -> Optional[float]:
+    return value if math.isfinite(value) else None
+
+
+def _window_note(result) -> Optional[str]:
+    if not result.windowed:
+        return None
+    ranges = ", ".join(f"[{w.start}, {w.stop})" for w in result.windows)
+    return (f"the text is {result.total_bytes} bytes, longer than the model's {result.window_size} positions: "
+            f"masks filled from windows of bytes {ranges}")
+
+
+def record_of(text: Text, result) -> dict[str, Any]:
+    """The JSON object of one filled text."""
+    predictions = []
+    for filling in result.fillings:
+        fills = [span.decode("utf-8") for span in filling.spans]
+        predictions.append({"text": text.parsed.fill(fills), "fills": fills, "score": math.exp(filling.log_prob),
+                            "log_prob": filling.log_prob})
+    masks = []
+    for length, chosen, scores in zip(result.lengths, result.chosen, result.length_scores):
+        mask: dict[str, Any] = {"length": length, "chosen": chosen}
+        if scores is not None:
+            mask["length_scores"] = {str(n): _finite(s) for n, s in scores.items()}
+        masks.append(mask)
+    record: dict[str, Any] = {"input": text.text}
+    if text.line is not None:
+        record["line"] = text.line
+    record["predictions"] = predictions
+    record["masks"] = masks
+    note = _window_note(result)
+    if note:
+        record["windows"] = [[w.start, w.stop] for w in result.windows]
+        record["note"] = note
+    return record
+
+
+def _failure(item: Item, problem: str) -> Result:
+    text: Text = item.data
+    fields = {"line": text.line} if text is not None and text.line is not None else {}
+    result = failure(item, problem, **fields)
+    result.record["input"] = text.text if text is not None else None
+    return result
+
+
+class FillMaskTask(Task):
+    """Fill masked byte spans of texts with the language checkpoint, exact top-k."""
+
+    name = "fill-mask"
+    progress_label = "filling masks"
+    default_model = "language"
+    cpu_batch_size = TEXTS_PER_BATCH
+    accelerator_batch_size = TEXTS_PER_BATCH
+
+    def __init__(self, texts: Sequence[str], *, source: Optional[str | Path] = None, top_k: int = 5,
+                 max_span: int = 12, numerics: str = "deepmind"):
+        if top_k < 1 or top_k > MAX_TOP_K:
+            raise UsageError(f"--top-k must be between 1 and {MAX_TOP_K}, got {top_k}")
+        if max_span < 1:
+            raise UsageError(f"--max-span must be at least 1, got {max_span}")
+        if list(texts).count(STDIN_ARGUMENT) > 1:
+            raise UsageError("- (standard input) may be given only once")
+        self.source = source if source is not None else self.default_model
+        self.top_k = top_k
+        self.max_span = max_span
+        self.numerics = numerics
+        self.model = None
+        # Arguments are parsed now: a bad one is a usage error before the model loads.
+        self._arguments: list[Optional[Item]] = []
+        for number, text in enumerate(texts, start=1):
+            self._arguments.append(None if text == STDIN_ARGUMENT else _argument_item(number - 1, number, text))
+
+    def items(self) -> Iterator[Item]:
+        index = 0
+        for item in self._arguments:
+            if item is None:
+                for line_item in _stdin_items(index):
+                    index = line_item.index + 1
+                    yield line_item
+            else:
+                item.index = index
+                index += 1
+                yield item
+
+    def setup(self, runtime, model=None) -> None:
+        from perceiver_cli.load import load_model
+
+        self.runtime = runtime
+        if model is None:
+            model = load_model(self.source, device=runtime.device, dtype=runtime.dtype, numerics=self.numerics,
+                               task=self.name)
+        window = model.spec.max_position_embeddings
+        for item in self._arguments:
+            for number, length in enumerate(item.data.parsed.masks if item else (), start=1):
+                if length is not None and length > window:
+                    raise UsageError(f"{item.key}: mask {number} spans {length} bytes, more than the model's "
+                                     f"{window} positions")
+        self.model = model
+
+    def run(self, items: Iterable[Item]) -> Iterator[Result]:
+        from perceiver_cli.core.text import SpanError, fill_masks
+
+        batch: list[Item] = []
+        source = iter(items)
+        while True:
+            batch = [item for _, item in zip(range(self.runtime.batch_size), source)]
+            if not batch:
+                return
+            runnable = [item for item in batch if item.error is None]
+            results = fill_masks(self.model, [(i.data.parsed.piece_bytes(), i.data.parsed.masks) for i in runnable],
+                                 self.top_k, self.max_span, device=self.runtime.device)
+            found = dict(zip(map(id, runnable), results))
+            for item in batch:
+                result = found.get(id(item))
+                if item.error is not None:
+                    yield _failure(item, item.error)
+                elif isinstance(result, SpanError):
+                    yield _failure(item, str(result))
+                else:
+                    yield Result(item, record_of(item.data, result))
+
+    def render(self, record: dict[str, Any]) -> list[str]:
+        text = record["input"]
+        shown = text if len(text) <= TABLE_FULL_TEXT_CHARS else text[:TABLE_FULL_TEXT_CHARS - 1] + "…"
+        lines = [visible(shown)]
+        pieces = _pieces(record)
+        for rank, prediction in enumerate(record["predictions"], start=1):
+            fills = " | ".join(json.dumps(fill, ensure_ascii=False) for fill in prediction["fills"])
+            lines.append(row(f"{rank:>3}", f"{prediction['score']:.4g}".rjust(10), _filled_text(prediction, pieces),
+                             visible(fills)))
+        if not record["predictions"]:
+            lines.append(row("no filling is valid UTF-8"))
+        for index, mask in enumerate(record["masks"], start=1):
+            if mask["chosen"]:
+                length = mask["length"]
+                score = mask["length_scores"][str(length)]
+                lines.append(row(f"[MASK] {index}: chose {length} byte{'s' if length > 1 else ''} (best mean "
+                                 f"log-probability per masked byte, {score:.3f}, among lengths "
+                                 f"1..{len(mask['length_scores'])})"))
+        if "note" in record:
+            lines.append(row(record["note"]))
+        return lines
+
+
+def _pieces(record: dict[str, Any]) -> tuple[str, ...]:
+    """The literal pieces around the masks, recovered from the text (re-parsed; parsing is cheap and exact)."""
+    from perceiver_cli.io.text import parse_masked_text
+
+    return parse_masked_text(record["input"]).pieces
+
+
+def _filled_text(prediction: dict[str, Any], pieces: tuple[str, ...]) -> str:
+    """The filled text, long texts shortened to the context around each filling."""
+    out = []
+    long_text = len(prediction["text"]) > TABLE_FULL_TEXT_CHARS
+    for i, piece in enumerate(pieces):
+        if long_text:
+            head = piece[:TABLE_CONTEXT_CHARS] if i else ""
+            tail = piece[-TABLE_CONTEXT_CHARS:] if i < len(pieces) - 1 else ""
+            if len(piece) > len(head) + len(tail):
+                piece = head + "…" + tail
+        out.append(visible(piece))
+        if i < len(pieces) - 1:
+            out.append(visible(prediction["fills"][i]))
+    return "".join(out)
