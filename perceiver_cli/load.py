@@ -15,7 +15,11 @@ def load_model(name_or_path: str | os.PathLike, *, device: str | torch.device = 
     from perceiver_cli.core.loading import load_model as core_load
     from perceiver_cli.runtime import DTYPES, pick_device
 
+    from perceiver_cli.runtime import Runtime, configure_threads, pick_dtype
+
     chosen = pick_device(device)
-    if isinstance(dtype, torch.dtype):
-        dtype = next(k for k, v in DTYPES.items() if v == dtype)
-    return core_load(name_or_path, device=str(chosen), dtype=dtype or "float32", numerics=numerics, task=task)
+    chosen_dtype = pick_dtype(dtype, chosen)
+    name = next(k for k, v in DTYPES.items() if v == chosen_dtype)
+    model = core_load(name_or_path, device=str(chosen), dtype=name, numerics=numerics, task=task)
+    model.runtime = Runtime(chosen, chosen_dtype, 1, configure_threads())  # where the API runs it
+    return model

@@ -65,6 +65,15 @@ def _error_item(index: int, error: InputError, arguments: Sequence[str]) -> Item
     return Item(index, "", error=message)
 
 
+def rgb_array(image) -> np.ndarray:
+    """(H, W, 3) uint8 from a uint8 (H, W, 3) array or a PIL image."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise InputError(f"an image array must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
+        return image
+    return np.asarray(image.convert("RGB"))
+
+
 def class_names(id2label: dict[int, str], num_labels: int) -> list[str]:
     """Names of the model's classes: config.json's id2label, else the shipped ImageNet-1k list for 1000 classes."""
     return label_names(id2label, num_labels, IMAGENET_LABELS)
@@ -136,7 +145,10 @@ class ClassifyTask(Task):
 
         if item.error is not None:
             raise InputError(item.error)
-        rgb = read_image(item.data, DEFAULT_MAX_PIXELS if self.max_pixels is None else self.max_pixels)
+        if isinstance(item.data, Path):
+            rgb = read_image(item.data, DEFAULT_MAX_PIXELS if self.max_pixels is None else self.max_pixels)
+        else:  # an image in memory (the Python API): a uint8 (H, W, 3) array or a PIL image
+            rgb = rgb_array(item.data)
         try:
             preprocess_image(rgb, out)
         except ValueError as exc:

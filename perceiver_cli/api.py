@@ -1,0 +1,72 @@
+"""The Python API: load a checkpoint once, then call one function per task on in-memory data or paths.
+
+    import perceiver_cli as pc
+    model = pc.load_model("vision-conv")
+    pc.classify(model, ["cat.jpg"], top_k=3)   # [[{"label", "index", "score"}, ...]]
+
+Each function returns what one item of the matching command's --json output holds, computed by the same
+task code, so the CLI and the API cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from perceiver_cli.load import load_model
+
+ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # a path, a uint8 (H, W, 3) array or a PIL image
+
+__all__ = ["load_model", "fill_mask", "classify"]
+
+
+def runtime_of(model, batch_size: int):
+    """The runtime a model loaded by load_model carries, with the task's batch size."""
+    from dataclasses import replace
+
+    from perceiver_cli.runtime import Runtime, configure_threads
+
+    runtime = getattr(model, "runtime", None)
+    if runtime is None:  # a model built by hand: where its parameters are is where it runs
+        parameter = next(model.parameters())
+        runtime = Runtime(parameter.device, parameter.dtype, batch_size, configure_threads())
+    return replace(runtime, batch_size=batch_size)
+
+
+def _only(result) -> Any:
+    """The record of a one-item run, or the item's problem raised as a ValueError."""
+    if not result.ok:
+        name = result.item.key or result.item.input
+        raise ValueError(f"{name}: {result.record['error']}" if name else result.record["error"])
+    return result.record
+
+
+def fill_mask(model, text: str, *, top_k: int = 5, max_span: int = 12) -> list[dict[str, Any]]:
+    """The best fillings of `text`'s [MASK] / [MASK:n] spans: [{"text", "fills", "score", "log_prob"}], best
+    first (the `predictions` of one `perceiver fill-mask --json` line)."""
+    from perceiver_cli.tasks.fill_mask import FillMaskTask
+
+    task = FillMaskTask([text], top_k=top_k, max_span=max_span)
+    task.setup(runtime_of(model, FillMaskTask.cpu_batch_size), model)
+    (result,) = list(task.run(task.items()))
+    return _only(result)["predictions"]
+
+
+def classify(model, images: Sequence[ImageLike], *, top_k: int = 5) -> list[list[dict[str, Any]]]:
+    """The best classes of each image: one list of {"label", "index", "score"} per image, best first.
+    Images are paths, PIL images or uint8 (H, W, 3) arrays; one that cannot be read raises ValueError."""
+    from perceiver_cli.tasks.base import Item
+    from perceiver_cli.tasks.classify import ClassifyTask
+
+    task = ClassifyTask([], top_k=top_k)
+    items = [Item(i, str(image) if isinstance(image, (str, os.PathLike)) else f"image {i}",
+                  data=Path(image) if isinstance(image, (str, os.PathLike)) else image)
+             for i, image in enumerate(images)]
+    task.setup(runtime_of(model, ClassifyTask.cpu_batch_size), model)
+    try:
+        return [_only(result)["predictions"] for result in task.run(items)]
+    finally:
+        task.close()

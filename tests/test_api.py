@@ -1,0 +1,81 @@
+"""The Python API gives what the CLI's --json gives, for the same inputs and tiny checkpoints."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import perceiver_cli as pc
+from perceiver_cli.cli import main
+from tiny_models import make_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api-weights")
+    for kind in ("language", "vision-conv"):
+        make_tiny_checkpoint(kind, root / kind, seed=11)
+    return root
+
+
+def _cli_records(capsys, *args: str) -> list[dict]:
+    capsys.readouterr()
+    assert main([*args, "--json", "--device", "cpu"]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_import_is_light_and_the_api_is_there():
+    code = ("import sys, perceiver_cli as pc; light = 'torch' not in sys.modules; "
+            "print(light, callable(pc.load_model), callable(pc.classify), callable(pc.fill_mask))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True", "True", "True"]
+
+
+def test_fill_mask_equals_the_cli(checkpoints, capsys):
+    text = "The cat [MASK:3] on the [MASK]."
+    model = pc.load_model(checkpoints / "language", device="cpu")
+    ours = pc.fill_mask(model, text, top_k=3, max_span=4)
+    (record,) = _cli_records(capsys, "fill-mask", text, "-w", str(checkpoints / "language"), "-k", "3",
+                             "--max-span", "4")
+    assert ours == record["predictions"]
+    assert len(ours) == 3 and ours[0]["score"] >= ours[1]["score"]
+
+
+def test_fill_mask_of_a_text_without_a_mask_raises():
+    with pytest.raises(Exception):
+        pc.fill_mask(None, "no mask here")
+
+
+def test_classify_equals_the_cli_for_paths_arrays_and_pil_images(checkpoints, capsys, tmp_path):
+    rng = np.random.default_rng(5)
+    arrays = [rng.integers(0, 256, (30 + 7 * i, 40, 3), dtype=np.uint8) for i in range(3)]
+    paths = []
+    for i, array in enumerate(arrays):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(array).save(paths[-1])
+    model = pc.load_model(checkpoints / "vision-conv", device="cpu")
+    records = _cli_records(capsys, "classify", *map(str, paths), "-w", str(checkpoints / "vision-conv"), "-k", "4")
+    expected = [r["predictions"] for r in records]
+    by_path = pc.classify(model, [str(p) for p in paths], top_k=4)
+    by_array = pc.classify(model, arrays, top_k=4)
+    by_pil = pc.classify(model, [Image.fromarray(a) for a in arrays], top_k=4)
+    for got in (by_path, by_array, by_pil):
+        assert [[p["index"] for p in one] for one in got] == [[p["index"] for p in one] for one in expected]
+        np.testing.assert_allclose([[p["score"] for p in one] for one in got],
+                                   [[p["score"] for p in one] for one in expected], rtol=1e-5)
+    assert set(by_path[0][0]) == {"label", "index", "score"}
+
+
+def test_classify_of_an_unreadable_image_raises_with_its_problem(checkpoints, tmp_path):
+    model = pc.load_model(checkpoints / "vision-conv", device="cpu")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a picture")
+    with pytest.raises(ValueError, match="bad.png"):
+        pc.classify(model, [bad])
+    with pytest.raises(ValueError, match="uint8"):
+        pc.classify(model, [np.zeros((4, 4), dtype=np.float32)])
