@@ -8,12 +8,13 @@ from typing import List, Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption,
-                                           QuietOption, WeightsOption, check_source, examples, model_option,
-                                           run_task)
+                                           QuietOption, ScaleOptions, WeightsOption, check_source, examples,
+                                           model_option, run_task, scale_options)
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.classify import MODELS, ClassifyTask
 
 
+@scale_options
 def classify(
     inputs: List[str] = typer.Argument(
         None, metavar="IMAGE", show_default=False,
@@ -34,6 +35,7 @@ def classify(
     numerics: str = NumericsOption,
     json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
+    scale: Optional[ScaleOptions] = None,
 ) -> int:
     """Classify images into the 1000 ImageNet classes.
 
@@ -46,7 +48,8 @@ def classify(
     if not inputs:
         raise UsageError("give image files, folders or glob patterns to classify (or - to read paths from stdin)")
     task = ClassifyTask(inputs, source=source, top_k=top_k, max_pixels=max_pixels, numerics=numerics)
-    return run_task(task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines, quiet=quiet)
+    return run_task(task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines, quiet=quiet,
+                    scale=scale)
 
 
 classify.epilog = examples("perceiver classify photo.jpg", "perceiver classify photos/ --json > labels.jsonl",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import typer
 
 from perceiver_cli.errors import UsageError
+from perceiver_cli.tasks.engine import ScaleOptions
 
 
 def model_option(models: Sequence[str], default: str) -> typer.models.OptionInfo:
@@ -35,6 +38,64 @@ JsonOption = typer.Option(False, "--json", help="Write one JSON object per line 
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars or notes on stderr (errors still print).")
 
 
+# The options of dataset-scale runs, shared by every command over many inputs (see `scale_options`).
+_SCALE_OPTIONS: list[tuple[str, Any, Any]] = [
+    ("manifest", Optional[Path], typer.Option(
+        None, "--manifest", metavar="FILE", show_default=False,
+        help="Append one JSON line per finished item to FILE (input, status, outputs, error, seconds, worker); "
+             "run again with the same FILE to resume: items it records as done are skipped.")),
+    ("retry_failed", bool, typer.Option(
+        False, "--retry-failed", help="With --manifest: run the items it records as failed again.")),
+    ("skip_existing", bool, typer.Option(
+        False, "--skip-existing",
+        help="Skip items whose output files all exist (commands writing files with -o); classify and "
+             "fill-mask write no files and resume by --manifest only.")),
+    ("shard", Optional[str], typer.Option(
+        None, "--shard", metavar="I/N", show_default=False,
+        help="Run only shard I of N (from 0; items split by a hash of their input), or auto: from "
+             "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, else RANK/WORLD_SIZE.")),
+    ("engine", str, typer.Option(
+        "local", "--engine", metavar="NAME",
+        help="local (this process) or ray (model workers on a Ray cluster; needs pip install "
+             "'perceiver-cli[ray]').")),
+    ("ray_address", Optional[str], typer.Option(
+        None, "--ray-address", metavar="ADDRESS", show_default=False,
+        help="With --engine ray: the cluster to join (auto: the one started on this machine with ray start); "
+             "default: a local cluster for this run.")),
+    ("workers", Optional[int], typer.Option(
+        None, "--workers", metavar="N", show_default=False,
+        help="With --engine ray: model workers, each loading the model once (default: one per GPU with "
+             "--gpus-per-worker, else 1).")),
+    ("gpus_per_worker", float, typer.Option(
+        0.0, "--gpus-per-worker", metavar="G", help="With --engine ray: GPUs each worker holds (fractions share "
+                                                     "a GPU).")),
+    ("cpus_per_worker", Optional[float], typer.Option(
+        None, "--cpus-per-worker", metavar="C", show_default=False,
+        help="With --engine ray: CPUs each worker holds (default: 1 with GPUs, else a node's CPUs shared "
+             "by the workers).")),
+]
+
+
+def scale_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the options of dataset-scale runs (--manifest, --retry-failed, --skip-existing, --shard,
+    --engine, --ray-address, --workers, --gpus-per-worker, --cpus-per-worker), after its own; the command
+    receives them as one `scale: ScaleOptions` argument and hands it to `run_task`."""
+    signature = inspect.signature(command)
+    own = [p for name, p in signature.parameters.items() if name != "scale"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+             for name, kind, option in _SCALE_OPTIONS]
+
+    @functools.wraps(command)
+    def with_scale_options(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name, _, _ in _SCALE_OPTIONS if name in kwargs}
+        return command(*args, scale=ScaleOptions(**values), **kwargs)
+
+    with_scale_options.__signature__ = signature.replace(parameters=own + added)
+    with_scale_options.__annotations__ = {**{k: v for k, v in command.__annotations__.items() if k != "scale"},
+                                          **{name: kind for name, kind, _ in _SCALE_OPTIONS}}
+    return with_scale_options
+
+
 def examples(*lines: str) -> str:
     """The examples that end a command's help (its epilog), printed as written, one per line."""
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
@@ -58,16 +119,18 @@ def refuse_repeated_outputs(paths) -> None:
 
 
 def run_task(task, *, device: str = "auto", dtype: str = "float32", batch_size: Optional[int] = None,
-             json_lines: bool = False, quiet: bool = False) -> int:
-    """Decide the runtime once, then run `task` on the local engine, reporting as the options say."""
-    from perceiver_cli.runtime import resolve_runtime
-    from perceiver_cli.tasks.engine import run_local
+             json_lines: bool = False, quiet: bool = False, scale: Optional[ScaleOptions] = None) -> int:
+    """Run `task` on the engine `scale` names (the local one by default), reporting as the options say.
+
+    The runtime (device, dtype, threads, batch size) is decided once where the model runs, and only when an
+    item is left to run."""
+    from perceiver_cli.tasks.engine import RuntimeRequest, run_engine
     from perceiver_cli.tasks.report import Reporter
 
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    runtime = resolve_runtime(device, dtype, batch_size, task.cpu_batch_size, task.accelerator_batch_size)
-    return run_local(task, runtime, Reporter(task, json_lines=json_lines, quiet=quiet))
+    return run_engine(task, RuntimeRequest(device, dtype, batch_size),
+                      Reporter(task, json_lines=json_lines, quiet=quiet), scale)
 
 
 # Used by the commands not yet moved onto tasks; removed when the last one moves.

@@ -8,11 +8,13 @@ from typing import List, Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
-                                           WeightsOption, check_source, examples, model_option, run_task)
+                                           ScaleOptions, WeightsOption, check_source, examples, model_option,
+                                           run_task, scale_options)
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.fill_mask import MODELS, FillMaskTask
 
 
+@scale_options
 def fill_mask(
     texts: List[str] = typer.Argument(
         None, metavar="TEXT", show_default=False,
@@ -29,6 +31,7 @@ def fill_mask(
     numerics: str = NumericsOption,
     json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
+    scale: Optional[ScaleOptions] = None,
 ) -> int:
     """Fill masked spans of texts, byte by byte.
 
@@ -41,7 +44,8 @@ def fill_mask(
     if not texts:
         raise UsageError("give texts with [MASK] or [MASK:n] to fill (or - to read one text per line from stdin)")
     task = FillMaskTask(texts, source=source, top_k=top_k, max_span=max_span, numerics=numerics)
-    return run_task(task, device=device, dtype=dtype, json_lines=json_lines, quiet=quiet)
+    return run_task(task, device=device, dtype=dtype, json_lines=json_lines, quiet=quiet,
+                    scale=scale)
 
 
 fill_mask.epilog = examples('perceiver fill-mask "This is an [MASK] sentence."',

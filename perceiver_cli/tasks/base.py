@@ -41,6 +41,7 @@ class Result:
     outputs: list[str] = field(default_factory=list)
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    worker: str = ""  # where it ran (host:pid), for the manifest
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,181 @@
+"""The Ray engine: a task's items flow through Ray Data to model workers on a Ray cluster.
+
+The driver (this process) lists and selects the items, sends the Task object (options only) to an actor
+pool (`map_batches` with `ActorPoolStrategy`, the form Ray 2.60 recommends), where each actor sets the task up
+once and runs its batched step on batches of items; workers write output files themselves (a file system
+every node sees). Records come back to the driver in input order and are reported and appended to the
+manifest here. Ray Data restarts an actor that dies (its node gone) and retries its batches elsewhere; the
+driver keeps the first record of each item, so every item ends with exactly one record.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import os
+import pickle
+from typing import Any, Iterable, Iterator, Optional
+
+from perceiver_cli.errors import PerceiverError, UsageError
+from perceiver_cli.tasks.base import Item, Result, Task, failure, problem_of, timed
+from perceiver_cli.tasks.engine import (PROGRESS_MIN_ITEMS, Listener, RuntimeRequest, ScaleOptions, Select,
+                                        worker_name)
+from perceiver_cli.tasks.report import Reporter, progress_bar
+
+RAY_EXTRA = "pip install 'perceiver-cli[ray]'"
+# Model steps per call to a worker: enough to keep decoding ahead of the model, few enough to spread work.
+STEPS_PER_CALL = 4
+# Ray Data blocks at most: beyond this, calls take several batches of one block.
+MAX_BLOCKS = 4096
+LOST = "no result came back from the Ray workers"
+
+
+def check_ray() -> None:
+    """A usage error naming the extra to install when Ray (with Ray Data) is missing."""
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise UsageError(f"--engine ray needs Ray with Ray Data: {RAY_EXTRA}") from None
+
+
+class ModelWorker:
+    """One Ray Data actor: the task set up once for this worker's runtime, then batches of items through its
+    batched step. A batch's unexpected fault fails its remaining items as records, not the job."""
+
+    def __init__(self, task: Task, request: RuntimeRequest):
+        self.task = task
+        self.task.setup(request.resolve(task))
+        self.worker = worker_name()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        items: list[Item] = [pickle.loads(blob) for blob in batch["item"]]
+        results: list[Result] = []
+        try:
+            results.extend(timed(self.task.run(items)))
+        except Exception as exc:  # the rest of this batch fails; the worker goes on with the next one
+            done = {result.item.index for result in results}
+            results.extend(failure(item, problem_of(exc, item.input)) for item in items if item.index not in done)
+        replies = np.empty(len(results), dtype=object)
+        replies[:] = [pickle.dumps((r.item.index, r.record, [str(p) for p in r.outputs], r.seconds, r.warnings,
+                                    self.worker)) for r in results]
+        return {"index": np.array([r.item.index for r in results], dtype=np.int64), "result": replies}
+
+
+def _connect(ray, scale: ScaleOptions) -> bool:
+    """Join the cluster at --ray-address, or start a local one bound to loopback; True when started here."""
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        if scale.ray_address is None:
+            ray.init(_node_ip_address="127.0.0.1", **quiet)
+        else:
+            ray.init(address=scale.ray_address, **quiet)
+    except ConnectionError as exc:
+        raise UsageError(f"--ray-address {scale.ray_address}: cannot join the Ray cluster "
+                         f"({' '.join(str(exc).split())})") from None
+    return True
+
+
+def _pool_size(ray, scale: ScaleOptions) -> tuple[int, float, float]:
+    """(workers, CPUs per worker, GPUs per worker), defaults filled from the cluster's resources."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    gpus_in_cluster = sum(node.get("GPU", 0) for node in nodes)
+    node_cpus = max((node.get("CPU", 0) for node in nodes), default=0)
+    gpus = scale.gpus_per_worker
+    if gpus and not gpus_in_cluster:
+        raise UsageError(f"--gpus-per-worker {gpus:g}: the Ray cluster has no GPUs")
+    workers = scale.workers or (max(1, int(gpus_in_cluster // gpus)) if gpus else 1)
+    cpus = scale.cpus_per_worker or (1 if gpus else max(1, int(node_cpus // workers)))
+    if cpus > node_cpus:
+        raise UsageError(f"--cpus-per-worker {cpus:g}: no node of the Ray cluster has that many CPUs "
+                         f"(the largest has {node_cpus:g})")
+    return workers, cpus, gpus
+
+
+def _user_error(error: Optional[BaseException]) -> Optional[PerceiverError]:
+    """The user's error (bad weights, an absent device) that a worker raised, unwrapped from Ray's errors."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        cause = getattr(error, "cause", None)  # Ray's task errors carry the worker's exception here
+        if isinstance(error, PerceiverError) and not isinstance(cause, BaseException):
+            return error
+        error = cause if isinstance(cause, BaseException) else (error.__cause__ or error.__context__)
+    return None
+
+
+def _remote_results(ray, task: Task, request: RuntimeRequest, scale: ScaleOptions,
+                    items: list[Item]) -> Iterator[tuple[int, Result]]:
+    """(index, Result) for each runnable item, in input order, from the actor pool."""
+    workers, cpus, gpus = _pool_size(ray, scale)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    step = request.batch_size or (task.accelerator_batch_size if gpus else task.cpu_batch_size)
+    per_call = max(1, step) * STEPS_PER_CALL
+    rows = [{"index": item.index, "item": pickle.dumps(item)} for item in items]
+    blocks = max(1, min(MAX_BLOCKS, math.ceil(len(rows) / per_call)))
+    dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+        ModelWorker, fn_constructor_args=(task, request), batch_size=per_call, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus, num_gpus=gpus or None)
+    by_index = {item.index: item for item in items}
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for blob in batch["result"]:
+            index, record, outputs, seconds, warnings, worker = pickle.loads(blob)
+            yield index, Result(by_index[index], record, outputs, seconds, warnings, worker)
+
+
+def run_ray(task: Task, request: RuntimeRequest, reporter: Reporter, scale: ScaleOptions, *,
+            select: Optional[Select] = None, listeners: Iterable[Listener] = ()) -> int:
+    """Run `task` on a Ray cluster; returns the exit code (0, or 1 when some items failed).
+
+    Items known to be bad before anything runs (missing files) are reported by the driver; when no item is
+    left to run, no cluster is started or joined."""
+    import ray
+    import ray.data  # noqa: F401
+
+    items: Iterable[Item] = task.items()
+    if select is not None:
+        items = select(items)
+    items = list(items)
+    runnable = [item for item in items if item.error is None]
+    known_bad = ((item.index, failure(item, item.error)) for item in items if item.error is not None)
+    listeners = list(listeners)
+    started_here = _connect(ray, scale) if runnable else False
+    seen: set[int] = set()
+    try:
+        remote = _remote_results(ray, task, request, scale, runnable) if runnable else iter(())
+        label = task.progress_label or task.name
+        with progress_bar(label, len(items), PROGRESS_MIN_ITEMS, quiet=reporter.quiet) as advance:
+            for index, result in heapq.merge(known_bad, remote, key=lambda pair: pair[0]):
+                if index in seen:  # a retried batch delivered twice: the first record stands
+                    continue
+                seen.add(index)
+                reporter.result(result)
+                for listener in listeners:
+                    listener(result)
+                advance(1)
+            for item in runnable:
+                if item.index not in seen:
+                    result = failure(item, LOST)
+                    reporter.result(result)
+                    for listener in listeners:
+                        listener(result)
+    except Exception as exc:
+        error = _user_error(exc)
+        if error is None:
+            raise
+        raise error from None
+    finally:
+        task.close()
+        if started_here:
+            ray.shutdown()
+    return reporter.exit_code()
