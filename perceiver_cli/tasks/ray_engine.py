@@ -15,6 +15,9 @@ import logging
 import math
 import os
 import pickle
+import sys
+import tempfile
+from contextlib import contextmanager, nullcontext
 from typing import Any, Iterable, Iterator, Optional
 
 from perceiver_cli.errors import PerceiverError, UsageError
@@ -46,12 +49,20 @@ class ModelWorker:
 
     def __init__(self, task: Task, request: RuntimeRequest):
         self.task = task
-        self.task.setup(request.resolve(task))
         self.worker = worker_name()
+        self.setup_error: Optional[PerceiverError] = None
+        try:
+            self.task.setup(request.resolve(task))
+        except PerceiverError as exc:  # the user's error, sent to the driver to report as one line
+            self.setup_error = exc
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
+        if self.setup_error is not None:
+            replies = np.empty(1, dtype=object)
+            replies[0] = pickle.dumps(self.setup_error)
+            return {"index": np.array([-1], dtype=np.int64), "result": replies}
         items: list[Item] = [pickle.loads(blob) for blob in batch["item"]]
         results: list[Result] = []
         try:
@@ -82,6 +93,59 @@ def _connect(ray, scale: ScaleOptions) -> bool:
     return True
 
 
+@contextmanager
+def _ray_output_to(path: str) -> Iterator[None]:
+    """Send Ray's own output in this process to the log file `path`: what its C++ core writes to stderr (file
+    descriptor 2), and the cluster's messages its driver thread prints to sys.stdout (where our records go).
+    Python's sys.stderr (our one-line errors, the progress bar) keeps writing where stderr was."""
+    import ray._private.worker as ray_worker
+
+    try:
+        sys.stderr.flush()
+        kept = os.dup(2)
+        log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except (OSError, ValueError):  # no file descriptors to juggle (an embedded interpreter): leave them be
+        yield
+        return
+    saved_stream = sys.stderr
+    try:
+        on_descriptor_2 = saved_stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # replaced by an object of its own (tests, embedding)
+        on_descriptor_2 = False
+    if on_descriptor_2:
+        sys.stderr = open(kept, "w", buffering=1, encoding=getattr(saved_stream, "encoding", None) or "utf-8",
+                          errors="backslashreplace", closefd=False)
+    os.dup2(log, 2)
+    os.close(log)
+    printer = getattr(ray_worker, "print_to_stdstream", None)
+
+    def to_log(data: dict, ignore_prefix: bool = False) -> None:
+        text = "".join(f"({data.get('pid', 'ray')}) {line}\n" for line in data.get("lines", ()))
+        os.write(2, text.encode("utf-8", "backslashreplace"))
+
+    if printer is not None:
+        ray_worker.print_to_stdstream = to_log
+    try:
+        yield
+    finally:
+        if printer is not None:
+            ray_worker.print_to_stdstream = printer
+        sys.stderr.flush()
+        os.dup2(kept, 2)
+        os.close(kept)
+        sys.stderr = saved_stream
+
+
+def _driver_log_path() -> str:
+    """Where the driver's native Ray log lines go: beside Ray's own logs on this machine."""
+    folder = os.path.join(tempfile.gettempdir(), "ray")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return os.devnull
+    return os.path.join(folder, "perceiver-driver.log")
+
+
 def _pool_size(ray, scale: ScaleOptions) -> tuple[int, float, float]:
     """(workers, CPUs per worker, GPUs per worker), defaults filled from the cluster's resources."""
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
@@ -98,16 +162,8 @@ def _pool_size(ray, scale: ScaleOptions) -> tuple[int, float, float]:
     return workers, cpus, gpus
 
 
-def _user_error(error: Optional[BaseException]) -> Optional[PerceiverError]:
-    """The user's error (bad weights, an absent device) that a worker raised, unwrapped from Ray's errors."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        cause = getattr(error, "cause", None)  # Ray's task errors carry the worker's exception here
-        if isinstance(error, PerceiverError) and not isinstance(cause, BaseException):
-            return error
-        error = cause if isinstance(cause, BaseException) else (error.__cause__ or error.__context__)
-    return None
+class RayEngineError(RuntimeError):
+    """The Ray run itself failed (not an item): an internal error, in one line."""
 
 
 def _remote_results(ray, task: Task, request: RuntimeRequest, scale: ScaleOptions,
@@ -118,7 +174,7 @@ def _remote_results(ray, task: Task, request: RuntimeRequest, scale: ScaleOption
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # failures reach the user as records or one line
     step = request.batch_size or (task.accelerator_batch_size if gpus else task.cpu_batch_size)
     per_call = max(1, step) * STEPS_PER_CALL
     rows = [{"index": item.index, "item": pickle.dumps(item)} for item in items]
@@ -129,7 +185,10 @@ def _remote_results(ray, task: Task, request: RuntimeRequest, scale: ScaleOption
     by_index = {item.index: item for item in items}
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         for blob in batch["result"]:
-            index, record, outputs, seconds, warnings, worker = pickle.loads(blob)
+            reply = pickle.loads(blob)
+            if isinstance(reply, PerceiverError):
+                raise reply
+            index, record, outputs, seconds, warnings, worker = reply
             yield index, Result(by_index[index], record, outputs, seconds, warnings, worker)
 
 
@@ -149,9 +208,12 @@ def run_ray(task: Task, request: RuntimeRequest, reporter: Reporter, scale: Scal
     runnable = [item for item in items if item.error is None]
     known_bad = ((item.index, failure(item, item.error)) for item in items if item.error is not None)
     listeners = list(listeners)
-    started_here = _connect(ray, scale) if runnable else False
     seen: set[int] = set()
+    started_here = False
+    native_logs = _ray_output_to(_driver_log_path()) if runnable else nullcontext()
     try:
+        native_logs.__enter__()
+        started_here = _connect(ray, scale) if runnable else False
         remote = _remote_results(ray, task, request, scale, runnable) if runnable else iter(())
         label = task.progress_label or task.name
         with progress_bar(label, len(items), PROGRESS_MIN_ITEMS, quiet=reporter.quiet) as advance:
@@ -169,13 +231,15 @@ def run_ray(task: Task, request: RuntimeRequest, reporter: Reporter, scale: Scal
                     reporter.result(result)
                     for listener in listeners:
                         listener(result)
+    except RayEngineError:
+        raise
     except Exception as exc:
-        error = _user_error(exc)
-        if error is None:
-            raise
-        raise error from None
+        if type(exc).__module__.startswith("ray"):  # Ray's errors span many lines: one line here
+            raise RayEngineError(f"the Ray run failed: {' '.join(str(exc).split())}") from exc
+        raise
     finally:
         task.close()
         if started_here:
             ray.shutdown()
+        native_logs.__exit__(None, None, None)
     return reporter.exit_code()

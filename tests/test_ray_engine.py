@@ -1,0 +1,193 @@
+"""--engine ray: the same records and files as the local engine, a bad item is a record and the rest completes,
+a node that dies mid-run has its items redone elsewhere, and every item ends with exactly one record.
+
+A Ray cluster on this machine, bound to loopback: one `ray.init(num_cpus=2)` cluster shared by the module's
+tests, then (last) a head node and two one-CPU worker nodes made with ray.cluster_utils.Cluster. Classify runs
+on a tiny random vision-conv checkpoint; the node test uses a light task defined here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Ray would turn 127.0.0.1 into this machine's network address when joining a cluster; keep it on loopback.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+
+from perceiver_cli.cli import main  # noqa: E402
+from perceiver_cli.tasks.base import Item, Result, Task  # noqa: E402
+from perceiver_cli.tasks.classify import ClassifyTask  # noqa: E402
+from perceiver_cli.tasks.engine import RuntimeRequest, ScaleOptions, run_engine  # noqa: E402
+from perceiver_cli.tasks.manifest import Manifest  # noqa: E402
+from perceiver_cli.tasks.ray_engine import run_ray  # noqa: E402
+from perceiver_cli.tasks.report import Reporter  # noqa: E402
+from tiny_models import make_tiny_checkpoint  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+# One model thread per worker, as in this test process (conftest): equal floats on both engines.
+ONE_CPU = dict(engine="ray", workers=1, cpus_per_worker=1)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A two-CPU Ray cluster on loopback, shared by the module's tests (the engine joins it)."""
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address=LOOPBACK, log_to_driver=False,
+             configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ray-weights") / "vision-conv"
+    make_tiny_checkpoint("vision-conv", folder, seed=4)
+    return folder
+
+
+def _photos(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (12 + i, 16, 3), dtype=np.uint8)).save(
+            folder / f"{i:02d}.png")
+    return folder
+
+
+def _classify(capsys, *args: str) -> tuple[int, list[dict], str]:
+    code = main(["classify", *args])
+    out, err = capsys.readouterr()
+    return code, [json.loads(line) for line in out.splitlines()], err
+
+
+def test_classify_on_ray_gives_the_local_engines_records(local_ray, tmp_path, weights, capsys):
+    folder = _photos(tmp_path / "photos", 11)
+    common = [str(folder), "-w", str(weights), "--json", "-k", "3"]
+    code, local, _ = _classify(capsys, *common)
+    assert code == 0 and len(local) == 11
+    manifest = tmp_path / "run.jsonl"
+    code, remote, err = _classify(capsys, *common, "--engine", "ray", "--workers", "1", "--cpus-per-worker", "1",
+                                  "--manifest", str(manifest))
+    assert code == 0 and err == ""
+    assert remote == local  # input order, equal floats
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert [r["input"] for r in records] == [r["input"] for r in local]
+    assert all(r["status"] == "ok" and r["worker"] and r["worker"].split(":")[1] != str(os.getpid())
+               for r in records)  # run by a worker process, not this one
+
+
+def test_a_bad_item_in_the_middle_is_a_failed_record_and_the_rest_completes(local_ray, tmp_path, weights, capsys):
+    folder = _photos(tmp_path / "photos", 6)
+    (folder / "03.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    common = [str(folder), str(tmp_path / "missing.png"), "-w", str(weights), "--json"]
+    code, local, _ = _classify(capsys, *common)
+    code_ray, remote, err = _classify(capsys, *common, "--engine", "ray", "--workers", "1",
+                                      "--cpus-per-worker", "1")
+    assert code == code_ray == 1
+    assert [r["input"] for r in remote] == [r["input"] for r in local]
+    assert [r.get("error") for r in remote] == [r.get("error") for r in local]
+    assert [("error" in r) for r in remote] == [False, False, False, True, False, False, True]
+    assert err.count("perceiver: error:") == 2
+
+
+def test_a_worker_that_cannot_load_the_model_is_a_one_line_usage_error(local_ray, tmp_path, capsys):
+    folder = _photos(tmp_path / "photos", 2)
+    (tmp_path / "empty").mkdir()
+    code = main(["classify", str(folder), "-w", str(tmp_path / "empty"), "--engine", "ray", "--workers", "1",
+                 "--cpus-per-worker", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("perceiver: error:")
+
+
+def test_a_missing_ray_is_a_usage_error_naming_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    code = main(["classify", str(tmp_path), "--engine", "ray"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "pip install 'perceiver-cli[ray]'" in err
+
+
+def test_ray_options_without_the_ray_engine_are_usage_errors(tmp_path, capsys):
+    code = main(["classify", str(tmp_path), "--workers", "2"])
+    assert code == 2 and "--workers is for --engine ray" in capsys.readouterr().err
+
+
+class SlowWriteTask(Task):
+    """Writes "<input> <node id>" to OUT/<input>.txt, slowly; the record names the Ray node that ran it."""
+
+    name = "slow-write"
+
+    def __init__(self, count: int, out: Path, seconds: float):
+        self.count, self.out, self.seconds = count, out, seconds
+
+    def items(self) -> list[Item]:
+        return [Item(i, f"item{i:03d}", outputs=(str(self.out / f"item{i:03d}.txt"),)) for i in range(self.count)]
+
+    def setup(self, runtime, model=None) -> None:
+        pass
+
+    def run(self, items: Iterable[Item]) -> Iterator[Result]:
+        import ray as worker_ray
+
+        node = worker_ray.get_runtime_context().get_node_id()
+        for item in items:
+            time.sleep(self.seconds)
+            Path(item.outputs[0]).write_text(f"{item.input} {node}")
+            yield Result(item, {"input": item.input, "node": node}, outputs=list(item.outputs))
+
+
+def test_a_node_removed_mid_run_has_its_items_redone_elsewhere_and_each_recorded_once(tmp_path, capsys):
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()  # the module's local cluster, if a test above started it
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers get SlowWriteTask by value
+    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, include_dashboard=False,
+                                                                node_ip_address=LOOPBACK))
+    out = tmp_path / "out"
+    out.mkdir()
+    removed: list[str] = []
+    try:
+        workers = [cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK) for _ in range(2)]
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+
+        def remove_the_busy_node() -> None:  # once the worker has written its first file, its node goes
+            while not removed:
+                first = out / "item000.txt"
+                if first.exists() and first.read_text().strip():
+                    node_id = first.read_text().split()[1]
+                    cluster.remove_node(next(n for n in workers if n.node_id == node_id), allow_graceful=False)
+                    removed.append(node_id)
+                time.sleep(0.02)
+
+        remover = threading.Thread(target=remove_the_busy_node, daemon=True)
+        remover.start()
+        task = SlowWriteTask(16, out, 0.3)  # calls of 8 items: the first is running when its node goes
+        manifest = Manifest(tmp_path / "run.jsonl")
+        try:
+            code = run_ray(task, RuntimeRequest("cpu", batch_size=2), Reporter(task, json_lines=True, quiet=True),
+                           ScaleOptions(**ONE_CPU), listeners=[manifest.record])
+        finally:
+            manifest.close()
+            removed.append("")  # stops the remover if the run ended first
+            remover.join()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    names = [f"item{i:03d}" for i in range(16)]
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0 and removed[0]
+    assert [r["input"] for r in records] == names
+    assert records[0]["node"] != removed[0]  # the item in flight on the removed node was redone elsewhere
+    lines = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
+    assert sorted(r["input"] for r in lines) == names and all(r["status"] == "ok" for r in lines)
+    assert sorted(p.name for p in out.iterdir()) == [f"{name}.txt" for name in names]
+    assert all((out / f"{r['input']}.txt").read_text() == f"{r['input']} {r['node']}" for r in records)
