@@ -70,3 +70,18 @@ def classify(model, images: Sequence[ImageLike], *, top_k: int = 5) -> list[list
         return [_only(result)["predictions"] for result in task.run(items)]
     finally:
         task.close()
+
+
+def autoencode(model, frames: np.ndarray, audio: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+    """Reconstruct a video and its sound: frames uint8 (T, H, W, 3) at the model's 25 fps (centre-cropped and
+    resized as the CLI does), mono float samples in [-1, 1] at its 48 kHz (None: silence) ->
+    {"video": (T, size, size, 3) float32 in [0, 1], "audio": (T * 1920,) float32, "label_logits":
+    (clips, 700) float32} (the arrays of `perceiver autoencode-video -o FILE.npz`)."""
+    from perceiver_cli.tasks.autoencode import AutoencodeTask, ClipArrays
+    from perceiver_cli.tasks.base import Item
+
+    task = AutoencodeTask([])
+    task.setup(runtime_of(model, AutoencodeTask.cpu_batch_size), model)
+    gathered = ClipArrays()
+    _only(task.process(Item(0, "frames", data=(frames, audio)), gather=gathered))
+    return gathered.arrays()

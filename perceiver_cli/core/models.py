@@ -559,18 +559,6 @@ class MultimodalAutoencoder(nn.Module):
                            range(0, n, chunk_size), z.device)
         return torch.cat(parts, dim=1)
 
-    def decode_all(self, z: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict[str, torch.Tensor]:
-        """Every output of a clip, decoded in chunks from one encoding: video (B, T, H, W, 3),
-        audio (B, S), label logits (B, num_labels)."""
-        s = self.spec
-        b = z.shape[0]
-        out = {}
-        for modality, n in self.num_outputs.items():
-            out[modality] = self.decode_chunked(z, modality, n, chunk_size)
-        t, h, w = s.output_shape[1:4]
-        return {"video": out["image"].reshape(b, t, h, w, 3), "audio": out["audio"].reshape(b, -1),
-                "label": out["label"][:, 0, :]}
-
 
 _MODEL_CLASSES = {
     "language": MaskedLanguageModel,

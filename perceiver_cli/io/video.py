@@ -577,3 +577,36 @@ class VideoWriter:
         temporary, self._temporary = self._temporary, None
         self._video = self._audio = None
         return bool(temporary.__exit__(None, None, None))
+
+
+# What a folder or glob of videos picks up (a file named on its own is read whatever its extension).
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ogv"}
+)
+
+
+def clips_from_arrays(frames: np.ndarray, audio: Optional[np.ndarray] = None, frames_per_clip: int = 16,
+                      fps: float = 25.0, size: int = 224, samples_per_frame: int = 1920) -> Iterator[Clip]:
+    """Model clips from frames already at the model's rate, uint8 (T, H, W, 3), and mono float samples at
+    its audio rate (None: silence), cut, cropped, resized and padded exactly as `iter_clips` does."""
+    pictures = np.asarray(frames)
+    if pictures.dtype != np.uint8 or pictures.ndim != 4 or pictures.shape[3] != 3 or not pictures.shape[0]:
+        raise InputError(f"frames must be uint8 (T, H, W, 3) with T >= 1, got {pictures.dtype} {pictures.shape}")
+    if min(pictures.shape[1:3]) < 1:
+        raise InputError(f"frames must be at least 1x1 pixels, got {pictures.shape[2]}x{pictures.shape[1]}")
+    sound = np.zeros(0, dtype=np.float32) if audio is None else np.asarray(audio)
+    if sound.ndim != 1 or not (np.issubdtype(sound.dtype, np.floating) or sound.size == 0):
+        raise InputError(f"audio must be 1-D float mono samples, got {sound.dtype} {sound.shape}")
+    sound = np.clip(sound.astype(np.float32), -1.0, 1.0)
+    clip_samples = frames_per_clip * samples_per_frame
+    for index, first in enumerate(range(0, pictures.shape[0], frames_per_clip)):
+        valid = min(frames_per_clip, pictures.shape[0] - first)
+        batch = np.empty((frames_per_clip, size, size, 3), dtype=np.float32)
+        for k in range(valid):
+            batch[k] = _square_resized(pictures[first + k], size)
+        batch[valid:] = batch[valid - 1]
+        samples = np.zeros(clip_samples, dtype=np.float32)
+        part = sound[index * clip_samples:(index + 1) * clip_samples]
+        samples[:part.size] = part
+        yield Clip(index=index, start_s=index * frames_per_clip / fps, frames=batch, audio=samples,
+                   n_valid_frames=valid)
