@@ -528,7 +528,7 @@ def autoencode_workload(row: Row, model: Any, side: str, config: dict, sizes: Si
         video, sound = torch.from_numpy(frames), torch.from_numpy(audio)
 
         def run():
-            return autoencode_clip(model, video, sound)
+            return autoencode_clip(model, video, sound, device=torch.device(device))
 
         def fingerprint(result) -> list[float]:
             v = result.video.reshape(-1, 3)[:image_chunk].reshape(-1)[::7].tolist()
