@@ -27,7 +27,8 @@ What callers rely on:
 - Output (`VideoWriter`): .mp4/.m4v/.mov/.mkv hold H.264 (libx264, yuv420p, CRF 18) with AAC sound;
   .webm holds VP9 with Opus sound; .avi holds MPEG-4 Part 2 (Xvid tag, quantiser 2) with 16-bit PCM
   sound; .gif holds each frame with its own 256-colour palette (median cut, no dithering), loops
-  forever and has no sound (audio given to a .gif writer is dropped). Sound goes in at
+  forever and has no sound (a writer for it refuses an audio_sample_rate). SUPPORTED_VIDEO_OUTPUTS
+  lists the outputs with sound, SILENT_VIDEO_OUTPUTS the others. Sound goes in at
   audio_sample_rate, or at the nearest rate the encoder accepts when it refuses that one (Opus
   takes only 8-48 kHz steps, so 44.1 kHz becomes 48 kHz). Any other extension is refused with a
   UsageError. Except in .gif, odd widths or heights are padded to even by repeating the last column
@@ -75,7 +76,10 @@ _OUTPUT_KINDS = {
 }
 _VIDEO_OPTIONS = {"libx264": _X264_OPTIONS, "libvpx-vp9": _VP9_OPTIONS, "mpeg4": _MPEG4_OPTIONS, "gif": {}}
 _PIXEL_FORMATS = {"libx264": "yuv420p", "libvpx-vp9": "yuv420p", "mpeg4": "yuv420p", "gif": "pal8"}
-SUPPORTED_VIDEO_OUTPUTS = tuple(_OUTPUT_KINDS)
+# Video outputs that carry sound, and those that hold pictures only; VideoWriter writes all of them.
+SUPPORTED_VIDEO_OUTPUTS = tuple(suffix for suffix, kind in _OUTPUT_KINDS.items() if kind[2] is not None)
+SILENT_VIDEO_OUTPUTS = tuple(suffix for suffix, kind in _OUTPUT_KINDS.items() if kind[2] is None)
+ALL_VIDEO_OUTPUTS = SUPPORTED_VIDEO_OUTPUTS + SILENT_VIDEO_OUTPUTS
 
 
 class MediaWarning(UserWarning):
@@ -566,7 +570,7 @@ class VideoWriter:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in _OUTPUT_KINDS:
-            supported = ", ".join(SUPPORTED_VIDEO_OUTPUTS)
+            supported = ", ".join(ALL_VIDEO_OUTPUTS)
             shown = suffix or "no extension"
             raise UsageError(f"{_name(path)}: cannot write video as '{shown}' (use {supported})")
         if not fps > 0 or not math.isfinite(fps):
@@ -576,6 +580,8 @@ class VideoWriter:
         if audio_sample_rate is not None and audio_sample_rate < 1:
             raise UsageError(f"{_name(path)}: audio sample rate must be positive, got {audio_sample_rate}")
         self.format, self._video_codec, self._audio_codec, self._container_options = _OUTPUT_KINDS[suffix]
+        if audio_sample_rate is not None and self._audio_codec is None:
+            raise UsageError(f"{_name(path)}: a '{suffix}' file holds no sound; write the sound to another file")
         self.fps = fps
         self.width, self.height = int(width), int(height)
         # yuv420p stores colour per 2x2 block, so the encoded size is rounded up to even
@@ -616,7 +622,7 @@ class VideoWriter:
         video.codec_context.time_base = 1 / rate
         self._video = video
         self._frame_time_base = 1 / rate
-        if self.audio_sample_rate is not None and self._audio_codec is not None:
+        if self.audio_sample_rate is not None:
             codec = av.Codec(self._audio_codec, "w")
             rates = codec.audio_rates
             encoder_rate = self.audio_sample_rate
@@ -650,8 +656,6 @@ class VideoWriter:
         """Append mono float samples in [-1, 1] at the audio_sample_rate given to the constructor."""
         if self._container is None:
             raise RuntimeError("VideoWriter.write_audio called outside its 'with' block")
-        if self.audio_sample_rate is not None and self._audio_codec is None:
-            return  # a GIF holds no sound; see the module docstring
         if self._audio is None:
             raise ValueError("this VideoWriter was made without audio_sample_rate, so it has no audio track")
         samples = np.asarray(samples)
