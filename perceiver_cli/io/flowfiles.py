@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Optional, Union
 
@@ -39,6 +40,7 @@ from PIL import Image
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.io.atomic import atomic_write, atomic_write_path
 from perceiver_cli.io.flo import MAX_FLO_SIDE, known_flow_mask, read_flo, write_flo
+from perceiver_cli.io.images import DEFAULT_MAX_PIXELS
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -101,6 +103,12 @@ def read_kitti_png(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(
             f"{path}: a {kind} PNG is a picture, not flow; flow PNGs are KITTI's 16-bit RGB (u, v, valid)"
         )
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not (0 < width <= MAX_FLO_SIDE and 0 < height <= MAX_FLO_SIDE) or width * height > DEFAULT_MAX_PIXELS:
+        raise InputError(f"{path}: not a readable KITTI flow PNG (implausible size {width}x{height})")
+    problem = _png_stream_problem(data, width, height)
+    if problem:
+        raise InputError(f"{path}: not a readable KITTI flow PNG ({problem})")
     pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None or pixels.dtype != np.uint16 or pixels.ndim != 3 or pixels.shape[2] != 3:
         raise InputError(f"{path}: not a readable KITTI flow PNG (corrupt or truncated PNG data)")
@@ -109,6 +117,42 @@ def read_kitti_png(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     flow = (rgb[:, :, :2].astype(np.float32) - KITTI_OFFSET) / np.float32(KITTI_SCALE)
     valid = rgb[:, :, 2] > 0
     return np.ascontiguousarray(flow), valid
+
+
+def _png_stream_problem(data: bytes, width: int, height: int) -> Optional[str]:
+    """Why a 16-bit RGB PNG's chunks or pixel stream are broken, or None; checked first so libpng never prints its complaints."""
+    position, compressed, interlaced = 8, [], False
+    while True:
+        if position + 12 > len(data):
+            return "truncated PNG data"
+        length = int.from_bytes(data[position:position + 4], "big")
+        kind = data[position + 4:position + 8]
+        end = position + 12 + length
+        if end > len(data):
+            return "truncated PNG data"
+        body = data[position + 8:end - 4]
+        if zlib.crc32(kind + body) != int.from_bytes(data[end - 4:end], "big"):
+            return f"corrupt PNG data (bad checksum in the {kind.decode('latin1')!r} chunk)"
+        if kind == b"IHDR":
+            interlaced = length == 13 and body[12] != 0
+        elif kind == b"IDAT":
+            compressed.append(body)
+        elif kind == b"IEND":
+            break
+        position = end
+    stride = 1 + width * 6
+    try:
+        # Bounded, so a small file cannot inflate without limit; interlacing adds filter bytes, never doubles the size.
+        raw = zlib.decompressobj().decompress(b"".join(compressed), 2 * stride * height + 1)
+    except zlib.error:
+        return "corrupt PNG pixel data"
+    if interlaced:
+        return None
+    if len(raw) != stride * height:
+        return "PNG pixel data of the wrong length"
+    if np.frombuffer(raw, dtype=np.uint8)[::stride].max(initial=0) > 4:
+        return "corrupt PNG pixel data (bad row filter)"
+    return None
 
 
 def write_kitti_png(path: PathLike, flow: np.ndarray, valid: Optional[np.ndarray] = None) -> None:
@@ -166,8 +210,25 @@ def read_flow_npy(path: PathLike) -> np.ndarray:
     path = Path(path)
     with _open_for_reading(path, "a .npy file") as handle:
         try:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(handle)
+            if len(shape) != 3 or shape[2] != 2 or 0 in shape:
+                raise InputError(f"{path}: a .npy flow field must have shape (H, W, 2), found {shape}")
+            if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+                raise InputError(f"{path}: a .npy flow field must hold numbers, found dtype {dtype}")
+            # The header's claim is checked against the file's size before anything is allocated.
+            needed = int(np.prod(shape)) * dtype.itemsize
+            available = os.fstat(handle.fileno()).st_size - handle.tell()
+            if needed > available:
+                raise InputError(f"{path}: not a readable .npy file (truncated: shape {shape} needs {needed} bytes)")
+            handle.seek(0)
             array = np.load(handle, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
+        except InputError:
+            raise
+        except Exception as exc:  # numpy's header parser raises many kinds (ValueError, SyntaxError, ...)
             raise InputError(f"{path}: not a readable .npy file ({' '.join(str(exc).split())[:120]})") from None
     if array.ndim != 3 or array.shape[2] != 2 or 0 in array.shape:
         raise InputError(f"{path}: a .npy flow field must have shape (H, W, 2), found {array.shape}")
