@@ -22,7 +22,7 @@ clipped. Every writer is atomic (see `perceiver_cli.io.atomic`).
 memory map, so no more than one field is held in memory.
 
 Sintel's `invalid/` and `occlusions/` masks are 8-bit PNGs where nonzero marks the pixel; read
-them with `read_mask_png`.
+them with `read_mask_png`, and write a mask in the same form (0 or 255) with `write_mask_png`.
 """
 
 from __future__ import annotations
@@ -310,6 +310,18 @@ def read_mask_png(path: PathLike) -> np.ndarray:
     if pixels.ndim == 2:
         return pixels != 0
     raise InputError(f"{path}: a mask picture must be 2-D, found shape {pixels.shape}")
+
+
+def write_mask_png(path: PathLike, mask: np.ndarray) -> None:
+    """Write a (H, W) bool mask atomically as an 8-bit grey PNG, 255 where True (as Sintel's masks)."""
+    pixels = np.asarray(mask)
+    if pixels.ndim != 2 or 0 in pixels.shape:
+        raise ValueError(f"write_mask_png needs a non-empty (H, W) mask, got shape {pixels.shape}")
+    if Path(path).suffix.lower() != ".png":
+        raise UsageError(f"{path}: a mask picture is written as .png")
+    image = Image.fromarray(np.where(pixels.astype(bool), 255, 0).astype(np.uint8), mode="L")
+    with atomic_write(path, "wb") as handle:
+        image.save(handle, format="PNG")
 
 
 def _checked_field(flow: np.ndarray, caller: str) -> np.ndarray:

@@ -19,6 +19,7 @@ from perceiver_cli.io.flowfiles import (
     read_mask_png,
     read_pfm,
     write_flow,
+    write_mask_png,
     write_kitti_png,
 )
 
@@ -230,3 +231,12 @@ def test_sintel_masks_are_true_where_nonzero(tmp_path, mode):
     Image.fromarray(array).save(tmp_path / "frame_0001.png")
     mask = read_mask_png(tmp_path / "frame_0001.png")
     assert mask.tolist() == [[False, True, False], [True, False, False]]
+
+
+def test_a_written_mask_is_an_8_bit_grey_png_of_0_and_255_that_reads_back(tmp_path):
+    mask = np.array([[True, False, False], [False, False, True]])
+    write_mask_png(tmp_path / "occlusion.png", mask)
+    with Image.open(tmp_path / "occlusion.png") as image:
+        assert image.mode == "L"
+        assert np.asarray(image).tolist() == [[255, 0, 0], [0, 0, 255]]
+    np.testing.assert_array_equal(read_mask_png(tmp_path / "occlusion.png"), mask)
