@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from benchmarks.results import RowResult
-from benchmarks.tasks import ROWS, Row, Sizes, row_named, sizes_of
+from benchmarks.tasks import Row, Sizes, row_named, sizes_of
 from benchmarks.workloads import build, long_text_span, short_texts, spec_of, workload
 
 ROOT = Path(__file__).resolve().parent.parent
