@@ -74,7 +74,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         args.threads = configure_threads()
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
-    if args.repeats < 1 or args.threads < 1:
+    if args.repeats < 1 or args.threads < 1 or args.inner_repeats < 1:
         p.error("--repeats and --threads must be at least 1")
     if args.seconds is None:
         args.seconds = peak_seconds(args.quick)
