@@ -27,7 +27,7 @@ from perceiver_cli.tasks.report import heading, row, visible
 
 MODELS = ("multimodal",)
 # The formats of io.video.SUPPORTED_VIDEO_OUTPUTS (tests keep them equal; io.video is not imported for --help).
-VIDEO_FORMATS = ("mp4", "m4v", "mov", "mkv", "webm")
+VIDEO_FORMATS = ("mp4", "m4v", "mov", "mkv", "webm", "avi")
 AUDIO_FORMATS = ("wav",)
 ARRAY_FORMATS = ("npz",)
 FORMATS = VIDEO_FORMATS + AUDIO_FORMATS + ARRAY_FORMATS
