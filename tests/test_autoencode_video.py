@@ -520,3 +520,47 @@ def test_no_argument_is_a_one_line_usage_error(capsys):
     assert main(["autoencode-video"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1 and err.startswith("perceiver: error: ")
+
+
+# --------------------------------------------------------------------------------------------- rotation
+
+
+def write_picture_clip(path: Path, pictures: np.ndarray, display_rotation: int | None = None) -> Path:
+    """Pictures (T, H, W, 3) uint8 at 25 fps, lossless H.264 (4:4:4), optionally with a display rotation."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"crf": "0"})
+        stream.height, stream.width = pictures.shape[1:3]
+        stream.pix_fmt = "yuv444p"
+        if display_rotation is not None:
+            stream.set_display_rotation(display_rotation)
+        for i, picture in enumerate(pictures):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def test_a_portrait_phone_clip_is_autoencoded_upright(tiny, tmp_path, capsys):
+    # Stored landscape 48x24 with a 90-degree display rotation: players show it portrait, 24 wide and 48 tall.
+    rng = np.random.default_rng(7)
+    stored = rng.integers(0, 256, (T + 1, 24, 48, 3), dtype=np.uint8)
+    stored[:, :, :20] = 255  # a white band at the stored left, which a player shows at the bottom
+    shown = np.ascontiguousarray(np.rot90(stored, 1, axes=(1, 2)))  # what the player shows
+    phone = write_picture_clip(tmp_path / "phone.mp4", stored, display_rotation=90)
+    upright = write_picture_clip(tmp_path / "upright.mp4", shown)
+    sideways = write_picture_clip(tmp_path / "sideways.mp4", stored)
+    code, out, err = run([phone, upright, sideways, "-w", tiny[0], "-o", tmp_path / "out", "--format", "npz",
+                          "--json"], capsys)
+    assert code == 0, err
+    phone_record, upright_record, sideways_record = (json.loads(line) for line in out.splitlines())
+    arrays = {name: np.load(tmp_path / "out" / f"{name}.npz") for name in ("phone", "upright", "sideways")}
+    for key in ("video", "audio", "label_logits"):
+        np.testing.assert_allclose(arrays["phone"][key], arrays["upright"][key], rtol=0, atol=1e-5)
+    assert phone_record["psnr_video"] == pytest.approx(upright_record["psnr_video"], abs=1e-4)
+    assert phone_record["psnr_video"] != pytest.approx(sideways_record["psnr_video"], abs=1e-2)
+    # the model saw the shown picture's centre square: the white band along its bottom, not its left side
+    (clip,) = iter_clips(phone, frames_per_clip=T + 1, size=SIZE, samples_per_frame=SPF, on_warning=lambda _: None)
+    assert clip.frames[:, -4:].min() > 0.95 and clip.frames[:, :-6, :4].min() < 0.5
