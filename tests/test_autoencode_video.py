@@ -275,7 +275,8 @@ def test_real_avi_side_by_side_with_json(tiny, tmp_path, capsys):
         assert all(item["label"] == f"action {item['index']}" for item in clip["predictions"])
         scores = [item["score"] for item in clip["predictions"]]
         assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
-    mean_of_best = np.mean([next((i["score"] for i in c["predictions"] if i["index"] == report["predictions"][0]["index"]),
+    best = report["predictions"][0]["index"]
+    mean_of_best = np.mean([next((i["score"] for i in c["predictions"] if i["index"] == best),
                                  np.nan) for c in report["clips"]])
     assert report["predictions"][0]["score"] == pytest.approx(mean_of_best, abs=1e-5)
     with av.open(str(target)) as container:
@@ -432,7 +433,8 @@ def test_several_videos_give_one_record_each_with_outputs_named_after_them(tiny,
     assert [r["input"] for r in records] == list(map(str, videos))
     for video, record in zip(videos, records):
         assert record["outputs"] == [str(out / f"{video.stem}.{f}") for f in ("npz", "wav", "mp4")]
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{v.stem}.{f}" for v in videos for f in ("npz", "wav", "mp4"))
+    made = sorted(f"{v.stem}.{f}" for v in videos for f in ("npz", "wav", "mp4"))
+    assert sorted(p.name for p in out.iterdir()) == made
     for video, record in zip(videos, records):  # each equals a run on that video alone
         alone = tmp_path / f"alone-{video.stem}.npz"
         code, single, _ = run([video, "-w", tiny[0], "-o", alone, "--json"], capsys)

@@ -93,7 +93,8 @@ def test_class_folders_score_equals_a_count_over_classify_predictions(checkpoint
     summary = json.loads(out)
     assert (summary["items"], summary["failed"]) == (len(records), 0) == (10, 0)
     assert summary["correct"] == hits
-    assert summary["top1"] == pytest.approx(100 * hits["1"] / 10) and summary["top5"] == pytest.approx(100 * hits["5"] / 10)
+    assert summary["top1"] == pytest.approx(100 * hits["1"] / 10)
+    assert summary["top5"] == pytest.approx(100 * hits["5"] / 10)
     assert summary["model"] == "vision-conv" and summary["paper"]["top1"] == 82.1
 
 
