@@ -69,7 +69,10 @@ def _format_of(path: Path) -> str:
 def _is_folder_output(text: str) -> bool:
     """An -o names a folder when it is one, ends with a separator, or has no extension."""
     path = Path(text)
-    return path.is_dir() and _format_of(path) not in FORMATS or text.endswith(("/", os.sep)) or not path.suffix
+    if text.endswith(("/", os.sep)) or not path.suffix:
+        return True
+    # an existing folder named like an output file (result.mp4/) is refused by prepare_output, not written into
+    return path.is_dir() and _format_of(path) not in FORMATS
 
 
 def _finite(value: float) -> Optional[float]:
