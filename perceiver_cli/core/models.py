@@ -496,9 +496,6 @@ class MultimodalPostprocessor(nn.Module):
             head.classifier = Linear(spec.output_num_channels, out)
             setattr(self.modalities, name, head)
 
-    def forward(self, modality: str, hidden: torch.Tensor) -> torch.Tensor:
-        return getattr(self.modalities, modality).classifier(hidden)
-
 
 class MultimodalAutoencoder(nn.Module):
     """deepmind/multimodal-perceiver: a clip of video + audio -> reconstructed video, audio and label logits."""
