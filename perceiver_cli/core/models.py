@@ -92,8 +92,8 @@ class Trunk(nn.Module):
 class QueryDecoder(nn.Module):
     """Cross-attends output queries to the latents, in chunks (queries never attend to each other)."""
 
-    def __init__(self, query_dim: int, d_latents: int, out_channels: Optional[int], *, qk_channels=None,
-                 v_channels=None, num_heads: int = 1, query_residual: bool = False, gelu_approximate: str = "none",
+    def __init__(self, query_dim: int, d_latents: int, out_channels: Optional[int], *,
+                 qk_channels: Optional[int] = None, v_channels: Optional[int] = None, num_heads: int = 1, query_residual: bool = False, gelu_approximate: str = "none",
                  cross_shape: str = "kv", learned_queries: Optional[tuple[int, int]] = None):
         super().__init__()
         if learned_queries is not None:
