@@ -93,8 +93,9 @@ class QueryDecoder(nn.Module):
     """Cross-attends output queries to the latents, in chunks (queries never attend to each other)."""
 
     def __init__(self, query_dim: int, d_latents: int, out_channels: Optional[int], *,
-                 qk_channels: Optional[int] = None, v_channels: Optional[int] = None, num_heads: int = 1, query_residual: bool = False, gelu_approximate: str = "none",
-                 cross_shape: str = "kv", learned_queries: Optional[tuple[int, int]] = None):
+                 qk_channels: Optional[int] = None, v_channels: Optional[int] = None, num_heads: int = 1,
+                 query_residual: bool = False, gelu_approximate: str = "none", cross_shape: str = "kv",
+                 learned_queries: Optional[tuple[int, int]] = None):
         super().__init__()
         if learned_queries is not None:
             self.output_position_encodings = LearnedPositions(*learned_queries)
