@@ -1,8 +1,8 @@
 """Attention layers of Perceiver IO. Module names mirror the hub checkpoints' state_dict keys.
 
 AttentionLayer is the plain block: layer norms, q/k/v projections, attention, output projection, residual,
-MLP. EncoderCrossAttention folds the key and value projections into the latents' side (one head, inputs no
-wider than the keys); the decoder's folds live in core.decoding. Attention goes through torch's scaled_dot_product_attention,
+MLP. EncoderCrossAttention folds the key and value projections into the latents' side (one head, inputs
+no wider than the keys); the decoder's folds live in core.decoding. Attention goes through torch's scaled_dot_product_attention,
 except where its CPU kernel has no fused path (query/key heads narrower than value heads) and the scores are
 multiplied out directly instead.
 """
