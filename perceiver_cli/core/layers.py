@@ -2,9 +2,9 @@
 
 AttentionLayer is the plain block: layer norms, q/k/v projections, attention, output projection, residual,
 MLP. EncoderCrossAttention folds the key and value projections into the latents' side (one head, inputs
-no wider than the keys); the decoder's folds live in core.decoding. Attention goes through torch's scaled_dot_product_attention,
-except where its CPU kernel has no fused path (query/key heads narrower than value heads) and the scores are
-multiplied out directly instead.
+no wider than the keys); the decoder's folds live in core.decoding. Attention goes through torch's
+scaled_dot_product_attention, except where its CPU kernel has no fused path (query/key heads narrower than
+value heads) and the scores are multiplied out directly instead.
 """
 
 from __future__ import annotations
