@@ -719,7 +719,7 @@ def test_flow_never_writes_over_its_ground_truth(cli, weights, tmp_path):
         write_flo(truth / f"{frame.stem}.flo", np.ones((FLOW_H, FLOW_W, 2), np.float32))
     before = {p.name: p.read_bytes() for p in truth.iterdir()}
     result = cli("flow", *frames, "-w", weights["flow"], "-o", truth, "--format", "flo", "--gt", truth)
-    assert_refused(result, 2, error_line(truth, r"output folder is the --gt folder, whose \.flo files the outputs "
+    assert_refused(result, 2, error_line(truth, r"output folder is the --gt folder, whose files the outputs "
                                                 r"would overwrite; choose another output folder"))
     one = truth / "f0.flo"
     result = cli("flow", *frames[:2], "-w", weights["flow"], "-o", one, "--gt", one)

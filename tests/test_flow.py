@@ -19,8 +19,8 @@ from PIL import Image
 
 from perceiver_cli.cli import main
 from perceiver_cli.core import load_model
-from perceiver_cli.core.flow import (FlowEstimator, blend_weights, frames_to_unit_range, patches_3x3, window_grid,
-                                     window_starts)
+from perceiver_cli.core.flow import (FlowEstimator, blend_weights, frame_windows, frames_to_unit_range, patches_3x3,
+                                     window_grid, window_starts)
 from perceiver_cli.io.flo import read_flo, write_flo
 from perceiver_cli.io.flowviz import flow_to_color, flow_to_color_deepmind
 from tiny_models import make_tiny_checkpoint
@@ -188,7 +188,7 @@ def test_full_hd_shape_scaled_down_reads_only_inside_the_frame(tmp_path):
     make_tiny_checkpoint("flow", tmp_path / "w", train_size=[16, 24])
     model = load_model(str(tmp_path / "w"), device="cpu", numerics="transformers")
     estimator = FlowEstimator(CountingModel(model), batch_size=64)
-    windows = estimator.windows_for(108, 192)
+    windows = frame_windows(108, 192, estimator.window)
     covered = np.zeros((108, 192), int)
     for y, x in windows:
         assert 0 <= y <= 108 - 16 and 0 <= x <= 192 - 24
@@ -271,8 +271,8 @@ def test_json_line_with_gt_reports_epe(tiny, pair_files, tmp_path, capsys):
                           "-o", tmp_path / "g.png", "--max-flow", "2", "--style", "deepmind"], capsys)
     assert code == 0, err
     record = json.loads(out)
-    assert set(record) == {"frame1", "frame2", "outputs", "mean_magnitude", "max_magnitude", "epe"}
-    assert record["frame1"] == str(a) and record["frame2"] == str(b)
+    assert set(record) == {"input", "input2", "outputs", "mean_magnitude", "max_magnitude", "epe"}
+    assert record["input"] == str(a) and record["input2"] == str(b)
     assert record["outputs"] == [str(tmp_path / "g.png")]
     assert record["epe"] == pytest.approx(5.0, rel=1e-5)
     magnitude = np.hypot(flow[..., 0], flow[..., 1])
@@ -348,7 +348,7 @@ def test_folder_writes_one_output_per_pair_and_goes_on_past_a_bad_frame(tiny, tm
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["f1.flo", "f1.png", "f2.flo", "f2.png", "f5.flo", "f5.png"]
     records = [json.loads(line) for line in out.splitlines()]  # one line per pair, in order
-    assert [(Path(r["frame1"]).name, Path(r["frame2"]).name, "error" in r) for r in records] == [
+    assert [(Path(r["input"]).name, Path(r["input2"]).name, "error" in r) for r in records] == [
         ("f1.png", "f2.png", False), ("f2.png", "f3.png", False), ("f3.png", "f4.png", True),
         ("f4.png", "f5.png", True), ("f5.png", "f6.png", False)]
     assert "f4.png: not a readable image" in records[2]["error"]
@@ -393,8 +393,8 @@ def test_video_in_video_out_keeps_rate_and_has_one_frame_per_pair(tiny, tmp_path
                           "--json", "-b", "3"], capsys)
     assert code == 0, err
     records = [json.loads(line) for line in out.splitlines()]
-    assert [r["frame1"] for r in records] == [f"{clip}#{i}" for i in range(5)]
-    assert records[4]["frame2"] == f"{clip}#5"
+    assert [r["input"] for r in records] == [f"{clip}#{i}" for i in range(5)]
+    assert records[4]["input2"] == f"{clip}#5"
     with av.open(str(tmp_path / "flow.mp4")) as container:
         stream = container.streams.video[0]
         assert float(stream.average_rate) == pytest.approx(10.0)
@@ -405,7 +405,7 @@ def test_video_in_video_out_keeps_rate_and_has_one_frame_per_pair(tiny, tmp_path
 
 
 def test_video_colour_scale_is_the_running_maximum():
-    from perceiver_cli.commands.flow import VideoColourScale
+    from perceiver_cli.io.writers import VideoColourScale
 
     flows = [np.zeros((2, 3, 2), np.float32) for _ in range(3)]
     flows[0][0, 0] = [2.0, 0.0]
@@ -427,8 +427,8 @@ def test_interrupted_video_leaves_no_output_and_no_temporary_files(tiny, tmp_pat
     clip = make_clip(tmp_path / "clip.mp4", 5)
     real_stream = core_flow.FlowEstimator.stream
 
-    def interrupted(self, pairs):
-        for number, item in enumerate(real_stream(self, pairs)):
+    def interrupted(self, pairs, on_windows=None):
+        for number, item in enumerate(real_stream(self, pairs, on_windows)):
             if number == 2:
                 raise KeyboardInterrupt
             yield item
@@ -437,3 +437,67 @@ def test_interrupted_video_leaves_no_output_and_no_temporary_files(tiny, tmp_pat
     code, _, err = run([clip, "-w", directory, "-o", tmp_path / "flow.mp4"], capsys)
     assert code == 130, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the task's shape: failures as records, pass-through pairs, the windows hook
+
+def test_a_single_pair_that_fails_prints_its_error_record_in_json_mode(tiny, tmp_path, capsys):
+    directory, _ = tiny
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    b = save_png(tmp_path / "b.png", random_frames(8, 12)[0].numpy())
+    code, out, err = run([empty, b, "-w", directory, "--json"], capsys)
+    assert code == 1
+    record = json.loads(out)
+    assert set(record) == {"input", "input2", "error"}
+    assert record["input"] == str(empty) and record["input2"] == str(b) and "empty file" in record["error"]
+    assert err.splitlines() == [f"perceiver: error: {record['error']}"]
+
+
+def test_pass_through_pairs_come_out_in_order_even_at_the_end(ours):
+    frames = random_frames(8, 12, seed=30)
+    stream = FlowEstimator(ours, batch_size=2).stream([("bad first", None, None), ("good", *frames),
+                                                       ("bad last", None, None)])
+    got = [(key, flow is None) for key, flow in stream]
+    assert got == [("bad first", True), ("good", False), ("bad last", True)]
+
+
+def test_windows_hook_counts_every_window_once(ours):
+    counts = []
+    frames = random_frames(20, 30, seed=31)
+    list(FlowEstimator(ours, batch_size=3).stream([(0, *frames)], on_windows=counts.append))
+    assert sum(counts) == len(frame_windows(20, 30, (8, 12))) == 16 and max(counts) <= 3
+
+
+def test_a_single_pair_of_many_windows_shows_a_progress_bar_of_windows(tiny, tmp_path, capsys, monkeypatch):
+    import perceiver_cli.tasks.flow as task_module
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, label, total, min_items=0, quiet=False):
+            self.seen = {"label": label, "total": total, "quiet": quiet, "done": 0}
+            bars.append(self.seen)
+
+        def __enter__(self):
+            return lambda n=1: self.seen.__setitem__("done", self.seen["done"] + n)
+
+        def __exit__(self, *exc_info):
+            return False
+
+    monkeypatch.setattr(task_module, "progress_bar", Recorder)
+    directory, _ = tiny
+    frame1, frame2 = random_frames(20, 30, seed=32)
+    a, b = save_png(tmp_path / "a.png", frame1.numpy()), save_png(tmp_path / "b.png", frame2.numpy())
+    code, _, err = run([a, b, "-w", directory, "-b", "4"], capsys)
+    assert code == 0, err
+    assert bars == [{"label": "windows", "total": 16, "quiet": False, "done": 16}]
+    bars.clear()
+    frames = tmp_path / "seq"
+    frames.mkdir()
+    for i in range(3):
+        save_png(frames / f"{i}.png", random_frames(20, 30, seed=40 + i)[0].numpy())
+    code, _, err = run([frames, "-w", directory, "-q"], capsys)
+    assert code == 0, err
+    assert bars == []  # a sequence shows pairs (the engine's bar), not windows
