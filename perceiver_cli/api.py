@@ -89,9 +89,9 @@ def flow(model, frame1: FrameLike, frame2: FrameLike) -> np.ndarray:
     task = FlowTask([])
     task.setup(runtime_of(model, FlowTask.cpu_batch_size), model)
     item = Item(0, name1, data=FramePair(first, second, "flow", name2))
-    ((_, field, extra),) = list(task.flows([item]))
-    if field is None:
-        if extra.problem_line:
-            raise ValueError(extra.problem_line)
-        _only(extra)
-    return field
+    ((_, pair_flow, problem),) = list(task.flows([item]))
+    if pair_flow is None:
+        if problem.problem_line:
+            raise ValueError(problem.problem_line)
+        _only(problem)
+    return pair_flow.forward

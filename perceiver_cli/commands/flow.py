@@ -1,4 +1,4 @@
-"""`perceiver flow`: optical flow between consecutive frames of image pairs, image folders and videos."""
+"""`perceiver flow`: optical flow between consecutive frames of image sequences and videos."""
 
 from __future__ import annotations
 
@@ -12,29 +12,59 @@ from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.flow import MODELS, FlowTask
 
+LegendOption = typer.Option(
+    None, "--legend", metavar="CORNER", show_default=False,
+    help="Draw the colour-wheel legend in this corner of every picture: top-left, top-right, bottom-left or "
+         "bottom-right.")
+StyleOption = typer.Option("middlebury", "--style", metavar="NAME",
+                           help="Colour coding: middlebury (Baker et al.) or deepmind (DeepMind's colab).")
+MaxFlowOption = typer.Option(
+    None, "--max-flow", metavar="PX", show_default=False,
+    help="Colour scale: this much motion is fully saturated (default: each picture's largest motion; a "
+         "video's running largest; 24 for --style deepmind).")
+
 
 def flow(
     inputs: List[str] = typer.Argument(
         None, metavar="INPUT", show_default=False,
-        help="Two images (one pair); more images, a folder or a glob (every consecutive pair, sorted); "
-             "or one video (every consecutive pair of its frames)."),
+        help="Two images (one pair, the same one twice for zero motion); more images, a glob, or a folder (one "
+             "sequence: its frames in natural order, subfolders ignored unless --recursive); one video; or - for "
+             "paths on stdin. Pairs are never made across folders."),
     outputs: List[str] = typer.Option(
         None, "--output", "-o", metavar="PATH", show_default=False,
-        help="Repeatable: a .flo, .npy or picture file (one pair), a video file (video input: one colour frame "
-             "per pair), or a folder (one file per pair and --format, named after the pair's first frame)."),
+        help="Repeatable: a .flo, .npy or picture file (one pair); for a video input a video file (.mp4, .mkv, "
+             ".avi, .gif, ...: one colour frame per pair) or a .npy of every pair (pairs, H, W, 2); or a folder "
+             "(one file per pair and --format, named after the pair's first frame)."),
     model: Optional[str] = model_option(MODELS, FlowTask.default_model),
     weights: Optional[Path] = WeightsOption,
-    formats: str = typer.Option("flo", "--format", "-f", metavar="LIST",
-                                help="Formats written into folder outputs, comma-separated: flo, npy, png, jpg, ..."),
+    formats: Optional[str] = typer.Option(
+        None, "--format", "-f", metavar="LIST", show_default=False,
+        help="What goes into folder outputs, comma-separated (default flo): flo, npy, kitti (16-bit KITTI PNG), "
+             "or a picture: png, jpg, webp, bmp."),
+    recursive: bool = typer.Option(False, "--recursive", "-r",
+                                   help="Read every folder below a folder argument that holds frames, each as its "
+                                        "own sequence (folders of masks or KITTI flow are skipped)."),
+    step: int = typer.Option(1, "--step", metavar="K", help="Pair each frame t with frame t + K."),
+    start: Optional[float] = typer.Option(None, "--start", metavar="SECONDS", show_default=False,
+                                          help="Video input: begin at this time."),
+    end: Optional[float] = typer.Option(None, "--end", metavar="SECONDS", show_default=False,
+                                        help="Video input: stop before this time."),
+    direction: str = typer.Option(
+        "forward", "--direction", metavar="WHICH",
+        help="forward, backward (second frame to first), or both: also <stem>_backward files and an occlusion "
+             "mask <stem>_occlusion (forward-backward consistency, Sundaram et al. 2010), and \"occluded\"."),
+    occlusion_formats: Optional[str] = typer.Option(
+        None, "--occlusion-format", metavar="LIST", show_default=False,
+        help="With --direction both: the occlusion mask as png (255 = occluded), npy (bool), or both "
+             "(default png)."),
     gt: Optional[Path] = typer.Option(
         None, "--gt", metavar="PATH", show_default=False,
-        help="Ground truth: a .flo file (one pair) or a folder of <first frame stem>.flo files; adds \"epe\"."),
-    max_flow: Optional[float] = typer.Option(
-        None, "--max-flow", metavar="PX", show_default=False,
-        help="Colour scale: this much motion is fully saturated (default: each picture's largest motion; a "
-             "video's running largest; 24 for --style deepmind)."),
-    style: str = typer.Option("middlebury", "--style", metavar="NAME",
-                              help="Colour coding: middlebury (Baker et al.) or deepmind (DeepMind's colab)."),
+        help="Ground truth (.flo, 16-bit KITTI .png, .pfm or .npy): a file (one pair) or a folder of <first frame "
+             "stem> files (a subfolder per sequence with --recursive; masks in its invalid/ are respected). Adds "
+             "\"epe\"; a pair without usable ground truth gets null and a warning."),
+    max_flow: Optional[float] = MaxFlowOption,
+    style: str = StyleOption,
+    legend: Optional[str] = LegendOption,
     resize: bool = typer.Option(False, "--resize",
                                 help="Resize a second frame of another size to the first frame's size."),
     batch_size: Optional[int] = typer.Option(
@@ -50,21 +80,23 @@ def flow(
     json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> int:
-    """Optical flow, in pixels, between consecutive frames of images, folders or a video.
+    """Optical flow, in pixels, between consecutive frames of image sequences or a video.
 
     Prints one line per pair as soon as it is done, or with --json {"input", "input2", "outputs",
-    "mean_magnitude", "max_magnitude", "epe"?} ("input" and "input2" are the two frames; a video's are
-    VIDEO#INDEX), or {"input", "input2"?, "error"} for a pair that failed. A bad frame is reported once and
-    its pairs skipped; the exit code is then 1.
+    "mean_magnitude", "max_magnitude", "occluded"?, "epe"?, "epe_non_occluded"?} ("input" and "input2" are
+    the two frames; a video's are VIDEO#INDEX), or {"input", "input2"?, "error"} for a pair that failed. A bad
+    frame is reported once and its pairs skipped; the exit code is then 1.
     """
     source = check_source(model, weights, FlowTask.default_model)
     if not inputs:
-        raise UsageError("give two images, a folder of frames, or a video")
+        raise UsageError("give two images, a folder of frames, or a video (or - to read paths from stdin)")
     task = FlowTask(inputs, source=source, outputs=outputs or [], formats=formats, gt=gt, max_flow=max_flow,
-                    style=style, resize=resize, max_pixels=max_pixels, numerics=numerics, quiet=quiet)
+                    style=style, legend=legend, resize=resize, max_pixels=max_pixels, recursive=recursive,
+                    start=start, end=end, step=step, direction=direction, occlusion_formats=occlusion_formats,
+                    numerics=numerics, quiet=quiet)
     return run_task(task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines, quiet=quiet)
 
 
-flow.epilog = examples("perceiver flow frame1.png frame2.png -o flow.png",
-                       "perceiver flow frames/ -o out/ --format flo,png --json",
-                       "perceiver flow clip.mp4 -o flow.mp4")
+flow.epilog = examples("perceiver flow frame1.png frame2.png -o flow.png --legend bottom-right",
+                       "perceiver flow scenes/ --recursive -o out/ --format flo,png --gt truth/ --json",
+                       "perceiver flow clip.mp4 --start 2 --end 4 -o flow.mkv -o flow.npy")

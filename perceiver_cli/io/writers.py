@@ -122,27 +122,37 @@ def plan_targets(texts: Sequence[str], *, formats: Sequence[str], file_suffixes:
     return targets
 
 
-def refuse_name_clashes(targets: Sequence[Target], items: Sequence[tuple[str, str]], formats: Sequence[str],
+def refuse_name_clashes(files_for: Callable[[str], Iterable[Path]], items: Sequence[tuple[str, str]],
                         inputs: Iterable[Path]) -> None:
-    """Refuse folder outputs that would overwrite an input or each other; `items` are (stem, input name)."""
+    """Refuse per-item outputs that would overwrite an input or each other; `items` are (stem, input name)
+    and `files_for(stem)` lists the files an item writes."""
     resolved = {Path(p).resolve() for p in inputs}
-    for target in targets:
-        if target.kind != FOLDER:
-            continue
-        seen: dict[Path, str] = {}
-        for stem, name in items:
-            for path in target.paths_for(stem, formats):
-                key = path.resolve()
-                if key in resolved:
-                    raise UsageError(f"{path}: output would overwrite input {name}; choose another output folder")
-                if key in seen:
-                    raise UsageError(f"{path}: two pairs ({seen[key]} and {name}) would write the same output; "
-                                     "frames in different folders share a name")
-                seen[key] = name
+    seen: dict[Path, str] = {}
+    for stem, name in items:
+        for path in files_for(stem):
+            key = Path(path).resolve()
+            if key in resolved:
+                raise UsageError(f"{path}: output would overwrite input {name}; choose another output folder")
+            if key in seen and seen[key] != name:
+                raise UsageError(f"{path}: two pairs ({seen[key]} and {name}) would write the same output; "
+                                 "frames in different folders share a name")
+            seen[key] = name
 
 
 # ----------------------------------------------------------------------------------------------------------
 # flow
+
+KITTI_FORMAT = ".kitti"  # a folder format: <stem>.png holding KITTI 16-bit flow, not a picture
+MASK_SUFFIXES = (".png", ".npy")
+BACKWARD_SUFFIX = "_backward"  # <stem>_backward<format>: the flow from the second frame to the first
+OCCLUSION_SUFFIX = "_occlusion"  # <stem>_occlusion.png / .npy: the forward-backward occlusion mask
+STACK_SUFFIX = ".npy"  # for a video input, one .npy holds every pair's flow: (pairs, H, W, 2)
+
+
+def format_suffix(fmt: str) -> str:
+    """The file suffix a folder format writes (.kitti writes .png)."""
+    return ".png" if fmt == KITTI_FORMAT else fmt
+
 
 def check_style(style: str) -> str:
     """The colour style, or a usage error naming the choices."""
@@ -160,37 +170,84 @@ def flow_picture(flow: np.ndarray, style: str, max_flow: Optional[float]) -> np.
     return flow_to_color(flow, max_flow)
 
 
-def _write_flo(path: Path, flow: np.ndarray, style: str, max_flow: Optional[float]) -> None:
+class Pictures:
+    """Draws flow pictures in one style, with the colour-wheel legend in a corner when asked."""
+
+    def __init__(self, style: str = "middlebury", max_flow: Optional[float] = None, legend: Optional[str] = None):
+        self.style, self.max_flow, self.legend = style, max_flow, legend
+        self.warnings: list[str] = []  # said once per run
+
+    def draw(self, flow: np.ndarray, max_flow: Optional[float] = None) -> np.ndarray:
+        """The picture of one flow field (at `max_flow`, else the picture's own scale or --max-flow)."""
+        picture = flow_picture(flow, self.style, self.max_flow if max_flow is None else max_flow)
+        if self.legend is None:
+            return picture
+        from perceiver_cli.io.flowviz import add_color_wheel
+
+        try:
+            return add_color_wheel(picture, self.style, self.legend)
+        except ValueError:
+            message = f"a {flow.shape[1]}x{flow.shape[0]} picture is too small for the legend; drawn without it"
+            if message not in self.warnings:
+                self.warnings.append(message)
+            return picture
+
+
+def _write_flo(path: Path, flow: np.ndarray, pictures: Pictures) -> None:
     from perceiver_cli.io.flo import write_flo
 
     write_flo(path, flow)
 
 
-def _write_npy(path: Path, flow: np.ndarray, style: str, max_flow: Optional[float]) -> None:
-    from perceiver_cli.io.atomic import atomic_write
-
-    with atomic_write(path, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(flow, dtype=np.float32))
+def _write_npy(path: Path, flow: np.ndarray, pictures: Pictures) -> None:
+    write_array(path, np.asarray(flow, dtype=np.float32))
 
 
-def _write_picture(path: Path, flow: np.ndarray, style: str, max_flow: Optional[float]) -> None:
+def _write_kitti(path: Path, flow: np.ndarray, pictures: Pictures) -> None:
+    from perceiver_cli.io.flowfiles import write_kitti_png
+
+    write_kitti_png(path, flow)
+
+
+def _write_picture(path: Path, flow: np.ndarray, pictures: Pictures) -> None:
     from perceiver_cli.io.images import write_image
 
-    write_image(path, flow_picture(flow, style, max_flow))
+    write_image(path, pictures.draw(flow))
 
 
-FlowFileWriter = Callable[[Path, np.ndarray, str, Optional[float]], None]
-# suffix -> writer of one pair's flow (H, W, 2) to that file
+FlowFileWriter = Callable[[Path, np.ndarray, Pictures], None]
+# format -> writer of one (H, W, 2) flow field to a file of that format
 FLOW_FILE_WRITERS: dict[str, FlowFileWriter] = {
     ".flo": _write_flo,
     ".npy": _write_npy,
+    KITTI_FORMAT: _write_kitti,
     **{suffix: _write_picture for suffix in PICTURE_SUFFIXES},
 }
+FLOW_FORMATS = tuple(FLOW_FILE_WRITERS)
 
 
-def write_flow_file(path: Path, flow: np.ndarray, style: str = "middlebury", max_flow: Optional[float] = None) -> None:
-    """Write one pair's flow (H, W, 2) to `path` in the format its suffix names, atomically."""
-    FLOW_FILE_WRITERS[Path(path).suffix.lower()](Path(path), flow, style, max_flow)
+def write_array(path: Path, array: np.ndarray) -> None:
+    """Write a numpy array atomically as .npy (no pickles)."""
+    from perceiver_cli.io.atomic import atomic_write
+
+    with atomic_write(path, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def write_mask(path: Path, mask: np.ndarray) -> None:
+    """Write an (H, W) bool mask atomically: a PNG (255 where True, else 0) or a bool .npy."""
+    from perceiver_cli.io.images import write_image
+
+    if Path(path).suffix.lower() == ".npy":
+        write_array(path, np.asarray(mask, dtype=bool))
+    else:
+        write_image(path, np.where(np.asarray(mask, dtype=bool), 255, 0).astype(np.uint8))
+
+
+def write_flow_file(path: Path, flow: np.ndarray, style: str = "middlebury", max_flow: Optional[float] = None,
+                    fmt: Optional[str] = None) -> None:
+    """Write one pair's flow (H, W, 2) to `path` in format `fmt` (default: the one its suffix names), atomically."""
+    FLOW_FILE_WRITERS[fmt or Path(path).suffix.lower()](Path(path), flow, Pictures(style, max_flow))
 
 
 class VideoColourScale:
@@ -200,64 +257,119 @@ class VideoColourScale:
     and no motion is ever clipped; the deepmind style has a fixed scale anyway.
     """
 
-    def __init__(self, style: str, max_flow: Optional[float]):
+    def __init__(self, style: str, max_flow: Optional[float], pictures: Optional[Pictures] = None):
         self.style = style
         self.fixed = max_flow
         self.largest = 0.0
+        self.pictures = pictures or Pictures(style, max_flow)
 
     def picture(self, flow: np.ndarray, max_magnitude: float) -> np.ndarray:
         """The colour frame for one pair's flow, whose largest magnitude is `max_magnitude`."""
         from perceiver_cli.io.flowviz import NORMALISE_EPSILON
 
         if self.fixed is not None or self.style == "deepmind":
-            return flow_picture(flow, self.style, self.fixed)
+            return self.pictures.draw(flow, self.fixed)
         self.largest = max(self.largest, max_magnitude)
-        return flow_picture(flow, self.style, max(self.largest, NORMALISE_EPSILON))
+        return self.pictures.draw(flow, max(self.largest, NORMALISE_EPSILON))
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One file a pair writes: where, what it holds (forward, backward or occlusion) and in which format."""
+
+    path: Path
+    holds: str
+    fmt: str
 
 
 class FlowOutputs:
-    """Writes each pair's flow to every target, as a context manager: whole-run files (videos) open on the
-    first pair and appear only when the block ends without an exception."""
+    """Where each pair's flow goes and the writing of it, as a context manager: whole-run files (videos, a
+    video's .npy) open on the first pair and appear only when the block ends without an exception.
 
-    def __init__(self, targets: Sequence[Target], formats: Sequence[str], style: str = "middlebury",
-                 max_flow: Optional[float] = None, fps: Optional[float] = None):
+    Per pair, a file or folder target gets the main flow (the forward flow, or the backward one with
+    direction 'backward'); with direction 'both' also `<stem>_backward` files and `<stem>_occlusion`
+    masks beside them. Videos and a video's .npy hold the main flow.
+    """
+
+    def __init__(self, targets: Sequence[Target], formats: Sequence[str], pictures: Optional[Pictures] = None,
+                 fps: Optional[float] = None, direction: str = "forward", mask_formats: Sequence[str] = (".png",),
+                 capacity: int = 16):
         self.targets = list(targets)
         self.formats = list(formats)
-        self.style = style
-        self.max_flow = max_flow
+        self.pictures = pictures or Pictures()
         self.fps = fps
-        self._scale = VideoColourScale(style, max_flow)
-        self._videos: dict[Path, object] = {}
+        self.direction = direction
+        self.mask_formats = list(mask_formats)
+        self.capacity = capacity
+        self._scale = VideoColourScale(self.pictures.style, self.pictures.max_flow, self.pictures)
+        self._whole: dict[Path, object] = {}
+
+    def _files(self, target: Target, stem: str) -> list[PlannedFile]:
+        """The files one pair named `stem` writes to one file or folder target."""
+        if target.kind == FILE:
+            base = target.path.with_suffix("")
+            pieces = [(target.path.suffix.lower(), target.path.suffix)]
+        else:
+            base = target.path / stem
+            pieces = [(fmt, format_suffix(fmt)) for fmt in self.formats]
+        planned = [PlannedFile(Path(f"{base}{suffix}"), "main", fmt) for fmt, suffix in pieces]
+        if self.direction == "both":
+            planned += [PlannedFile(Path(f"{base}{BACKWARD_SUFFIX}{suffix}"), "backward", fmt) for fmt, suffix in pieces]
+            planned += [PlannedFile(Path(f"{base}{OCCLUSION_SUFFIX}{m}"), "occlusion", m) for m in self.mask_formats]
+        return planned
+
+    def files_for(self, stem: str) -> list[PlannedFile]:
+        """Every per-pair file of one pair named `stem`, in -o order."""
+        return [f for target in self.targets if target.kind != VIDEO for f in self._files(target, stem)]
 
     def __enter__(self) -> "FlowOutputs":
         return self
 
-    def _video(self, path: Path, height: int, width: int):
-        from perceiver_cli.io.video import VideoWriter
+    def _whole_run(self, path: Path, height: int, width: int):
+        if path not in self._whole:
+            if path.suffix.lower() == STACK_SUFFIX:
+                from perceiver_cli.io.flowfiles import FlowVideoWriter
 
-        if path not in self._videos:
-            writer = VideoWriter(path, self.fps, width, height)
+                writer = FlowVideoWriter(path, height, width, capacity=self.capacity)
+            else:
+                from perceiver_cli.io.video import VideoWriter
+
+                writer = VideoWriter(path, self.fps, width, height)
             writer.__enter__()
-            self._videos[path] = writer
-        return self._videos[path]
+            self._whole[path] = writer
+        return self._whole[path]
 
-    def write(self, stem: str, flow: np.ndarray, max_magnitude: float) -> list[str]:
-        """Write one pair's flow (H, W, 2) everywhere it goes; returns the paths written, in -o order."""
+    def write(self, stem: str, flow: np.ndarray, max_magnitude: float, backward: Optional[np.ndarray] = None,
+              occlusion: Optional[np.ndarray] = None) -> list[str]:
+        """Write one pair's main flow (H, W, 2), and its backward flow and occlusion mask when given, everywhere
+        they go; returns the paths written, in -o order."""
         written: list[str] = []
+        contents = {"main": flow, "backward": backward, "occlusion": occlusion}
         for target in self.targets:
             if target.kind == VIDEO:
-                self._video(target.path, *flow.shape[:2]).write_frame(self._scale.picture(flow, max_magnitude))
+                writer = self._whole_run(target.path, *flow.shape[:2])
+                if target.path.suffix.lower() == STACK_SUFFIX:
+                    writer.write(flow)
+                else:
+                    writer.write_frame(self._scale.picture(flow, max_magnitude))
                 written.append(str(target.path))
                 continue
-            for path in target.paths_for(stem, self.formats):
-                write_flow_file(path, flow, self.style, self.max_flow)
-                written.append(str(path))
+            for planned in self._files(target, stem):
+                content = contents[planned.holds]
+                if content is None:
+                    continue
+                planned.path.parent.mkdir(parents=True, exist_ok=True)
+                if planned.holds == "occlusion":
+                    write_mask(planned.path, content)
+                else:
+                    FLOW_FILE_WRITERS[planned.fmt](planned.path, content, self.pictures)
+                written.append(str(planned.path))
         return written
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        videos, self._videos = list(self._videos.values()), {}
+        writers, self._whole = list(self._whole.values()), {}
         failure = exc_type, exc, tb
-        for writer in videos:
+        for writer in writers:
             try:
                 writer.__exit__(*failure)
             except BaseException as error:  # the first writer's error wins; the rest are abandoned
