@@ -26,6 +26,7 @@ COMMANDS = {
     "draw-flow": ("perceiver_cli.commands.draw_flow", "draw_flow", "Draw flow files as colour pictures (no model)."),
     "autoencode-video": ("perceiver_cli.commands.autoencode_video", "autoencode_video",
                          "Reconstruct videos and their sound, and name the action."),
+    "eval": ("perceiver_cli.commands.eval", "app", "Score a checkpoint on a dataset, beside the paper's figures."),
     "weights": ("perceiver_cli.commands.weights", "app", "List, download, verify and import checkpoints."),
 }
 

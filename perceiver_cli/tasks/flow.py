@@ -33,8 +33,10 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".m
 WINDOW_PROGRESS_MIN = 4
 # Ground-truth files are looked for with these suffixes, in this order (io.flowfiles reads each by its bytes).
 TRUTH_SUFFIXES = (".flo", ".png", ".pfm", ".npy")
-# Sintel's invalid masks, looked for in this folder of a --gt folder.
+# Sintel's invalid masks: in this folder of a --gt folder, or, when --gt lies in Sintel's training tree
+# (.../flow/SCENE), in the matching place of its invalid/ folder (.../invalid/SCENE).
 INVALID_FOLDER = "invalid"
+SINTEL_FLOW_FOLDER = "flow"
 
 Frame = Union[Path, np.ndarray]
 
@@ -260,7 +262,12 @@ class FlowTask(Task):
         folder = self.gt / relative
         found = next((folder / f"{stem}{s}" for s in TRUTH_SUFFIXES if (folder / f"{stem}{s}").is_file()),
                      folder / f"{stem}.flo")
-        return found, folder / INVALID_FOLDER / f"{stem}.png"
+        masks = [folder / INVALID_FOLDER / f"{stem}.png"]
+        parts = self.gt.parts
+        if SINTEL_FLOW_FOLDER in parts:  # Sintel's training tree keeps invalid/SCENE/ beside flow/SCENE/
+            at = len(parts) - 1 - parts[::-1].index(SINTEL_FLOW_FOLDER)
+            masks.append(Path(*parts[:at], INVALID_FOLDER, *parts[at + 1:]) / relative / f"{stem}.png")
+        return found, next((m for m in masks if m.is_file()), masks[0])
 
     def _image_items(self, arguments: list[str], problems: list[Item]) -> list[Item]:
         from perceiver_cli.io.sequences import frame_sequences
