@@ -747,3 +747,17 @@ def test_meaningless_options_are_refused_before_any_work(tiny, pair_files, tmp_p
     assert code == 2, err
     assert err.startswith("perceiver: error: ") and err.count("\n") == 1 and message in err and out == ""
     assert not (tmp_path / "f.flo").exists() and not (tmp_path / "d").exists()
+
+
+def test_kitti_format_writes_16_bit_flow_pngs_not_pictures(tiny, tmp_path, capsys):
+    from perceiver_cli.io.flowfiles import is_kitti_flow_png, read_flow
+
+    directory, _ = tiny
+    frames = frames_in(tmp_path / "seq", ["f1.png", "f2.png", "f3.png"], size=(20, 30))
+    code, records, err = flow_cli([tmp_path / "seq", "-w", directory, "-o", tmp_path / "out/",
+                                   "--format", "flo,kitti"], capsys)
+    assert code == 0, err
+    assert records[0]["outputs"] == [str(tmp_path / "out" / "f1.flo"), str(tmp_path / "out" / "f1.png")]
+    assert is_kitti_flow_png(tmp_path / "out" / "f1.png")
+    flow, valid = read_flow(tmp_path / "out" / "f1.png")
+    assert valid.all() and np.abs(flow - read_flo(tmp_path / "out" / "f1.flo")).max() <= 1 / 128 + 1e-6

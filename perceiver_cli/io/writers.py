@@ -25,10 +25,7 @@ import numpy as np
 from perceiver_cli.errors import UsageError
 
 FILE, VIDEO, FOLDER = "file", "video", "folder"
-STYLES = ("middlebury", "deepmind")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-FLOW_DATA_SUFFIXES = (".flo", ".npy")
-FLOW_FILE_SUFFIXES = FLOW_DATA_SUFFIXES + PICTURE_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -156,8 +153,10 @@ def format_suffix(fmt: str) -> str:
 
 def check_style(style: str) -> str:
     """The colour style, or a usage error naming the choices."""
-    if style not in STYLES:
-        raise UsageError(f"--style must be one of {', '.join(STYLES)}, got '{style}'")
+    from perceiver_cli.io.flowviz import FLOW_STYLES
+
+    if style not in FLOW_STYLES:
+        raise UsageError(f"--style must be one of {', '.join(FLOW_STYLES)}, got '{style}'")
     return style
 
 
@@ -200,7 +199,9 @@ def _write_flo(path: Path, flow: np.ndarray, pictures: Pictures) -> None:
 
 
 def _write_npy(path: Path, flow: np.ndarray, pictures: Pictures) -> None:
-    write_array(path, np.asarray(flow, dtype=np.float32))
+    from perceiver_cli.io.flowfiles import write_flow_npy
+
+    write_flow_npy(path, flow)
 
 
 def _write_kitti(path: Path, flow: np.ndarray, pictures: Pictures) -> None:
@@ -224,6 +225,8 @@ FLOW_FILE_WRITERS: dict[str, FlowFileWriter] = {
     **{suffix: _write_picture for suffix in PICTURE_SUFFIXES},
 }
 FLOW_FORMATS = tuple(FLOW_FILE_WRITERS)
+# Suffixes a single-file -o may have (a KITTI PNG is written only into folders, as --format kitti).
+FLOW_FILE_SUFFIXES = tuple(f for f in FLOW_FORMATS if f != KITTI_FORMAT)
 
 
 def write_array(path: Path, array: np.ndarray) -> None:
@@ -235,13 +238,13 @@ def write_array(path: Path, array: np.ndarray) -> None:
 
 
 def write_mask(path: Path, mask: np.ndarray) -> None:
-    """Write an (H, W) bool mask atomically: a PNG (255 where True, else 0) or a bool .npy."""
-    from perceiver_cli.io.images import write_image
+    """Write an (H, W) bool mask atomically: a PNG (255 where True, else 0, as Sintel's masks) or a bool .npy."""
+    from perceiver_cli.io.flowfiles import write_mask_png
 
     if Path(path).suffix.lower() == ".npy":
         write_array(path, np.asarray(mask, dtype=bool))
     else:
-        write_image(path, np.where(np.asarray(mask, dtype=bool), 255, 0).astype(np.uint8))
+        write_mask_png(path, mask)
 
 
 def write_flow_file(path: Path, flow: np.ndarray, style: str = "middlebury", max_flow: Optional[float] = None,

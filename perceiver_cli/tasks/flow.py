@@ -233,17 +233,17 @@ class FlowTask(Task):
 
     def _check_targets(self, item_count: Optional[int], inputs: list[Path], video: bool) -> None:
         from perceiver_cli.io.video import ALL_VIDEO_OUTPUTS
-        from perceiver_cli.io.writers import FLOW_FORMATS, FOLDER, STACK_SUFFIX, plan_targets
+        from perceiver_cli.io.writers import FLOW_FILE_SUFFIXES, FOLDER, STACK_SUFFIX, format_suffix, plan_targets
 
         gt_folder = self.gt is not None and self.gt.is_dir()
         sources = inputs + ([self.gt] if self.gt is not None and not gt_folder else [])
-        file_suffixes = [s for s in FLOW_FORMATS if s.startswith(".") and s != ".kitti"]
+        file_suffixes = list(FLOW_FILE_SUFFIXES)
         run_suffixes = list(ALL_VIDEO_OUTPUTS)
         if video:  # a video's .npy output holds every pair: (pairs, H, W, 2)
             file_suffixes.remove(STACK_SUFFIX)
             run_suffixes.append(STACK_SUFFIX)
         self.targets = plan_targets(
-            self.outputs, formats=[f if f != ".kitti" else ".png" for f in self.formats], file_suffixes=file_suffixes,
+            self.outputs, formats=[format_suffix(f) for f in self.formats], file_suffixes=file_suffixes,
             run_suffixes=run_suffixes, item_count=item_count, inputs=sources,
             protected=[self.gt] if gt_folder else [], items_name="frame pairs",
             run_refusal=None if video else "a flow video needs a video input; for image frames give an output folder")
