@@ -208,7 +208,7 @@ class FlowTask(Task):
                 continue
             lines = paths_from_stdin()
             if not lines:
-                problems.append(Item(0, STDIN_ARGUMENT, error="no frame or video paths on standard input"))
+                problems.append(Item(len(problems), STDIN_ARGUMENT, error="no frame or video paths on standard input"))
             arguments.extend(lines)
         return arguments, problems
 
@@ -271,7 +271,7 @@ class FlowTask(Task):
 
     def _image_items(self, arguments: list[str], problems: list[Item]) -> list[Item]:
         from perceiver_cli.io.sequences import frame_sequences
-        from perceiver_cli.io.writers import FlowOutputs
+        from perceiver_cli.io.writers import refuse_name_clashes
 
         good: list[str] = []
         for argument in arguments:  # a bad argument is reported; the others run
@@ -299,8 +299,6 @@ class FlowTask(Task):
         frames = [f for s in sequences for f in s.frames]
         self._check_targets(len(pairs), frames, video=False)
         outputs = self.outputs_writer()
-        from perceiver_cli.io.writers import refuse_name_clashes
-
         refuse_name_clashes(lambda stem: [f.path for f in outputs.files_for(stem)],
                             [(p.stem, str(p.first)) for p in pairs], frames)
         if self.gt is not None and not self.gt.is_dir() and self.gt.exists():
