@@ -158,8 +158,13 @@ def test_kitti_eval_gives_epe_and_fl_all_over_the_valid_pixels(kitti, weights, c
         magnitude = np.sqrt((truth.astype(np.float64) ** 2).sum(axis=2))[valid]
         outliers += int(((error > 3) & (error > 0.05 * magnitude)).sum())
         counted += int(valid.sum())
+        noc_truth, noc_valid = read_kitti_png(training / "flow_noc" / f"{scene:06d}_10.png")
+        noc_error = np.sqrt(((np.load(tmp_path / f"{scene}.npy") - noc_truth).astype(np.float64) ** 2).sum(axis=2))
+        assert pair["epe_noc"] == pytest.approx(noc_error[noc_valid].mean(), rel=1e-5)
+        assert noc_valid.sum() < valid.sum()
     assert summary["epe"] == pytest.approx(np.mean(epes), rel=1e-12)
     assert summary["fl_all"] == pytest.approx(100 * outliers / counted, rel=1e-9)
+    assert summary["epe_noc"] == pytest.approx(np.mean([p["epe_noc"] for p in pairs]), rel=1e-12)
     assert (summary["dataset"], summary["pass"], summary["paper"]["epe"]) == ("kitti", None, 4.98)
 
 

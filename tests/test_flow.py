@@ -434,7 +434,7 @@ def test_interrupted_video_leaves_no_output_and_no_temporary_files(tiny, tmp_pat
             yield item
 
     monkeypatch.setattr(core_flow.FlowEstimator, "stream", interrupted)
-    code, _, err = run([clip, "-w", directory, "-o", tmp_path / "flow.mp4"], capsys)
+    code, _, err = run([clip, "-w", directory, "-o", tmp_path / "flow.mp4", "-o", tmp_path / "flow.npy"], capsys)
     assert code == 130, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
 

@@ -34,9 +34,10 @@ def eval_flow(
     """End-point error of optical flow on a dataset's training pairs, beside the paper's.
 
     Sintel: EPE over all valid pixels, per scene, and matched / unmatched (non-occluded / occluded pixels).
-    KITTI 2015: EPE and Fl-all (share of valid pixels whose error exceeds 3 px and 5% of the motion).
+    KITTI 2015: EPE, Fl-all (share of valid pixels whose error exceeds 3 px and 5% of the motion), and EPE on
+    the non-occluded pixels (flow_noc).
     Prints a table at the end, or with --json one line per pair {"input", "input2", "scene", "epe",
-    "epe_matched"?, "epe_unmatched"?, "fl_all"?, "valid_pixels"?} (the EPE `perceiver flow --gt` reports)
+    "epe_matched"?, "epe_unmatched"?, "fl_all"?, "valid_pixels"?, "epe_noc"?} (the EPE `perceiver flow --gt` reports)
     and a last line {"dataset", "pass", "pairs", "failed", "available", "epe", ..., "paper": {"epe",
     "source"}}. The paper's figures come from Perceiver IO, Table 3 (trained on AutoFlow).
     """

@@ -6,7 +6,8 @@ Layouts (DATASET is the dataset's root or its `training` folder):
   (the flow from that frame to the next), `occlusions/SCENE/frame_%04d.png` and `invalid/SCENE/...`
   (8-bit masks, nonzero = occluded / excluded). Pairs are consecutive frames within one scene.
 - KITTI 2015: `image_2/%06d_10.png` and `%06d_11.png` (one pair per scene), `flow_occ/%06d_10.png`
-  (16-bit KITTI flow, every pixel with ground truth) and `flow_noc/` (non-occluded pixels only).
+  (16-bit KITTI flow, every pixel with ground truth: EPE and Fl-all) and `flow_noc/` (non-occluded
+  pixels only: EPE non-occluded).
 
 Figures: EPE is the mean of the per-pair EPEs (each over that pair's valid pixels, as `--gt` reports it);
 matched / unmatched (Sintel) are the means of the per-pair EPEs over non-occluded / occluded valid
@@ -24,7 +25,7 @@ import numpy as np
 
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.base import Item, Result
-from perceiver_cli.tasks.flow import FlowTask, FramePair, pair_epe
+from perceiver_cli.tasks.flow import FlowTask, FramePair, load_truth, pair_epe
 
 SINTEL_PASSES = ("clean", "final")
 PAPER = "Perceiver IO (Jaegle et al., 2021), Table 3, trained on AutoFlow"
@@ -37,7 +38,8 @@ class DatasetPair(FramePair):
     """A dataset pair: its scene, and the mask of occluded pixels where the dataset has one."""
 
     scene: str = ""
-    occlusions: Optional[Path] = None
+    occlusions: Optional[Path] = None  # Sintel: occluded pixels
+    non_occluded: Optional[Path] = None  # KITTI: ground truth on non-occluded pixels only
 
 
 def training_folder(dataset: Path) -> Path:
@@ -85,7 +87,7 @@ def kitti_pairs(training: Path) -> list[DatasetPair]:
         scene = first.stem[:-3]
         second = first.with_name(f"{scene}_11.png")
         pairs.append(DatasetPair(first, second, first.stem, str(second), truth=training / "flow_occ" / first.name,
-                                 scene=scene))
+                                 scene=scene, non_occluded=training / "flow_noc" / first.name))
     return pairs
 
 
@@ -146,6 +148,9 @@ class EvalFlowTask(FlowTask):
             else:
                 record["fl_all"] = fl_all(flow, truth.flow, truth.valid) if truth.flow is not None else None
                 record["valid_pixels"] = int(truth.valid.sum()) if truth.flow is not None else 0
+                record["epe_noc"] = None
+                if pair.non_occluded is not None and pair.non_occluded.is_file():
+                    record["epe_noc"] = pair_epe(flow, load_truth(pair.non_occluded, flow.shape))
             yield Result(item, record, warnings=warnings)
 
     def render(self, record: dict[str, Any]) -> list[str]:
@@ -169,6 +174,7 @@ class EvalFlowTask(FlowTask):
             pixels = sum(r["valid_pixels"] for r in scored if r["fl_all"] is not None)
             outliers = sum(r["fl_all"] * r["valid_pixels"] / 100 for r in scored if r["fl_all"] is not None)
             result["fl_all"] = 100 * outliers / pixels if pixels else None
+            result["epe_noc"] = _mean(r["epe_noc"] for r in scored)
         result["paper"] = {"epe": PAPER_EPE[(self.kind, sintel_pass)], "source": PAPER}
         return result
 
@@ -189,6 +195,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"  {'EPE matched':<18}{number(summary['epe_matched'])}  {number(None)}")
         lines.append(f"  {'EPE unmatched':<18}{number(summary['epe_unmatched'])}  {number(None)}")
     else:
+        lines.append(f"  {'EPE non-occluded':<18}{number(summary['epe_noc'])}  {number(None)}")
         lines.append(f"  {'Fl-all (%)':<18}{number(summary['fl_all'])}  {number(None)}")
     lines.append(f"  paper: {summary['paper']['source']}")
     if summary.get("scenes"):
