@@ -190,7 +190,7 @@ def spec_of(config: dict):
 
 
 def fill_mask_workload(row: Row, model: Any, side: str, config: dict, sizes: Sizes, device: str) -> Workload:
-    """fill-mask: ours runs core.text.fill_masks (exact top-k); transformers runs the documented
+    """fill-mask: ours runs the command's task (exact top-k); transformers runs the documented
     tokenizer + PerceiverForMaskedLM loop, one text at a time, padded to max_length, argmax per byte."""
     import torch
 
@@ -206,14 +206,19 @@ def fill_mask_workload(row: Row, model: Any, side: str, config: dict, sizes: Siz
         return torch.log_softmax(logits.float(), -1)[..., 6:262].flatten().tolist()
 
     if side == "ours":
-        from perceiver_cli.core.text import byte_log_probs, fill_masks
-        from perceiver_cli.io.text import parse_masked_text
+        from perceiver_cli.core.text import byte_log_probs
+        from perceiver_cli.runtime import resolve_runtime
+        from perceiver_cli.tasks.fill_mask import FillMaskTask
 
         texts = [masked(t, s, n) for t, s, n in items]
+        runtime = resolve_runtime(device, configure=False, cpu_batch_size=FillMaskTask.cpu_batch_size,
+                                  accelerator_batch_size=FillMaskTask.accelerator_batch_size)
 
         def run():
-            parsed = [parse_masked_text(t) for t in texts]
-            return fill_masks(model, [(p.piece_bytes(), p.masks) for p in parsed], TOP_K, 12)
+            # the command's own task: parsing, batching and the exact top-k search
+            task = FillMaskTask(texts, top_k=TOP_K, max_span=12)
+            task.setup(runtime, model)
+            return [result.record for result in task.run(task.items())]
 
         def fingerprint(_result) -> list[float]:
             import numpy as np
@@ -221,7 +226,7 @@ def fill_mask_workload(row: Row, model: Any, side: str, config: dict, sizes: Siz
             ids = np.frombuffer(first_text.encode(), dtype=np.uint8).astype(np.int64) + 6
             ids[first_start:first_start + first_len] = 3
             positions = np.arange(first_start, first_start + first_len)
-            return byte_log_probs(model, [(ids, positions)])[0].flatten().tolist()
+            return byte_log_probs(model, [(ids, positions)], device=runtime.device)[0].flatten().tolist()
 
         return Workload(run, fingerprint)
 
@@ -247,7 +252,7 @@ def fill_mask_workload(row: Row, model: Any, side: str, config: dict, sizes: Siz
 
 def classify_workload(row: Row, model: Any, side: str, config: dict, sizes: Sizes, device: str,
                       photos: list[Path]) -> Workload:
-    """classify: ours runs the command's pipeline (prefetching decode threads, batches); transformers runs
+    """classify: ours runs the command's task (prefetching decode threads, batches); transformers runs
     PerceiverImageProcessorPil + the model one image at a time."""
     import torch
 
@@ -255,25 +260,21 @@ def classify_workload(row: Row, model: Any, side: str, config: dict, sizes: Size
         return [float(s) for scores in result for s in sorted(scores, reverse=True)]
 
     if side == "ours":
-        from perceiver_cli.core.vision import classify_pixels, prefetch_batches, preprocess_image
-        from perceiver_cli.io.images import read_image
         from perceiver_cli.runtime import resolve_runtime
+        from perceiver_cli.tasks.base import Item
+        from perceiver_cli.tasks.classify import ClassifyTask
 
-        # the command's decoding pool for this device; threads are the child's own (--threads)
+        # the command's own task (decoding pool, prefetched batches); threads are the child's own (--threads)
         runtime = resolve_runtime(device, batch_size=sizes.batch, configure=False)
-
-        def prepare(path: Path, out) -> None:
-            preprocess_image(read_image(path), out)
+        task = ClassifyTask([], top_k=TOP_K)
+        task.setup(runtime, model)
 
         def run():
-            scores_out = []
-            with runtime.decode_pool() as executor:
-                for batch in prefetch_batches(photos, prepare, runtime.batch_size, executor):
-                    if batch.errors:
-                        raise next(iter(batch.errors.values()))
-                    scores, _ = classify_pixels(model, batch.pixels, TOP_K)
-                    scores_out.extend(list(row_scores) for row_scores in scores)
-            return scores_out
+            results = list(task.run(Item(i, str(path), data=path) for i, path in enumerate(photos)))
+            failed = [r.record for r in results if not r.ok]
+            if failed:
+                raise RuntimeError(f"classify failed on {failed[0]}")
+            return [[p["score"] for p in r.record["predictions"]] for r in results]
 
         return Workload(run, fingerprint)
 

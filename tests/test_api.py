@@ -81,6 +81,29 @@ def test_classify_of_an_unreadable_image_raises_with_its_problem(checkpoints, tm
         pc.classify(model, [np.zeros((4, 4), dtype=np.float32)])
 
 
+def test_flow_equals_the_cli_npy_and_flo_for_paths_and_arrays(tmp_path, capsys):
+    from perceiver_cli.io.flo import read_flo
+
+    make_tiny_checkpoint("flow", tmp_path / "flow", seed=11)
+    rng = np.random.default_rng(7)
+    frames = [rng.integers(0, 256, (20, 30, 3), dtype=np.uint8) for _ in range(2)]  # 16 windows of 8x12
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for frame, path in zip(frames, paths):
+        Image.fromarray(frame).save(path)
+    assert main(["flow", *map(str, paths), "-w", str(tmp_path / "flow"), "--device", "cpu",
+                 "-o", str(tmp_path / "f.npy"), "-o", str(tmp_path / "f.flo")]) == 0
+    expected = np.load(tmp_path / "f.npy")
+    model = pc.load_model(tmp_path / "flow", device="cpu")
+    by_path = pc.flow(model, str(paths[0]), paths[1])
+    by_array = pc.flow(model, frames[0], frames[1])
+    assert by_path.dtype == np.float32 and by_path.shape == (20, 30, 2)
+    assert np.array_equal(by_path, expected) and np.array_equal(read_flo(tmp_path / "f.flo"), expected)
+    np.testing.assert_allclose(by_array, expected, rtol=0, atol=1e-6)
+    assert np.abs(expected).max() > 0
+    with pytest.raises(ValueError, match="differs"):
+        pc.flow(model, frames[0], frames[1][:10])
+
+
 @pytest.fixture(scope="module")
 def multimodal(tmp_path_factory):
     """A tiny multimodal checkpoint: clips of 4 frames of 16x16, 1920 samples a frame (48 kHz at 25 fps)."""
