@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from perceiver_cli.cli import COMMANDS, main
+from perceiver_cli.cli import main
 from tiny_models import make_tiny_checkpoint
 
 SYNSETS = Path(__file__).resolve().parents[1] / "perceiver_cli" / "data" / "imagenet_synsets.txt"
@@ -31,15 +31,15 @@ def checkpoint(tmp_path_factory) -> Path:
     return folder
 
 
+def summary_of(out: str) -> dict:
+    """The summary: the last line of --json output (the lines before are the items' records)."""
+    return json.loads(out.splitlines()[-1])
+
+
 @pytest.fixture
-def evaluate(capsys, monkeypatch):
+def evaluate(capsys):
     """Run `perceiver eval classify ARGS`: (exit code, stdout, stderr)."""
-    if "eval" not in COMMANDS:  # until the eval group exists, the subcommand is reached on its own
-        monkeypatch.setitem(COMMANDS, "eval-classify", ("perceiver_cli.commands.eval_classify", "eval_classify",
-                                                        "Evaluate a classifier."))
-        command = ["eval-classify"]
-    else:
-        command = ["eval", "classify"]
+    command = ["eval", "classify"]
 
     def run(*args):
         capsys.readouterr()
@@ -90,7 +90,7 @@ def test_class_folders_score_equals_a_count_over_classify_predictions(checkpoint
     hits = counted(records, lambda path: WNIDS.index(Path(path).parent.name))
     code, out, err = evaluate(tree, "-w", checkpoint, "--json")
     assert code == 0, err
-    summary = json.loads(out)
+    summary = summary_of(out)
     assert (summary["items"], summary["failed"]) == (len(records), 0) == (10, 0)
     assert summary["correct"] == hits
     assert summary["top1"] == pytest.approx(100 * hits["1"] / 10)
@@ -107,10 +107,10 @@ def test_a_flat_folder_with_a_labels_file_scores_as_its_class_folders(checkpoint
         shutil.copy(image, flat / name)
         lines.append(f"{name} {WNIDS.index(image.parent.name)}")
     (tmp_path / "labels.txt").write_text("\n".join(lines) + "\n")
-    by_folder = json.loads(evaluate(tree, "-w", checkpoint, "--json")[1])
+    by_folder = summary_of(evaluate(tree, "-w", checkpoint, "--json")[1])
     code, out, err = evaluate(flat, "--labels", tmp_path / "labels.txt", "-w", checkpoint, "--json")
     assert code == 0, err
-    by_file = json.loads(out)
+    by_file = summary_of(out)
     assert by_file["correct"] == by_folder["correct"] and by_file["items"] == by_folder["items"] == 10
 
 
@@ -119,7 +119,7 @@ def test_limit_takes_one_image_of_each_class_in_turn(checkpoint, tree, evaluate,
     hits = counted(classify_records(capsys, checkpoint, *firsts), lambda path: WNIDS.index(Path(path).parent.name))
     code, out, err = evaluate(tree, "-w", checkpoint, "--limit", "3", "--json")
     assert code == 0, err
-    summary = json.loads(out)
+    summary = summary_of(out)
     assert summary["items"] == 3 and summary["correct"] == hits
 
 
@@ -130,7 +130,7 @@ def test_an_unreadable_image_is_reported_left_out_and_exits_1(checkpoint, tree, 
     hits = counted(classify_records(capsys, checkpoint, *good), lambda path: WNIDS.index(Path(path).parent.name))
     code, out, err = evaluate(tree, "-w", checkpoint, "--json")
     assert code == 1
-    summary = json.loads(out)
+    summary = summary_of(out)
     assert (summary["items"], summary["failed"], summary["correct"]) == (11, 1, hits)
     assert err.splitlines() == [line for line in err.splitlines() if line.startswith(f"perceiver: error: {broken}: ")]
     assert len(err.splitlines()) == 1
@@ -143,7 +143,7 @@ def test_the_table_shows_ours_beside_the_papers(checkpoint, tree, evaluate):
     assert lines[0] == str(tree)
     top1 = next(line.split() for line in lines if line.split()[:2] == ["top-1", "%"])
     top5 = next(line.split() for line in lines if line.split()[:2] == ["top-5", "%"])
-    summary = json.loads(evaluate(tree, "-w", checkpoint, "--json")[1])
+    summary = summary_of(evaluate(tree, "-w", checkpoint, "--json")[1])
     assert top1[2:] == [f"{summary['top1']:.2f}", "82.1"] and top5[2:] == [f"{summary['top5']:.2f}", "-"]
     assert any("paper: Perceiver IO" in line for line in lines)
 
@@ -177,3 +177,14 @@ def test_a_flat_folder_needs_a_well_formed_labels_file(checkpoint, evaluate, tmp
     code, out, err = evaluate(*args)
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_json_lines_are_classifys_records_with_their_truth(checkpoint, tree, evaluate, capsys):
+    records = classify_records(capsys, checkpoint, tree)
+    code, out, err = evaluate(tree, "-w", checkpoint, "--json")
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()[:-1]]
+    assert [{k: v for k, v in line.items() if k != "truth"} for line in lines] == records
+    for line in lines:
+        index = WNIDS.index(Path(line["input"]).parent.name)
+        assert line["truth"] == {"label": f"class {index}", "index": index}

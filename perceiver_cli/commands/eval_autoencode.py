@@ -9,10 +9,10 @@ from typing import Optional
 
 import typer
 
-from perceiver_cli.commands.common import (DeviceOption, DtypeOption, NumericsOption, QuietOption, WeightsOption,
-                                           check_source, examples, model_option)
+from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
+                                           WeightsOption, check_source, examples, model_option)
 from perceiver_cli.commands.evaluation import (PAPER, mean, percent, report_summary, run_keeping_records,
-                                               spread_over_classes)
+                                               spread_over_classes, truth)
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.autoencode import DEFAULT_CHUNK_SIZE, MODELS, AutoencodeTask
 from perceiver_cli.tasks.report import warning_line
@@ -71,7 +71,7 @@ def eval_autoencode(
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     numerics: str = NumericsOption,
-    json_output: bool = typer.Option(False, "--json", help="Write the summary as one JSON object."),
+    json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> int:
     """Mean PSNR (dB) of the multimodal autoencoder's video and audio, and its Kinetics-700 top-1/top-5 (%),
@@ -80,9 +80,11 @@ def eval_autoencode(
     Each video goes through autoencode-video's own code. The PSNRs are means over every clip of every video
     of the per-clip PSNRs autoencode-video reports (exact clips left out); top-1/top-5 count the videos in
     class folders that name a Kinetics-700 action, by each video's prediction (its clips' mean
-    probabilities). A video that cannot be read is reported, left out, and makes the exit code 1. With
-    --json: {"dataset", "model", "items", "failed", "labelled", "clips", "psnr_video", "psnr_audio", "top1",
-    "top5", "correct": {"1", "5"}, "paper": {"psnr_video", "psnr_audio", "top1", "source", "setting"}}.
+    probabilities). A video that cannot be read is reported, left out, and makes the exit code 1. Prints a
+    table at the end, or with --json one line per video, autoencode-video's record with its true class added
+    ("truth": {"label", "index"}, null outside a matched class folder), and a last line {"dataset", "model",
+    "items", "failed", "labelled", "clips", "psnr_video", "psnr_audio", "top1", "top5", "correct": {"1", "5"},
+    "paper": {"psnr_video", "psnr_audio", "top1", "source", "setting"}}.
     """
     if dataset is None:
         raise UsageError("give the DATASET to evaluate on (a folder of videos)")
@@ -92,18 +94,23 @@ def eval_autoencode(
     folder_of = {str(video): folder for video, folder in pairs}
     task = AutoencodeTask(list(folder_of), source=source, top_k=max(TOP_KS), chunk_size=chunk_size,
                           numerics=numerics)
-    records, code = run_keeping_records(task, device=device, dtype=dtype, batch_size=None, quiet=quiet,
-                                        label="evaluating")
+    indices: dict[str, Optional[int]] = {}
+
+    def with_truth(record: dict) -> dict:
+        if not indices:  # the first result: the model's label names are known from here on
+            indices.update(class_indices({f for f in folder_of.values() if f is not None}, task.names))
+        folder = folder_of[record["input"]]
+        return {**record, "truth": truth(indices.get(folder) if folder is not None else None, task.names)}
+
+    records, code = run_keeping_records(task, device=device, dtype=dtype, batch_size=None, json_lines=json_lines,
+                                        quiet=quiet, annotate=with_truth)
     from perceiver_cli.metrics import top_k_correct
 
-    scored = [(name, record) for name, record in records.items() if "error" not in record]
-    clips = [clip for _, record in scored for clip in record["clips"]]
-    indices = class_indices({folder for folder in folder_of.values() if folder is not None},
-                            task.names) if task.model is not None else {}
-    labelled = [(record, indices[folder_of[name]]) for name, record in scored
-                if folder_of[name] is not None and indices.get(folder_of[name]) is not None]
-    correct = top_k_correct([[p["index"] for p in record["predictions"]] for record, _ in labelled],
-                            [index for _, index in labelled], TOP_KS)
+    scored = [record for record in records.values() if "error" not in record]
+    clips = [clip for record in scored for clip in record["clips"]]
+    labelled = [record for record in scored if record["truth"] is not None]
+    correct = top_k_correct([[p["index"] for p in record["predictions"]] for record in labelled],
+                            [record["truth"]["index"] for record in labelled], TOP_KS)
     kind = task.model.spec.kind if task.model is not None else (source if isinstance(source, str) else None)
     summary = {
         "dataset": str(dataset), "model": kind, "items": len(pairs), "failed": len(records) - len(scored),
@@ -115,9 +122,9 @@ def eval_autoencode(
         "paper": {**PAPER_FIGURES, "source": PAPER, "setting": "Kinetics-700, 784 latents"},
     }
     report_summary(summary, [("video PSNR dB", "psnr_video", 2), ("audio PSNR dB", "psnr_audio", 2),
-                             ("top-1 %", "top1", 2), ("top-5 %", "top5", 2)], json_output)
+                             ("top-1 %", "top1", 2), ("top-5 %", "top5", 2)], json_lines)
     return code
 
 
 eval_autoencode.epilog = examples("perceiver eval autoencode-video kinetics700/val --limit 50",
-                                  "perceiver eval autoencode-video clips/ --json > scores.json")
+                                  "perceiver eval autoencode-video clips/ --json > scores.jsonl")

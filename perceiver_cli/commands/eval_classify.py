@@ -12,7 +12,7 @@ import typer
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
                                            WeightsOption, check_source, examples, model_option)
 from perceiver_cli.commands.evaluation import (PAPER, percent, report_summary, run_keeping_records,
-                                               spread_over_classes)
+                                               spread_over_classes, truth)
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.classify import MODELS, ClassifyTask
 
@@ -106,38 +106,41 @@ def eval_classify(
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     numerics: str = NumericsOption,
-    json_output: bool = typer.Option(False, "--json", help="Write the summary as one JSON object."),
+    json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> int:
     """Top-1 and top-5 accuracy (%) of an ImageNet classifier on a labelled folder, beside the paper's top-1.
 
     Every image goes through classify's own code; an image that cannot be read is reported, left out of the
-    scores and makes the exit code 1. With --json: {"dataset", "model", "items", "failed", "top1", "top5",
-    "correct": {"1", "5"}, "paper": {"top1", "source"}}.
+    scores and makes the exit code 1. Prints a table at the end, or with --json one line per image, classify's
+    record with its true class added, {"input", "predictions", "truth": {"label", "index"}} (or {"input",
+    "error"}), and a last line {"dataset", "model", "items", "failed", "top1", "top5", "correct": {"1", "5"},
+    "paper": {"top1", "source", "setting"}}.
     """
     if dataset is None:
         raise UsageError("give the DATASET to evaluate on (an image folder)")
     source = check_source(model, weights, ClassifyTask.default_model)
     pairs = labelled_images(dataset, labels)
     pairs = spread_over_classes(pairs, [index for _, index in pairs], limit)
-    truth = {str(image): index for image, index in pairs}
-    task = ClassifyTask(list(truth), source=source, top_k=max(TOP_KS), numerics=numerics)
-    records, code = run_keeping_records(task, device=device, dtype=dtype, batch_size=batch_size, quiet=quiet,
-                                        label="evaluating")
+    class_of = {str(image): index for image, index in pairs}
+    task = ClassifyTask(list(class_of), source=source, top_k=max(TOP_KS), numerics=numerics)
+    records, code = run_keeping_records(
+        task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines, quiet=quiet,
+        annotate=lambda record: {**record, "truth": truth(class_of[record["input"]], task.names)})
     from perceiver_cli.metrics import top_k_correct
 
-    scored = [(record, truth[name]) for name, record in records.items() if "error" not in record]
-    correct = top_k_correct([[p["index"] for p in record["predictions"]] for record, _ in scored],
-                            [index for _, index in scored], TOP_KS)
+    scored = [record for record in records.values() if "error" not in record]
+    correct = top_k_correct([[p["index"] for p in record["predictions"]] for record in scored],
+                            [record["truth"]["index"] for record in scored], TOP_KS)
     kind = task.model.spec.kind if task.model is not None else (source if isinstance(source, str) else None)
     paper = {"top1": PAPER_TOP1.get(kind), "source": PAPER, "setting": "ImageNet top-1, no extra pre-training"}
     summary = {"dataset": str(dataset), "model": kind, "items": len(pairs), "failed": len(records) - len(scored),
                "top1": percent(correct[1], len(scored)), "top5": percent(correct[5], len(scored)),
                "correct": {str(k): correct[k] for k in TOP_KS}, "paper": paper}
-    report_summary(summary, [("top-1 %", "top1", 2), ("top-5 %", "top5", 2)], json_output)
+    report_summary(summary, [("top-1 %", "top1", 2), ("top-5 %", "top5", 2)], json_lines)
     return code
 
 
 eval_classify.epilog = examples("perceiver eval classify imagenet/val -m vision-conv",
                                 "perceiver eval classify val_flat/ --labels val_labels.txt --limit 1000",
-                                "perceiver eval classify imagenet/val --json > scores.json")
+                                "perceiver eval classify imagenet/val --json | tail -1")

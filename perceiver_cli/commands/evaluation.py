@@ -1,12 +1,12 @@
 """What the `perceiver eval` subcommands for classify and autoencode-video share: a labelled dataset's items
-sampled over its classes, a task run whose records are kept instead of printed, and the summary, ours beside
-the paper's, as a table or one JSON object."""
+sampled over its classes, a task run whose records are kept (and printed as JSON lines with their truth only
+with --json), and the summary, ours beside the paper's, as a table or a last JSON line."""
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Hashable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Hashable, Optional, Sequence, TypeVar
 
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.report import INDENT, Reporter, emit_json, error_line, visible, warning_line
@@ -36,26 +36,34 @@ def spread_over_classes(items: Sequence[T], classes: Sequence[Hashable], limit: 
 
 
 class RecordKeeper(Reporter):
-    """A reporter for evaluations: each failure is one line on stderr, every record is kept, none printed."""
+    """A reporter for evaluations: each failure is one line on stderr; every record is kept, given its truth
+    by `annotate` when it is ok, and printed only in --json mode (one line each, as the task's command would)."""
 
-    def __init__(self, task, quiet: bool = False):
-        super().__init__(task, json_lines=False, quiet=quiet)
+    def __init__(self, task, json_lines: bool = False, quiet: bool = False,
+                 annotate: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None):
+        super().__init__(task, json_lines=json_lines, quiet=quiet)
+        self.annotate = annotate
         self.records: dict[str, dict[str, Any]] = {}
 
     def result(self, result) -> None:
         for warning in result.warnings:
             warning_line(warning)
+        record = result.record
         if result.ok:
             self.done += 1
+            record = self.annotate(record) if self.annotate is not None else record
         else:
             self.failed += 1
-            name = result.item.key or result.record.get("input") or ""
-            error_line(f"{name}: {result.record['error']}" if name else result.record["error"])
-        self.records[result.item.input] = result.record
+            name = result.item.key or record.get("input") or ""
+            error_line(f"{name}: {record['error']}" if name else record["error"])
+        self.records[result.item.input] = record
+        if self.json_lines:
+            emit_json(record)
 
 
-def run_keeping_records(task, *, device: str, dtype: str, batch_size: Optional[int], quiet: bool,
-                        label: str) -> tuple[dict[str, dict[str, Any]], int]:
+def run_keeping_records(task, *, device: str, dtype: str, batch_size: Optional[int], json_lines: bool,
+                        quiet: bool, annotate: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None
+                        ) -> tuple[dict[str, dict[str, Any]], int]:
     """Run `task` on the local engine with a progress bar of items: ({input: record}, exit code)."""
     from perceiver_cli.runtime import resolve_runtime
     from perceiver_cli.tasks.engine import run_local
@@ -63,9 +71,16 @@ def run_keeping_records(task, *, device: str, dtype: str, batch_size: Optional[i
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     runtime = resolve_runtime(device, dtype, batch_size, task.cpu_batch_size, task.accelerator_batch_size)
-    keeper = RecordKeeper(task, quiet=quiet)
-    code = run_local(task, runtime, keeper, progress_label=label)
+    keeper = RecordKeeper(task, json_lines=json_lines, quiet=quiet, annotate=annotate)
+    code = run_local(task, runtime, keeper, progress_label="evaluating")
     return keeper.records, code
+
+
+def truth(index: Optional[int], names: Sequence[str]) -> Optional[dict[str, Any]]:
+    """An item's true class as {"label", "index"} (the form of a prediction), None when it has none."""
+    if index is None:
+        return None
+    return {"label": names[index] if index < len(names) else None, "index": index}
 
 
 def percent(count: int, total: int) -> Optional[float]:
@@ -86,7 +101,7 @@ def _cell(value: Optional[float], decimals: Optional[int] = None) -> str:
 
 
 def report_summary(summary: dict[str, Any], rows: Sequence[tuple[str, str, int]], json_output: bool) -> None:
-    """Print the summary as one JSON object, or as a table: the counts, then each metric (label, summary key,
+    """Print the summary as one JSON line, or as a table: the counts, then each metric (label, summary key,
     decimals) with ours beside the paper's figure (summary["paper"][key], '-' where it gives none)."""
     if json_output:
         emit_json(summary)
