@@ -176,10 +176,13 @@ class AutoencodeTask(Task):
             raise UsageError("--side-by-side needs a video output (" + ", ".join(VIDEO_FORMATS) + ")")
 
     def _one_file_given(self) -> bool:
+        """True when the inputs are one argument naming a file (or nothing there yet): not -, a folder or a glob."""
+        from perceiver_cli.io.inputs import looks_like_glob
+
         if len(self.inputs) != 1 or self.inputs[0] == STDIN_ARGUMENT:
             return False
         path = Path(self.inputs[0])
-        return not path.is_dir() and (path.exists() or not any(c in self.inputs[0] for c in "*?["))
+        return not path.is_dir() and (path.exists() or not looks_like_glob(self.inputs[0]))
 
     def _outputs_of(self, video: Path) -> tuple[str, ...]:
         if self.folder is not None:
