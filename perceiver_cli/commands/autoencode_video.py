@@ -9,9 +9,9 @@ from typing import List, Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
-                                           WeightsOption, check_source, examples, model_option,
-                                           refuse_repeated_outputs, run_task)
+                                           WeightsOption, check_source, examples, model_option, run_task)
 from perceiver_cli.errors import UsageError
+from perceiver_cli.io.writers import refuse_repeated
 from perceiver_cli.tasks.autoencode import (DEFAULT_CHUNK_SIZE, DEFAULT_FOLDER_FORMATS, FORMATS, MODELS,
                                             VIDEO_FORMATS, AutoencodeTask)
 
@@ -59,7 +59,7 @@ def autoencode_video(
     if not inputs:
         raise UsageError("give video files, folders or glob patterns to autoencode (or - to read paths from stdin)")
     outputs = list(output or [])
-    refuse_repeated_outputs(outputs)
+    refuse_repeated(outputs)
     task = AutoencodeTask(inputs, outputs=outputs, formats=formats, source=source, top_k=top_k,
                           chunk_size=chunk_size, side_by_side=side_by_side, numerics=numerics, show_clips=not quiet)
     return run_task(task, device=device, dtype=dtype, json_lines=json_lines, quiet=quiet)
