@@ -20,18 +20,19 @@ attention must compute it, and with many keys and narrow heads it is a large par
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.timing import call_seconds, synchronizer
+
 if TYPE_CHECKING:
     from benchmarks.flops import LayerDims
 
-# benchmarks.flops (and with it perceiver_cli) is imported only where used: the benchmark's children import
-# this module for `synchronizer`, and transformers' side must not load our library.
+# benchmarks.flops (and with it perceiver_cli) is imported only where used, so importing this module loads
+# torch alone.
 
 
 @dataclass(frozen=True)
@@ -78,27 +79,6 @@ class StackBound:
     def median_gflops(self) -> float:
         """The bound at every product's median speed instead of its best."""
         return self.flops / sum(k.count * k.median_seconds for k in self.kernels) / 1e9
-
-
-def synchronizer(device: str) -> Callable[[], None]:
-    """What to call before reading the clock so that `device`'s queued work is done (nothing on the CPU)."""
-    if device.startswith("cuda"):
-        return torch.cuda.synchronize
-    return lambda: None
-
-
-def call_seconds(run: Callable[[], object], sync: Callable[[], None], min_seconds: float,
-                 tries: int = 3) -> list[float]:
-    """Wall times of `run` over at least `tries` calls and `min_seconds` of calls (after one warm-up)."""
-    run()
-    sync()
-    times: list[float] = []
-    while len(times) < tries or sum(times) < min_seconds:
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def dense_engines(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> dict[str, Callable[[], object]]:

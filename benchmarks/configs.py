@@ -1,6 +1,6 @@
 """Model configs the benchmarks run: the six hub checkpoints at full size, and tiny ones for --quick.
 
-FULL_CONFIGS reproduces the hub configs recorded in ../shared/reference/checkpoints.md (everything not
+FULL_CONFIGS reproduces the six hub checkpoints' config.json files (everything not
 listed is transformers' PerceiverConfig default); tests may import it from here.
 """
 

@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from perceiver_cli.core import build_model, spec_from_config
-from perceiver_cli.core.layers import fold_pays
+from perceiver_cli.core.layers import fold_pays, stack_rows
 from perceiver_cli.core.models import DEFAULT_CHUNK_SIZE
 from perceiver_cli.core.position import fourier_size
+from perceiver_cli.core.text import MAX_BATCH_ROWS, MAX_BATCH_TOKENS
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,30 @@ def language_stages(model: nn.Module, text_bytes: list[int], masked: list[int],
                              reference_layer(dec, positions, nl) + reference_head(dec, positions, [])
                              + 2 * positions * d_model * vocab)
     return stages
+
+
+def padded_texts(items: list[tuple[int, int]], num_latents: int,
+                 device: torch.device) -> tuple[list[int], list[int]]:
+    """(encoded length, decoded positions) of each (text bytes, masked bytes) item as core.text.byte_log_probs
+    runs them: longest first, in batches of at most stack_rows(MAX_BATCH_ROWS) rows and MAX_BATCH_TOKENS
+    tokens, each row padded to its batch's longest text and most masked positions."""
+    rows_max = stack_rows(MAX_BATCH_ROWS, num_latents, device)
+    lengths: list[int] = []
+    masked: list[int] = []
+    batch: list[tuple[int, int]] = []
+
+    def flush() -> None:
+        lengths.extend(batch[0][0] for _ in batch)
+        masked.extend(max(m for _, m in batch) for _ in batch)
+
+    for item in sorted(items, key=lambda x: -x[0]):
+        if batch and (len(batch) >= rows_max or (len(batch) + 1) * batch[0][0] > MAX_BATCH_TOKENS):
+            flush()
+            batch = []
+        batch.append(item)
+    if batch:
+        flush()
+    return lengths, masked
 
 
 def vision_tokens(model: nn.Module) -> int:

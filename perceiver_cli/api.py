@@ -20,7 +20,7 @@ from perceiver_cli.load import load_model
 
 ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # a path, a uint8 (H, W, 3) array or a PIL image
 
-__all__ = ["load_model", "fill_mask", "classify"]
+__all__ = ["load_model", "fill_mask", "classify", "flow", "autoencode"]
 
 
 def runtime_of(model, batch_size: int):
@@ -70,3 +70,43 @@ def classify(model, images: Sequence[ImageLike], *, top_k: int = 5) -> list[list
         return [_only(result)["predictions"] for result in task.run(items)]
     finally:
         task.close()
+
+
+FrameLike = Union[str, os.PathLike, np.ndarray]  # a path, or a uint8 (H, W, 3) array
+
+
+def flow(model, frame1: FrameLike, frame2: FrameLike) -> np.ndarray:
+    """Optical flow from frame1 to frame2 as float32 (H, W, 2) pixels (u right, v down), for frames of any
+    size, tiled as `perceiver flow` tiles them. Frames are paths or uint8 (H, W, 3) arrays of one size; a
+    frame that cannot be read raises ValueError."""
+    from perceiver_cli.tasks.base import Item
+    from perceiver_cli.tasks.flow import FlowTask, FramePair
+
+    def frame(value: FrameLike, number: int):
+        return (Path(value), str(value)) if isinstance(value, (str, os.PathLike)) else (value, f"frame {number}")
+
+    (first, name1), (second, name2) = frame(frame1, 1), frame(frame2, 2)
+    task = FlowTask([])
+    task.setup(runtime_of(model, FlowTask.cpu_batch_size), model)
+    item = Item(0, name1, data=FramePair(first, second, "flow", name2))
+    ((_, pair_flow, problem),) = list(task.flows([item]))
+    if pair_flow is None:
+        if problem.problem_line:
+            raise ValueError(problem.problem_line)
+        _only(problem)
+    return pair_flow.forward
+
+
+def autoencode(model, frames: np.ndarray, audio: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+    """Reconstruct a video and its sound: frames uint8 (T, H, W, 3) at the model's 25 fps (centre-cropped and
+    resized as the CLI does), mono float samples in [-1, 1] at its 48 kHz (None: silence) ->
+    {"video": (T, size, size, 3) float32 in [0, 1], "audio": (T * 1920,) float32, "label_logits":
+    (clips, 700) float32} (the arrays of `perceiver autoencode-video -o FILE.npz`)."""
+    from perceiver_cli.tasks.autoencode import AutoencodeTask, ClipArrays
+    from perceiver_cli.tasks.base import Item
+
+    task = AutoencodeTask([])
+    task.setup(runtime_of(model, AutoencodeTask.cpu_batch_size), model)
+    gathered = ClipArrays()
+    _only(task.process(Item(0, "frames", data=(frames, audio)), gather=gathered))
+    return gathered.arrays()

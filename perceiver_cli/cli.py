@@ -23,8 +23,10 @@ COMMANDS = {
     "fill-mask": ("perceiver_cli.commands.fill_mask", "fill_mask", "Fill masked byte spans of texts."),
     "classify": ("perceiver_cli.commands.classify", "classify", "Classify images into the 1000 ImageNet classes."),
     "flow": ("perceiver_cli.commands.flow", "flow", "Optical flow between frames of images, folders or videos."),
+    "draw-flow": ("perceiver_cli.commands.draw_flow", "draw_flow", "Draw flow files as colour pictures (no model)."),
     "autoencode-video": ("perceiver_cli.commands.autoencode_video", "autoencode_video",
                          "Reconstruct videos and their sound, and name the action."),
+    "eval": ("perceiver_cli.commands.eval", "app", "Score a checkpoint on a dataset, beside the paper's figures."),
     "weights": ("perceiver_cli.commands.weights", "app", "List, download, verify and import checkpoints."),
 }
 

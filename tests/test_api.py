@@ -79,3 +79,66 @@ def test_classify_of_an_unreadable_image_raises_with_its_problem(checkpoints, tm
         pc.classify(model, [bad])
     with pytest.raises(ValueError, match="uint8"):
         pc.classify(model, [np.zeros((4, 4), dtype=np.float32)])
+
+
+def test_flow_equals_the_cli_npy_and_flo_for_paths_and_arrays(tmp_path, capsys):
+    from perceiver_cli.io.flo import read_flo
+
+    make_tiny_checkpoint("flow", tmp_path / "flow", seed=11)
+    rng = np.random.default_rng(7)
+    frames = [rng.integers(0, 256, (20, 30, 3), dtype=np.uint8) for _ in range(2)]  # 16 windows of 8x12
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for frame, path in zip(frames, paths):
+        Image.fromarray(frame).save(path)
+    assert main(["flow", *map(str, paths), "-w", str(tmp_path / "flow"), "--device", "cpu",
+                 "-o", str(tmp_path / "f.npy"), "-o", str(tmp_path / "f.flo")]) == 0
+    expected = np.load(tmp_path / "f.npy")
+    model = pc.load_model(tmp_path / "flow", device="cpu")
+    by_path = pc.flow(model, str(paths[0]), paths[1])
+    by_array = pc.flow(model, frames[0], frames[1])
+    assert by_path.dtype == np.float32 and by_path.shape == (20, 30, 2)
+    assert np.array_equal(by_path, expected) and np.array_equal(read_flo(tmp_path / "f.flo"), expected)
+    np.testing.assert_allclose(by_array, expected, rtol=0, atol=1e-6)
+    assert np.abs(expected).max() > 0
+    with pytest.raises(ValueError, match="differs"):
+        pc.flow(model, frames[0], frames[1][:10])
+
+
+@pytest.fixture(scope="module")
+def multimodal(tmp_path_factory):
+    """A tiny multimodal checkpoint: clips of 4 frames of 16x16, 1920 samples a frame (48 kHz at 25 fps)."""
+    folder = tmp_path_factory.mktemp("api-multimodal") / "multimodal"
+    make_tiny_checkpoint("multimodal", folder, seed=11, num_frames=4, output_shape=[1, 4, 16, 16],
+                         audio_samples_per_frame=1920)
+    return folder
+
+
+@pytest.mark.parametrize("sound", ["tone", None])
+def test_autoencode_equals_the_cli_npz(multimodal, capsys, tmp_path, sound):
+    import av
+
+    from perceiver_cli.io.video import iter_clips
+    from synthetic_media import write_video
+
+    video = write_video(tmp_path / "in.mp4", 6, width=40, height=24, sound=sound)  # 25 fps: the model's rate
+    _cli_records(capsys, "autoencode-video", str(video), "-w", str(multimodal), "-o", str(tmp_path / "cli.npz"))
+    expected = np.load(tmp_path / "cli.npz")
+    with av.open(str(video)) as container:
+        frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    audio = None
+    if sound:  # the sound as the CLI hears it: mono at 48 kHz on the video's clock, past the last frame too
+        clips = list(iter_clips(video, frames_per_clip=4, size=16, samples_per_frame=1920))
+        audio = np.concatenate([clip.audio for clip in clips])
+    got = pc.autoencode(pc.load_model(multimodal, device="cpu"), frames, audio)
+    assert set(got) == {"video", "audio", "label_logits"}
+    assert got["video"].shape == (6, 16, 16, 3) and got["audio"].shape == (6 * 1920,)
+    assert got["label_logits"].shape == (2, 10)
+    for key in got:
+        assert got[key].dtype == np.float32
+        np.testing.assert_allclose(got[key], expected[key], rtol=0, atol=1e-6)
+
+
+def test_autoencode_of_frames_that_are_not_uint8_rgb_raises(multimodal):
+    model = pc.load_model(multimodal, device="cpu")
+    with pytest.raises(ValueError, match="uint8"):
+        pc.autoencode(model, np.zeros((3, 8, 8, 3), dtype=np.float32))

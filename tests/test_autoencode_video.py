@@ -1,4 +1,5 @@
-"""`perceiver autoencode-video` and core.autoencode: parity with transformers, chunking, trimming, files.
+"""`perceiver autoencode-video`, its task and core.autoencode: parity with transformers, chunking, trimming,
+files, several videos per run.
 
 The real clips are tests/data/video (see tests/data/README.md); every other video is made here with PyAV.
 The checkpoint is a tiny random one with 4 frames of 16x16 a clip and 1920 audio samples a frame, so
@@ -7,6 +8,7 @@ sound runs at the real model's 48 kHz while each clip costs little.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -19,7 +21,8 @@ import torch
 
 from perceiver_cli.cli import main
 from perceiver_cli.core import load_model, spec_from_config
-from perceiver_cli.core.autoencode import RunningSummary, autoencode_clip, clip_geometry, decode_clip
+from perceiver_cli.core import autoencode as core_autoencode
+from perceiver_cli.core.autoencode import RunningSummary, clip_geometry, decode_clip
 from perceiver_cli.core.models import DEFAULT_CHUNK_SIZE, MultimodalAutoencoder
 from perceiver_cli.errors import UsageError
 from perceiver_cli.io.video import iter_clips
@@ -32,6 +35,13 @@ MP4 = DATA / "moviepy_example3.mp4"  # 24 fps, 48 frames, 2.0 s
 T, SIZE, SPF, RATE = 4, 16, 1920, 48000  # the tiny checkpoint's clip; RATE is 25 fps x SPF
 TINY = dict(num_frames=T, output_shape=[1, T, SIZE, SIZE], audio_samples_per_frame=SPF)
 SHIPPED_KINETICS = Path(__file__).resolve().parents[1] / "perceiver_cli" / "data" / "kinetics700.txt"
+CPU = torch.device("cpu")
+
+
+def autoencode_clip(model, frames, audio, n_valid_frames=None, chunk_size=DEFAULT_CHUNK_SIZE):
+    """core.autoencode.autoencode_clip on the CPU in float32, as the tests' models are."""
+    return core_autoencode.autoencode_clip(model, frames, audio, n_valid_frames, chunk_size, device=CPU,
+                                           dtype=torch.float32)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -184,7 +194,7 @@ def test_clip_geometry_comes_from_the_config(ours):
 
 
 def test_label_names_prefer_config_names_else_shipped_kinetics():
-    from perceiver_cli.commands.autoencode_video import label_names
+    from perceiver_cli.tasks.autoencode import label_names
 
     kinetics = [line for line in SHIPPED_KINETICS.read_text(encoding="utf-8").splitlines() if line]
     assert len(kinetics) == 700 and kinetics[0] == "abseiling"
@@ -220,8 +230,8 @@ def test_cli_one_clip_equals_transformers_and_encodes_once(tiny, tmp_path, capsy
     report = json.loads(out)
     probs = torch.softmax(expected["label"].double(), 0)
     best = int(probs.argmax())
-    assert report["labels"][0]["index"] == best and report["labels"][0]["label"] == f"action {best}"
-    assert report["labels"][0]["score"] == pytest.approx(float(probs[best]), abs=1e-5)
+    assert report["predictions"][0]["index"] == best and report["predictions"][0]["label"] == f"action {best}"
+    assert report["predictions"][0]["score"] == pytest.approx(float(probs[best]), abs=1e-5)
     mse = np.mean((arrays["video"].astype(np.float64) - clip.frames) ** 2)
     assert report["psnr_video"] == pytest.approx(10 * np.log10(1 / mse), abs=1e-4)
 
@@ -246,8 +256,9 @@ def test_real_mp4_outputs_keep_duration_rate_and_sound(tiny, tmp_path, capsys):
     assert 0 <= arrays["video"].min() and arrays["video"].max() <= 1
     assert arrays["audio"].shape == (96000,) and np.abs(arrays["audio"]).max() <= 1
     assert arrays["label_logits"].shape == (math.ceil(frames_at_25 / T), 10)
-    assert "PSNR video" in out and "action" in out
-    assert all(f"wrote {p}" in err for p in outs)
+    assert "video PSNR" in out and "action" in out
+    assert [line.split()[-1] for line in out.splitlines() if line.split()[0] == "wrote"] == list(map(str, outs))
+    assert err == ""
 
 
 def test_real_avi_side_by_side_with_json(tiny, tmp_path, capsys):
@@ -255,18 +266,19 @@ def test_real_avi_side_by_side_with_json(tiny, tmp_path, capsys):
     code, out, err = run([AVI, "-w", tiny[0], "-o", target, "--side-by-side", "--top-k", "3", "--json"], capsys)
     assert code == 0, err
     report = json.loads(out)
-    assert set(report) == {"input", "outputs", "clips", "labels", "psnr_video", "psnr_audio"}
+    assert set(report) == {"input", "outputs", "clips", "predictions", "psnr_video", "psnr_audio"}
     assert report["input"] == str(AVI) and report["outputs"] == [str(target)]
     assert len(report["clips"]) == 41  # 164 frames in clips of 4
     assert [c["start_s"] for c in report["clips"][:3]] == [0.0, 0.16, 0.32]
     for clip in report["clips"]:
-        assert len(clip["labels"]) == 3 and clip["psnr_video"] > 0 and clip["psnr_audio"] > 0
-        assert all(item["label"] == f"action {item['index']}" for item in clip["labels"])
-        scores = [item["score"] for item in clip["labels"]]
+        assert len(clip["predictions"]) == 3 and clip["psnr_video"] > 0 and clip["psnr_audio"] > 0
+        assert all(item["label"] == f"action {item['index']}" for item in clip["predictions"])
+        scores = [item["score"] for item in clip["predictions"]]
         assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
-    mean_of_best = np.mean([next((i["score"] for i in c["labels"] if i["index"] == report["labels"][0]["index"]),
+    best = report["predictions"][0]["index"]
+    mean_of_best = np.mean([next((i["score"] for i in c["predictions"] if i["index"] == best),
                                  np.nan) for c in report["clips"]])
-    assert report["labels"][0]["score"] == pytest.approx(mean_of_best, abs=1e-5)
+    assert report["predictions"][0]["score"] == pytest.approx(mean_of_best, abs=1e-5)
     with av.open(str(target)) as container:
         v = container.streams.video[0]
         assert (v.codec_context.width, v.codec_context.height) == (2 * SIZE, SIZE)
@@ -366,10 +378,16 @@ def test_interrupted_run_leaves_no_output(tiny, tmp_path, capsys, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
 
 
-def test_help_states_the_core_default_chunk_size():
-    from perceiver_cli.commands.autoencode_video import CHUNK_SIZE_HELP
+def test_help_states_the_core_default_chunk_size_and_the_writers_formats(capsys):
+    from perceiver_cli.io.video import SUPPORTED_VIDEO_OUTPUTS
+    from perceiver_cli.tasks import autoencode as task
 
-    assert f"Default {DEFAULT_CHUNK_SIZE}." in CHUNK_SIZE_HELP
+    assert task.DEFAULT_CHUNK_SIZE == DEFAULT_CHUNK_SIZE
+    assert task.VIDEO_FORMATS == tuple(suffix.lstrip(".") for suffix in SUPPORTED_VIDEO_OUTPUTS)
+    assert main(["autoencode-video", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"bounds memory. [default: {DEFAULT_CHUNK_SIZE}]" in shown
+    assert "Examples:" in shown
 
 
 def test_latents_keys_and_values_are_computed_once_per_clip(ours, monkeypatch):
@@ -380,3 +398,171 @@ def test_latents_keys_and_values_are_computed_once_per_clip(ours, monkeypatch):
     frames, audio = random_clip(5)
     autoencode_clip(ours, frames, audio, chunk_size=100)
     assert len(calls) == 3  # once for each modality's queries, not once per chunk
+
+
+def test_core_takes_the_device_from_its_caller(ours, monkeypatch):
+    frames, audio = random_clip(6)
+    expected = autoencode_clip(ours, frames, audio, chunk_size=100)
+
+    def asked(*args, **kwargs):
+        raise AssertionError("core asked the model where its parameters are")
+
+    monkeypatch.setattr(ours, "parameters", asked)
+    again = autoencode_clip(ours, frames, audio, chunk_size=100)
+    assert max_diff(again.video, expected.video) == 0 and max_diff(again.label_logits, expected.label_logits) == 0
+
+
+# ------------------------------------------------------------------------------------- several videos
+
+
+def _without(record: dict, *keys: str) -> dict:
+    return {k: v for k, v in record.items() if k not in keys}
+
+
+def test_several_videos_give_one_record_each_with_outputs_named_after_them(tiny, tmp_path, capsys):
+    clips, loose, out = tmp_path / "clips", tmp_path / "loose", tmp_path / "out"
+    (clips / "sub").mkdir(parents=True)
+    loose.mkdir()
+    videos = [make_video(clips / "a.mp4", T + 1), make_video(clips / "sub" / "b.mp4", 2, width=40, height=24),
+              make_video(loose / "c.mp4", T, sound=None)]
+    (clips / "notes.txt").write_text("not a video\n")
+    code, text, err = run([clips, loose / "*.mp4", "-w", tiny[0], "-o", out, "--format", "npz,wav,mp4", "--json"],
+                          capsys)
+    assert code == 0, err
+    records = [json.loads(line) for line in text.splitlines()]
+    assert [r["input"] for r in records] == list(map(str, videos))
+    for video, record in zip(videos, records):
+        assert record["outputs"] == [str(out / f"{video.stem}.{f}") for f in ("npz", "wav", "mp4")]
+    made = sorted(f"{v.stem}.{f}" for v in videos for f in ("npz", "wav", "mp4"))
+    assert sorted(p.name for p in out.iterdir()) == made
+    for video, record in zip(videos, records):  # each equals a run on that video alone
+        alone = tmp_path / f"alone-{video.stem}.npz"
+        code, single, _ = run([video, "-w", tiny[0], "-o", alone, "--json"], capsys)
+        assert code == 0
+        assert _without(json.loads(single), "outputs") == _without(record, "outputs")
+        together, apart = np.load(out / f"{video.stem}.npz"), np.load(alone)
+        for key in ("video", "audio", "label_logits"):
+            np.testing.assert_array_equal(together[key], apart[key])
+        assert soundfile.info(str(out / f"{video.stem}.wav")).frames == apart["audio"].shape[0]
+
+
+def test_paths_are_read_from_stdin(tiny, tmp_path, capsys, monkeypatch):
+    a, b = make_video(tmp_path / "a.mp4", 2), make_video(tmp_path / "b.mp4", 3)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(f"{b}\n{a}\n".encode())))
+    code, out, err = run(["-", "-w", tiny[0], "--json"], capsys)
+    assert code == 0, err
+    assert [json.loads(line)["input"] for line in out.splitlines()] == [str(b), str(a)]
+
+
+def test_a_bad_video_among_several_is_one_error_record_and_the_others_run(tiny, tmp_path, capsys):
+    clips, out = tmp_path / "clips", tmp_path / "out"
+    clips.mkdir()
+    good = make_video(clips / "a.mp4", 2)
+    data = good.read_bytes()
+    (clips / "b.mp4").write_bytes(data[:len(data) // 2])
+    make_video(clips / "c.mp4", 3)
+    code, text, err = run([clips, "-w", tiny[0], "-o", out, "--format", "npz", "--json"], capsys)
+    assert code == 1
+    records = [json.loads(line) for line in text.splitlines()]
+    assert [r["input"] for r in records] == [str(clips / n) for n in ("a.mp4", "b.mp4", "c.mp4")]
+    assert set(records[1]) == {"input", "error"} and "error" not in records[0] and "error" not in records[2]
+    assert err.splitlines() == [f"perceiver: error: {clips / 'b.mp4'}: {records[1]['error']}"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.npz", "c.npz"]
+
+
+def test_one_video_into_an_output_folder(tiny, tmp_path, capsys):
+    video = make_video(tmp_path / "walk.mp4", 2)
+    code, out, err = run([video, "-w", tiny[0], "-o", tmp_path / "out", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["outputs"] == [str(tmp_path / "out" / "walk.mp4")]  # the default format
+    with av.open(str(tmp_path / "out" / "walk.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["{clips}", "-o", "{dir}/r.npz"], "an output file is for one video file"),
+    (["{clips}/a.mp4", "{clips}/sub/b.mp4", "-o", "{dir}/r.npz"], "an output file is for one video file"),
+    (["{clips}", "-o", "{dir}/out"], "would both write it"),  # clips/a.mp4 and clips/sub/a.mp4
+    (["{clips}/a.mp4", "-o", "{dir}/r.npz", "--format", "npz"], "--format is for an output folder"),
+    (["{clips}/a.mp4", "-o", "{dir}/out", "--format", "npz,gif"], "unknown format 'gif'"),
+    (["{clips}/a.mp4", "-o", "{dir}/out", "--format", "npz,npz"], "'npz' given twice"),
+    (["{clips}/a.mp4", "-o", "{dir}/out", "--format", "wav", "--side-by-side"], "--side-by-side needs a video"),
+    (["{clips}/a.mp4", "-o", "{dir}/out", "-o", "{dir}/r.npz"], "give one output folder, or output files"),
+    (["{clips}/sub", "-o", "{clips}/sub", "--format", "wav,mp4"], "output is the same file as input"),
+])
+def test_outputs_for_several_videos_are_checked_before_any_work(tiny, tmp_path, capsys, args, message):
+    clips = tmp_path / "clips"
+    (clips / "sub").mkdir(parents=True)
+    for video in (clips / "a.mp4", clips / "sub" / "a.mp4", clips / "sub" / "b.mp4"):
+        make_video(video, 2)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code, out, err = run([a.format(dir=tmp_path, clips=clips) for a in args] + ["-w", tiny[0]], capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("perceiver: error:") and message in lines[0], err
+    assert out == ""
+    assert [p for p in sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) if (tmp_path / p).is_file()] == \
+        [p for p in before if (tmp_path / p).is_file()]
+
+
+def test_text_output_streams_one_block_per_video_without_box_drawing(tiny, tmp_path, capsys):
+    a, b = make_video(tmp_path / "a.mp4", T + 1), make_video(tmp_path / "b.mp4", 2)
+    code, out, err = run([a, b, "-w", tiny[0], "-k", "2"], capsys)
+    assert code == 0, err
+    assert not set(out) & set("│┃─━┏┓┗┛┡┩╭╮╰╯┌┐└┘├┤")
+    blocks = out.split("\n\n")
+    assert [block.splitlines()[0] for block in blocks] == [str(a), str(b)]
+    first = blocks[0].splitlines()
+    assert all(line.startswith("  ") for line in first[1:])
+    assert [line.split()[:2] for line in first[2:4]] == [["0.00", "s"], ["0.16", "s"]]  # one row per clip
+    assert first[4].split()[0] == "whole" and len(first) == 6  # header, 2 clips, whole input's top 2
+
+
+def test_no_argument_is_a_one_line_usage_error(capsys):
+    assert main(["autoencode-video"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and err.startswith("perceiver: error: ")
+
+
+# --------------------------------------------------------------------------------------------- rotation
+
+
+def write_picture_clip(path: Path, pictures: np.ndarray, display_rotation: int | None = None) -> Path:
+    """Pictures (T, H, W, 3) uint8 at 25 fps, lossless H.264 (4:4:4), optionally with a display rotation."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"crf": "0"})
+        stream.height, stream.width = pictures.shape[1:3]
+        stream.pix_fmt = "yuv444p"
+        if display_rotation is not None:
+            stream.set_display_rotation(display_rotation)
+        for i, picture in enumerate(pictures):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def test_a_portrait_phone_clip_is_autoencoded_upright(tiny, tmp_path, capsys):
+    # Stored landscape 48x24 with a 90-degree display rotation: players show it portrait, 24 wide and 48 tall.
+    rng = np.random.default_rng(7)
+    stored = rng.integers(0, 256, (T + 1, 24, 48, 3), dtype=np.uint8)
+    stored[:, :, :20] = 255  # a white band at the stored left, which a player shows at the bottom
+    shown = np.ascontiguousarray(np.rot90(stored, 1, axes=(1, 2)))  # what the player shows
+    phone = write_picture_clip(tmp_path / "phone.mp4", stored, display_rotation=90)
+    upright = write_picture_clip(tmp_path / "upright.mp4", shown)
+    sideways = write_picture_clip(tmp_path / "sideways.mp4", stored)
+    code, out, err = run([phone, upright, sideways, "-w", tiny[0], "-o", tmp_path / "out", "--format", "npz",
+                          "--json"], capsys)
+    assert code == 0, err
+    phone_record, upright_record, sideways_record = (json.loads(line) for line in out.splitlines())
+    arrays = {name: np.load(tmp_path / "out" / f"{name}.npz") for name in ("phone", "upright", "sideways")}
+    for key in ("video", "audio", "label_logits"):
+        np.testing.assert_allclose(arrays["phone"][key], arrays["upright"][key], rtol=0, atol=1e-5)
+    assert phone_record["psnr_video"] == pytest.approx(upright_record["psnr_video"], abs=1e-4)
+    assert phone_record["psnr_video"] != pytest.approx(sideways_record["psnr_video"], abs=1e-2)
+    # the model saw the shown picture's centre square: the white band along its bottom, not its left side
+    (clip,) = iter_clips(phone, frames_per_clip=T + 1, size=SIZE, samples_per_frame=SPF, on_warning=lambda _: None)
+    assert clip.frames[:, -4:].min() > 0.95 and clip.frames[:, :-6, :4].min() < 0.5

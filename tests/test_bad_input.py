@@ -219,7 +219,7 @@ def media(tmp_path_factory) -> dict[str, Path]:
 
 
 BAD_VIDEOS = {
-    "missing file": {"autoencode-video": r"no such file", "flow": r"no such file or folder"},
+    "missing file": r"no such file or folder",
     "empty file": r"empty file",
     "text file named .mp4": r"not a readable media file \(.+\)",
     "truncated video": r"not a readable media file \(.+\)",
@@ -263,12 +263,16 @@ def test_classify_reports_a_bad_image(cli, weights, tmp_path, kind):
     assert result.out == ""
 
 
+# flow reads a folder as one sequence of frames (io.sequences), in its own words
+FLOW_BAD_FRAMES = {**BAD_IMAGES, "folder without images": r"folder holds no picture files"}
+
+
 @pytest.mark.parametrize("kind", BAD_IMAGES)
 def test_flow_reports_a_bad_frame_and_writes_nothing(cli, weights, tmp_path, kind):
     good = save_png(tmp_path / "first.png")
     bad = make_bad_image(kind, tmp_path)
     result = cli("flow", good, bad, "-w", weights["flow"], "-o", tmp_path / "out" / "flow.flo")
-    assert_refused(result, 1, error_line(bad, BAD_IMAGES[kind]))
+    assert_refused(result, 1, error_line(bad, FLOW_BAD_FRAMES[kind]))
 
 
 def test_classify_refuses_an_image_over_a_lowered_max_pixels(cli, weights, tmp_path):
@@ -436,17 +440,32 @@ def test_fill_mask_reports_empty_stdin(cli, weights):
 @pytest.mark.parametrize("command", ["autoencode-video", "flow"])
 @pytest.mark.parametrize("kind", BAD_VIDEOS)
 def test_bad_video_is_one_line_and_writes_nothing(cli, weights, media, tmp_path, command, kind):
-    problem = BAD_VIDEOS[kind]
-    problem = problem[command] if isinstance(problem, dict) else problem
     result = cli(*video_args(command, media[kind], weights, tmp_path / "out" / "result.mp4"))
-    assert_refused(result, 1, error_line(media[kind], problem))
+    assert_refused(result, 1, error_line(media[kind], BAD_VIDEOS[kind]))
     assert result.out == ""
 
 
-def test_autoencode_video_refuses_a_folder_as_its_video(cli, weights, tmp_path):
+@pytest.mark.parametrize("kind", BAD_VIDEOS)
+def test_autoencode_video_json_mode_reports_a_bad_video_as_a_record(cli, weights, media, tmp_path, kind):
+    result = cli(*video_args("autoencode-video", media[kind], weights, tmp_path / "out" / "result.mp4"), "--json")
+    assert_refused(result, 1, error_line(media[kind], BAD_VIDEOS[kind]))
+    (record,) = [json.loads(line) for line in result.out.splitlines()]
+    assert record == {"input": str(media[kind]), "error": record["error"]}
+    assert result.err.strip() == f"perceiver: error: {media[kind]}: {record['error']}"
+
+
+def test_autoencode_video_reports_a_folder_without_videos(cli, weights, tmp_path):
     (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "notes.txt").write_text("no video here\n")
+    result = cli(*video_args("autoencode-video", tmp_path / "clips", weights, tmp_path / "out"))
+    assert_refused(result, 1, error_line(tmp_path / "clips", r"folder holds no video files \(.+\)"))
+
+
+def test_autoencode_video_refuses_a_folder_of_videos_with_an_output_file(cli, weights, media, tmp_path):
+    (tmp_path / "clips").mkdir()
+    shutil.copy(media["good"], tmp_path / "clips" / "good.mp4")
     result = cli(*video_args("autoencode-video", tmp_path / "clips", weights, tmp_path / "out.mp4"))
-    assert_refused(result, 1, error_line(tmp_path / "clips", r"is a folder, not a video file"))
+    assert_refused(result, 2, error_line(tmp_path / "out.mp4", r"an output file is for one video file; .+"))
 
 
 def test_autoencode_video_refuses_an_existing_folder_as_its_output(cli, weights, media, tmp_path):
@@ -460,10 +479,10 @@ def test_autoencode_video_with_a_broken_audio_track_warns_once_and_runs_on_silen
     result = cli(*video_args("autoencode-video", video, weights, tmp_path / "r.mp4"))
     assert result.code == 0, result.err
     lines = result.err.splitlines()
-    assert len(lines) == 2, result.err
+    assert len(lines) == 1, result.err
     assert re.fullmatch(rf"perceiver: warning: {re.escape(str(video))}: audio track could not be decoded "
                         r"\(.+\); using silence from 0\.00 s", lines[0]), lines[0]
-    assert lines[1] == f"wrote {tmp_path / 'r.mp4'}"
+    assert result.out.splitlines()[-1].split() == ["wrote", str(tmp_path / "r.mp4")]
     assert result.new_files == ["r.mp4"]
 
 
@@ -719,7 +738,7 @@ def test_flow_never_writes_over_its_ground_truth(cli, weights, tmp_path):
         write_flo(truth / f"{frame.stem}.flo", np.ones((FLOW_H, FLOW_W, 2), np.float32))
     before = {p.name: p.read_bytes() for p in truth.iterdir()}
     result = cli("flow", *frames, "-w", weights["flow"], "-o", truth, "--format", "flo", "--gt", truth)
-    assert_refused(result, 2, error_line(truth, r"output folder is the --gt folder, whose \.flo files the outputs "
+    assert_refused(result, 2, error_line(truth, r"output folder is the --gt folder, whose files the outputs "
                                                 r"would overwrite; choose another output folder"))
     one = truth / "f0.flo"
     result = cli("flow", *frames[:2], "-w", weights["flow"], "-o", one, "--gt", one)

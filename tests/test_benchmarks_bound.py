@@ -12,9 +12,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import bound, flops  # noqa: E402
+from benchmarks import bound, flops, timing  # noqa: E402
 from benchmarks.configs import FULL_CONFIGS, QUICK_CONFIGS  # noqa: E402
-from benchmarks.run import FULL, ROWS, RowResult, stack_rows_of, stage_bound, stage_verdict  # noqa: E402
+from benchmarks.harness import stack_rows_of  # noqa: E402
+from benchmarks.results import RowResult, stage_bound  # noqa: E402
+from benchmarks.targets import stage_verdict  # noqa: E402
+from benchmarks.tasks import FULL, ROWS  # noqa: E402
 
 
 def _dims(config: dict) -> flops.LayerDims:
@@ -51,10 +54,39 @@ def test_written_out_attention_engines_compute_the_whole_attention_softmax_inclu
 
 def test_call_seconds_keeps_calling_until_both_limits_are_reached():
     calls = []
-    times = bound.call_seconds(lambda: calls.append(1), lambda: None, min_seconds=0.0, tries=5)
+    times = timing.call_seconds(lambda: calls.append(1), lambda: None, min_seconds=0.0, tries=5)
     assert len(times) == 5 and len(calls) == 6  # one warm-up
-    times = bound.call_seconds(lambda: __import__("time").sleep(0.002), lambda: None, min_seconds=0.02, tries=1)
+    times = timing.call_seconds(lambda: __import__("time").sleep(0.002), lambda: None, min_seconds=0.02, tries=1)
     assert sum(times) >= 0.02 and len(times) >= 2
+
+
+class _CoarseClock:
+    """A clock that moves by `tick` only every `every` readings: shorter calls read as taking 0 s."""
+
+    def __init__(self, every: int, tick: float = 1e-3):
+        self.readings, self.every, self.tick = 0, every, tick
+
+    def __call__(self) -> float:
+        self.readings += 1
+        return (self.readings // self.every) * self.tick
+
+
+def test_a_call_shorter_than_the_clock_is_never_timed_as_zero():
+    calls = []
+    clock = _CoarseClock(every=7)
+    seconds = timing.timed_call(lambda: calls.append(1), lambda: None, clock)
+    assert seconds > 0 and len(calls) > 1  # timed again over more calls until the clock moved
+    times = timing.call_seconds(lambda: calls.append(1), lambda: None, min_seconds=0.0, tries=20,
+                                clock=_CoarseClock(every=5))
+    assert len(times) == 20 and all(t > 0 for t in times)
+
+
+def test_a_spent_time_budget_still_times_the_calls_asked_for():
+    # a slow machine: one call takes longer than the whole budget, yet `tries` calls are timed
+    clock = _CoarseClock(every=1, tick=10.0)
+    times = timing.call_seconds(lambda: None, lambda: None, min_seconds=0.1, tries=3, clock=clock)
+    assert len(times) == 3 and min(times) > 0
+    assert len(timing.call_seconds(lambda: None, lambda: None, min_seconds=0.0, tries=0, clock=clock)) == 1
 
 
 def test_shapes_sharing_a_size_are_timed_once_and_counted_by_use():

@@ -17,7 +17,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import flops  # noqa: E402
 from benchmarks.configs import FULL_CONFIGS, QUICK_CONFIGS  # noqa: E402
-from benchmarks.run import ROWS, parse_args, peak_seconds  # noqa: E402
+from benchmarks.harness import compute_flops, peak_seconds  # noqa: E402
+from benchmarks.run import parse_args  # noqa: E402
+from benchmarks.targets import TARGETS  # noqa: E402
+from benchmarks.tasks import QUICK, ROWS, row_named  # noqa: E402
+from benchmarks.workloads import build, workload  # noqa: E402
 
 TASK_COLUMNS = 11
 
@@ -26,6 +30,11 @@ def _counted(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
+
+
+def _number(cell: str) -> float:
+    """The number a report cell starts with ('1.2x (>= 1.1x)' -> 1.2, '0.31 GB' -> 0.31, '8%' -> 8)."""
+    return float(cell.split()[0].rstrip("x%)"))
 
 
 def _table(report: str, header_start: str) -> list[list[str]]:
@@ -55,18 +64,29 @@ def test_quick_run_completes_and_writes_a_well_formed_report(tmp_path):
         assert len(cells) == TASK_COLUMNS
         assert "ERROR" not in cells[-1]
         assert cells[-1].startswith("time PASS") or cells[-1].startswith("time MISS")
-        float(cells[2]), float(cells[3].split()[0])  # both sides' medians are numbers
-        assert "GB" in cells[5] and "GB" in cells[6]
+        # both sides' medians, the speed-up, both peaks, the memory ratio and our rate: measured, so > 0
+        assert _number(cells[2]) > 0 and _number(cells[3]) > 0 and _number(cells[4]) > 0
+        assert cells[5].endswith(" GB") and cells[6].endswith(" GB")
+        assert _number(cells[5]) > 0 and _number(cells[6]) > 0 and _number(cells[7]) > 0
+        assert _number(cells[8]) > 0 and cells[8].endswith("%)") and _number(cells[8].split("(")[1]) > 0
+        assert _number(cells[9]) >= 0  # the sides' outputs may agree exactly
+    targets = _table(report, "| target | asks |")
+    assert [cells[0] for cells in targets] == [t.name for t in TARGETS]
+    assert all(cells[-1] in ("PASS", "MISS") for cells in targets)
     stages = _table(report, "| task | stage |")
     assert {cells[0] for cells in stages} == {row.key for row in ROWS}
     assert all(cells[-1] in ("PASS", "MISS", "(information)", "MISS (the kernel bound is below the target)")
                for cells in stages)
+    for cells in stages:
+        # FLOPs of both sides, our stage time and rate, its share of the peak, transformers' rate: all > 0
+        assert all(_number(cell) > 0 for cell in cells[2:8]), cells
     # every latent stack and every whole forward has a kernel bound; other stages none
     for cells in stages:
         has_bound = cells[1].startswith(("latent self-attention", "model forward", "flow window"))
         assert bool(cells[8]) == has_bound, cells
         if has_bound:
-            assert float(cells[8].split()[0]) > 0 and cells[8].endswith("%)")
+            assert _number(cells[8]) > 0 and cells[8].endswith("%)"), cells
+            assert _number(cells[8].split("(")[1]) > 0, cells
     assert "Sustained (all those products' FLOPs over their total time)" in report
     assert "At each product's median speed over the same calls instead of its best" in report
     assert "fp32 matmul peak, measured at the start and again at the end of this run" in report
@@ -155,6 +175,19 @@ def test_reference_flop_count_equals_torch_count_of_transformers(kind):
         counted = _counted(two_chunks)
         stages = flops.multimodal_stages(ours, 2, chunks)
     assert flops.total(stages).reference == counted
+
+
+@pytest.mark.parametrize("key", ["fill-mask", "fill-mask-batch"])
+def test_our_fill_mask_flop_count_equals_torch_count_of_the_run_it_times(key, monkeypatch):
+    # core batches texts by rows per latent-stack pass; 64 latent tokens a pass puts 4 tiny texts in a batch
+    from perceiver_cli.core import layers
+
+    monkeypatch.setattr(layers, "CPU_STACK_TOKENS", 64)
+    monkeypatch.setattr(layers, "ONEDNN_LINEAR", False)  # oneDNN's op is invisible to torch's counter
+    config, row = QUICK_CONFIGS["language"], row_named(key)
+    model = build(config, "ours", "transformers", "cpu")
+    counted = _counted(workload(row, model, "ours", config, QUICK, "cpu", []).run)
+    assert compute_flops(row, config, QUICK, "transformers")["total"][0] == counted
 
 
 def test_seconds_of_products_default_by_mode_and_can_be_set():

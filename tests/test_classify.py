@@ -533,3 +533,48 @@ def test_half_precision_on_the_cpu_is_one_usage_error_before_any_image_is_read(c
                           "--dtype", dtype)
     assert code == 2 and out == ""
     assert err.strip().count("\n") == 0 and f"--dtype {dtype} is for accelerators" in err
+
+
+# ---------------------------------------------------------------------------------------------- streaming
+
+class _ReaderThatLeavesAfterOneLine(io.StringIO):
+    """A stdout whose reader goes away after the first line (`| head -1`); records how many forward
+    passes had run when that line arrived."""
+
+    def __init__(self, passes: list):
+        super().__init__()
+        self.passes = passes
+        self.seen_at_first_line = None
+
+    def write(self, text: str) -> int:
+        if self.seen_at_first_line is not None:
+            raise BrokenPipeError
+        if "\n" in text:
+            self.seen_at_first_line = len(self.passes)
+        return super().write(text)
+
+
+@pytest.mark.parametrize("json_mode", [True, False])
+def test_results_stream_as_each_batch_is_done_and_a_closed_reader_ends_the_run(checkpoints, tmp_path,
+                                                                               monkeypatch, json_mode):
+    import perceiver_cli.core.vision as vision
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(12):
+        _save_rgb(folder / f"{i:02d}.png", _noise(20, 20, 200 + i))
+    passes = []
+    real = vision.classify_pixels
+
+    def counting(*args, **kwargs):
+        passes.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vision, "classify_pixels", counting)
+    out = _ReaderThatLeavesAfterOneLine(passes)
+    monkeypatch.setattr("sys.stdout", out)
+    args = [str(folder), "--weights", str(checkpoints["vision-conv"][0]), "-b", "1", "--device", "cpu"]
+    code = main(["classify", *args, *(["--json"] if json_mode else [])])
+    assert code == 0  # a reader that went away is not a failure
+    assert out.seen_at_first_line == 1  # the first image was printed after one forward pass, not twelve
+    assert len(passes) < 12  # and the run stopped instead of classifying the rest for nobody

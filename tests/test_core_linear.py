@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import perceiver_cli.core.layers as layers
 from perceiver_cli.core import build_model, load_model, spec_from_config
+from perceiver_cli.core.autoencode import decode_clip
 from perceiver_cli.errors import UsageError
 from tiny_models import TINY_CONFIGS, make_tiny_checkpoint
 
@@ -151,7 +152,7 @@ def test_models_agree_with_either_engine(tmp_path, engine, kind):
         run = lambda: model(torch.randint(0, 262, (2, 64), generator=g))  # noqa: E731
     else:
         images, audio = torch.randn(1, 2, 3, 8, 8, generator=g), torch.randn(1, 64, generator=g)
-        run = lambda: tuple(model.decode_all(model.encode(images, audio), chunk_size=100).values())  # noqa: E731
+        run = lambda: tuple(decode_clip(model, model.encode(images, audio), chunk_size=100).values())  # noqa: E731
     with torch.inference_mode():
         engine(False)
         g.manual_seed(4)

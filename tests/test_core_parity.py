@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from perceiver_cli.core import load_model
+from perceiver_cli.core.autoencode import decode_clip
 from tiny_models import make_tiny_checkpoint
 
 TOL = 1e-4
@@ -116,7 +117,7 @@ def test_multimodal_outputs_equal_transformers(tmp_path, device):
     # the decoder's 387 output channels are computed zero-padded to 392 (layers.WIDTH_MULTIPLE)
     memory = ours.memory(z, "image")
     assert memory.values.shape[-1] == 392 and memory.mlp is not None
-    mine = ours.decode_all(z, chunk_size=100)
+    mine = decode_clip(ours, z, chunk_size=100)
     _close(mine["video"].reshape(1, -1, 3), out["image"])
     _close(mine["audio"], out["audio"])
     _close(mine["label"], out["label"])
@@ -127,8 +128,8 @@ def test_multimodal_chunked_equals_unchunked_and_label_ignores_label_input(tmp_p
     hf, ours = _load(tmp_path, "multimodal", device)
     images, audio = _multimodal_inputs(1)
     z = ours.encode(*_on(ours, images, audio[..., 0]))
-    a = ours.decode_all(z, chunk_size=37)
-    b = ours.decode_all(z, chunk_size=100_000)
+    a = decode_clip(ours, z, chunk_size=37)
+    b = decode_clip(ours, z, chunk_size=100_000)
     for key in a:
         _close(a[key], b[key], 1e-5)
     # transformers with a one-hot label gives the same label logits: the label token is always masked

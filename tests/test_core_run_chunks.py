@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from perceiver_cli.core import load_model
+from perceiver_cli.core.autoencode import decode_clip
 from perceiver_cli.core.models import run_chunks
 from tiny_models import make_tiny_checkpoint
 
@@ -71,8 +72,8 @@ def test_multimodal_decoding_in_workers_equals_serial(tmp_path, two_threads):
     torch.manual_seed(0)
     images, audio = torch.rand(1, 2, 3, 16, 16), torch.rand(1, 64) * 2 - 1
     z = model.encode(images, audio)
-    parallel = model.decode_all(z, chunk_size=19)
+    parallel = decode_clip(model, z, chunk_size=19)
     torch.set_num_threads(1)
-    serial = model.decode_all(z, chunk_size=19)
+    serial = decode_clip(model, z, chunk_size=19)
     for key in serial:
         assert (parallel[key] - serial[key]).abs().max().item() <= 1e-6

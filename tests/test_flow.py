@@ -19,8 +19,8 @@ from PIL import Image
 
 from perceiver_cli.cli import main
 from perceiver_cli.core import load_model
-from perceiver_cli.core.flow import (FlowEstimator, blend_weights, frames_to_unit_range, patches_3x3, window_grid,
-                                     window_starts)
+from perceiver_cli.core.flow import (FlowEstimator, blend_weights, frame_windows, frames_to_unit_range, patches_3x3,
+                                     window_grid, window_starts)
 from perceiver_cli.io.flo import read_flo, write_flo
 from perceiver_cli.io.flowviz import flow_to_color, flow_to_color_deepmind
 from tiny_models import make_tiny_checkpoint
@@ -188,7 +188,7 @@ def test_full_hd_shape_scaled_down_reads_only_inside_the_frame(tmp_path):
     make_tiny_checkpoint("flow", tmp_path / "w", train_size=[16, 24])
     model = load_model(str(tmp_path / "w"), device="cpu", numerics="transformers")
     estimator = FlowEstimator(CountingModel(model), batch_size=64)
-    windows = estimator.windows_for(108, 192)
+    windows = frame_windows(108, 192, estimator.window)
     covered = np.zeros((108, 192), int)
     for y, x in windows:
         assert 0 <= y <= 108 - 16 and 0 <= x <= 192 - 24
@@ -271,8 +271,8 @@ def test_json_line_with_gt_reports_epe(tiny, pair_files, tmp_path, capsys):
                           "-o", tmp_path / "g.png", "--max-flow", "2", "--style", "deepmind"], capsys)
     assert code == 0, err
     record = json.loads(out)
-    assert set(record) == {"frame1", "frame2", "outputs", "mean_magnitude", "max_magnitude", "epe"}
-    assert record["frame1"] == str(a) and record["frame2"] == str(b)
+    assert set(record) == {"input", "input2", "outputs", "mean_magnitude", "max_magnitude", "epe"}
+    assert record["input"] == str(a) and record["input2"] == str(b)
     assert record["outputs"] == [str(tmp_path / "g.png")]
     assert record["epe"] == pytest.approx(5.0, rel=1e-5)
     magnitude = np.hypot(flow[..., 0], flow[..., 1])
@@ -348,7 +348,7 @@ def test_folder_writes_one_output_per_pair_and_goes_on_past_a_bad_frame(tiny, tm
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["f1.flo", "f1.png", "f2.flo", "f2.png", "f5.flo", "f5.png"]
     records = [json.loads(line) for line in out.splitlines()]  # one line per pair, in order
-    assert [(Path(r["frame1"]).name, Path(r["frame2"]).name, "error" in r) for r in records] == [
+    assert [(Path(r["input"]).name, Path(r["input2"]).name, "error" in r) for r in records] == [
         ("f1.png", "f2.png", False), ("f2.png", "f3.png", False), ("f3.png", "f4.png", True),
         ("f4.png", "f5.png", True), ("f5.png", "f6.png", False)]
     assert "f4.png: not a readable image" in records[2]["error"]
@@ -393,8 +393,8 @@ def test_video_in_video_out_keeps_rate_and_has_one_frame_per_pair(tiny, tmp_path
                           "--json", "-b", "3"], capsys)
     assert code == 0, err
     records = [json.loads(line) for line in out.splitlines()]
-    assert [r["frame1"] for r in records] == [f"{clip}#{i}" for i in range(5)]
-    assert records[4]["frame2"] == f"{clip}#5"
+    assert [r["input"] for r in records] == [f"{clip}#{i}" for i in range(5)]
+    assert records[4]["input2"] == f"{clip}#5"
     with av.open(str(tmp_path / "flow.mp4")) as container:
         stream = container.streams.video[0]
         assert float(stream.average_rate) == pytest.approx(10.0)
@@ -405,7 +405,7 @@ def test_video_in_video_out_keeps_rate_and_has_one_frame_per_pair(tiny, tmp_path
 
 
 def test_video_colour_scale_is_the_running_maximum():
-    from perceiver_cli.commands.flow import VideoColourScale
+    from perceiver_cli.io.writers import VideoColourScale
 
     flows = [np.zeros((2, 3, 2), np.float32) for _ in range(3)]
     flows[0][0, 0] = [2.0, 0.0]
@@ -427,13 +427,337 @@ def test_interrupted_video_leaves_no_output_and_no_temporary_files(tiny, tmp_pat
     clip = make_clip(tmp_path / "clip.mp4", 5)
     real_stream = core_flow.FlowEstimator.stream
 
-    def interrupted(self, pairs):
-        for number, item in enumerate(real_stream(self, pairs)):
+    def interrupted(self, pairs, on_windows=None):
+        for number, item in enumerate(real_stream(self, pairs, on_windows)):
             if number == 2:
                 raise KeyboardInterrupt
             yield item
 
     monkeypatch.setattr(core_flow.FlowEstimator, "stream", interrupted)
-    code, _, err = run([clip, "-w", directory, "-o", tmp_path / "flow.mp4"], capsys)
+    code, _, err = run([clip, "-w", directory, "-o", tmp_path / "flow.mp4", "-o", tmp_path / "flow.npy"], capsys)
     assert code == 130, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the task's shape: failures as records, pass-through pairs, the windows hook
+
+def test_a_single_pair_that_fails_prints_its_error_record_in_json_mode(tiny, tmp_path, capsys):
+    directory, _ = tiny
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    b = save_png(tmp_path / "b.png", random_frames(8, 12)[0].numpy())
+    code, out, err = run([empty, b, "-w", directory, "--json"], capsys)
+    assert code == 1
+    record = json.loads(out)
+    assert set(record) == {"input", "input2", "error"}
+    assert record["input"] == str(empty) and record["input2"] == str(b) and "empty file" in record["error"]
+    assert err.splitlines() == [f"perceiver: error: {record['error']}"]
+
+
+def test_pass_through_pairs_come_out_in_order_even_at_the_end(ours):
+    frames = random_frames(8, 12, seed=30)
+    stream = FlowEstimator(ours, batch_size=2).stream([("bad first", None, None), ("good", *frames),
+                                                       ("bad last", None, None)])
+    got = [(key, flow is None) for key, flow in stream]
+    assert got == [("bad first", True), ("good", False), ("bad last", True)]
+
+
+def test_windows_hook_counts_every_window_once(ours):
+    counts = []
+    frames = random_frames(20, 30, seed=31)
+    list(FlowEstimator(ours, batch_size=3).stream([(0, *frames)], on_windows=counts.append))
+    assert sum(counts) == len(frame_windows(20, 30, (8, 12))) == 16 and max(counts) <= 3
+
+
+def test_a_single_pair_of_many_windows_shows_a_progress_bar_of_windows(tiny, tmp_path, capsys, monkeypatch):
+    import perceiver_cli.tasks.flow as task_module
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, label, total, min_items=0, quiet=False):
+            self.seen = {"label": label, "total": total, "quiet": quiet, "done": 0}
+            bars.append(self.seen)
+
+        def __enter__(self):
+            return lambda n=1: self.seen.__setitem__("done", self.seen["done"] + n)
+
+        def __exit__(self, *exc_info):
+            return False
+
+    monkeypatch.setattr(task_module, "progress_bar", Recorder)
+    directory, _ = tiny
+    frame1, frame2 = random_frames(20, 30, seed=32)
+    a, b = save_png(tmp_path / "a.png", frame1.numpy()), save_png(tmp_path / "b.png", frame2.numpy())
+    code, _, err = run([a, b, "-w", directory, "-b", "4"], capsys)
+    assert code == 0, err
+    assert bars == [{"label": "windows", "total": 16, "quiet": False, "done": 16}]
+    bars.clear()
+    frames = tmp_path / "seq"
+    frames.mkdir()
+    for i in range(3):
+        save_png(frames / f"{i}.png", random_frames(20, 30, seed=40 + i)[0].numpy())
+    code, _, err = run([frames, "-w", directory, "-q"], capsys)
+    assert code == 0, err
+    assert bars == []  # a sequence shows pairs (the engine's bar), not windows
+
+
+# ----------------------------------------------------------------------------------------------------------
+# sequences, stdin, ground truth, directions, formats (the io pieces are tested in tests/io)
+
+def flow_cli(args, capsys, stdin: bytes | None = None, monkeypatch=None):
+    """Run `perceiver flow ARGS --json`: (exit code, records, stderr lines)."""
+    if stdin is not None:
+        import io
+        import sys
+
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
+    code, out, err = run([*args, "--json"], capsys)
+    return code, [json.loads(line) for line in out.splitlines()], err.splitlines()
+
+
+def frames_in(folder: Path, names, seed=50, size=(8, 12)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [save_png(folder / name, random_frames(*size, seed=seed + i)[0].numpy()) for i, name in enumerate(names)]
+
+
+def test_a_folder_is_one_sequence_in_natural_order_and_subfolders_are_never_paired_across(tiny, tmp_path, capsys):
+    directory, _ = tiny
+    seq = tmp_path / "seq"
+    frames_in(seq, ["frame_2.png", "frame_10.png", "frame_1.png"])
+    frames_in(seq / "sub", ["b1.png", "b2.png"], seed=60)
+    frames_in(seq / "zz", ["c1.png"], seed=70)
+    code, records, err = flow_cli([seq, "-w", directory], capsys)
+    assert code == 0, err
+    assert [(Path(r["input"]).name, Path(r["input2"]).name) for r in records] == [
+        ("frame_1.png", "frame_2.png"), ("frame_2.png", "frame_10.png")]
+    code, records, err = flow_cli([seq, "-w", directory, "--recursive", "-o", tmp_path / "out/"], capsys)
+    assert code == 0, err
+    pairs = [(str(Path(r["input"]).relative_to(seq)), str(Path(r["input2"]).relative_to(seq))) for r in records]
+    assert pairs == [("frame_1.png", "frame_2.png"), ("frame_2.png", "frame_10.png"), ("sub/b1.png", "sub/b2.png")]
+    # several sequences: one output subfolder each, so equal frame names never collide
+    assert records[2]["outputs"] == [str(tmp_path / "out" / "sub" / "b1.flo")]
+    assert records[0]["outputs"] == [str(tmp_path / "out" / "seq" / "frame_1.flo")]
+
+
+def test_a_sintel_scene_with_its_gt_folder_beside_the_frames_runs_on_the_frames_only(tiny, tmp_path, capsys):
+    directory, _ = tiny
+    scene = tmp_path / "scene"
+    frames = frames_in(scene, ["frame_0001.png", "frame_0002.png", "frame_0003.png"])
+    (scene / "gt" / "invalid").mkdir(parents=True)
+    truth = np.zeros((8, 12, 2), np.float32)
+    write_flo(scene / "gt" / "frame_0001.flo", truth)
+    write_flo(scene / "gt" / "frame_0002.flo", truth)
+    invalid = np.zeros((8, 12), np.uint8)
+    invalid[:, 6:] = 255  # the right half is excluded from the score
+    Image.fromarray(invalid).save(scene / "gt" / "invalid" / "frame_0001.png")
+    code, records, err = flow_cli([scene, "-w", directory, "-o", tmp_path / "out/", "--gt", scene / "gt",
+                                   "--format", "npy"], capsys)
+    assert code == 0, err
+    assert [Path(r["input"]).name for r in records] == ["frame_0001.png", "frame_0002.png"]
+    flow = np.load(tmp_path / "out" / "frame_0001.npy")
+    left = np.hypot(flow[:, :6, 0], flow[:, :6, 1]).mean()
+    assert records[0]["epe"] == pytest.approx(float(left), rel=1e-5)
+    second = np.load(tmp_path / "out" / "frame_0002.npy")
+    assert records[1]["epe"] == pytest.approx(float(np.hypot(second[..., 0], second[..., 1]).mean()), rel=1e-5)
+    assert frames[2].exists()
+
+
+def test_sparse_ground_truth_gives_one_record_per_pair_null_epe_one_warning_each_and_exit_0(tiny, tmp_path, capsys):
+    directory, _ = tiny
+    frames = frames_in(tmp_path / "seq", [f"f{i}.png" for i in range(5)])
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    write_flo(gt / "f0.flo", np.ones((8, 12, 2), np.float32))  # usable
+    write_flo(gt / "f1.flo", np.ones((4, 12, 2), np.float32))  # mis-sized
+    write_flo(gt / "f2.flo", np.full((8, 12, 2), 1e10, np.float32))  # every pixel unknown
+    # f3: missing
+    code, records, err = flow_cli([tmp_path / "seq", "-w", directory, "--gt", gt], capsys)
+    assert code == 0
+    assert [Path(r["input"]).name for r in records] == ["f0.png", "f1.png", "f2.png", "f3.png"]
+    assert records[0]["epe"] is not None and all(r["epe"] is None for r in records[1:])
+    assert all("error" not in r for r in records)
+    assert len(err) == 3 and all(line.startswith("perceiver: warning: ") for line in err)
+    assert "f1.flo" in err[0] and "f2.flo" in err[1] and "f3.flo" in err[2]
+    # a single pair whose --gt file is missing behaves the same way
+    code, records, err = flow_cli([*frames[:2], "-w", directory, "--gt", tmp_path / "absent.flo"], capsys)
+    assert code == 0 and records[0]["epe"] is None and len(err) == 1 and "absent.flo" in err[0]
+
+
+def test_kitti_png_ground_truth_counts_only_its_valid_pixels(tiny, tmp_path, capsys):
+    from perceiver_cli.io.flowfiles import write_kitti_png
+
+    directory, _ = tiny
+    a, b = frames_in(tmp_path, ["000000_10.png", "000000_11.png"])
+    code, _, err = flow_cli([a, b, "-w", directory, "-o", tmp_path / "f.npy"], capsys)
+    flow = np.load(tmp_path / "f.npy")
+    truth = np.round((flow + 2.5) * 64) / 64  # representable in KITTI's 1/64 px steps
+    valid = np.zeros((8, 12), bool)
+    valid[2:6, 3:9] = True
+    (tmp_path / "flow_occ").mkdir()
+    write_kitti_png(tmp_path / "flow_occ" / "000000_10.png", truth, valid)
+    code, records, err = flow_cli([a, b, "-w", directory, "--gt", tmp_path / "flow_occ"], capsys)
+    assert code == 0, err
+    expected = np.hypot(*(flow[valid] - truth[valid]).T).mean()
+    assert records[0]["epe"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_the_same_frame_twice_and_paths_on_stdin_are_pairs(tiny, tmp_path, capsys, monkeypatch):
+    directory, _ = tiny
+    a, b, c = frames_in(tmp_path, ["a.png", "b.png", "c.png"])
+    code, records, err = flow_cli([a, a, "-w", directory], capsys)
+    assert code == 0, err
+    assert [(r["input"], r["input2"]) for r in records] == [(str(a), str(a))]
+    code, records, err = flow_cli(["-", "-w", directory], capsys, stdin=f"{c}\n{a}\n{b}\n".encode(),
+                                  monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert [(r["input"], r["input2"]) for r in records] == [(str(c), str(a)), (str(a), str(b))]
+
+
+def test_backward_flow_is_the_forward_flow_of_the_swapped_pair_and_both_writes_the_occlusion_mask(tiny, tmp_path,
+                                                                                                   capsys):
+    from perceiver_cli.metrics import occlusion_mask
+
+    directory, _ = tiny
+    a, b = frames_in(tmp_path, ["a.png", "b.png"], size=(20, 30))
+    run([b, a, "-w", directory, "-o", tmp_path / "swapped.flo"], capsys)
+    run([a, b, "-w", directory, "-o", tmp_path / "forward.flo"], capsys)
+    code, _, err = run([a, b, "-w", directory, "--direction", "backward", "-o", tmp_path / "backward.flo"], capsys)
+    assert code == 0, err
+    assert np.array_equal(read_flo(tmp_path / "backward.flo"), read_flo(tmp_path / "swapped.flo"))
+    forward, backward = read_flo(tmp_path / "forward.flo"), read_flo(tmp_path / "swapped.flo")
+    truth = forward + np.float32(1.0)
+    write_flo(tmp_path / "gt.flo", truth)
+    code, records, err = flow_cli([a, b, "-w", directory, "--direction", "both", "-o", tmp_path / "out/",
+                                   "--occlusion-format", "png,npy", "--gt", tmp_path / "gt.flo"], capsys)
+    assert code == 0, err
+    out = tmp_path / "out"
+    assert records[0]["outputs"] == [str(out / n) for n in ("a.flo", "a_backward.flo", "a_occlusion.png",
+                                                            "a_occlusion.npy")]
+    assert np.array_equal(read_flo(out / "a.flo"), forward)
+    assert np.array_equal(read_flo(out / "a_backward.flo"), backward)
+    mask = occlusion_mask(forward, backward)
+    assert np.array_equal(np.load(out / "a_occlusion.npy"), mask)
+    assert np.array_equal(np.asarray(Image.open(out / "a_occlusion.png")) > 0, mask)
+    assert records[0]["occluded"] == pytest.approx(float(mask.mean()))
+    assert records[0]["epe"] == pytest.approx(np.sqrt(2), rel=1e-5)
+    if (~mask).any():
+        assert records[0]["epe_non_occluded"] == pytest.approx(np.sqrt(2), rel=1e-5)
+
+
+def make_rotated_clip(path: Path, count: int, rotation: int) -> Path:
+    """A lossless clip of moving noise stored 12 wide and 8 high, displayed turned by `rotation` degrees."""
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 256, (8, 12 + count, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10, options={"crf": "0"})
+        stream.width, stream.height, stream.pix_fmt = 12, 8, "yuv444p"
+        stream.set_display_rotation(rotation)
+        for i in range(count):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, i:i + 12]), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def test_a_rotated_video_gives_flow_in_the_displayed_orientation_and_a_whole_video_npy(tiny, ours, tmp_path, capsys):
+    import perceiver_cli as pc
+    from perceiver_cli.io.video import iter_frames
+
+    directory, _ = tiny
+    clip = make_rotated_clip(tmp_path / "phone.mp4", 4, 90)
+    code, records, err = flow_cli([clip, "-w", directory, "-o", tmp_path / "all.npy", "-o", tmp_path / "f.gif",
+                                   "-o", tmp_path / "f.avi", "-o", tmp_path / "pairs/"], capsys)
+    assert code == 0, err
+    stack = np.load(tmp_path / "all.npy")
+    assert stack.shape == (3, 12, 8, 2)  # displayed: 8 wide, 12 high
+    shown = list(iter_frames(clip))
+    model = pc.load_model(directory, device="cpu")
+    for index in range(3):
+        assert np.array_equal(stack[index], pc.flow(model, shown[index], shown[index + 1]))
+        assert np.array_equal(stack[index], read_flo(tmp_path / "pairs" / f"phone_{index:06d}.flo"))
+    for name in ("f.gif", "f.avi"):
+        with av.open(str(tmp_path / name)) as container:
+            pictures = list(container.decode(video=0))
+        assert len(pictures) == 3 and (pictures[0].height, pictures[0].width) == (12, 8)
+    assert [r["outputs"][:3] for r in records][0] == [str(tmp_path / n) for n in ("all.npy", "f.gif", "f.avi")]
+
+
+def test_video_step_start_and_end_choose_the_pairs(tiny, tmp_path, capsys):
+    directory, _ = tiny
+    clip = make_clip(tmp_path / "clip.mp4", 8)  # 10 fps: frame k at k/10 s
+    code, records, err = flow_cli([clip, "-w", directory, "--step", "2", "--start", "0.2", "--end", "0.7"], capsys)
+    assert code == 0, err
+    assert [(r["input"], r["input2"]) for r in records] == [(f"{clip}#{i}", f"{clip}#{i + 2}") for i in (2, 3, 4)]
+    code, records, err = flow_cli([clip, "-w", directory, "--start", "0.75"], capsys)
+    assert code == 1 and "no two frames" in records[0]["error"]
+
+
+def test_draw_flow_draws_any_flow_file_without_a_model_and_the_legend(tmp_path, capsys):
+    from perceiver_cli.io.flowfiles import write_kitti_png
+    from perceiver_cli.io.flowviz import add_color_wheel, color_wheel
+
+    rng = np.random.default_rng(4)
+    flow = rng.normal(0, 3, (40, 50, 2)).astype(np.float32)
+    write_flo(tmp_path / "x.flo", flow)
+    np.save(tmp_path / "y.npy", flow)
+    valid = np.ones((40, 50), bool)
+    valid[0, 0] = False
+    write_kitti_png(tmp_path / "k.png", np.round(flow * 64) / 64, valid)
+    code = main(["draw-flow", str(tmp_path / "x.flo"), str(tmp_path / "y.npy"), str(tmp_path / "k.png"),
+                 "-o", str(tmp_path / "pics/"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert [json.loads(line)["outputs"] for line in out.splitlines()] == [
+        [str(tmp_path / "pics" / f"{n}.png")] for n in ("x", "y", "k")]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "pics" / "x.png")), flow_to_color(flow))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "pics" / "y.png")), flow_to_color(flow))
+    kitti = np.asarray(Image.open(tmp_path / "pics" / "k.png"))
+    assert (kitti[0, 0] == 0).all() and kitti[1:, 1:].any()
+    assert main(["draw-flow", str(tmp_path / "x.flo"), "-o", str(tmp_path / "l.png"), "--legend", "top-left",
+                 "--style", "deepmind"]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "l.png")),
+                          add_color_wheel(flow_to_color_deepmind(flow), "deepmind", "top-left"))
+    assert main(["draw-flow", "--wheel", "33", "-o", str(tmp_path / "wheel.png")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "wheel.png")), color_wheel(33))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--format", "png", "-o", "{tmp}/f.flo"], "--format names what goes into an output folder"),
+    (["--format", "png"], "--format names what goes into an output folder"),
+    (["--max-flow", "inf"], "--max-flow"),
+    (["--max-flow", "nan"], "--max-flow"),
+    (["--max-flow", "-3"], "--max-flow"),
+    (["--start", "1"], "--start and --end select a video's frames"),
+    (["--occlusion-format", "npy"], "needs --direction both"),
+    (["--direction", "sideways"], "--direction"),
+    (["--direction", "backward", "--gt", "{tmp}/g.flo"], "--gt scores forward flow"),
+    (["--legend", "middle"], "--legend"),
+    (["--step", "0"], "--step"),
+    (["--format", "png,kitti", "-o", "{tmp}/d/"], "kitti and png"),
+])
+def test_meaningless_options_are_refused_before_any_work(tiny, pair_files, tmp_path, capsys, extra, message):
+    directory, _ = tiny
+    a, b, _, _ = pair_files
+    code, out, err = run([a, b, "-w", directory, *[arg.format(tmp=tmp_path) for arg in extra]], capsys)
+    assert code == 2, err
+    assert err.startswith("perceiver: error: ") and err.count("\n") == 1 and message in err and out == ""
+    assert not (tmp_path / "f.flo").exists() and not (tmp_path / "d").exists()
+
+
+def test_kitti_format_writes_16_bit_flow_pngs_not_pictures(tiny, tmp_path, capsys):
+    from perceiver_cli.io.flowfiles import is_kitti_flow_png, read_flow
+
+    directory, _ = tiny
+    frames = frames_in(tmp_path / "seq", ["f1.png", "f2.png", "f3.png"], size=(20, 30))
+    code, records, err = flow_cli([tmp_path / "seq", "-w", directory, "-o", tmp_path / "out/",
+                                   "--format", "flo,kitti"], capsys)
+    assert code == 0, err
+    assert records[0]["outputs"] == [str(tmp_path / "out" / "f1.flo"), str(tmp_path / "out" / "f1.png")]
+    assert is_kitti_flow_png(tmp_path / "out" / "f1.png")
+    flow, valid = read_flow(tmp_path / "out" / "f1.png")
+    assert valid.all() and np.abs(flow - read_flo(tmp_path / "out" / "f1.flo")).max() <= 1 / 128 + 1e-6

@@ -9,7 +9,7 @@ import sys
 import transformers
 
 from benchmarks.configs import FULL_CONFIGS
-from benchmarks.run import randomise
+from benchmarks.workloads import randomise
 
 
 def main() -> None:

@@ -108,16 +108,6 @@ def check_source(model: Optional[str], weights: Optional[Path], default: str) ->
     return Path(weights) if weights is not None else (model or default)
 
 
-def refuse_repeated_outputs(paths) -> None:
-    """A usage error when two -o paths name the same file or folder (written twice, or by two writers)."""
-    seen: set[Path] = set()
-    for path in paths:
-        key = Path(path).resolve()
-        if key in seen:
-            raise UsageError(f"{path}: given twice as -o")
-        seen.add(key)
-
-
 def run_task(task, *, device: str = "auto", dtype: str = "float32", batch_size: Optional[int] = None,
              json_lines: bool = False, quiet: bool = False, scale: Optional[ScaleOptions] = None) -> int:
     """Run `task` on the engine `scale` names (the local one by default), reporting as the options say.
@@ -132,31 +122,3 @@ def run_task(task, *, device: str = "auto", dtype: str = "float32", batch_size: 
     return run_engine(task, RuntimeRequest(device, dtype, batch_size),
                       Reporter(task, json_lines=json_lines, quiet=quiet), scale)
 
-
-# Used by the commands not yet moved onto tasks; removed when the last one moves.
-from perceiver_cli.tasks.report import emit_json, progress_bar  # noqa: E402,F401
-
-ModelOption = typer.Option(
-    None, "--model", "-m",
-    help="Short name (language, vision-conv, vision-fourier, vision-learned, flow, multimodal) or hub repo id.",
-)
-
-
-def check_options(model: Optional[str] = None, weights: Optional[Path] = None, batch_size: Optional[int] = None,
-                  max_pixels: Optional[int] = None) -> None:
-    """The usage checks that several commands share, made before any input is read."""
-    if batch_size is not None and batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    if max_pixels is not None and max_pixels < 1:
-        raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
-    if model is not None and weights is not None:
-        raise UsageError("give either --model or --weights, not both")
-
-
-def load_task_model(task: str, model: Optional[str], weights: Optional[Path], default: str,
-                    device: str, dtype: str, numerics: str):
-    """Resolve --model/--weights for one task and return the loaded model (eval mode)."""
-    from perceiver_cli.load import load_model
-
-    return load_model(check_source(model, weights, default), device=device, dtype=dtype, numerics=numerics,
-                      task=task)

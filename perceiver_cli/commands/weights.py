@@ -12,7 +12,8 @@ from typing import Optional
 
 import typer
 
-from perceiver_cli.commands.common import JsonOption, emit_json
+from perceiver_cli.commands.common import JsonOption
+from perceiver_cli.tasks.report import emit_json
 from perceiver_cli.errors import UsageError, WeightsError
 
 app = typer.Typer(

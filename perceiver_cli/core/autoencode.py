@@ -127,9 +127,11 @@ def decode_clip(model: torch.nn.Module, z: torch.Tensor, n_valid_frames: Optiona
 
 
 def autoencode_clip(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor,
-                    n_valid_frames: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE) -> ClipResult:
+                    n_valid_frames: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE, *,
+                    device: torch.device, dtype: torch.dtype = torch.float32) -> ClipResult:
     """Reconstruct one clip: frames (T, H, W, 3) in [0, 1] and mono audio (S,) in [-1, 1], the clip's full
-    (padded) length; the encoder runs once, outputs cover only the first n_valid_frames frames."""
+    (padded) length, with `model` on `device` in `dtype`; the encoder runs once, outputs cover only the
+    first n_valid_frames frames."""
     geometry = clip_geometry(model.spec)
     t, size = geometry.frames_per_clip, geometry.image_size
     if tuple(frames.shape) != (t, size, size, 3):
@@ -137,10 +139,9 @@ def autoencode_clip(model: torch.nn.Module, frames: torch.Tensor, audio: torch.T
     if tuple(audio.shape) != (geometry.samples_per_clip,):
         raise ValueError(f"audio must be ({geometry.samples_per_clip},), got {tuple(audio.shape)}")
     valid = t if n_valid_frames is None else int(n_valid_frames)
-    param = next(model.parameters())
     with torch.inference_mode():
-        images = frames.to(device=param.device, dtype=param.dtype).permute(0, 3, 1, 2)[None]
-        sound = audio.to(device=param.device, dtype=param.dtype)[None]
+        images = frames.to(device=device, dtype=dtype).permute(0, 3, 1, 2)[None]
+        sound = audio.to(device=device, dtype=dtype)[None]
         z = model.encode(images, sound)
         raw = decode_clip(model, z, valid, chunk_size)
         video = raw["video"][0].float().clamp_(0.0, 1.0).cpu()

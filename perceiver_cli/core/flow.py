@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterable, Iterator, Optional
+from typing import Any, Callable, Hashable, Iterable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +91,12 @@ def window_grid(height: int, width: int, window: tuple[int, int]) -> list[tuple[
     return [(y, x) for y in ys for x in xs]
 
 
+def frame_windows(height: int, width: int, window: tuple[int, int]) -> list[tuple[int, int]]:
+    """Window corners (y, x) for a frame of this size, in the coordinates of the frame edge-padded to the window."""
+    top, bottom, left, right = edge_padding(height, width, window)
+    return window_grid(height + top + bottom, width + left + right, window)
+
+
 def blend_weights(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """(H, W) float32 weights min(x + 1, W - x, y + 1, H - y): 1 at the window's rim, growing inwards."""
     y = torch.arange(height, device=device, dtype=torch.float32)
@@ -133,21 +139,16 @@ class _PairJob:
 class FlowEstimator:
     """Pixel flow (H, W, 2) for uint8 frame pairs of any size, with windows batched through the model."""
 
-    def __init__(self, model: torch.nn.Module, batch_size: int = 1, chunk_size: int = DEFAULT_CHUNK_SIZE):
+    def __init__(self, model: torch.nn.Module, batch_size: int = 1, chunk_size: int = DEFAULT_CHUNK_SIZE, *,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.model = model
         self.window: tuple[int, int] = tuple(int(v) for v in model.spec.train_size)
         self.batch_size = int(batch_size)
         self.chunk_size = int(chunk_size)
-        parameter = next(model.parameters())
-        self.device, self.dtype = parameter.device, parameter.dtype
+        self.device, self.dtype = torch.device(device), dtype
         self._weights = blend_weights(*self.window, device=self.device)
-
-    def windows_for(self, height: int, width: int) -> list[tuple[int, int]]:
-        """Window corners (y, x) used for a frame of this size (in the padded frame's coordinates)."""
-        top, bottom, left, right = edge_padding(height, width, self.window)
-        return window_grid(height + top + bottom, width + left + right, self.window)
 
     def _start(self, key: Any, frame1: Optional[torch.Tensor], frame2: Optional[torch.Tensor]) -> _PairJob:
         if frame1 is None or frame2 is None:
@@ -160,7 +161,7 @@ class FlowEstimator:
         if top or bottom or left or right:
             frames = F.pad(frames, (left, right, top, bottom), mode="replicate")
         hp, wp = frames.shape[-2:]
-        windows = window_grid(hp, wp, self.window)
+        windows = frame_windows(h, w, self.window)
         return _PairJob(key, frames, (top, left, h, w), windows,
                         torch.zeros(hp, wp, 2, device=self.device), torch.zeros(hp, wp, device=self.device))
 
@@ -177,13 +178,14 @@ class FlowEstimator:
             job.weight_sum[y:y + wh, x:x + ww] += self._weights
             job.remaining -= 1
 
-    def stream(self, pairs: Iterable[tuple[Hashable, Optional[torch.Tensor], Optional[torch.Tensor]]]
-               ) -> Iterator[tuple[Hashable, Optional[torch.Tensor]]]:
+    def stream(self, pairs: Iterable[tuple[Hashable, Optional[torch.Tensor], Optional[torch.Tensor]]],
+               on_windows: Optional[Callable[[int], None]] = None) -> Iterator[tuple[Hashable, Optional[torch.Tensor]]]:
         """For (key, frame1, frame2) uint8 (H, W, 3) items, yield (key, flow (H, W, 2) in pixels) in order.
 
         Windows of one pair and of consecutive pairs share batches; a pair is read only when its
         windows are needed to fill a batch, so at most about batch_size pairs are held at once.
         An item with a frame of None (one that could not be read) comes out as (key, None), in order.
+        `on_windows(n)` is called after each forward pass with the number of windows it computed.
         """
         pending: deque[_PairJob] = deque()
         queue: deque[tuple[_PairJob, int, int]] = deque()
@@ -198,9 +200,15 @@ class FlowEstimator:
                 job = self._start(*item)
                 pending.append(job)
                 queue.extend((job, y, x) for y, x in job.windows)
+            while pending and pending[0].remaining == 0:  # pass-through items need no window
+                job = pending.popleft()
+                yield job.key, job.result()
             if not queue:
                 break
-            self._run([queue.popleft() for _ in range(min(self.batch_size, len(queue)))])
+            batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
+            self._run(batch)
+            if on_windows is not None:
+                on_windows(len(batch))
             while pending and pending[0].remaining == 0:
                 job = pending.popleft()
                 yield job.key, job.result()

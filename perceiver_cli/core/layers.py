@@ -1,10 +1,10 @@
 """Attention layers of Perceiver IO. Module names mirror the hub checkpoints' state_dict keys.
 
-Attention goes through torch.nn.functional.scaled_dot_product_attention wherever its fused kernel applies.
-Where it does not (query/key heads narrower than value heads: the language model's self-attention, 32 vs 160
-channels, and the multimodal decoder's folded queries, 197 vs 1032), CPU SDPA falls back to a generic path
-with extra passes over the scores, so those layers multiply out the scores themselves: latents x latents for
-self-attention, one decoder chunk x latents for decoders.
+AttentionLayer is the plain block: layer norms, q/k/v projections, attention, output projection, residual,
+MLP. EncoderCrossAttention folds the key and value projections into the latents' side (one head, inputs
+no wider than the keys); the decoder's folds live in core.decoding. Attention goes through torch's
+scaled_dot_product_attention, except where its CPU kernel has no fused path (query/key heads narrower than
+value heads) and the scores are multiplied out directly instead.
 """
 
 from __future__ import annotations
@@ -20,25 +20,19 @@ from torch import nn
 from perceiver_cli.core.spec import LAYER_NORM_EPS
 from perceiver_cli.errors import UsageError
 
-# Latent tokens per pass through the self-attention stack on CPU. Measured on a 2-core EPYC (fp32, 2
-# threads): the stack runs fastest with about 1,024 latent tokens per pass (4 texts of the language
-# model's 256 latents, 2 images of the vision models' 512); larger passes spill the activations out of the
-# cache (32 texts at once ran 15% slower), smaller ones give the matrix products too few rows.
+# Latent tokens per pass through the self-attention stack on CPU: about 1,024 keeps a pass's activations in
+# the cache while giving the matrix products enough rows (see in_passes).
 CPU_STACK_TOKENS = 1024
 
-# Matrix products whose output width is not a multiple of 8 ran about 25% slower here (1026 wide: 130
-# GFLOP/s, 1032 wide: 190); decoders whose outputs are 1026 (multimodal) or 322 (flow) channels wide compute
-# them zero-padded to the next multiple (see AttentionLayer.memory).
+# Matrix products whose output width is not a multiple of this run markedly slower on the CPU; the decoder's
+# folded outputs are computed zero-padded to one (see padded_width and core.decoding).
 WIDTH_MULTIPLE = 8
 
-# fp32 dense layers on the CPU can go through oneDNN's matrix product (torch.ops.mkldnn._linear_pointwise,
-# the op torch's own compiler emits for linear layers) instead of the BLAS behind F.linear (MKL in the x86
-# wheels). Which is faster depends on the CPU: on the 2-core AMD EPYC of our earlier benchmark runs, oneDNN
-# ran 196-207 GFLOP/s where F.linear ran 177-189 (1024 x 1024 x 1024 products); on a 2-core AMD EPYC whose
-# torch runs AVX2 kernels only, oneDNN ran 121-150 where F.linear ran 145-183. The first machine's kernel
-# level was not recorded; oneDNN picks its kernels from the CPU's features, while MKL on AMD processors keeps
-# to its AVX2 kernels, so oneDNN is the default only where torch reports AVX-512. Both accumulate in fp32
-# (errors against float64 of the same order); the `binary` form adds a residual in the same pass.
+# fp32 dense layers on the CPU go either through oneDNN's matrix product (torch.ops.mkldnn._linear_pointwise,
+# the op torch's compiler emits for linear layers; its `binary` form adds a residual in the same pass) or
+# through the BLAS behind F.linear. Which is faster depends on the CPU: oneDNN picks its kernels from the CPU's
+# features, while MKL keeps to AVX2 kernels on AMD processors, so oneDNN is the default only where torch
+# reports AVX-512. Both accumulate in fp32.
 # ONEDNN_LINEAR: None = decide on first use, which build_model makes happen before any input is read (the
 # environment variable PERCEIVER_CLI_CPU_MATMUL=onednn|blas overrides the CPU check; any other value is a
 # usage error); True = oneDNN wherever the op works; False = F.linear everywhere.
@@ -115,6 +109,22 @@ class Linear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
+# Shape rules of the decoder's folds (core.decoding), shared with the benchmarks' operation counts.
+
+def padded_width(n: int) -> int:
+    """n rounded up to a multiple of WIDTH_MULTIPLE."""
+    return -(-n // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
+
+
+def fold_pays(n_keys: int, wide: int, narrow: int, num_queries: Optional[int]) -> bool:
+    """Whether multiplying a (wide x narrow) projection into L keys (or values) once costs fewer operations
+    than applying it to every query: L*wide*narrow + Q*L*wide <= Q*wide*narrow + Q*L*narrow (Q = None: many
+    queries, so only the per-query terms count)."""
+    if num_queries is None:
+        return n_keys * wide <= wide * narrow + n_keys * narrow
+    return n_keys * wide * narrow + num_queries * n_keys * wide <= num_queries * (wide * narrow + n_keys * narrow)
+
+
 class _Projections(nn.Module):
     """Pre-norms and q/k/v projections (key prefix `attention.self`)."""
 
@@ -184,196 +194,88 @@ class AttentionLayer(nn.Module):
         self.layernorm = nn.LayerNorm(q_dim, eps=LAYER_NORM_EPS)
         self.mlp = _MLP(q_dim, widening_factor)
 
+    def forward(self, x: torch.Tensor, kv: Optional[torch.Tensor] = None,
+                kv_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: queries (B, Nq, q_dim); kv: cross-attention inputs (B, Nk, kv_dim); kv_mask: (B, Nk) bool, True
+        where a key may be attended to -> (B, Nq, q_dim) for cross-attention, (B, Nq, v_channels) for self."""
+        return self.feed_forward(self.attend(x, kv, kv_mask))
+
+    def attend(self, x: torch.Tensor, kv: Optional[torch.Tensor] = None,
+               kv_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The attention half of the block, query residual included: (B, Nq, q_dim) -> (B, Nq, out)."""
+        p = self.attention.self
+        dense = self.attention.output.dense
+        q_in = p.layernorm1(x)
+        kv_in = p.layernorm2(kv) if self.cross else q_in
+        q, k, v = self._heads(p.query(q_in)), self._heads(p.key(kv_in)), self._heads(p.value(kv_in))
+        mask = None if kv_mask is None else kv_mask[:, None, None, :]
+        if mask is None and not self.cross and q.shape[-1] != v.shape[-1]:
+            # SDPA has no fused CPU kernel for unequal query and value widths; its generic path makes more
+            # passes over the scores than these two products
+            scores = torch.matmul(q * self._scale, k.transpose(-1, -2))
+            attended = torch.matmul(torch.softmax(scores, dim=-1), v)
+        else:
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return linear(self._merge(attended), dense.weight, dense.bias, x if self.query_residual else None)
+
+    def feed_forward(self, out: torch.Tensor) -> torch.Tensor:
+        """The MLP half of the block: out + dense2(GELU(dense1(layernorm(out)))), the residual added in the
+        last product."""
+        hidden = F.gelu(self.mlp.dense1(self.layernorm(out)), approximate=self.gelu_approximate)
+        return linear(hidden, self.mlp.dense2.weight, self.mlp.dense2.bias, residual=out)
+
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> (B, H, N, C/H)."""
         b, n, c = x.shape
         return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def _merge(self, attended: torch.Tensor) -> torch.Tensor:
+        """(B, H, N, C) -> (B, N, H*C)."""
         b, h, n, c = attended.shape
         return attended.transpose(1, 2).reshape(b, n, h * c)
 
     @property
     def _scale(self) -> float:
+        """The scores' scale: one over the square root of a head's query/key width."""
         return self.attention.self.query.out_features ** -0.5 * self.num_heads ** 0.5
 
-    def memory(self, kv: torch.Tensor, query_tail: Optional[torch.Tensor] = None,
-               num_queries: Optional[int] = None) -> "DecoderMemory":
-        """Keys and values of a small cross-attention input (the latents), computed once for many query chunks.
 
-        With one head, the query projection is folded into the keys, and the output projection into the
-        values, whenever that costs fewer operations for the `num_queries` queries the memory will serve
-        (None: many): with L keys and Q queries, folding the query projection costs L*q*qk once plus Q*L*q,
-        against Q*q*qk + Q*L*qk unfolded, and likewise for the output. Scores and outputs are the same up to
-        rounding.
+class EncoderCrossAttention(AttentionLayer):
+    """The encoder's cross-attention (latents to inputs). With one head and inputs no wider than the keys, the
+    key projection is applied to the few latent queries instead of the many inputs, and the value and output
+    projections become one matrix applied after attention; otherwise it is the plain AttentionLayer."""
 
-        `query_tail` (T,) declares that every query ends with these same T channels (a modality's padding):
-        then queries are passed without them, and their share of the layer norm and of the query projection
-        is folded into two extra key channels and a per-key score offset.
-        """
-        p = self.attention.self
-        dense = self.attention.output.dense
-        kv_in = p.layernorm2(kv)
-        k, v = p.key(kv_in), p.value(kv_in)
-        n_keys, q_dim, qk = k.shape[1], p.query.in_features, p.query.out_features
-        out_dim, v_dim = dense.out_features, p.value.out_features
-        one_head = self.num_heads == 1
-        fold_q = one_head and (query_tail is not None or fold_pays(n_keys, q_dim, qk, num_queries))
-        fold_o = one_head and fold_pays(n_keys, out_dim, v_dim, num_queries)
-        if query_tail is not None and (not one_head or self.query_residual):
-            raise ValueError("a constant query tail needs one head and no query residual")
-        bias = None
-        if fold_q:
-            weight, offset = p.query.weight, p.query.bias
-            if query_tail is not None:
-                # With x = [h, tail] and LN(x) = (x - mu) / sigma * g + b, the tail's part of the projected
-                # query is (1/sigma) (tail*g_t) W_t - (mu/sigma) g_t W_t + b_t W_t, so the effective query is
-                # [LN part of h, 1/sigma, -mu/sigma] against keys [k W_h, k.(tail*g_t) W_t, k.g_t W_t].
-                n_head = q_dim - query_tail.shape[0]
-                g_t, b_t = p.layernorm1.weight[n_head:], p.layernorm1.bias[n_head:]
-                w_h, w_t = weight[:, :n_head], weight[:, n_head:]
-                extra = torch.stack([(query_tail * g_t) @ w_t.t(), g_t @ w_t.t()], dim=1)  # (qk, 2)
-                offset = offset + b_t @ w_t.t()
-                weight = torch.cat([w_h, extra], dim=1)
-            # q.k = x.(Wq^T k) + bq.k: a per-key score offset, added to the scaled scores
-            bias = (k @ offset)[:, None, :] * self._scale
-            k = k @ weight
-        mlp = None
-        if fold_o:
-            # softmax weights sum to one, so the output bias rides along with the values
-            v = v @ dense.weight.t() + dense.bias
-            q_width = k.shape[-1] if fold_q else qk
-            # (equal query and value widths keep SDPA's fused kernel, which beats padding: flow's decoder)
-            if not self.query_residual and out_dim % WIDTH_MULTIPLE and q_width != out_dim:
-                mlp = self._padded_mlp()
-                v = F.pad(v, (0, _round_up(out_dim) - out_dim))
-        if not fold_q:
-            return DecoderMemory(self._heads(k), self._heads(v), None, fold_q, fold_o, query_tail, mlp)
-        if k.shape[-1] != v.shape[-1]:
-            # unequal widths: keys stored transposed (B, C, L) for one baddbmm per chunk of queries (see attend)
-            k = k.transpose(1, 2).contiguous()
-        return DecoderMemory(k, v, bias, fold_q, fold_o, query_tail, mlp)
+    def __init__(self, q_dim: int, kv_dim: int, **kwargs):
+        super().__init__(q_dim, kv_dim, cross=True, **kwargs)
 
-    def _padded_mlp(self) -> tuple[torch.Tensor, ...]:
-        """The MLP's weights for outputs zero-padded to a multiple of WIDTH_MULTIPLE channels:
-        dense1 with zero rows (its padded outputs are GELU(0) = 0), dense2 with zero columns."""
-        dense1, dense2 = self.mlp.dense1, self.mlp.dense2
-        extra = _round_up(dense1.out_features) - dense1.out_features
-        return (F.pad(dense1.weight, (0, 0, 0, extra)), F.pad(dense1.bias, (0, extra)),
-                F.pad(dense2.weight, (0, extra)), dense2.bias)
+    @property
+    def folds_keys(self) -> bool:
+        """Whether attend folds the key projection into the queries."""
+        key = self.attention.self.key
+        return self.num_heads == 1 and key.in_features <= key.out_features
 
-    def _tail_query(self, head: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
-        """The effective query [LN part of head, 1/sigma, -mu/sigma] of queries [head, tail] (see memory)."""
-        ln = self.attention.self.layernorm1
-        n_h, n_t = head.shape[-1], tail.shape[0]
-        n = n_h + n_t
-        # mean and variance of [head, tail] from those of the parts (one pass over the head)
-        var_h, mean_h = torch.var_mean(head, dim=-1, correction=0)
-        var_t, mean_t = torch.var_mean(tail, correction=0)
-        mu = (n_h * mean_h + n_t * mean_t) / n
-        var = (n_h * (var_h + (mean_h - mu) ** 2) + n_t * (var_t + (mean_t - mu) ** 2)) / n
-        inv_sigma = torch.rsqrt(var + ln.eps)
-        normed = (head - mu[..., None]) * inv_sigma[..., None] * ln.weight[: head.shape[-1]] + ln.bias[: head.shape[-1]]
-        return torch.cat([normed, inv_sigma[..., None], (-mu * inv_sigma)[..., None]], dim=-1)
-
-    def attend(self, x: torch.Tensor, kv: Optional[torch.Tensor] = None, kv_mask: Optional[torch.Tensor] = None,
-               memory: Optional["DecoderMemory"] = None) -> torch.Tensor:
-        """The attention half of the block (with the query residual): (B, Nq, q_dim) -> (B, Nq, out)."""
+    def attend(self, x: torch.Tensor, kv: Optional[torch.Tensor] = None,
+               kv_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """AttentionLayer.attend, up to rounding."""
+        if not self.folds_keys:
+            return super().attend(x, kv, kv_mask)
         p = self.attention.self
         dense = self.attention.output.dense
         mask = None if kv_mask is None else kv_mask[:, None, None, :]
-        if memory is not None and memory.query_tail is not None:
-            q_in = self._tail_query(x, memory.query_tail)
+        kv_in = p.layernorm2(kv)[:, None]
+        # q.(Wk k + bk) = (q Wk).k + q.bk, and q.bk adds the same to all of a query's scores: softmax ignores it
+        q = (p.query(p.layernorm1(x)) @ p.key.weight)[:, None]
+        if p.value.in_features <= p.value.out_features:
+            # softmax weights sum to one, so the value and output projections apply after the weighted sum
+            attended = F.scaled_dot_product_attention(q, kv_in, kv_in, attn_mask=mask, scale=self._scale)
+            out = attended[:, 0] @ (dense.weight @ p.value.weight).t() + (dense.weight @ p.value.bias + dense.bias)
         else:
-            q_in = p.layernorm1(x)
-        if memory is not None and memory.fold_q:
-            if memory.keys.shape[-1] == memory.values.shape[-1]:
-                # SDPA's fused CPU kernel (equal widths), the per-key offset as its additive mask
-                attended = F.scaled_dot_product_attention(q_in[:, None], memory.keys[:, None], memory.values[:, None],
-                                                          attn_mask=memory.bias[:, None], scale=self._scale)[:, 0]
-            else:
-                # Widths differ (the multimodal decoder: 197 vs 1032), where SDPA has no fused CPU kernel
-                # and its generic path takes several more passes over the scores: scale * q.k + offset in
-                # one baddbmm, then one softmax and one product.
-                scores = torch.baddbmm(memory.bias, q_in, memory.keys, alpha=self._scale)
-                attended = torch.bmm(torch.softmax(scores, dim=-1), memory.values)
-            out = attended if memory.fold_o else dense(attended)
-        elif memory is not None:
-            attended = F.scaled_dot_product_attention(self._heads(p.query(q_in)), memory.keys, memory.values,
-                                                      scale=self._scale)
-            out = attended[:, 0] if memory.fold_o else dense(self._merge(attended))
-        elif self.cross and self.num_heads == 1 and p.key.in_features <= p.key.out_features:
-            # Few queries (latents) against many inputs no wider than the keys: fold the key projection into the queries
-            # (the key bias adds the same amount to all scores of a query, which softmax ignores) and the
-            # value and output projections into one matrix applied after attention (weights sum to one).
-            kv_in = p.layernorm2(kv)[:, None]
-            q = (p.query(q_in) @ p.key.weight)[:, None]
-            if p.value.in_features <= p.value.out_features:
-                attended = F.scaled_dot_product_attention(q, kv_in, kv_in, attn_mask=mask, scale=self._scale)
-                out = attended[:, 0] @ (dense.weight @ p.value.weight).t() + (dense.weight @ p.value.bias + dense.bias)
-            else:
-                values = self._heads(p.value(kv_in[:, 0]))
-                attended = F.scaled_dot_product_attention(q, kv_in, values, attn_mask=mask, scale=self._scale)
-                out = dense(self._merge(attended))
-        else:
-            kv_in = p.layernorm2(kv) if self.cross else q_in
-            q, k, v = self._heads(p.query(q_in)), self._heads(p.key(kv_in)), self._heads(p.value(kv_in))
-            if mask is None and not self.cross and q.shape[-1] != v.shape[-1]:
-                scores = torch.matmul(q * self._scale, k.transpose(-1, -2))
-                attended = torch.matmul(torch.softmax(scores, dim=-1), v)
-            else:
-                attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            return linear(self._merge(attended), dense.weight, dense.bias, x if self.query_residual else None)
+            values = p.value(kv_in[:, 0])[:, None]
+            attended = F.scaled_dot_product_attention(q, kv_in, values, attn_mask=mask, scale=self._scale)
+            out = dense(attended[:, 0])
         if self.query_residual:
             out = out + x
         return out
-
-    def mlp_hidden(self, out: torch.Tensor, memory: Optional["DecoderMemory"] = None) -> torch.Tensor:
-        """GELU(dense1(layernorm(out))): the MLP before its last projection. With a padded memory, `out` is
-        zero-padded (see memory) and so is the result."""
-        if memory is None or memory.mlp is None:
-            return F.gelu(self.mlp.dense1(self.layernorm(out)), approximate=self.gelu_approximate)
-        w1, b1 = memory.mlp[:2]
-        normed = self.layernorm(out[..., :self.layernorm.normalized_shape[0]])
-        return F.gelu(linear(normed, w1, b1), approximate=self.gelu_approximate)
-
-    def mlp_output(self, hidden: torch.Tensor, memory: Optional["DecoderMemory"] = None,
-                   residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The MLP's last projection of mlp_hidden's result (+ residual, added in the same pass)."""
-        dense2 = self.mlp.dense2
-        weight, bias = (dense2.weight, dense2.bias) if memory is None or memory.mlp is None else memory.mlp[2:]
-        return linear(hidden, weight, bias, residual)
-
-    def forward(self, x: torch.Tensor, kv: Optional[torch.Tensor] = None, kv_mask: Optional[torch.Tensor] = None,
-                memory: Optional["DecoderMemory"] = None) -> torch.Tensor:
-        """x: queries (B, Nq, q_dim); kv: cross-attention inputs (B, Nk, kv_dim), or a precomputed memory;
-        kv_mask: (B, Nk) bool, True where a key may be attended to."""
-        out = self.attend(x, kv, kv_mask, memory)
-        return self.mlp_output(self.mlp_hidden(out), residual=out)
-
-
-def _round_up(n: int) -> int:
-    return -(-n // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
-
-
-def fold_pays(n_keys: int, wide: int, narrow: int, num_queries: Optional[int]) -> bool:
-    """Whether multiplying a (wide x narrow) projection into L keys (or values) once costs fewer operations
-    than applying it to every query: L*wide*narrow + Q*L*wide <= Q*wide*narrow + Q*L*narrow (Q = None: many
-    queries, so only the per-query terms count)."""
-    if num_queries is None:
-        return n_keys * wide <= wide * narrow + n_keys * narrow
-    return n_keys * wide * narrow + num_queries * n_keys * wide <= num_queries * (wide * narrow + n_keys * narrow)
-
-
-class DecoderMemory:
-    """Per-input keys and values shared by all query chunks of a decoder, and how they were folded: with the
-    query projection folded (one head), values (B, L, V), a per-key score offset bias (B, 1, L) and keys
-    (B, L, C), or (B, C, L) when C != V; otherwise keys and values by head (B, H, L, C). `mlp`: when the
-    folded values are zero-padded to a multiple of WIDTH_MULTIPLE channels, the MLP's padded weights (dense1
-    weight and bias, dense2 weight and bias); the attention's outputs are then padded the same way."""
-
-    def __init__(self, keys, values, bias, fold_q: bool, fold_o: bool, query_tail=None, mlp=None):
-        self.keys, self.values, self.bias, self.fold_q, self.fold_o = keys, values, bias, fold_q, fold_o
-        self.query_tail, self.mlp = query_tail, mlp
 
 
 class LatentEmbeddings(nn.Module):
@@ -390,11 +292,11 @@ class Encoder(nn.Module):
     def __init__(self, spec, kv_dim: int, gelu_approximate: str):
         super().__init__()
         self.num_blocks = spec.num_blocks
-        self.cross_attention = AttentionLayer(
+        self.cross_attention = EncoderCrossAttention(
             q_dim=spec.d_latents, kv_dim=kv_dim,
             qk_channels=spec.qk_channels, v_channels=spec.v_channels,
             num_heads=spec.num_cross_attention_heads, widening_factor=spec.cross_attention_widening_factor,
-            query_residual=spec.use_query_residual, cross=True, gelu_approximate=gelu_approximate,
+            query_residual=spec.use_query_residual, gelu_approximate=gelu_approximate,
             cross_shape=spec.cross_attention_shape_for_attention,
         )
         self.self_attends = nn.ModuleList(

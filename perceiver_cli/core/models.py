@@ -1,7 +1,7 @@
 """The six Perceiver IO checkpoint classes over one generic encoder and one chunked decoder.
 
-Module names reproduce the hub checkpoints' state_dict keys exactly (see ../shared/reference/hub-keys),
-so weights load strictly by name. Each model documents its forward inputs and outputs.
+Module names reproduce the hub checkpoints' state_dict keys exactly (tests/data/hub-keys lists them), so
+weights load strictly by name. Each model documents its forward inputs and outputs.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from perceiver_cli.core.layers import (AttentionLayer, Encoder, LatentEmbeddings, Linear, in_passes, linear,
-                                      onednn_linear_available)
+from perceiver_cli.core.decoding import DecoderAttention, DecoderMemory
+from perceiver_cli.core.layers import Encoder, LatentEmbeddings, Linear, in_passes, onednn_linear_available
 from perceiver_cli.core.position import fourier_features, fourier_size, grid_positions, subsampled_positions
 from perceiver_cli.core.spec import NUMERICS, Numerics, PerceiverSpec
 
-# Decoder queries per chunk: bounds decoder memory whatever the number of outputs. On the 2-core CPU the
-# multimodal decoder ran 132-137 GFLOP/s with 2,048-4,096 queries a chunk and 94 with 16,384, whose
-# (16384 x 1032) temporaries no longer stay in the cache between one operation and the next.
+# Decoder queries per chunk: bounds decoder memory whatever the number of outputs, and keeps a chunk's
+# temporaries in the CPU's cache between one operation and the next.
 DEFAULT_CHUNK_SIZE = 4096
 
 Item = TypeVar("Item")
@@ -31,10 +30,9 @@ def run_chunks(fn: Callable[[Item], Result], items: Sequence[Item], device: torc
     """[fn(item) for item in items], with the chunks shared out on a CPU that torch gives several threads.
 
     Decoder chunks are independent, and a decoder pass is many operations, several of them too small to
-    keep two threads busy: on the 2-core CPU, two single-threaded workers each decoding their own chunks ran
-    the multimodal decoder 15-30% faster than two threads on every operation of one chunk at a time.
-    torch's thread count is set to one while the workers run and restored after (also on errors and Ctrl-C,
-    when the chunks not yet started are dropped).
+    keep several threads busy, so single-threaded workers each decoding their own chunks beat all threads on
+    every operation of one chunk at a time. torch's thread count is set to one while the workers run and
+    restored after (also on errors and Ctrl-C, when the chunks not yet started are dropped).
     """
     workers = torch.get_num_threads()
     if device.type != "cpu" or workers < 2 or len(items) < 2:
@@ -94,47 +92,41 @@ class Trunk(nn.Module):
 class QueryDecoder(nn.Module):
     """Cross-attends output queries to the latents, in chunks (queries never attend to each other)."""
 
-    def __init__(self, query_dim: int, d_latents: int, out_channels: Optional[int], *, qk_channels=None,
-                 v_channels=None, num_heads: int = 1, query_residual: bool = False, gelu_approximate: str = "none",
-                 cross_shape: str = "kv", learned_queries: Optional[tuple[int, int]] = None):
+    def __init__(self, query_dim: int, d_latents: int, out_channels: Optional[int], *,
+                 qk_channels: Optional[int] = None, v_channels: Optional[int] = None, num_heads: int = 1,
+                 query_residual: bool = False, gelu_approximate: str = "none", cross_shape: str = "kv",
+                 learned_queries: Optional[tuple[int, int]] = None):
         super().__init__()
         if learned_queries is not None:
             self.output_position_encodings = LearnedPositions(*learned_queries)
-        self.decoding_cross_attention = AttentionLayer(
-            q_dim=query_dim, kv_dim=d_latents, qk_channels=qk_channels, v_channels=v_channels,
-            num_heads=num_heads, widening_factor=1, query_residual=query_residual, cross=True,
-            gelu_approximate=gelu_approximate, cross_shape=cross_shape,
+        self.decoding_cross_attention = DecoderAttention(
+            query_dim, d_latents, qk_channels=qk_channels, v_channels=v_channels, num_heads=num_heads,
+            widening_factor=1, query_residual=query_residual, gelu_approximate=gelu_approximate,
+            cross_shape=cross_shape,
         )
         if out_channels is not None:
             self.final_layer = Linear(query_dim, out_channels)
 
-    def memory(self, z: torch.Tensor, num_queries: Optional[int] = None):
-        """The latents' keys and values, computed once and shared by every chunk of `num_queries` queries."""
-        return self.decoding_cross_attention.memory(z, num_queries=num_queries)
+    def memory(self, z: torch.Tensor, num_queries: Optional[int] = None,
+               query_tail: Optional[torch.Tensor] = None) -> DecoderMemory:
+        """The latents' keys and values, computed once and shared by every chunk of `num_queries` queries
+        (None: many); `query_tail`: constant last channels of every query (see DecoderAttention.memory)."""
+        return self.decoding_cross_attention.memory(z, query_tail=query_tail, num_queries=num_queries)
 
-    def forward(self, queries: torch.Tensor, z: Optional[torch.Tensor] = None, memory=None,
+    def forward(self, queries: torch.Tensor, z: Optional[torch.Tensor] = None, memory: Optional[DecoderMemory] = None,
                 post: Optional[nn.Linear] = None) -> torch.Tensor:
         """queries (B, Q, query_dim) against latents z (B, L, D) (or their memory) -> (B, Q, out_channels).
 
         `post` is a further linear layer applied to the output (an output adapter's projection).
         """
-        layer = self.decoding_cross_attention
         memory = memory if memory is not None else self.memory(z, queries.shape[1])
-        out = layer.attend(queries, memory=memory)
-        hidden = layer.mlp_hidden(out, memory)
-        width = layer.layernorm.normalized_shape[0]  # out may be zero-padded beyond it (see layer.memory)
-        if not hasattr(self, "final_layer"):
-            return layer.mlp_output(hidden, memory, residual=out[..., :width])
-        weight, bias = self.final_layer.weight, self.final_layer.bias
-        if post is not None:
-            weight, bias = post.weight @ weight, post.weight @ bias + post.bias
-        if weight.shape[0] >= weight.shape[1]:
-            return linear(layer.mlp_output(hidden, memory, residual=out[..., :width]), weight, bias)
-        # A narrow output (flow's 2 channels, RGB): compose the MLP's last projection with the output
-        # projections, since (out + h W2 + b2) W = out W + h (W2 W) + b2 W, so no full-width product is made.
-        w2, b2 = memory.mlp[2:] if memory.mlp is not None else (layer.mlp.dense2.weight, layer.mlp.dense2.bias)
-        head = linear(out, F.pad(weight, (0, out.shape[-1] - width)), bias + weight @ b2)
-        return linear(hidden, weight @ w2, None, residual=head)
+        head = None
+        if hasattr(self, "final_layer"):
+            weight, bias = self.final_layer.weight, self.final_layer.bias
+            if post is not None:
+                weight, bias = post.weight @ weight, post.weight @ bias + post.bias
+            head = (weight, bias)
+        return self.decoding_cross_attention.decode(queries, memory, head)
 
     def decode_in_chunks(self, z: torch.Tensor, num_queries: int, make_queries: Callable[[int, int], torch.Tensor],
                          chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[tuple[int, torch.Tensor]]:
@@ -505,9 +497,6 @@ class MultimodalPostprocessor(nn.Module):
             head.classifier = Linear(spec.output_num_channels, out)
             setattr(self.modalities, name, head)
 
-    def forward(self, modality: str, hidden: torch.Tensor) -> torch.Tensor:
-        return getattr(self.modalities, modality).classifier(hidden)
-
 
 class MultimodalAutoencoder(nn.Module):
     """deepmind/multimodal-perceiver: a clip of video + audio -> reconstructed video, audio and label logits."""
@@ -532,16 +521,15 @@ class MultimodalAutoencoder(nn.Module):
         """images (B, T, 3, H, W) in [0, 1], audio (B, S) in [-1, 1] -> latents (B, L, D). Runs once per clip."""
         return self.perceiver.encode(self.perceiver.input_preprocessor(images, audio))
 
-    def memory(self, z: torch.Tensor, modality: str, num_queries: Optional[int] = None):
+    def memory(self, z: torch.Tensor, modality: str, num_queries: Optional[int] = None) -> DecoderMemory:
         """The latents' keys and values for `num_queries` of one modality's queries (None: all of them), its
         constant padding folded in."""
         pad = getattr(self.perceiver.decoder.padding, modality)[0].to(z.dtype)
         num_queries = self.num_outputs[modality] if num_queries is None else num_queries
-        return self.perceiver.decoder.decoder.decoding_cross_attention.memory(z, query_tail=pad,
-                                                                             num_queries=num_queries)
+        return self.perceiver.decoder.decoder.memory(z, num_queries, query_tail=pad)
 
     def decode(self, z: torch.Tensor, modality: str, indices: Optional[torch.Tensor] = None,
-               memory=None) -> torch.Tensor:
+               memory: Optional[DecoderMemory] = None) -> torch.Tensor:
         """Raw outputs for flat indices of one modality: audio (B, Q, samples_per_patch), image (B, Q, 3),
         label (B, 1, num_labels). Pass `memory` (from memory(z, modality)) when decoding in chunks."""
         dec = self.perceiver.decoder
@@ -558,18 +546,6 @@ class MultimodalAutoencoder(nn.Module):
                                                                                 device=z.device), memory=memory),
                            range(0, n, chunk_size), z.device)
         return torch.cat(parts, dim=1)
-
-    def decode_all(self, z: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict[str, torch.Tensor]:
-        """Every output of a clip, decoded in chunks from one encoding: video (B, T, H, W, 3),
-        audio (B, S), label logits (B, num_labels)."""
-        s = self.spec
-        b = z.shape[0]
-        out = {}
-        for modality, n in self.num_outputs.items():
-            out[modality] = self.decode_chunked(z, modality, n, chunk_size)
-        t, h, w = s.output_shape[1:4]
-        return {"video": out["image"].reshape(b, t, h, w, 3), "audio": out["audio"].reshape(b, -1),
-                "label": out["label"][:, 0, :]}
 
 
 _MODEL_CLASSES = {

@@ -1,4 +1,4 @@
-"""Sound and array outputs: WAV files, .npz archives, and PSNR for comparing reconstructions.
+"""Sound and array outputs: WAV files and .npz archives (PSNR is `perceiver_cli.metrics.psnr`).
 
 - `write_wav` writes 16-bit PCM by default (what every player reads); samples outside [-1, 1] are
   clipped first, since PCM cannot hold them. `subtype="FLOAT"` keeps 32-bit float samples exactly.
@@ -44,19 +44,3 @@ def write_npz(path: PathLike, /, **arrays: np.ndarray) -> None:
         raise ValueError("write_npz needs at least one named array")
     with atomic_write(path, "wb") as handle:
         np.savez(handle, **arrays)
-
-
-def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB between two same-shape float arrays; inf when they are equal."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"psnr needs arrays of one shape, got {a.shape} and {b.shape}")
-    if a.size == 0:
-        raise ValueError("psnr of empty arrays is undefined")
-    if not data_range > 0:
-        raise ValueError(f"data_range must be positive, got {data_range}")
-    mse = float(np.mean((a - b) ** 2))
-    if mse == 0.0:
-        return float("inf")
-    return float(10.0 * np.log10(data_range * data_range / mse))

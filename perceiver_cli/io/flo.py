@@ -1,4 +1,4 @@
-"""Middlebury .flo optical-flow files, and the end-point error between two flow fields.
+"""Middlebury .flo optical-flow files (other flow formats: `perceiver_cli.io.flowfiles`).
 
 Layout, all little-endian: float32 magic 202021.25 (the bytes "PIEH"), int32 width, int32 height,
 then height * width * 2 float32 values, row by row, (u, v) interleaved per pixel. u is the
@@ -85,20 +85,19 @@ def known_flow_mask(flow: np.ndarray) -> np.ndarray:
 
 
 def end_point_error(pred: np.ndarray, gt: np.ndarray, label: str = "ground truth") -> float:
-    """Mean Euclidean distance between pred and gt (H, W, 2) over pixels where gt is known.
+    """Mean end-point error over pixels where gt is known, as `perceiver_cli.metrics.end_point_error`.
 
-    Pixels where gt is unknown (a component above UNKNOWN_FLOW_THRESHOLD in magnitude, or NaN)
-    are left out. A NaN in pred at a known pixel makes the result NaN, so a broken prediction is
-    never hidden. Different shapes, or a gt with no known pixel, raise InputError naming `label`.
+    The same figure, but a shape mismatch or a gt with no known pixel raises InputError naming
+    `label` instead of giving None.
     """
-    predicted = np.asarray(pred, dtype=np.float64)
-    truth = np.asarray(gt, dtype=np.float64)
+    from perceiver_cli.metrics import end_point_error as mean_end_point_error
+
+    predicted, truth = np.asarray(pred), np.asarray(gt)
     if predicted.shape != truth.shape or truth.ndim != 3 or truth.shape[2] != 2:
         raise InputError(
             f"{label}: flow shape {tuple(truth.shape)} does not match the prediction's {tuple(predicted.shape)}"
         )
-    known = known_flow_mask(truth)
-    if not known.any():
+    error = mean_end_point_error(predicted, truth)
+    if error is None:
         raise InputError(f"{label}: no pixel has known flow, end-point error is undefined")
-    difference = predicted[known] - truth[known]
-    return float(np.mean(np.hypot(difference[:, 0], difference[:, 1])))
+    return error

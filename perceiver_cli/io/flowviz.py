@@ -8,6 +8,7 @@ Two looks:
 - `flow_to_color_deepmind`: the HSV picture drawn by DeepMind's Perceiver IO optical-flow colab.
 
 Pixels whose flow is unknown (see `perceiver_cli.io.flo.known_flow_mask`) are black in both.
+`color_wheel` draws either style's legend, `add_color_wheel` puts it in a corner of a flow picture.
 """
 
 from __future__ import annotations
@@ -128,3 +129,65 @@ def flow_to_color_deepmind(flow: np.ndarray, full_saturation_flow: float = DEEPM
     picture = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
     picture[~known] = 0
     return picture
+
+
+FLOW_STYLES: tuple[str, ...] = ("middlebury", "deepmind")
+LEGEND_CORNERS: tuple[str, ...] = ("top-left", "top-right", "bottom-left", "bottom-right")
+# Background of the legend square outside its disc.
+LEGEND_BACKGROUND = 255
+
+
+def color_wheel(size: int = 65, style: str = "middlebury") -> np.ndarray:
+    """The colour-wheel legend of a style as (size, size, 3) uint8 RGB: a disc on a white square.
+
+    A point of the disc at offset (dx, dy) from its centre shows the colour of motion in that
+    direction (x right, y down) whose magnitude, relative to the rim, is its distance from the
+    centre relative to the radius: the rim is the picture's full scale (the largest motion in
+    middlebury pictures, full saturation in deepmind ones). Colours come from the style's own
+    colour function, so they are exactly those of a flow picture.
+    """
+    if style not in FLOW_STYLES:
+        raise ValueError(f"style must be one of {', '.join(FLOW_STYLES)}, got {style!r}")
+    if int(size) != size or size < 3:
+        raise ValueError(f"size must be a whole number of at least 3 pixels, got {size}")
+    size = int(size)
+    radius = (size - 1) / 2.0
+    offsets = np.arange(size, dtype=np.float64) - radius
+    grid = np.stack(np.meshgrid(offsets, offsets, indexing="xy"), axis=-1)
+    if style == "deepmind":
+        picture = flow_to_color_deepmind(grid, full_saturation_flow=radius)
+    else:
+        picture = flow_to_color(grid, max_flow=radius)
+    outside = np.hypot(grid[..., 0], grid[..., 1]) > radius
+    picture[outside] = LEGEND_BACKGROUND
+    return picture
+
+
+def add_color_wheel(picture: np.ndarray, style: str = "middlebury", corner: str = "bottom-right",
+                    size: int | None = None, margin: int | None = None) -> np.ndarray:
+    """A copy of an (H, W, 3) uint8 flow picture with the style's colour wheel drawn in one corner.
+
+    Only the disc is drawn (the picture stays visible around it). `size` defaults to a fifth of
+    the shorter side (at least 9 pixels), `margin` to a twentieth of it; a picture too small to
+    hold the wheel is a ValueError.
+    """
+    canvas = np.array(picture, dtype=np.uint8, copy=True)
+    if canvas.ndim != 3 or canvas.shape[2] != 3:
+        raise ValueError(f"picture must have shape (H, W, 3), got {canvas.shape}")
+    if corner not in LEGEND_CORNERS:
+        raise ValueError(f"corner must be one of {', '.join(LEGEND_CORNERS)}, got {corner!r}")
+    height, width = canvas.shape[:2]
+    shorter = min(height, width)
+    size = max(9, shorter // 5) if size is None else int(size)
+    margin = shorter // 20 if margin is None else int(margin)
+    if margin < 0 or size + margin > shorter:
+        raise ValueError(f"a {size}-pixel wheel with a {margin}-pixel margin does not fit a {width}x{height} picture")
+    wheel = color_wheel(size, style)
+    radius = (size - 1) / 2.0
+    offsets = np.arange(size) - radius
+    disc = np.hypot(offsets[None, :], offsets[:, None]) <= radius
+    top = margin if corner.startswith("top") else height - margin - size
+    left = margin if corner.endswith("left") else width - margin - size
+    region = canvas[top:top + size, left:left + size]
+    region[disc] = wheel[disc]
+    return canvas

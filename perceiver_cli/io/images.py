@@ -21,7 +21,6 @@ report it and go on.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import threading
@@ -35,6 +34,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.io.atomic import atomic_write
+from perceiver_cli.io.inputs import expand_inputs
 
 DEFAULT_MAX_PIXELS = 120_000_000
 
@@ -68,8 +68,6 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
 )
-
-_GLOB_CHARACTERS = frozenset("*?[")
 
 # PIL's own bomb limit is a module global; it is only raised (under this lock) when a caller asks
 # for more pixels than PIL allows by default, and restored straight after.
@@ -236,84 +234,13 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
                 raise _unreadable(path, _describe_decode_error(exc, fmt)) from None
 
 
-def _has_image_extension(path: Path) -> bool:
-    """True if path's extension is one of IMAGE_EXTENSIONS, in any letter case."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS
-
-
-def _images_under(folder: Path) -> list[Path]:
-    """Image files below folder, recursively, in sorted order; hidden files and folders are skipped."""
-    found: list[Path] = []
-    for root, dirnames, filenames in os.walk(folder):
-        # Sorting in place fixes the walk order; hidden entries include our own .partial files.
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            candidate = Path(root) / name
-            if not name.startswith(".") and _has_image_extension(candidate):
-                found.append(candidate)
-    return found
-
-
-def _looks_like_glob(arg: str) -> bool:
-    """True if arg has a wildcard character."""
-    return any(ch in _GLOB_CHARACTERS for ch in arg)
-
-
-def _expand_one(arg: str) -> list[Path] | InputError:
-    """The image paths one command-line argument stands for, or the InputError saying why none."""
-    path = Path(arg)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        images = _images_under(path)
-        if not images:
-            return InputError(f"{arg}: folder holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        return images
-    if path.exists():
-        return InputError(f"{arg}: not a regular file or folder")
-    if _looks_like_glob(arg):
-        images: list[Path] = []
-        for match in sorted(glob.glob(arg, recursive=True)):
-            matched = Path(match)
-            if matched.is_dir():
-                images.extend(_images_under(matched))
-            elif matched.is_file() and _has_image_extension(matched):
-                images.append(matched)
-        if not images:
-            return InputError(f"{arg}: pattern matches no image files")
-        return images
-    return InputError(f"{arg}: no such file or folder")
-
-
 def expand_image_inputs(args: list[str]) -> list[Path | InputError]:
     """Expand command-line arguments to image paths, with an InputError in place of each bad argument.
 
-    - A file is kept as given, whatever its extension (read_image will judge it).
-    - A folder gives the image files below it (by extension, case-insensitive), recursively,
-      sorted, hidden files and folders skipped; a folder with none gives an InputError.
-    - An argument with a wildcard (*, ?, [) that is not itself an existing path is expanded
-      with glob (``**`` recurses), sorted; matches are filtered like a folder's content and
-      matched folders are expanded; no match gives an InputError.
-    - A missing path gives an InputError.
-    Argument order is kept; a file reached twice is listed once, at its first place. The caller
-    reports each InputError item (its message is one line naming the argument) and carries on.
+    The rules of `perceiver_cli.io.inputs.expand_inputs` with IMAGE_EXTENSIONS: a file is kept whatever
+    its extension (read_image will judge it); folders and glob patterns give their image files, sorted.
     """
-    items: list[Path | InputError] = []
-    seen: set[Path] = set()
-    for arg in args:
-        try:
-            expanded = _expand_one(str(arg))
-        except OSError as exc:
-            expanded = InputError(f"{arg}: cannot look at it ({exc.strerror or type(exc).__name__})")
-        if isinstance(expanded, InputError):
-            items.append(expanded)
-            continue
-        for path in expanded:
-            key = path.resolve()
-            if key not in seen:
-                seen.add(key)
-                items.append(path)
-    return items
+    return expand_inputs(args, IMAGE_EXTENSIONS, "image")
 
 
 def write_image(path: str | os.PathLike[str], array: np.ndarray) -> None:

@@ -12,7 +12,10 @@ What callers rely on:
   on screen for its own duration, so a 2.0 s clip gives 50 frames at 25 fps.
 - Picture geometry (`iter_clips`): centre square crop (the longer side is cut evenly on both ends),
   then resize to size x size with cv2.INTER_AREA when shrinking and cv2.INTER_LINEAR when enlarging.
-  Pixels become float32 in [0, 1]. Rotation metadata and non-square pixel aspect ratios are ignored.
+  Pixels become float32 in [0, 1]. Non-square pixel aspect ratios are ignored.
+- Rotation: frames come out as a player shows them. The display matrix FFmpeg attaches to each
+  decoded frame is applied (rounded to whole quarter turns; mirroring is not applied); without one,
+  an old-style 'rotate' stream tag (clockwise degrees) is. `probe_video` reports the displayed size.
 - Padding (`iter_clips`): the last clip repeats its last real frame up to frames_per_clip and its
   audio is zero-padded; `Clip.n_valid_frames` counts the real frames so outputs can be trimmed.
 - Audio (`iter_clips`): the first audio track, decoded by PyAV and resampled to mono float32 at
@@ -22,10 +25,14 @@ What callers rely on:
   decoded, which becomes silence) are reported as one-line messages, each starting with the file
   name, through the `on_warning` callback; without one they go to `warnings.warn` as `MediaWarning`.
 - Output (`VideoWriter`): .mp4/.m4v/.mov/.mkv hold H.264 (libx264, yuv420p, CRF 18) with AAC sound;
-  .webm holds VP9 with Opus sound. Sound goes in at audio_sample_rate, or at the nearest rate the
-  encoder accepts when it refuses that one (Opus takes only 8-48 kHz steps, so 44.1 kHz becomes
-  48 kHz). Any other extension, .avi included, is refused with a UsageError. Odd widths or heights are padded to even by repeating the
-  last column or row, so such a file is one pixel wider or taller than the frames given to it.
+  .webm holds VP9 with Opus sound; .avi holds MPEG-4 Part 2 (Xvid tag, quantiser 2) with 16-bit PCM
+  sound; .gif holds each frame with its own 256-colour palette (median cut, no dithering), loops
+  forever and has no sound (a writer for it refuses an audio_sample_rate). SUPPORTED_VIDEO_OUTPUTS
+  lists the outputs with sound, SILENT_VIDEO_OUTPUTS the others. Sound goes in at
+  audio_sample_rate, or at the nearest rate the encoder accepts when it refuses that one (Opus
+  takes only 8-48 kHz steps, so 44.1 kHz becomes 48 kHz). Any other extension is refused with a
+  UsageError. Except in .gif, odd widths or heights are padded to even by repeating the last column
+  or row, so such a file is one pixel wider or taller than the frames given to it.
 """
 
 from __future__ import annotations
@@ -38,11 +45,12 @@ from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Union
+from typing import Callable, Iterable, Iterator, Optional, TypeVar, Union
 
 import av
 import cv2
 import numpy as np
+from PIL import Image
 
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.io.atomic import atomic_write_path
@@ -54,15 +62,24 @@ WarningCallback = Callable[[str], None]
 _REORDER_DEPTH = 4
 _X264_OPTIONS = {"crf": "18", "preset": "medium"}
 _VP9_OPTIONS = {"crf": "30", "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
-# extension -> (container format, video encoder, audio encoder, container options)
+# MPEG-4 Part 2 at a fixed quantiser of 2 (the finest): AVI's most widely played codec.
+_MPEG4_OPTIONS = {"qscale": "2"}
+# extension -> (container format, video encoder, audio encoder or None for no sound, container options)
 _OUTPUT_KINDS = {
     ".mp4": ("mp4", "libx264", "aac", {"movflags": "+faststart"}),
     ".m4v": ("mp4", "libx264", "aac", {"movflags": "+faststart"}),
     ".mov": ("mov", "libx264", "aac", {"movflags": "+faststart"}),
     ".mkv": ("matroska", "libx264", "aac", {}),
     ".webm": ("webm", "libvpx-vp9", "libopus", {}),
+    ".avi": ("avi", "mpeg4", "pcm_s16le", {}),
+    ".gif": ("gif", "gif", None, {"loop": "0"}),
 }
-SUPPORTED_VIDEO_OUTPUTS = tuple(_OUTPUT_KINDS)
+_VIDEO_OPTIONS = {"libx264": _X264_OPTIONS, "libvpx-vp9": _VP9_OPTIONS, "mpeg4": _MPEG4_OPTIONS, "gif": {}}
+_PIXEL_FORMATS = {"libx264": "yuv420p", "libvpx-vp9": "yuv420p", "mpeg4": "yuv420p", "gif": "pal8"}
+# Video outputs that carry sound, and those that hold pictures only; VideoWriter writes all of them.
+SUPPORTED_VIDEO_OUTPUTS = tuple(suffix for suffix, kind in _OUTPUT_KINDS.items() if kind[2] is not None)
+SILENT_VIDEO_OUTPUTS = tuple(suffix for suffix, kind in _OUTPUT_KINDS.items() if kind[2] is None)
+ALL_VIDEO_OUTPUTS = SUPPORTED_VIDEO_OUTPUTS + SILENT_VIDEO_OUTPUTS
 
 
 class MediaWarning(UserWarning):
@@ -80,6 +97,8 @@ class VideoInfo:
     frame_count: int  # an estimate: the container's count when it has one, else duration * fps
     has_audio: bool
     audio_sample_rate: Optional[int]
+    # Counter-clockwise degrees (0, 90, 180, 270) a player turns the stored picture; width and height are after it.
+    rotation: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,8 +177,51 @@ def _has_video_packets(container: "av.container.InputContainer", stream: "av.Vid
     return False
 
 
+def _legacy_rotation(stream: "av.VideoStream") -> int:
+    """Counter-clockwise degrees from an old-style 'rotate' tag (which counts clockwise), 0 without one."""
+    for key, value in stream.metadata.items():
+        if key.lower() == "rotate":
+            try:
+                return -int(round(float(value)))
+            except ValueError:
+                return 0
+    return 0
+
+
+def _quarter_turns(frame: "av.VideoFrame", legacy_degrees: int) -> int:
+    """Counter-clockwise quarter turns (0-3) a player gives this frame: its display matrix, else the legacy tag."""
+    try:
+        degrees = frame.rotation
+    except (AttributeError, ValueError):
+        degrees = 0
+    if not degrees:
+        degrees = legacy_degrees
+    # A display matrix can hold any angle; pictures only turn by whole quarters, so round to the nearest.
+    return int(round(degrees / 90.0)) % 4
+
+
+def _displayed(frame: "av.VideoFrame", legacy_degrees: int) -> np.ndarray:
+    """A decoded frame as uint8 (H, W, 3) RGB, turned as a player shows it."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = _quarter_turns(frame, legacy_degrees)
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def _first_frame_turns(container: "av.container.InputContainer", stream: "av.VideoStream") -> Optional[int]:
+    """Quarter turns of the first decodable frame, or None when no frame decodes."""
+    try:
+        for frame in container.decode(stream):
+            return _quarter_turns(frame, _legacy_rotation(stream))
+    except av.FFmpegError:
+        return None
+    return None
+
+
 def probe_video(path: PathLike) -> VideoInfo:
-    """Read a video file's size, frame rate, duration and audio facts without decoding pictures."""
+    """Read a video file's size (as displayed), frame rate, duration, rotation and audio facts.
+
+    Only the first frame is decoded, to read the display rotation it carries.
+    """
     name = _name(path)
     with _open_media(path) as container:
         stream = _video_stream(container, name)
@@ -171,17 +233,28 @@ def probe_video(path: PathLike) -> VideoInfo:
             frames = int(round(duration * fps))
         if duration <= 0 and frames > 0 and fps > 0:
             duration = frames / fps
-        if (duration <= 0 and frames == 0) and not _has_video_packets(container, stream):
-            raise InputError(f"{name}: zero-length video (no frames)")
         audio = container.streams.audio[0] if container.streams.audio else None
+        audio_rate = int(audio.sample_rate) if audio is not None and audio.sample_rate else None
+        width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+        if duration <= 0 and frames == 0:
+            if not _has_video_packets(container, stream):
+                raise InputError(f"{name}: zero-length video (no frames)")
+            try:
+                container.seek(0)
+            except av.FFmpegError:
+                pass  # then the rotation is read from a later frame, which carries the same matrix
+        turns = _first_frame_turns(container, stream) or 0
+        if turns % 2:
+            width, height = height, width
         return VideoInfo(
-            width=int(stream.codec_context.width),
-            height=int(stream.codec_context.height),
+            width=width,
+            height=height,
             fps=fps,
             duration_s=duration,
             frame_count=frames,
             has_audio=audio is not None,
-            audio_sample_rate=int(audio.sample_rate) if audio is not None and audio.sample_rate else None,
+            audio_sample_rate=audio_rate,
+            rotation=90 * turns,
         )
 
 
@@ -200,13 +273,51 @@ def _decoded_frames(container: "av.container.InputContainer", stream: "av.VideoS
         raise InputError(f"{name}: zero-length video (no decodable frames)")
 
 
-def iter_frames(path: PathLike) -> Iterator[np.ndarray]:
-    """Stream every frame of a video at its own rate as uint8 (H, W, 3) RGB arrays."""
+def iter_frames(path: PathLike, start_s: Optional[float] = None, end_s: Optional[float] = None) -> Iterator[np.ndarray]:
+    """Stream a video's frames at its own rate as uint8 (H, W, 3) RGB, turned as a player shows them.
+
+    With `start_s` / `end_s` (seconds from the first picture), only frames whose time t satisfies
+    start_s <= t < end_s come out; decoding stops at end_s.
+    """
+    for _, picture in iter_timed_frames(path, start_s, end_s):
+        yield picture
+
+
+def iter_timed_frames(path: PathLike, start_s: Optional[float] = None,
+                      end_s: Optional[float] = None) -> Iterator[tuple[float, np.ndarray]]:
+    """(time in seconds from the first picture, uint8 (H, W, 3) RGB frame as displayed) within [start_s, end_s)."""
+    for value, label in ((start_s, "start"), (end_s, "end")):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"{label} must be a non-negative number of seconds, got {value}")
+    if start_s is not None and end_s is not None and end_s <= start_s:
+        raise UsageError(f"end ({end_s} s) must be after start ({start_s} s)")
     name = _name(path)
     with _open_media(path) as container:
         stream = _video_stream(container, name)
-        for frame in _decoded_frames(container, stream, name):
-            yield frame.to_ndarray(format="rgb24")
+        legacy = _legacy_rotation(stream)
+        origin: Optional[Fraction] = None
+        for t, _, frame in _timed_frames(container, stream, name):
+            origin = t if origin is None else origin
+            seconds = float(t - origin)
+            if end_s is not None and seconds >= end_s:
+                return
+            if start_s is None or seconds >= start_s:
+                yield seconds, _displayed(frame, legacy)
+
+
+Item = TypeVar("Item")
+
+
+def stepped_pairs(items: Iterable[Item], step: int = 1) -> Iterator[tuple[int, Item, Item]]:
+    """(t, item t, item t + step) for t = 0, 1, ... while both exist, holding only step + 1 items."""
+    if int(step) != step or step < 1:
+        raise UsageError(f"step must be a positive whole number, got {step}")
+    step = int(step)
+    window: deque = deque(maxlen=step + 1)
+    for index, item in enumerate(items):
+        window.append(item)
+        if len(window) == step + 1:
+            yield index - step, window[0], item
 
 
 def _timed_frames(container: "av.container.InputContainer", stream: "av.VideoStream",
@@ -399,6 +510,7 @@ def iter_clips(path: PathLike, frames_per_clip: int = 16, fps: float = 25.0, siz
     clip_samples = frames_per_clip * samples_per_frame
     with _open_media(path) as container:
         stream = _video_stream(container, name)
+        legacy = _legacy_rotation(stream)
         timed = _timed_frames(container, stream, name)
         first = next(timed)  # raises InputError when there is no decodable frame
         audio = _AudioQueue(path, float(first[0]), sample_rate, warn)
@@ -412,7 +524,7 @@ def iter_clips(path: PathLike, frames_per_clip: int = 16, fps: float = 25.0, siz
                 for frame in frames:
                     if frame is not cached_frame:
                         cached_frame = frame
-                        cached_image = _square_resized(frame.to_ndarray(format="rgb24"), size)
+                        cached_image = _square_resized(_displayed(frame, legacy), size)
                     batch[valid] = cached_image
                     valid += 1
                     if valid == frames_per_clip:
@@ -435,6 +547,17 @@ def _chain_one(first, rest):
     yield from rest
 
 
+def _paletted_frame(rgb: np.ndarray) -> "av.VideoFrame":
+    """An RGB picture as a pal8 frame with its own 256-colour palette (median cut, no dithering)."""
+    quantised = Image.fromarray(rgb).quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    colours = np.array(quantised.getpalette(), dtype=np.uint8).reshape(-1, 3)
+    palette = np.zeros((256, 4), dtype=np.uint8)
+    # PyAV takes each palette entry as the bytes alpha, red, green, blue.
+    palette[:, 0] = 255
+    palette[: len(colours), 1:] = colours
+    return av.VideoFrame.from_ndarray((np.asarray(quantised, dtype=np.uint8), palette), format="pal8")
+
+
 class VideoWriter:
     """Write RGB frames and optional mono audio to a video file, atomically, as a context manager.
 
@@ -447,7 +570,7 @@ class VideoWriter:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in _OUTPUT_KINDS:
-            supported = ", ".join(SUPPORTED_VIDEO_OUTPUTS)
+            supported = ", ".join(ALL_VIDEO_OUTPUTS)
             shown = suffix or "no extension"
             raise UsageError(f"{_name(path)}: cannot write video as '{shown}' (use {supported})")
         if not fps > 0 or not math.isfinite(fps):
@@ -457,11 +580,14 @@ class VideoWriter:
         if audio_sample_rate is not None and audio_sample_rate < 1:
             raise UsageError(f"{_name(path)}: audio sample rate must be positive, got {audio_sample_rate}")
         self.format, self._video_codec, self._audio_codec, self._container_options = _OUTPUT_KINDS[suffix]
+        if audio_sample_rate is not None and self._audio_codec is None:
+            raise UsageError(f"{_name(path)}: a '{suffix}' file holds no sound; write the sound to another file")
         self.fps = fps
         self.width, self.height = int(width), int(height)
         # yuv420p stores colour per 2x2 block, so the encoded size is rounded up to even
-        self.encoded_width = self.width + self.width % 2
-        self.encoded_height = self.height + self.height % 2
+        even = _PIXEL_FORMATS[self._video_codec] == "yuv420p"
+        self.encoded_width = self.width + self.width % 2 if even else self.width
+        self.encoded_height = self.height + self.height % 2 if even else self.height
         self.audio_sample_rate = audio_sample_rate
         self._temporary = None
         self._container = None
@@ -486,9 +612,13 @@ class VideoWriter:
                             options=self._container_options)
         self._container = container
         rate = Fraction(self.fps).limit_denominator(1001)
-        options = dict(_X264_OPTIONS if self._video_codec == "libx264" else _VP9_OPTIONS)
+        options = dict(_VIDEO_OPTIONS[self._video_codec])
         video = container.add_stream(self._video_codec, rate=rate, options=options)
-        video.width, video.height, video.pix_fmt = self.encoded_width, self.encoded_height, "yuv420p"
+        video.width, video.height = self.encoded_width, self.encoded_height
+        video.pix_fmt = _PIXEL_FORMATS[self._video_codec]
+        if self._video_codec == "mpeg4":
+            # Players look for the Xvid tag in AVI; FFmpeg's default FMP4 is less widely known.
+            video.codec_context.codec_tag = "XVID"
         video.codec_context.time_base = 1 / rate
         self._video = video
         self._frame_time_base = 1 / rate
@@ -512,7 +642,10 @@ class VideoWriter:
         pad_rows, pad_cols = self.encoded_height - self.height, self.encoded_width - self.width
         if pad_rows or pad_cols:
             frame = np.pad(frame, ((0, pad_rows), (0, pad_cols), (0, 0)), mode="edge")
-        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        if self._video_codec == "gif":
+            picture = _paletted_frame(frame)
+        else:
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         picture.pts = self._frames_written
         picture.time_base = self._frame_time_base
         self._frames_written += 1
@@ -577,3 +710,36 @@ class VideoWriter:
         temporary, self._temporary = self._temporary, None
         self._video = self._audio = None
         return bool(temporary.__exit__(None, None, None))
+
+
+# What a folder or glob of videos picks up (a file named on its own is read whatever its extension).
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ogv"}
+)
+
+
+def clips_from_arrays(frames: np.ndarray, audio: Optional[np.ndarray] = None, frames_per_clip: int = 16,
+                      fps: float = 25.0, size: int = 224, samples_per_frame: int = 1920) -> Iterator[Clip]:
+    """Model clips from frames already at the model's rate, uint8 (T, H, W, 3), and mono float samples at
+    its audio rate (None: silence), cut, cropped, resized and padded exactly as `iter_clips` does."""
+    pictures = np.asarray(frames)
+    if pictures.dtype != np.uint8 or pictures.ndim != 4 or pictures.shape[3] != 3 or not pictures.shape[0]:
+        raise InputError(f"frames must be uint8 (T, H, W, 3) with T >= 1, got {pictures.dtype} {pictures.shape}")
+    if min(pictures.shape[1:3]) < 1:
+        raise InputError(f"frames must be at least 1x1 pixels, got {pictures.shape[2]}x{pictures.shape[1]}")
+    sound = np.zeros(0, dtype=np.float32) if audio is None else np.asarray(audio)
+    if sound.ndim != 1 or not (np.issubdtype(sound.dtype, np.floating) or sound.size == 0):
+        raise InputError(f"audio must be 1-D float mono samples, got {sound.dtype} {sound.shape}")
+    sound = np.clip(sound.astype(np.float32), -1.0, 1.0)
+    clip_samples = frames_per_clip * samples_per_frame
+    for index, first in enumerate(range(0, pictures.shape[0], frames_per_clip)):
+        valid = min(frames_per_clip, pictures.shape[0] - first)
+        batch = np.empty((frames_per_clip, size, size, 3), dtype=np.float32)
+        for k in range(valid):
+            batch[k] = _square_resized(pictures[first + k], size)
+        batch[valid:] = batch[valid - 1]
+        samples = np.zeros(clip_samples, dtype=np.float32)
+        part = sound[index * clip_samples:(index + 1) * clip_samples]
+        samples[:part.size] = part
+        yield Clip(index=index, start_s=index * frames_per_clip / fps, frames=batch, audio=samples,
+                   n_valid_frames=valid)

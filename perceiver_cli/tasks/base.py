@@ -42,6 +42,10 @@ class Result:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     worker: str = ""  # where it ran (host:pid), for the manifest
+    # A failure's stderr line when the error already names its file (not "key: error"), and whether an
+    # earlier item's failure said it already (a frame shared by two pairs): the record is still written.
+    problem_line: Optional[str] = None
+    repeated: bool = False
 
     @property
     def ok(self) -> bool:

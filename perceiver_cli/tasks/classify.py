@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -33,10 +33,12 @@ def paths_from_stdin() -> list[str]:
     return [name for name in map(os.fsdecode, entries) if name.strip()]
 
 
-def expand_arguments(arguments: Sequence[str]) -> tuple[list[Path | InputError], list[str]]:
-    """Image paths (an InputError in place of an argument standing for none), in order, and every argument
-    with `-` expanded into the paths on stdin."""
-    from perceiver_cli.io.images import expand_image_inputs
+def expand_arguments(arguments: Sequence[str], expand: Optional[Callable[[list[str]], list]] = None,
+                     kind: str = "image") -> tuple[list[Path | InputError], list[str]]:
+    """Input paths (an InputError in place of an argument standing for none), in order, and every argument
+    with `-` expanded into the paths on stdin; `expand` turns arguments into paths (images by default)."""
+    if expand is None:
+        from perceiver_cli.io.images import expand_image_inputs as expand
 
     found: list[Path | InputError] = []
     given: list[str] = []
@@ -47,16 +49,16 @@ def expand_arguments(arguments: Sequence[str]) -> tuple[list[Path | InputError],
             continue
         lines = paths_from_stdin()
         if not lines:
-            found.extend(expand_image_inputs(given))
+            found.extend(expand(given))
             names.extend(given)
             given = []
-            found.append(InputError(f"{STDIN_ARGUMENT}: no image paths on standard input"))
+            found.append(InputError(f"{STDIN_ARGUMENT}: no {kind} paths on standard input"))
         given.extend(lines)
-    found.extend(expand_image_inputs(given))
+    found.extend(expand(given))
     return found, names + given
 
 
-def _error_item(index: int, error: InputError, arguments: Sequence[str]) -> Item:
+def error_item(index: int, error: InputError, arguments: Sequence[str]) -> Item:
     """An item for an argument that stands for no image; `input` is the argument its message names."""
     message = " ".join(str(error).split())
     for candidate in sorted(arguments, key=len, reverse=True):
@@ -123,7 +125,7 @@ class ClassifyTask(Task):
         expanded, names = expand_arguments(self.inputs)
         for index, found in enumerate(expanded):
             if isinstance(found, InputError):
-                items.append(_error_item(index, found, names))
+                items.append(error_item(index, found, names))
             else:
                 items.append(Item(index, str(found), data=found))
         return items

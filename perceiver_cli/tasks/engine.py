@@ -131,6 +131,19 @@ def run_local(task: Task, runtime, reporter: Reporter, *, model=None, select: Op
     return reporter.exit_code()
 
 
+def refuse_whole_run_outputs(task: Task, scale: ScaleOptions) -> None:
+    """A usage error when the task writes an output spanning the whole run (a flow video) and `scale` would
+    split or resume the run: such a file comes only from one uninterrupted run in one process."""
+    if not getattr(task, "whole_run_outputs", False):
+        return
+    asked = [name for name, given in (("--manifest", scale.manifest is not None), ("--shard", scale.shard is not None),
+                                      ("--skip-existing", scale.skip_existing),
+                                      ("--engine ray", scale.engine == "ray")) if given]
+    if asked:
+        raise UsageError(f"{asked[0]}: an output spanning the whole run (a flow video or a video's .npy) is written "
+                         "by one uninterrupted local run; write per-pair files to a folder (-o DIR/) instead")
+
+
 def run_engine(task: Task, request: RuntimeRequest, reporter: Reporter,
                scale: Optional[ScaleOptions] = None) -> int:
     """Run `task` as `scale` says (engine, shard, manifest, skipping); returns the exit code."""
@@ -148,6 +161,7 @@ def run_engine(task: Task, request: RuntimeRequest, reporter: Reporter,
     resume = Resume(manifest, scale.retry_failed, scale.skip_existing)
 
     def select(items: Iterable[Item]) -> Iterable[Item]:
+        refuse_whole_run_outputs(task, scale)  # known once the task has listed its items
         if shard is not None:
             items = shard.select(items)
         return resume.select(items)

@@ -18,6 +18,7 @@ import pickle
 import sys
 import tempfile
 from contextlib import contextmanager, nullcontext
+from dataclasses import fields
 from typing import Any, Iterable, Iterator, Optional
 
 from perceiver_cli.errors import PerceiverError, UsageError
@@ -71,9 +72,15 @@ class ModelWorker:
             done = {result.item.index for result in results}
             results.extend(failure(item, problem_of(exc, item.input)) for item in items if item.index not in done)
         replies = np.empty(len(results), dtype=object)
-        replies[:] = [pickle.dumps((r.item.index, r.record, [str(p) for p in r.outputs], r.seconds, r.warnings,
-                                    self.worker)) for r in results]
+        replies[:] = [pickle.dumps(_reply(result, self.worker)) for result in results]
         return {"index": np.array([r.item.index for r in results], dtype=np.int64), "result": replies}
+
+
+def _reply(result: Result, worker: str) -> dict[str, Any]:
+    """What travels back to the driver for one result: every field of it but the item (the driver has it)."""
+    reply = {f.name: getattr(result, f.name) for f in fields(Result) if f.name != "item"}
+    reply.update(index=result.item.index, outputs=[str(path) for path in result.outputs], worker=worker)
+    return reply
 
 
 def _connect(ray, scale: ScaleOptions) -> bool:
@@ -188,8 +195,8 @@ def _remote_results(ray, task: Task, request: RuntimeRequest, scale: ScaleOption
             reply = pickle.loads(blob)
             if isinstance(reply, PerceiverError):
                 raise reply
-            index, record, outputs, seconds, warnings, worker = reply
-            yield index, Result(by_index[index], record, outputs, seconds, warnings, worker)
+            index = reply.pop("index")
+            yield index, Result(item=by_index[index], **reply)
 
 
 def run_ray(task: Task, request: RuntimeRequest, reporter: Reporter, scale: ScaleOptions, *,

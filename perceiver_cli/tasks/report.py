@@ -63,7 +63,11 @@ class Reporter:
         if not result.ok:
             self.failed += 1
             name = result.item.key or record.get("input") or ""
-            error_line(f"{name}: {record['error']}" if name else record["error"])
+            if result.problem_line is not None:
+                if not result.repeated:
+                    error_line(result.problem_line)
+            elif not result.repeated:
+                error_line(f"{name}: {record['error']}" if name else record["error"])
             if self.json_lines:
                 emit_json(record)
             return

@@ -1,4 +1,4 @@
-"""WAV and .npz writers and the PSNR helper."""
+"""WAV and .npz writers (PSNR is tested in tests/test_metrics.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from perceiver_cli.io.audio import psnr, write_npz, write_wav
+from perceiver_cli.io.audio import write_npz, write_wav
 
 
 def test_wav_is_16_bit_pcm_by_default_and_round_trips(tmp_path):
@@ -67,19 +67,3 @@ def test_npz_round_trips_named_arrays(tmp_path):
         assert np.array_equal(archive["flow"], flow) and archive["flow"].dtype == np.float32
         assert np.array_equal(archive["path"], np.arange(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.npz"]
-
-
-def test_psnr_is_infinite_for_equal_arrays():
-    a = np.linspace(0, 1, 50, dtype=np.float32)
-    assert psnr(a, a.copy()) == float("inf")
-
-
-def test_psnr_matches_the_definition():
-    a = np.zeros((4, 4), np.float32)
-    assert psnr(a, a + 0.1) == pytest.approx(20.0, abs=1e-4)  # mse 0.01 -> 10 log10(1 / 0.01)
-    assert psnr(a, a + 25.5, data_range=255.0) == pytest.approx(20.0, abs=1e-4)
-
-
-def test_psnr_refuses_different_shapes():
-    with pytest.raises(ValueError, match="shape"):
-        psnr(np.zeros(3), np.zeros(4))

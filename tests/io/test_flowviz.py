@@ -169,3 +169,52 @@ def test_io_modules_do_not_import_torch() -> None:
         "perceiver_cli.io.flowviz; sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# colour-wheel legend
+
+
+@pytest.mark.parametrize("style", ["middlebury", "deepmind"])
+def test_color_wheel_shows_the_styles_own_colours_for_each_direction(style):
+    from perceiver_cli.io.flowviz import color_wheel
+
+    wheel = color_wheel(21, style)
+    assert wheel.shape == (21, 21, 3) and wheel.dtype == np.uint8
+    scale = {"middlebury": dict(max_flow=10.0), "deepmind": dict(full_saturation_flow=10.0)}[style]
+    colour = {"middlebury": flow_to_color, "deepmind": flow_to_color_deepmind}[style]
+    # The rim pixel to the right of the centre is full-scale rightward motion; the one above it, upward.
+    right = colour(np.array([[[10.0, 0.0]]]), **scale)[0, 0]
+    up = colour(np.array([[[0.0, -10.0]]]), **scale)[0, 0]
+    half_left = colour(np.array([[[-5.0, 0.0]]]), **scale)[0, 0]
+    assert wheel[10, 20].tolist() == right.tolist()
+    assert wheel[0, 10].tolist() == up.tolist()
+    assert wheel[10, 5].tolist() == half_left.tolist()
+    assert wheel[10, 10].tolist() == [255, 255, 255]  # no motion is white in both styles
+    assert wheel[0, 0].tolist() == [255, 255, 255]  # outside the disc: background
+    assert right.tolist() != up.tolist()
+
+
+def test_add_color_wheel_draws_only_the_disc_in_the_chosen_corner():
+    from perceiver_cli.io.flowviz import add_color_wheel, color_wheel
+
+    picture = np.full((60, 80, 3), 7, np.uint8)
+    out = add_color_wheel(picture, "middlebury", corner="top-left", size=21, margin=2)
+    assert picture.max() == 7  # the input is left as it was
+    changed = np.argwhere((out != 7).any(axis=2))
+    assert changed[:, 0].min() >= 2 and changed[:, 0].max() < 23 and changed[:, 1].min() >= 2 and changed[:, 1].max() < 23
+    assert out[12, 12].tolist() == color_wheel(21)[10, 10].tolist()
+    assert out[2, 2].tolist() == [7, 7, 7]  # the square's corner lies outside the disc
+    bottom_right = add_color_wheel(picture, corner="bottom-right", size=21, margin=0)
+    assert bottom_right[49, 69].tolist() == [255, 255, 255] and bottom_right[:39].max() == 7
+
+
+def test_add_color_wheel_refuses_what_cannot_be_drawn():
+    from perceiver_cli.io.flowviz import add_color_wheel, color_wheel
+
+    with pytest.raises(ValueError, match="fit"):
+        add_color_wheel(np.zeros((10, 10, 3), np.uint8), size=21)
+    with pytest.raises(ValueError, match="corner"):
+        add_color_wheel(np.zeros((40, 40, 3), np.uint8), corner="middle")
+    with pytest.raises(ValueError, match="style"):
+        color_wheel(21, "rainbow")

@@ -1,4 +1,4 @@
-"""Fuzzing the readers: on any bytes at all, read_flo and read_image either succeed or raise InputError.
+"""Fuzzing the readers: on any bytes at all, read_flo, read_flow and read_image either succeed or raise InputError.
 
 The default run is short (a few seconds). For a longer search, set HYPOTHESIS_MAX_EXAMPLES:
 
@@ -136,3 +136,55 @@ def read_image_ok(data: bytes) -> bool:
         path = Path(folder) / "seed.img"
         path.write_bytes(data)
         return read_image(path).shape == (9, 12, 3)
+
+
+def _kitti_png_bytes() -> bytes:
+    import cv2
+
+    pixels = np.random.default_rng(5).integers(0, 65536, (3, 4, 3), dtype=np.uint16)
+    return cv2.imencode(".png", pixels)[1].tobytes()
+
+
+def _npy_bytes() -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(24, dtype=np.float32).reshape(3, 4, 2))
+    return buffer.getvalue()
+
+
+VALID_FLOW_FILES = [
+    VALID_FLO,
+    _kitti_png_bytes(),
+    b"PF\n4 3\n-1.0\n" + np.arange(36, dtype="<f4").tobytes(),
+    _npy_bytes(),
+]
+flow_file_bytes = st.one_of(
+    st.binary(max_size=64),
+    st.builds(lambda sig, tail: sig + tail, st.sampled_from([b"PIEH", b"\x89PNG\r\n\x1a\n", b"PF\n", b"\x93NUMPY"]),
+              st.binary(max_size=128)),
+    mutated(VALID_FLOW_FILES),
+)
+
+
+@FUZZ_SETTINGS
+@given(data=flow_file_bytes)
+def test_read_flow_raises_only_input_error(scratch: Path, data: bytes) -> None:
+    from perceiver_cli.io.flowfiles import read_flow
+
+    path = scratch / "fuzz.flow"
+    path.write_bytes(data)
+    try:
+        flow, valid = read_flow(path)
+    except InputError as error:
+        assert "\n" not in str(error) and str(path) in str(error)
+    else:
+        assert flow.dtype == np.float32 and flow.ndim == 3 and flow.shape[2] == 2
+        assert valid.shape == flow.shape[:2] and valid.dtype == bool
+
+
+def test_flow_seeds_are_valid_files(scratch: Path) -> None:
+    from perceiver_cli.io.flowfiles import read_flow
+
+    for index, data in enumerate(VALID_FLOW_FILES):
+        path = scratch / f"seed{index}"
+        path.write_bytes(data)
+        assert read_flow(path)[0].shape in ((2, 3, 2), (3, 4, 2))

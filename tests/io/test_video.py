@@ -343,7 +343,7 @@ def test_writer_output_reads_back_through_iter_clips(tmp_path):
     assert np.argmax(spectrum) * rate / 24000 == pytest.approx(1000, abs=5)
 
 
-@pytest.mark.parametrize("name", ["out.avi", "out.gif", "out"])
+@pytest.mark.parametrize("name", ["out.flv", "out.png", "out"])
 def test_writer_refuses_unsupported_extensions(tmp_path, name):
     with pytest.raises(UsageError, match="cannot write video"):
         VideoWriter(tmp_path / name, fps=25.0, width=32, height=32)

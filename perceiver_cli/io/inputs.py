@@ -1,0 +1,91 @@
+"""Command-line arguments to input files: files as given, folders searched recursively, glob patterns.
+
+One set of rules for every kind of input (images, videos), each kind naming its file extensions:
+- A file is kept as given, whatever its extension (its reader judges it).
+- A folder gives the files below it with one of the extensions (case-insensitive), recursively, sorted,
+  hidden files and folders skipped; a folder with none gives an InputError.
+- An argument with a wildcard (*, ?, [) that is not itself an existing path is expanded with glob
+  (``**`` recurses), sorted; matches are filtered like a folder's content and matched folders are
+  expanded; no match gives an InputError.
+- A missing path gives an InputError.
+Argument order is kept; a file reached twice is listed once, at its first place. Each InputError is one
+line naming the argument, so the caller can report it and carry on.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from perceiver_cli.errors import InputError
+
+_GLOB_CHARACTERS = frozenset("*?[")
+
+
+def files_under(folder: Path, extensions: Iterable[str]) -> list[Path]:
+    """Files below folder whose extension is one of `extensions` (lower case, with the dot), recursively,
+    sorted; hidden files and folders are skipped."""
+    wanted = frozenset(extensions)
+    found: list[Path] = []
+    for root, dirnames, filenames in os.walk(folder):
+        # Sorting in place fixes the walk order; hidden entries include our own .partial files.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and Path(name).suffix.lower() in wanted:
+                found.append(Path(root) / name)
+    return found
+
+
+def looks_like_glob(argument: str) -> bool:
+    """True if the argument has a wildcard character."""
+    return any(ch in _GLOB_CHARACTERS for ch in argument)
+
+
+def _expand_one(argument: str, extensions: frozenset[str], kind: str) -> list[Path] | InputError:
+    """The paths one argument stands for, or the InputError saying why none."""
+    path = Path(argument)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = files_under(path, extensions)
+        if not found:
+            return InputError(f"{argument}: folder holds no {kind} files ({', '.join(sorted(extensions))})")
+        return found
+    if path.exists():
+        return InputError(f"{argument}: not a regular file or folder")
+    if looks_like_glob(argument):
+        found = []
+        for match in sorted(glob.glob(argument, recursive=True)):
+            matched = Path(match)
+            if matched.is_dir():
+                found.extend(files_under(matched, extensions))
+            elif matched.is_file() and matched.suffix.lower() in extensions:
+                found.append(matched)
+        if not found:
+            return InputError(f"{argument}: pattern matches no {kind} files")
+        return found
+    return InputError(f"{argument}: no such file or folder")
+
+
+def expand_inputs(arguments: Iterable[str], extensions: Iterable[str], kind: str) -> list[Path | InputError]:
+    """Expand command-line arguments to file paths, with an InputError in place of each argument that stands
+    for none; `kind` names the files in messages ("image", "video")."""
+    wanted = frozenset(extensions)
+    items: list[Path | InputError] = []
+    seen: set[Path] = set()
+    for argument in arguments:
+        try:
+            expanded = _expand_one(str(argument), wanted, kind)
+        except OSError as exc:
+            expanded = InputError(f"{argument}: cannot look at it ({exc.strerror or type(exc).__name__})")
+        if isinstance(expanded, InputError):
+            items.append(expanded)
+            continue
+        for path in expanded:
+            key = path.resolve()
+            if key not in seen:
+                seen.add(key)
+                items.append(path)
+    return items

@@ -1,0 +1,346 @@
+"""The autoencode-video task: video files -> clips with sound (io.video.iter_clips) -> the multimodal
+checkpoint, one clip at a time (core.autoencode) -> reconstructions written as they come, and
+`{"input", "outputs", "clips", "predictions", "psnr_video", "psnr_audio"}` per video.
+
+Each video is one item. Video outputs are written clip by clip and never hold more than one clip; a .wav
+output gathers only the reconstructed sound (about 0.2 MB a second) and an .npz output every
+reconstructed frame, since numpy's archive is written in one piece. Outputs are named by the user
+(`-o FILE`, one video given) or made in a folder (`-o FOLDER`), one set per video named after its stem,
+in the formats asked for.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from perceiver_cli.errors import InputError, UsageError
+from perceiver_cli.labels import KINETICS_LABELS, label_names as shared_label_names
+from perceiver_cli.tasks.base import Item, Result, Task, failure, problem_of
+from perceiver_cli.tasks.classify import STDIN_ARGUMENT, error_item, expand_arguments
+from perceiver_cli.tasks.report import heading, row, visible
+
+MODELS = ("multimodal",)
+# The formats of io.video.SUPPORTED_VIDEO_OUTPUTS (tests keep them equal; io.video is not imported for --help).
+VIDEO_FORMATS = ("mp4", "m4v", "mov", "mkv", "webm", "avi")
+AUDIO_FORMATS = ("wav",)
+ARRAY_FORMATS = ("npz",)
+FORMATS = VIDEO_FORMATS + AUDIO_FORMATS + ARRAY_FORMATS
+DEFAULT_FOLDER_FORMATS = ("mp4",)
+# core.models.DEFAULT_CHUNK_SIZE (tests keep them equal; core imports torch, which --help must not).
+DEFAULT_CHUNK_SIZE = 4096
+PSNR_WIDTH = 10
+
+
+def label_names(spec) -> list[str]:
+    """Names of the checkpoint's labels: config id2label when it names them, else the shipped Kinetics-700 list."""
+    return shared_label_names(spec.id2label, int(spec.num_labels), KINETICS_LABELS)
+
+
+def expand_video_inputs(arguments: list[str]) -> list[Path | InputError]:
+    """Video paths for command-line arguments: files as given, folders and globs by video extension."""
+    from perceiver_cli.io.inputs import expand_inputs
+    from perceiver_cli.io.video import VIDEO_EXTENSIONS
+
+    return expand_inputs(arguments, VIDEO_EXTENSIONS, "video")
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """`mp4,wav,npz` -> ("mp4", "wav", "npz"); a usage error for an unknown or repeated format."""
+    chosen: list[str] = []
+    for name in (part.strip().lower().lstrip(".") for part in text.split(",")):
+        if name not in FORMATS:
+            raise UsageError(f"--format: unknown format '{name}' (use {', '.join(FORMATS)})")
+        if name in chosen:
+            raise UsageError(f"--format: '{name}' given twice")
+        chosen.append(name)
+    return tuple(chosen)
+
+
+def _format_of(path: Path) -> str:
+    return path.suffix.lower().lstrip(".")
+
+
+def _is_folder_output(text: str) -> bool:
+    """An -o names a folder when it is one, ends with a separator, or has no extension."""
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or not path.suffix:
+        return True
+    # an existing folder named like an output file (result.mp4/) is refused by prepare_output, not written into
+    return path.is_dir() and _format_of(path) not in FORMATS
+
+
+def _finite(value: float) -> Optional[float]:
+    """A PSNR for JSON: None where it is infinite (a perfect reconstruction) or undefined."""
+    return value if math.isfinite(value) else None
+
+
+def _db(value: Optional[float]) -> str:
+    """A PSNR from a record, right-aligned: None is a perfect reconstruction."""
+    return (f"{value:.2f} dB" if value is not None else "exact").rjust(PSNR_WIDTH)
+
+
+def _to_uint8(frames: np.ndarray) -> np.ndarray:
+    """(T, H, W, 3) float in [0, 1] -> uint8, rounded."""
+    return np.rint(np.asarray(frames) * 255.0).astype(np.uint8)
+
+
+def _predictions(pairs: list[tuple[int, float]], names: list[str]) -> list[dict[str, Any]]:
+    return [{"label": names[i], "index": i, "score": s} for i, s in pairs]
+
+
+class ClipArrays:
+    """A reconstruction gathered clip by clip: what an .npz holds, or the sound alone for a .wav."""
+
+    def __init__(self, video: bool = True):
+        self.keep_video = video
+        self.video: list[np.ndarray] = []
+        self.audio: list[np.ndarray] = []
+        self.label_logits: list[np.ndarray] = []
+
+    def add(self, video: np.ndarray, audio: np.ndarray, label_logits: np.ndarray) -> None:
+        """Keep one clip's reconstructed frames (T, H, W, 3), samples (S,) and label logits (num_labels,)."""
+        if self.keep_video:
+            self.video.append(video)
+            self.label_logits.append(label_logits)
+        self.audio.append(audio)
+
+    def sound(self) -> np.ndarray:
+        """Every clip's samples, in order, float32."""
+        return np.concatenate(self.audio).astype(np.float32, copy=False)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """{"video": (T, H, W, 3), "audio": (S,), "label_logits": (clips, num_labels)}, all float32."""
+        return {"video": np.concatenate(self.video).astype(np.float32, copy=False), "audio": self.sound(),
+                "label_logits": np.stack(self.label_logits).astype(np.float32, copy=False)}
+
+
+class AutoencodeTask(Task):
+    """Reconstruct videos and their sound with the multimodal checkpoint, and name the Kinetics-700 action."""
+
+    name = "autoencode-video"
+    progress_label = "autoencoding"
+    default_model = "multimodal"
+    # One clip per forward pass: a clip is already 16 frames and about 800k decoder queries.
+    cpu_batch_size = 1
+    accelerator_batch_size = 1
+
+    def __init__(self, inputs: Sequence[str], *, outputs: Sequence[str] = (), formats: Optional[str] = None,
+                 source: Optional[str | Path] = None, top_k: int = 5, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 side_by_side: bool = False, numerics: str = "deepmind", show_clips: bool = False):
+        if top_k < 1:
+            raise UsageError(f"--top-k must be at least 1, got {top_k}")
+        if chunk_size < 1:
+            raise UsageError(f"--chunk-size must be at least 1, got {chunk_size}")
+        self.inputs = [str(argument) for argument in inputs]
+        self.source = source if source is not None else self.default_model
+        self.top_k = top_k
+        self.chunk_size = chunk_size
+        self.side_by_side = side_by_side
+        self.numerics = numerics
+        self.show_clips = show_clips
+        self.folder: Optional[Path] = None
+        self.files: list[Path] = []
+        self.formats: tuple[str, ...] = ()
+        self._plan_outputs([str(output) for output in outputs], formats)
+        self.model = None
+
+    def _plan_outputs(self, outputs: list[str], formats: Optional[str]) -> None:
+        """Decide what -o means: one folder (with --format) or files named by the user (one video given)."""
+        folders = [o for o in outputs if _is_folder_output(o)]
+        if folders and len(outputs) > 1:
+            raise UsageError(f"{folders[0]}: give one output folder, or output files, not both or several folders")
+        if folders:
+            self.folder = Path(folders[0])
+            self.formats = parse_formats(formats) if formats is not None else DEFAULT_FOLDER_FORMATS
+        else:
+            if formats is not None:
+                raise UsageError("--format is for an output folder (-o FOLDER); an output file's format is its "
+                                 "extension")
+            self.files = [Path(o) for o in outputs]
+            for path in self.files:
+                if _format_of(path) not in FORMATS:
+                    shown = f"'{path.suffix.lower()}'" if path.suffix else "no extension"
+                    raise UsageError(f"{path}: cannot write an output with {shown} "
+                                     f"(use {', '.join('.' + f for f in FORMATS)}, or a folder)")
+            self.formats = tuple(_format_of(path) for path in self.files)
+            if self.files and not self._one_file_given():
+                raise UsageError(f"{self.files[0]}: an output file is for one video file; for several videos, "
+                                 f"give an output folder (-o FOLDER --format ...)")
+        if self.side_by_side and not any(f in VIDEO_FORMATS for f in self.formats):
+            raise UsageError("--side-by-side needs a video output (" + ", ".join(VIDEO_FORMATS) + ")")
+
+    def _one_file_given(self) -> bool:
+        """True when the inputs are one argument naming a file (or nothing there yet): not -, a folder or a glob."""
+        from perceiver_cli.io.inputs import looks_like_glob
+
+        if len(self.inputs) != 1 or self.inputs[0] == STDIN_ARGUMENT:
+            return False
+        path = Path(self.inputs[0])
+        return not path.is_dir() and (path.exists() or not looks_like_glob(self.inputs[0]))
+
+    def _outputs_of(self, video: Path) -> tuple[str, ...]:
+        if self.folder is not None:
+            return tuple(str(self.folder / f"{video.stem}.{f}") for f in self.formats)
+        return tuple(str(path) for path in self.files)
+
+    def items(self) -> list[Item]:
+        from perceiver_cli.io.atomic import prepare_output
+
+        expanded, names = expand_arguments(self.inputs, expand_video_inputs, kind="video")
+        items = [error_item(i, found, names) if isinstance(found, InputError)
+                 else Item(i, str(found), data=found, outputs=self._outputs_of(found))
+                 for i, found in enumerate(expanded)]
+        inputs = {Path(item.data).resolve(): item.input for item in items if item.error is None}
+        writers: dict[Path, str] = {}
+        for item in items:
+            for output in item.outputs:
+                key = Path(output).resolve()
+                if key in inputs:
+                    raise UsageError(f"{output}: output is the same file as input {inputs[key]}; choose another "
+                                     f"output path")
+                if key in writers:
+                    raise UsageError(f"{output}: {writers[key]} and {item.input} would both write it; give the "
+                                     f"videos different names or run them apart")
+                writers[key] = item.input
+                prepare_output(output, inputs=[item.data])
+        return items
+
+    def setup(self, runtime, model=None) -> None:
+        from perceiver_cli.core.autoencode import clip_geometry
+        from perceiver_cli.load import load_model
+
+        self.runtime = runtime
+        if model is None:
+            model = load_model(self.source, device=runtime.device, dtype=runtime.dtype, numerics=self.numerics,
+                               task=self.name)
+        self.model = model
+        self.geometry = clip_geometry(model.spec)
+        self.names = label_names(model.spec)
+
+    def run(self, items: Iterable[Item]) -> Iterator[Result]:
+        items = list(items)
+        for item in items:
+            if item.error is not None:
+                yield failure(item, item.error)
+                continue
+            yield self.process(item, show_clips=self.show_clips and len(items) == 1)
+
+    def _clips(self, item: Item, warnings: list[str]) -> tuple[Iterator, Optional[int]]:
+        """The item's clips and how many there will be (None when the file does not say)."""
+        from perceiver_cli.io.video import clips_from_arrays, iter_clips, probe_video
+
+        g = self.geometry
+        if isinstance(item.data, Path):
+            info = probe_video(item.data)  # a file that is no video fails here, before any output is opened
+            frames = math.ceil(info.duration_s * g.fps) if info.duration_s > 0 else 0
+            clips = iter_clips(item.data, frames_per_clip=g.frames_per_clip, fps=g.fps, size=g.image_size,
+                               sample_rate=g.sample_rate, samples_per_frame=g.samples_per_frame,
+                               on_warning=warnings.append)
+            return clips, (math.ceil(frames / g.frames_per_clip) if frames else None)
+        frames, audio = item.data  # the Python API: frames at the model's rate, sound at its rate
+        clips = clips_from_arrays(frames, audio, frames_per_clip=g.frames_per_clip, fps=g.fps, size=g.image_size,
+                                  samples_per_frame=g.samples_per_frame)
+        return clips, math.ceil(len(frames) / g.frames_per_clip)
+
+    def process(self, item: Item, gather: Optional[ClipArrays] = None, show_clips: bool = False) -> Result:
+        """Autoencode one video, writing its outputs; `gather` also receives every clip's arrays."""
+        warnings: list[str] = []
+        try:
+            record = self._autoencode(item, gather, show_clips, warnings)
+        except InputError as error:
+            result = failure(item, problem_of(error, item.input))
+        else:
+            result = Result(item, record, outputs=list(item.outputs))
+        result.warnings = warnings
+        return result
+
+    def _autoencode(self, item: Item, gather: Optional[ClipArrays], show_clips: bool,
+                    warnings: list[str]) -> dict[str, Any]:
+        import torch
+
+        from perceiver_cli.core import autoencode as core
+        from perceiver_cli.io.audio import write_npz, write_wav
+        from perceiver_cli.io.video import VideoWriter
+        from perceiver_cli.tasks.report import progress_bar
+
+        g = self.geometry
+        outputs = [Path(output) for output in item.outputs]
+        video_paths = [p for p in outputs if _format_of(p) in VIDEO_FORMATS]
+        wav_paths = [p for p in outputs if _format_of(p) in AUDIO_FORMATS]
+        npz_paths = [p for p in outputs if _format_of(p) in ARRAY_FORMATS]
+        kept = ClipArrays(video=bool(npz_paths)) if wav_paths or npz_paths else None
+        summary = core.RunningSummary()
+        clip_records: list[dict[str, Any]] = []
+        clips, expected = self._clips(item, warnings)
+        width = 2 * g.image_size if self.side_by_side else g.image_size
+        with ExitStack() as stack:
+            writers = [stack.enter_context(VideoWriter(path, fps=g.fps, width=width, height=g.image_size,
+                                                       audio_sample_rate=g.sample_rate)) for path in video_paths]
+            advance = stack.enter_context(progress_bar("clips", expected, quiet=not show_clips))
+            for clip in _read_guarded(clips, item.input):
+                result = core.autoencode_clip(self.model, torch.from_numpy(clip.frames),
+                                              torch.from_numpy(clip.audio), clip.n_valid_frames, self.chunk_size,
+                                              device=self.runtime.device, dtype=self.runtime.dtype)
+                summary.add(result)
+                video, sound = result.video.numpy(), result.audio.numpy()
+                if writers:
+                    pictures = _to_uint8(video)
+                    if self.side_by_side:
+                        pictures = np.concatenate([_to_uint8(clip.frames[:clip.n_valid_frames]), pictures], axis=2)
+                    for writer in writers:
+                        for picture in pictures:
+                            writer.write_frame(picture)
+                        writer.write_audio(sound)
+                for sink in (kept, gather):
+                    if sink is not None:
+                        sink.add(video, sound, result.label_logits.numpy())
+                clip_records.append({
+                    "start_s": round(float(clip.start_s), 6),
+                    "predictions": _predictions(core.top_k(result.probabilities, self.top_k), self.names),
+                    "psnr_video": _finite(result.psnr_video),
+                    "psnr_audio": _finite(result.psnr_audio),
+                })
+                advance(1)
+            for path in wav_paths:
+                write_wav(path, kept.sound(), g.sample_rate)
+            for path in npz_paths:
+                write_npz(path, **kept.arrays())
+        # Leaving the ExitStack finished the video files; an error above removed them.
+        return {"input": item.input, "outputs": [str(p) for p in outputs], "clips": clip_records,
+                "predictions": _predictions(core.top_k(summary.probabilities, self.top_k), self.names),
+                "psnr_video": _finite(summary.psnr_video), "psnr_audio": _finite(summary.psnr_audio)}
+
+    def render(self, record: dict[str, Any]) -> list[str]:
+        lines = [heading(record), row("   start", "video PSNR".rjust(PSNR_WIDTH), "audio PSNR".rjust(PSNR_WIDTH),
+                                      " score", "label")]
+        for clip in record["clips"]:
+            top = clip["predictions"][0]
+            lines.append(row(f"{clip['start_s']:>6.2f} s", _db(clip["psnr_video"]), _db(clip["psnr_audio"]),
+                             f"{top['score']:.4f}", visible(top["label"])))
+        blank = " " * PSNR_WIDTH
+        for rank, prediction in enumerate(record["predictions"]):
+            cells = ("   whole", _db(record["psnr_video"]), _db(record["psnr_audio"])) if rank == 0 else \
+                (" " * 8, blank, blank)
+            lines.append(row(*cells, f"{prediction['score']:.4f}", visible(prediction["label"])))
+        lines.extend(row("   wrote", visible(output)) for output in record["outputs"])
+        return lines
+
+
+def _read_guarded(clips: Iterator, name: str) -> Iterator:
+    """The clips of one video; a reader fault other than an InputError also fails only that video."""
+    while True:
+        try:
+            clip = next(clips)
+        except StopIteration:
+            return
+        except InputError:
+            raise
+        except Exception as error:  # a decoder fault in one file must not end a run over many
+            raise InputError(f"{name}: {problem_of(error)}") from None
+        yield clip
