@@ -56,10 +56,11 @@ def weights(tmp_path_factory) -> Path:
     return folder
 
 
-def _photos(folder: Path, count: int) -> Path:
+def _photos(folder: Path, count: int, grow: int = 1) -> Path:
+    """`count` noise images; each `grow` rows taller than the one before."""
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (12 + i, 16, 3), dtype=np.uint8)).save(
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (12 + grow * i, 16, 3), dtype=np.uint8)).save(
             folder / f"{i:02d}.png")
     return folder
 
@@ -119,6 +120,70 @@ def test_a_missing_ray_is_a_usage_error_naming_the_extra(tmp_path, monkeypatch, 
 def test_ray_options_without_the_ray_engine_are_usage_errors(tmp_path, capsys):
     code = main(["classify", str(tmp_path), "--workers", "2"])
     assert code == 2 and "--workers is for --engine ray" in capsys.readouterr().err
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _run(capsys, command: str, *args: str) -> tuple[int, list[dict]]:
+    code = main([command, *args])
+    return code, [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_flow_on_ray_over_frames_and_a_video_writes_the_local_engines_files(local_ray, tmp_path, capsys):
+    from synthetic_media import write_video
+
+    weights = tmp_path / "flow"
+    make_tiny_checkpoint("flow", weights)
+    frames = _photos(tmp_path / "frames", 5, grow=0)
+    clip = write_video(tmp_path / "clip.mp4", 5, sound=None)
+    for source, name in ((frames, "frames"), (clip, "video")):
+        runs = {}
+        for engine in ("local", "ray"):
+            out = tmp_path / f"{name}-{engine}"
+            extra = ["--engine", "ray", "--workers", "1", "--cpus-per-worker", "1"] if engine == "ray" else []
+            runs[engine] = _run(capsys, "flow", str(source), "-w", str(weights), "-o", f"{out}/", "--format",
+                                "flo,npy", "--json", "-b", "2", *extra)
+            runs[engine][1][:] = [{**r, "outputs": [Path(o).name for o in r.get("outputs", [])]}
+                                  for r in runs[engine][1]]
+        assert runs["ray"] == runs["local"] and runs["local"][0] == 0 and len(runs["local"][1]) == 4
+        assert _files(tmp_path / f"{name}-ray") == _files(tmp_path / f"{name}-local")  # byte for byte
+
+
+def test_a_flow_video_output_is_refused_on_ray(local_ray, tmp_path, capsys):
+    from synthetic_media import write_video
+
+    clip = write_video(tmp_path / "clip.mp4", 3, sound=None)
+    code = main(["flow", str(clip), "-w", str(tmp_path), "-o", str(tmp_path / "flow.mp4"), "--engine", "ray"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--engine ray: an output spanning the whole run" in err
+
+
+def test_autoencode_video_on_ray_over_two_clips_writes_the_local_engines_outputs(local_ray, tmp_path, capsys):
+    from synthetic_media import write_video
+
+    weights = tmp_path / "multimodal"
+    make_tiny_checkpoint("multimodal", weights, num_frames=4, output_shape=[1, 4, 16, 16],
+                         audio_samples_per_frame=1920)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(clips / "a.mp4", 6)
+    write_video(clips / "b.mp4", 9)
+    runs = {}
+    for engine in ("local", "ray"):
+        extra = ["--engine", "ray", "--workers", "1", "--cpus-per-worker", "1"] if engine == "ray" else []
+        code, records = _run(capsys, "autoencode-video", str(clips), "-w", str(weights), "-o",
+                             f"{tmp_path / engine}/", "--format", "wav,npz", "--json", *extra)
+        runs[engine] = code, [{**r, "outputs": [Path(o).name for o in r["outputs"]]} for r in records]
+    assert runs["ray"] == runs["local"] and runs["local"][0] == 0 and len(runs["local"][1]) == 2
+    local, remote = _files(tmp_path / "local"), _files(tmp_path / "ray")
+    assert sorted(local) == sorted(remote) == ["a.npz", "a.wav", "b.npz", "b.wav"]
+    assert local["a.wav"] == remote["a.wav"] and local["b.wav"] == remote["b.wav"]
+    for name in ("a.npz", "b.npz"):  # an .npz stamps its write time in the zip: its arrays are compared
+        with np.load(tmp_path / "local" / name) as mine, np.load(tmp_path / "ray" / name) as theirs:
+            assert sorted(mine.files) == sorted(theirs.files)
+            assert all(np.array_equal(mine[key], theirs[key]) for key in mine.files)
 
 
 class SlowWriteTask(Task):
