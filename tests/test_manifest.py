@@ -232,3 +232,27 @@ def test_skip_existing_on_classify_says_it_writes_no_files(tmp_path, weights, ca
     code, records, err = _classify(capsys, str(folder), "-w", str(weights), "--json", "--skip-existing")
     assert code == 0 and len(records) == 1
     assert "classify writes no files here, so only --manifest can skip" in err
+
+
+def test_fill_mask_over_stdin_resumes_by_line(tmp_path, capsys, monkeypatch):
+    import io
+
+    weights = tmp_path / "language"
+    make_tiny_checkpoint("language", weights, seed=1)
+    manifest = tmp_path / "run.jsonl"
+
+    def run(lines: list[str]) -> list[dict]:
+        data = "".join(line + "\n" for line in lines).encode("utf-8")
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+        assert main(["fill-mask", "-", "-w", str(weights), "-k", "1", "--json", "-q", "--manifest",
+                     str(manifest)]) == 0
+        return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    texts = ["a [MASK:1] b", "same [MASK:2]", "same [MASK:2]"]
+    first = run(texts[:2])
+    assert [r["line"] for r in first] == [1, 2]
+    again = run(texts)  # lines 1 and 2 are done; line 3, the same text, is a new item
+    assert [(r["line"], r["input"]) for r in again] == [(3, "same [MASK:2]")]
+    records = _manifest(manifest)
+    assert [(r["key"], r["input"], r["status"]) for r in records] == [
+        ("-: line 1", "a [MASK:1] b", "ok"), ("-: line 2", "same [MASK:2]", "ok"), ("-: line 3", "same [MASK:2]", "ok")]
