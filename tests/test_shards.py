@@ -91,8 +91,8 @@ def test_classify_shards_together_give_the_whole_run(tmp_path, capsys, monkeypat
         Image.fromarray(np.random.default_rng(i).integers(0, 256, (10, 14, 3), dtype=np.uint8)).save(
             folder / f"{i}.png")
 
-    def run(*args: str) -> list[dict]:
-        assert main(["classify", str(folder), "-w", str(weights), "--json", "-q", *args]) == 0
+    def run(*args: str) -> list[dict]:  # one image per batch: records do not depend on batch neighbours
+        assert main(["classify", str(folder), "-w", str(weights), "--json", "-q", "-b", "1", *args]) == 0
         return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
     whole = run()
