@@ -451,7 +451,7 @@ def _imported_pair(tmp_path, kind, numerics, **config_changes):
     """Import a small `kind` file; returns (our model, transformers' model) built from the same folder."""
     import json
 
-    from perceiver_cli.core import load_model
+    from perceiver_cli.load import load_model
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     source = tmp_path / f"{kind}.pystate"

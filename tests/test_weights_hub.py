@@ -232,7 +232,7 @@ def test_an_unrecognised_deepmind_file_is_not_imported_implicitly(env):
 
 
 def test_load_model_finds_a_short_name_through_the_cache(env):
-    from perceiver_cli.core import load_model
+    from perceiver_cli.load import load_model
 
     tiny_hub_checkpoint(env.hub, env.tmp)
     model = load_model("flow", device="cpu", task="flow")

@@ -63,7 +63,7 @@ def refuse_repeated_outputs(paths) -> None:
 def load_task_model(task: str, model: Optional[str], weights: Optional[Path], default: str,
                     device: str, dtype: str, numerics: str):
     """Resolve --model/--weights for one task and return the loaded model (eval mode)."""
-    from perceiver_cli.core import load_model
+    from perceiver_cli.load import load_model
 
     check_options(model, weights)
     source = Path(weights) if weights is not None else (model or default)  # a Path: --weights is never a name
