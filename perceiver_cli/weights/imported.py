@@ -140,17 +140,21 @@ def _check_against_core(state: dict[str, Any], config: dict[str, Any], source: s
     """Refuse converted weights that the network their config describes would not load strictly."""
     import torch
 
-    from perceiver_cli.core.loading import StateDictMismatch, check_state_dict
+    from perceiver_cli.core.loading import state_dict_problems
     from perceiver_cli.core.models import build_model
-    from perceiver_cli.core.spec import spec_from_config
+    from perceiver_cli.core.spec import InvalidConfig, spec_from_config
 
-    with torch.device("meta"):
-        model = build_model(spec_from_config(config), "transformers")
     try:
-        check_state_dict(model, {key: tuple(value.shape) for key, value in state.items()})
-    except StateDictMismatch as exc:
+        spec = spec_from_config(config)
+    except InvalidConfig as exc:
+        raise WeightsError(f"{source}: {exc}") from None
+    with torch.device("meta"):
+        model = build_model(spec, "transformers")
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    problems = state_dict_problems(expected, {key: tuple(value.shape) for key, value in state.items()})
+    if problems:
         kind = config["architectures"][0]
-        raise WeightsError(f"{source}: the converted weights do not fit a {kind} ({exc})") from None
+        raise WeightsError(f"{source}: the converted weights do not fit a {kind} ({'; '.join(problems)})")
 
 
 def _warn(message: str) -> None:
