@@ -117,16 +117,26 @@ def test_online_a_missing_checkpoint_is_downloaded_once(env, monkeypatch, capsys
     monkeypatch.delenv("HF_HUB_OFFLINE")
     source = env.tmp / "remote"
     make_tiny_checkpoint("flow", source)
-    calls = []
+    calls, timeouts = [], []
+    for name in ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+
+    def fake_metadata(url, timeout=None, **kwargs):
+        timeouts.append(timeout)
+
+    def fake_model_info(self, repo_id, revision=None, timeout=None, **kwargs):
+        timeouts.append(timeout)
+        return model_info(source)
 
     def fake_hf_hub_download(repo_id, filename, *, revision=None, cache_dir=None, etag_timeout=None, **kwargs):
         calls.append((repo_id, revision, Path(cache_dir), filename))
+        timeouts.append(etag_timeout)
         return str(add_to_fake_hub(Path(cache_dir), repo_id, {filename: (source / filename).read_bytes()})
                    / filename)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_hub_download)
-    monkeypatch.setattr(huggingface_hub.HfApi, "model_info",
-                        lambda self, repo_id, revision=None, **kwargs: model_info(source))
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", fake_metadata)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", fake_model_info)
     capsys.readouterr()
     first = resolve_checkpoint("flow")
     assert capsys.readouterr().err == f"perceiver: downloading deepmind/optical-flow-perceiver into {env.hub}\n"
@@ -135,6 +145,8 @@ def test_online_a_missing_checkpoint_is_downloaded_once(env, monkeypatch, capsys
     assert first == second and (first / "model.safetensors").is_file()
     assert calls == [("deepmind/optical-flow-perceiver", "main", env.hub, "config.json"),
                      ("deepmind/optical-flow-perceiver", "main", env.hub, "model.safetensors")]
+    # every request is bounded: the documented default of 10 s (HF_HUB_ETAG_TIMEOUT unset)
+    assert timeouts == [10, 10, 10, 10, 10]
 
 
 def test_a_repo_id_downloads_the_weights_file_the_repo_has(env, monkeypatch):
@@ -149,6 +161,7 @@ def test_a_repo_id_downloads_the_weights_file_the_repo_has(env, monkeypatch):
                    / filename)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda url, **kwargs: None)
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info",
                         lambda self, repo_id, revision=None, **kwargs: model_info(source, "README.md"))
     folder = resolve_checkpoint("someone/fine-tuned-flow")

@@ -4,8 +4,9 @@ Environment variables are read on every call (not when huggingface_hub is import
 HF_HUB_CACHE and HF_HUB_OFFLINE set by a caller or a test take effect at once.
 
 Waits are bounded: the request for a repo's file list and each file's metadata request time out after
-HF_HUB_ETAG_TIMEOUT seconds (default 10); a file's body times out after HF_HUB_DOWNLOAD_TIMEOUT seconds
-(default 10) without data, and huggingface_hub resumes it (HTTP Range) at most 5 times, one second apart.
+HF_HUB_ETAG_TIMEOUT seconds (default 10), and are not retried; a file's body times out after
+HF_HUB_DOWNLOAD_TIMEOUT seconds (default 10) without data, and huggingface_hub resumes it (HTTP Range) at most
+5 times, one second apart, so a server that stops sending gives up in about a minute.
 """
 
 from __future__ import annotations
@@ -203,13 +204,16 @@ def download_snapshot(repo: str, revision: str = "main", files: Optional[Iterabl
     if missing:
         raise HubError("not-found", f"{repo} has no {', '.join(missing)} at revision {revision}")
     announce()
-    from huggingface_hub import hf_hub_download
+    import huggingface_hub
 
     paths = []
     for name in wanted:
         try:
-            found = hf_hub_download(repo, name, revision=revision, cache_dir=str(hub_cache_dir()),
-                                    etag_timeout=etag_timeout)
+            # One bounded metadata request first: huggingface_hub retries a failed one for minutes.
+            huggingface_hub.get_hf_file_metadata(huggingface_hub.hf_hub_url(repo, name, revision=revision),
+                                                 timeout=etag_timeout)
+            found = huggingface_hub.hf_hub_download(repo, name, revision=revision, cache_dir=str(hub_cache_dir()),
+                                                    etag_timeout=etag_timeout)
         except Exception as exc:
             raise classify_failure(repo, exc) from None
         path = Path(found)
