@@ -126,6 +126,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         code = _interrupted(as_script)
     if as_script and interrupts.requested() and code != interrupts.EXIT_INTERRUPTED:
         code = _interrupted(as_script)  # the signal's exception was lost on the way; the flag was not
+    if as_script and code == interrupts.EXIT_INTERRUPTED:
+        # Leave now: a worker thread blocked in a read (a FIFO, a stalled disk) must not hold the exit.
+        # Temporary files are gone already (_interrupted); only the streams need flushing.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
     if as_script:
         sys.exit(code)
     return code
