@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -71,7 +72,11 @@ def ignore_further() -> None:
 
 @contextmanager
 def deferred() -> Iterator[None]:
-    """A block that a signal does not cut in two: the KeyboardInterrupt is raised when it ends."""
+    """A block that a signal does not cut in two: the KeyboardInterrupt is raised when it ends. Only the main
+    thread is ever cut by a signal, so elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _state["deferred"] += 1
     try:
         yield

@@ -839,3 +839,69 @@ def test_flow_refuses_the_same_output_given_twice(cli, weights, tmp_path):
     a, b = save_png(tmp_path / "a.png", seed=1), save_png(tmp_path / "b.png", seed=2)
     result = cli("flow", a, b, "-w", weights["flow"], "-o", "out/f.flo", "-o", "./out/f.flo")
     assert_refused(result, 2, error_line("./out/f.flo", "given twice as -o"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The mechanism behind the Ctrl-C cases: a signal whose KeyboardInterrupt is swallowed on the way (a finaliser,
+# a library callback, a broad except) is not lost.
+
+SWALLOWED_SIGNAL = """
+import os, signal, sys
+from pathlib import Path
+from perceiver_cli import interrupts
+from perceiver_cli.io.atomic import atomic_write
+interrupts.install(starting=False)
+target = Path(sys.argv[1])
+try:
+    with atomic_write(target, "w") as stream:
+        stream.write("complete")
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+        except BaseException:
+            pass  # the KeyboardInterrupt is swallowed here
+        stream.write(" and more")
+    print("committed")
+except KeyboardInterrupt:
+    print("interrupted at the commit")
+print(sorted(p.name for p in target.parent.iterdir()))
+"""
+
+
+def test_a_swallowed_interrupt_still_stops_the_commit_of_an_output(tmp_path):
+    target = tmp_path / "out" / "result.txt"
+    target.parent.mkdir()
+    done = subprocess.run([sys.executable, "-c", SWALLOWED_SIGNAL, str(target)], capture_output=True, text=True,
+                          env=_child_env(), timeout=INTERRUPT_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["interrupted at the commit", "[]"]
+
+
+LOST_IN_A_COMMAND = """
+import os, signal, sys
+import perceiver_cli.cli as cli
+from perceiver_cli import interrupts
+
+def swallow(*args, **kwargs):
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass
+    except BaseException:
+        pass
+    print("the command finished", flush=True)
+    return 0
+
+cli._run = lambda args, as_script: swallow()
+interrupts.install(starting=True)
+sys.argv = ["perceiver", "weights", "list"]
+cli.main()
+"""
+
+
+def test_a_run_that_swallowed_its_interrupt_still_exits_130(tmp_path):
+    done = subprocess.run([sys.executable, "-c", LOST_IN_A_COMMAND], capture_output=True, text=True,
+                          env=_child_env(), timeout=INTERRUPT_TIMEOUT_S, cwd=tmp_path)
+    assert done.stdout == "the command finished\n"
+    assert_interrupted(done)
