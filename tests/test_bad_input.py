@@ -905,3 +905,36 @@ def test_a_run_that_swallowed_its_interrupt_still_exits_130(tmp_path):
                           env=_child_env(), timeout=INTERRUPT_TIMEOUT_S, cwd=tmp_path)
     assert done.stdout == "the command finished\n"
     assert_interrupted(done)
+
+
+SIGNAL_AS_A_TEMPORARY_IS_CREATED = """
+import os, signal, sys, types
+import perceiver_cli.io.atomic as atomic
+from perceiver_cli import interrupts
+import perceiver_cli.cli as cli
+
+real_open = os.open
+
+def open_then_signal(path, flags, mode=0o777):
+    fd = real_open(path, flags, mode)
+    if ".partial" in os.fspath(path):  # the worst moment: the file exists, nothing has recorded it yet
+        os.kill(os.getpid(), signal.SIGINT)
+    return fd
+
+atomic.os = types.SimpleNamespace(**{name: getattr(os, name) for name in dir(os) if not name.startswith("__")})
+atomic.os.open = open_then_signal
+interrupts.install(starting=True)
+sys.argv = ["perceiver", *sys.argv[1:]]
+cli.main()
+"""
+
+
+def test_a_signal_the_instant_a_temporary_file_is_created_leaves_nothing(weights, tmp_path):
+    frames = [save_png(tmp_path / "a.png"), save_png(tmp_path / "b.png", seed=5)]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    done = subprocess.run([sys.executable, "-c", SIGNAL_AS_A_TEMPORARY_IS_CREATED, "flow", *map(str, frames), "-w",
+                           str(weights["flow"]), "-o", str(out_dir / "flow.flo")], capture_output=True, text=True,
+                          env=_child_env(), timeout=INTERRUPT_TIMEOUT_S)
+    assert_interrupted(done)
+    assert list(out_dir.iterdir()) == []
