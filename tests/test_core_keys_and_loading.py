@@ -254,3 +254,15 @@ def test_a_checkpoint_that_would_fail_inside_its_forward_is_refused_when_loaded(
                          num_self_attention_heads=4)
     with pytest.raises(WeightsError, match=r"v_channels.*d_latents 48"):
         load_model(str(tmp_path / "lm"), device="cpu")
+
+
+def test_running_such_a_checkpoint_is_a_usage_error_naming_the_fields_not_an_internal_error(tmp_path, capsys):
+    from perceiver_cli.cli import main
+
+    make_tiny_checkpoint("language", tmp_path / "lm", d_latents=48, v_channels=64, qk_channels=16)
+    capsys.readouterr()
+    code = main(["fill-mask", "a[MASK]b", "-w", str(tmp_path / "lm")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.splitlines() == [f"perceiver: error: {tmp_path / 'lm'}: config.json: self-attention values of 64 "
+                                "channels (v_channels) cannot be added back to latents of d_latents 48"]
