@@ -16,7 +16,7 @@ from torch import nn
 
 from perceiver_cli.core.loading import StateDictMismatch, load_state_dict_strict
 from perceiver_cli.core.models import build_model
-from perceiver_cli.core.spec import NUMERICS, InvalidConfig, PerceiverSpec, spec_from_config
+from perceiver_cli.core.spec import NUMERICS, InvalidConfig, PerceiverSpec, check_spec, spec_from_config
 from perceiver_cli.errors import UsageError, WeightsError
 from perceiver_cli.runtime import pick_device, pick_dtype
 from perceiver_cli.weights.folder import read_config, read_state_dict
@@ -27,7 +27,9 @@ from perceiver_cli.weights.verify import Check
 def read_spec(directory: Path) -> PerceiverSpec:
     """The checked sizes of a checkpoint folder's config.json; WeightsError naming the folder and the fields."""
     try:
-        return spec_from_config(read_config(directory))
+        spec = spec_from_config(read_config(directory))
+        check_spec(spec)
+        return spec
     except InvalidConfig as exc:
         raise WeightsError(f"{directory}: {exc}") from None
 

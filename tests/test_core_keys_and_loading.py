@@ -11,7 +11,7 @@ import torch
 
 from perceiver_cli.core import build_model, spec_from_config
 from perceiver_cli.core.loading import StateDictMismatch, load_state_dict_strict
-from perceiver_cli.core.spec import InvalidConfig
+from perceiver_cli.core.spec import InvalidConfig, check_spec
 from perceiver_cli.errors import WeightsError, UsageError
 from perceiver_cli.load import load_model
 from tiny_models import make_tiny_checkpoint
@@ -221,8 +221,9 @@ MASKED_LM = dict(architectures=["PerceiverForMaskedLM"], num_latents=8, d_latent
     (dict(v_channels=48, vocab_size=100), ["vocab_size 100"]),
 ])
 def test_an_inconsistent_config_is_refused_naming_its_fields(change, fields):
+    spec = spec_from_config({**MASKED_LM, **change})
     with pytest.raises(InvalidConfig) as info:
-        spec_from_config({**MASKED_LM, **change})
+        check_spec(spec)
     message = str(info.value)
     assert "\n" not in message and "--" not in message
     for field in fields:
@@ -231,21 +232,22 @@ def test_an_inconsistent_config_is_refused_naming_its_fields(change, fields):
 
 def test_the_consistent_neighbour_of_those_configs_builds():
     spec = spec_from_config({**MASKED_LM, "v_channels": 48})
+    check_spec(spec)
     with torch.device("meta"):
         build_model(spec)
 
 
 @pytest.mark.parametrize("name", sorted(FULL_CONFIGS))
 def test_the_six_hub_configs_pass_the_checks(name):
-    spec_from_config(FULL_CONFIGS[name])
+    check_spec(spec_from_config(FULL_CONFIGS[name]))
 
 
 def test_multimodal_output_shape_and_audio_patches_are_checked():
     config = dict(FULL_CONFIGS["multimodal-perceiver"])
     with pytest.raises(InvalidConfig, match=r"output_shape \[1, 8, 224, 224\] .*num_frames 16"):
-        spec_from_config({**config, "output_shape": [1, 8, 224, 224]})
+        check_spec(spec_from_config({**config, "output_shape": [1, 8, 224, 224]}))
     with pytest.raises(InvalidConfig, match=r"samples_per_patch 7"):
-        spec_from_config({**config, "samples_per_patch": 7})
+        check_spec(spec_from_config({**config, "samples_per_patch": 7}))
 
 
 def test_a_checkpoint_that_would_fail_inside_its_forward_is_refused_when_loaded(tmp_path):

@@ -192,7 +192,8 @@ def check_spec(spec: PerceiverSpec) -> None:
 
 
 def spec_from_config(config: dict[str, Any]) -> PerceiverSpec:
-    """Build a PerceiverSpec from a parsed config.json and check its sizes (check_spec); InvalidConfig if not."""
+    """Build a PerceiverSpec from a parsed config.json (its sizes are checked by check_spec); InvalidConfig for a
+    config that names no Perceiver IO class or holds values of the wrong type."""
     archs = config.get("architectures") or []
     if not archs:
         raise InvalidConfig("config.json has no 'architectures' entry, so the model class is unknown")
@@ -220,8 +221,6 @@ def spec_from_config(config: dict[str, Any]) -> PerceiverSpec:
     if isinstance(kwargs.get("image_size"), (list, tuple)):
         kwargs["image_size"] = int(kwargs["image_size"][0])
     try:
-        spec = PerceiverSpec(**kwargs)
+        return PerceiverSpec(**kwargs)
     except TypeError as exc:  # a value of the wrong type in config.json
         raise InvalidConfig(f"config.json is not a valid Perceiver config: {exc}") from None
-    check_spec(spec)
-    return spec

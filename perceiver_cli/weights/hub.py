@@ -3,10 +3,11 @@
 Environment variables are read on every call (not when huggingface_hub is imported), so HF_HOME,
 HF_HUB_CACHE and HF_HUB_OFFLINE set by a caller or a test take effect at once.
 
-Waits are bounded: the request for a repo's file list and each file's metadata request time out after
-HF_HUB_ETAG_TIMEOUT seconds (default 10), and are not retried; a file's body times out after
-HF_HUB_DOWNLOAD_TIMEOUT seconds (default 10) without data, and huggingface_hub resumes it (HTTP Range) at most
-5 times, one second apart, so a server that stops sending gives up in about a minute.
+Waits are bounded: the request for a repo's file list and a first request for each file's metadata time out
+after HF_HUB_ETAG_TIMEOUT seconds (default 10) and are not retried, so a silent hub fails after one timeout;
+a file's body times out after HF_HUB_DOWNLOAD_TIMEOUT seconds (default 10) without data, and huggingface_hub
+resumes it (HTTP Range) at most 5 times, one second apart, so a hub that stops sending mid-file fails after
+about a minute.
 """
 
 from __future__ import annotations

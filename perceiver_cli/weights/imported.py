@@ -142,10 +142,11 @@ def _check_against_core(state: dict[str, Any], config: dict[str, Any], source: s
 
     from perceiver_cli.core.loading import state_dict_problems
     from perceiver_cli.core.models import build_model
-    from perceiver_cli.core.spec import InvalidConfig, spec_from_config
+    from perceiver_cli.core.spec import InvalidConfig, check_spec, spec_from_config
 
     try:
         spec = spec_from_config(config)
+        check_spec(spec)
     except InvalidConfig as exc:
         raise WeightsError(f"{source}: {exc}") from None
     with torch.device("meta"):
