@@ -938,3 +938,29 @@ def test_a_signal_the_instant_a_temporary_file_is_created_leaves_nothing(weights
                           env=_child_env(), timeout=INTERRUPT_TIMEOUT_S)
     assert_interrupted(done)
     assert list(out_dir.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads signal dispositions from /proc")
+@pytest.mark.parametrize("delay", [0.0, 0.2, 1.0, 3.0])
+@pytest.mark.parametrize("command, kind", [("classify", "vision-conv"), ("fill-mask", "language")])
+def test_ctrl_c_while_a_command_waits_for_stdin_exits_130(weights, tmp_path, command, kind, delay):
+    # stdin is held open, so wherever the signal lands (start-up, loading, reading), the run is still going
+    image = save_png(tmp_path / "a.png", 20, 20)
+    child = subprocess.Popen([sys.executable, "-m", "perceiver_cli", command, "-", "-w", str(weights[kind])],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=_child_env())
+    try:
+        child.stdin.write(f"{image}\n" if command == "classify" else "a[MASK]b\n")
+        child.stdin.flush()
+        deadline = time.monotonic() + INTERRUPT_TIMEOUT_S
+        while not _our_handlers_installed(child.pid):
+            if child.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the run never installed its signal handlers: {child.communicate()}")
+        time.sleep(delay)
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=INTERRUPT_TIMEOUT_S)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert_interrupted(subprocess.CompletedProcess(child.args, child.returncode, out, err))
