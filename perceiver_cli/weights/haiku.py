@@ -1,6 +1,6 @@
 """DeepMind's original Perceiver IO files (Haiku parameter pickles) turned into hub-layout checkpoints.
 
-DeepMind published six pickles (see registry.json). Each holds Haiku's two-level mapping
+DeepMind published six pickles (see registry.py). Each holds Haiku's two-level mapping
 ``{module path: {parameter name: array}}``: the language file is that mapping itself; the ImageNet
 ``.pystate`` files wrap it as ``{'params': ..., 'state': ...}`` (the conv model's ``state`` carries the
 BatchNorm moving averages); DeepMind's own colabs load the flow and video files as a bare params mapping,
@@ -52,28 +52,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping, Optional
 
 from perceiver_cli.errors import WeightsError
+from perceiver_cli.weights.registry import CHECKPOINTS
 
-KINDS = ("language", "vision-learned", "vision-fourier", "vision-conv", "flow", "multimodal")
-
-ARCHITECTURES = {
-    "language": "PerceiverForMaskedLM",
-    "vision-learned": "PerceiverForImageClassificationLearned",
-    "vision-fourier": "PerceiverForImageClassificationFourier",
-    "vision-conv": "PerceiverForImageClassificationConvProcessing",
-    "flow": "PerceiverForOpticalFlow",
-    "multimodal": "PerceiverForMultimodalAutoencoding",
-}
-
-# What DeepMind's colabs build and the weights cannot tell: attention heads, weight-shared blocks, and the
-# sizes of parameter-free Fourier encodings. (self heads, cross heads, blocks)
-_HEADS_AND_BLOCKS = {
-    "language": (8, 8, 1),
-    "vision-learned": (8, 1, 8),
-    "vision-fourier": (8, 1, 8),
-    "vision-conv": (8, 1, 8),
-    "flow": (16, 1, 1),
-    "multimodal": (8, 1, 1),
-}
+# Derived from the registry: the short names, their classes, and what the weights cannot tell (heads, blocks).
+KINDS = tuple(entry.name for entry in CHECKPOINTS)
+ARCHITECTURES = {entry.name: entry.architecture for entry in CHECKPOINTS}
+_HEADS_AND_BLOCKS = {entry.name: (entry.self_heads, entry.cross_heads, entry.blocks) for entry in CHECKPOINTS}
 
 HaikuParams = dict[str, dict[str, Any]]
 
