@@ -1,4 +1,4 @@
-"""The bad-input suite (issue 9): every mistake a user can make, command by command, in one place.
+"""The bad-input suite: every mistake a user can make, command by command, in one place.
 
 Each case checks three things, the same way (`assert_refused`):
   (a) the exit code: 1 when input items failed (a batch goes on past them; one unreadable input
@@ -25,7 +25,7 @@ Property-based tests of the readers live beside this suite and run briefly with 
 tests/io/test_fuzz_readers.py (read_flo, read_image on arbitrary bytes) and tests/test_text_fuzz.py
 (the [MASK] parser, the stdin line reader). A longer search, for developers:
 
-    HYPOTHESIS_MAX_EXAMPLES=5000 /work/venv/bin/python -m pytest tests/io/test_fuzz_readers.py tests/test_text_fuzz.py -q
+    HYPOTHESIS_MAX_EXAMPLES=5000 python -m pytest tests/io/test_fuzz_readers.py tests/test_text_fuzz.py -q
 """
 
 from __future__ import annotations

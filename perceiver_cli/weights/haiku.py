@@ -51,6 +51,7 @@ import re
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping, Optional
 
+from perceiver_cli.labels import IMAGENET_LABELS, KINETICS_LABELS, shipped_labels
 from perceiver_cli.errors import WeightsError
 from perceiver_cli.weights.registry import CHECKPOINTS
 
@@ -388,13 +389,8 @@ def to_hub_state_dict(params: HaikuParams, kind: Optional[str] = None,
 # config.json, as the hub has it, from the converted shapes.
 
 
-def _labels(filename: str) -> list[str]:
-    path = Path(__file__).resolve().parent.parent / "data" / filename
-    return path.read_text(encoding="utf-8").splitlines()
-
-
 def _id2label(count: int, filename: str, generic: str) -> dict[str, str]:
-    names = _labels(filename)
+    names = shipped_labels(filename)
     if len(names) != count:  # a smaller network than DeepMind's: the shipped names do not apply
         names = [f"{generic} {i}" for i in range(count)]
     return {str(i): name for i, name in enumerate(names)}
@@ -479,7 +475,7 @@ def build_config(state: Mapping[str, Any], kind: str, source: str = "checkpoint"
             config["image_size"] = side
         else:
             config.pop("image_size")  # only the learned-position classifier reads it
-        config["id2label"] = _id2label(num_labels, "imagenet1k.txt", "class")
+        config["id2label"] = _id2label(num_labels, IMAGENET_LABELS, "class")
     elif kind == "multimodal":
         prefix = "perceiver.output_postprocessor.modalities"
         num_labels, out_channels = _shape(state, f"{prefix}.label.classifier.weight", source)
@@ -489,7 +485,7 @@ def build_config(state: Mapping[str, Any], kind: str, source: str = "checkpoint"
                                     "position_embeddings", source)[1]
         if label_query != 1024:  # transformers' constant for DeepMind's network; smaller ones must say so
             config["_label_trainable_num_channels"] = label_query
-        config["id2label"] = _id2label(num_labels, "kinetics700.txt", "action")
+        config["id2label"] = _id2label(num_labels, KINETICS_LABELS, "action")
     if "id2label" in config:
         config["label2id"] = {name: int(i) for i, name in config["id2label"].items()}
     return config
