@@ -8,6 +8,8 @@ from typing import Optional, Sequence
 import typer
 
 from perceiver_cli.errors import UsageError
+from perceiver_cli.tasks.engine import run_local
+from perceiver_cli.tasks.report import Reporter
 
 
 def model_option(models: Sequence[str], default: str) -> typer.models.OptionInfo:
@@ -51,8 +53,6 @@ def run_task(task, *, device: str = "auto", dtype: str = "float32", batch_size: 
              json_lines: bool = False, quiet: bool = False) -> int:
     """Decide the runtime once, then run `task` on the local engine, reporting as the options say."""
     from perceiver_cli.runtime import resolve_runtime
-    from perceiver_cli.tasks.engine import run_local
-    from perceiver_cli.tasks.report import Reporter
 
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")

@@ -16,6 +16,11 @@ from perceiver_cli.commands.common import JsonOption
 from perceiver_cli.tasks.report import emit_json
 from perceiver_cli.errors import UsageError, WeightsError
 from perceiver_cli.weights.registry import SHORT_NAMES
+from perceiver_cli.weights.registry import find_checkpoint
+from perceiver_cli.weights.verify import (Published, describe_checkpoints, human_count, stand_in_message,
+                                          verify as run_checks)
+from perceiver_cli.weights.resolve import ensure_downloaded
+from perceiver_cli.weights.imported import import_deepmind_file
 
 app = typer.Typer(
     help="List, download, verify and import checkpoints.\n\n"
@@ -34,9 +39,6 @@ def list_(json_lines: bool = JsonOption) -> int:
     """Show every known checkpoint: hub repo, task, parameters and size of the cached file (else the published
     count), and whether (and where) it is cached. A cached file that is not the published checkpoint of its
     name is a warning on stderr."""
-    from perceiver_cli.weights.registry import find_checkpoint
-    from perceiver_cli.weights.verify import Published, describe_checkpoints, human_count, stand_in_message
-
     rows = describe_checkpoints()
     for row in rows:
         if row["matches_published"] is False and row["params"] is not None:
@@ -73,9 +75,6 @@ def download(
     reported (exit 2). Waits are bounded by HF_HUB_ETAG_TIMEOUT and HF_HUB_DOWNLOAD_TIMEOUT (10 s each by
     default). Prints each checkpoint's folder on stdout; progress bars go to stderr.
     """
-    from perceiver_cli.weights.registry import find_checkpoint
-    from perceiver_cli.weights.resolve import ensure_downloaded
-
     for name in names:
         if find_checkpoint(name) is None and "/" not in name:
             raise UsageError(f"unknown checkpoint '{name}': use one of {', '.join(SHORT_NAMES)} or a hub "
@@ -99,7 +98,6 @@ def verify(
     the published checkpoint of its name), else 0. Never downloads.
     """
     from perceiver_cli.load import load_checks
-    from perceiver_cli.weights.verify import verify as run_checks
 
     checks = run_checks(target, load_checks)
     for check in checks:
@@ -135,8 +133,6 @@ def import_(
     huggingface_hub cache is used first. Unpickling runs no code: only arrays and plain containers are read.
     Prints the folder on stdout.
     """
-    from perceiver_cli.weights.imported import import_deepmind_file
-
     result = import_deepmind_file(file, out_dir=output, name=name, force=force)
     use = f"--model {result.name}" if result.name else f"--weights {result.directory}"
     verb = "imported" if result.created else "already imported"

@@ -19,6 +19,8 @@ from typing import IO, Any
 
 from perceiver_cli import interrupts
 from perceiver_cli.errors import UsageError
+import shutil
+import tempfile
 
 PARTIAL_MARKER = ".partial"
 
@@ -65,8 +67,6 @@ def _commit(temporary: Path, target: Path) -> None:
 
 def remove_leftovers() -> None:
     """Remove this process's temporary files and folders that are still there (after an interrupted run)."""
-    import shutil
-
     for path in list(_live):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -160,9 +160,6 @@ def atomic_write_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a fresh hidden folder beside `path` that replaces `path` (a folder, or nothing) only if the block
     exits without an exception; otherwise the temporary folder is removed and `path` is left as it was."""
-    import shutil
-    import tempfile
-
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     with interrupts.deferred():

@@ -54,6 +54,7 @@ from typing import Any, BinaryIO, Callable, Mapping, Optional
 from perceiver_cli.labels import IMAGENET_LABELS, KINETICS_LABELS, shipped_labels
 from perceiver_cli.errors import WeightsError
 from perceiver_cli.weights.registry import CHECKPOINTS
+import numpy as np
 
 # Derived from the registry: the short names, their classes, and what the weights cannot tell (heads, blocks).
 KINDS = tuple(entry.name for entry in CHECKPOINTS)
@@ -81,8 +82,6 @@ def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
 
 
 def _allowed_globals() -> dict[tuple[str, str], Callable]:
-    import numpy as np
-
     try:  # numpy 2 moved the implementation to numpy._core; old pickles still name numpy.core
         from numpy._core import multiarray
     except ImportError:  # pragma: no cover - numpy 1.x
@@ -133,8 +132,6 @@ def restricted_load(stream: BinaryIO, source: str = "pickle") -> Any:
 
 
 def _as_array(value: Any, where: str, source: str):
-    import numpy as np
-
     if isinstance(value, np.generic):
         value = np.asarray(value)
     if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
@@ -302,14 +299,10 @@ _DROPPED = object()  # EMA bookkeeping that has no place in torch's BatchNorm
 
 
 def _reverse_axes(a):
-    import numpy as np
-
     return np.transpose(a)  # a view: the copy happens once, when the file is written
 
 
 def _squeeze(a):
-    import numpy as np
-
     return np.squeeze(a)
 
 
@@ -356,8 +349,6 @@ def to_hub_state_dict(params: HaikuParams, kind: Optional[str] = None,
 
     Arrays may be views of the inputs (transposed, squeezed); they are made contiguous when written.
     """
-    import numpy as np
-
     kind = kind or detect_kind(params)
     if kind not in KINDS:
         raise WeightsError(f"unknown checkpoint kind '{kind}' (one of {', '.join(KINDS)})")

@@ -21,6 +21,8 @@ from perceiver_cli.io.atomic import atomic_folder, atomic_write
 from perceiver_cli.weights.folder import is_complete
 from perceiver_cli.weights.hub import display_path
 from perceiver_cli.weights.registry import Checkpoint, identify_original, sha256_file
+from perceiver_cli.core.spec import InvalidConfig, check_spec, spec_from_config
+from perceiver_cli.weights import haiku
 
 MANIFEST = "perceiver-import.json"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -142,7 +144,6 @@ def _check_against_core(state: dict[str, Any], config: dict[str, Any], source: s
 
     from perceiver_cli.core.loading import state_dict_problems
     from perceiver_cli.core.models import build_model
-    from perceiver_cli.core.spec import InvalidConfig, check_spec, spec_from_config
 
     try:
         spec = spec_from_config(config)
@@ -171,8 +172,6 @@ def import_deepmind_file(source: Path, out_dir: Optional[Path] = None, name: Opt
     unless `force` (then a warning); `force` also replaces an existing, different import. `digest` is the
     file's SHA-256 when the caller has already computed it.
     """
-    from perceiver_cli.weights import haiku
-
     source = Path(source)
     if not source.is_file():
         raise WeightsError(f"{source}: no such file")
