@@ -219,16 +219,23 @@ def measure_bounds(results: list[RowResult], cfgs: dict, sizes: Sizes, device: s
         res.bound = done[key]
 
 
-def help_time(repeats: int) -> list[float]:
-    """Wall times of `perceiver --help` in fresh processes (one untimed run first, to warm file caches)."""
+HELP_COMMANDS = ((), ("fill-mask",), ("classify",), ("flow",), ("draw-flow",), ("autoencode-video",), ("eval",),
+                 ("eval", "flow"), ("weights",))
+
+
+def help_time(repeats: int) -> dict[str, list[float]]:
+    """Wall times of `perceiver --help` and of each subcommand's --help, in fresh processes (one untimed round
+    first, to warm file caches): {"perceiver SUBCOMMAND --help": [seconds, ...]}."""
     exe = shutil.which("perceiver") or str(Path(sys.executable).parent / "perceiver")
-    cmd = [exe, "--help"] if Path(exe).exists() else [sys.executable, "-m", "perceiver_cli", "--help"]
-    times = []
+    base = [exe] if Path(exe).exists() else [sys.executable, "-m", "perceiver_cli"]
+    times: dict[str, list[float]] = {}
     for i in range(repeats + 1):
-        start = time.perf_counter()
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-        if i:
-            times.append(time.perf_counter() - start)
+        for words in HELP_COMMANDS:
+            start = time.perf_counter()
+            subprocess.run([*base, *words, "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           check=True)
+            if i:
+                times.setdefault(" ".join(["perceiver", *words, "--help"]), []).append(time.perf_counter() - start)
     return times
 
 

@@ -16,7 +16,7 @@ SPEED_UP = "speed-up"  # transformers' median time / ours: at least the limit
 MEMORY_RATIO = "memory ratio"  # our peak RSS / transformers': at most the limit
 PEAK_MEMORY = "peak memory"  # our peak RSS in bytes: below the limit
 SHARE_OF_PEAK = "share of the matmul peak"  # a stage's GFLOP/s over the measured peak: at least the limit
-HELP_SECONDS = "seconds"  # median wall time of `perceiver --help`: below the limit
+HELP_SECONDS = "seconds"  # median wall time of the slowest `perceiver [SUBCOMMAND] --help`: below the limit
 
 
 @dataclass(frozen=True)

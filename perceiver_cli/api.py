@@ -17,6 +17,12 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from perceiver_cli.load import load_model
+from dataclasses import replace
+from perceiver_cli.tasks.fill_mask import FillMaskTask
+from perceiver_cli.tasks.base import Item
+from perceiver_cli.tasks.classify import ClassifyTask
+from perceiver_cli.tasks.flow import FlowTask, FramePair
+from perceiver_cli.tasks.autoencode import AutoencodeTask, ClipArrays
 
 ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # a path, a uint8 (H, W, 3) array or a PIL image
 
@@ -25,8 +31,6 @@ __all__ = ["load_model", "fill_mask", "classify", "flow", "autoencode"]
 
 def runtime_of(model, batch_size: int):
     """The runtime a model loaded by load_model carries, with the task's batch size."""
-    from dataclasses import replace
-
     from perceiver_cli.runtime import Runtime, configure_threads
 
     runtime = getattr(model, "runtime", None)
@@ -47,8 +51,6 @@ def _only(result) -> Any:
 def fill_mask(model, text: str, *, top_k: int = 5, max_span: int = 12) -> list[dict[str, Any]]:
     """The best fillings of `text`'s [MASK] / [MASK:n] spans: [{"text", "fills", "score", "log_prob"}], best
     first (the `predictions` of one `perceiver fill-mask --json` line)."""
-    from perceiver_cli.tasks.fill_mask import FillMaskTask
-
     task = FillMaskTask([text], top_k=top_k, max_span=max_span)
     task.setup(runtime_of(model, FillMaskTask.cpu_batch_size), model)
     (result,) = list(task.run(task.items()))
@@ -58,9 +60,6 @@ def fill_mask(model, text: str, *, top_k: int = 5, max_span: int = 12) -> list[d
 def classify(model, images: Sequence[ImageLike], *, top_k: int = 5) -> list[list[dict[str, Any]]]:
     """The best classes of each image: one list of {"label", "index", "score"} per image, best first.
     Images are paths, PIL images or uint8 (H, W, 3) arrays; one that cannot be read raises ValueError."""
-    from perceiver_cli.tasks.base import Item
-    from perceiver_cli.tasks.classify import ClassifyTask
-
     task = ClassifyTask([], top_k=top_k)
     items = [Item(i, str(image) if isinstance(image, (str, os.PathLike)) else f"image {i}",
                   data=Path(image) if isinstance(image, (str, os.PathLike)) else image)
@@ -79,9 +78,6 @@ def flow(model, frame1: FrameLike, frame2: FrameLike) -> np.ndarray:
     """Optical flow from frame1 to frame2 as float32 (H, W, 2) pixels (u right, v down), for frames of any
     size, tiled as `perceiver flow` tiles them. Frames are paths or uint8 (H, W, 3) arrays of one size; a
     frame that cannot be read raises ValueError."""
-    from perceiver_cli.tasks.base import Item
-    from perceiver_cli.tasks.flow import FlowTask, FramePair
-
     def frame(value: FrameLike, number: int):
         return (Path(value), str(value)) if isinstance(value, (str, os.PathLike)) else (value, f"frame {number}")
 
@@ -102,9 +98,6 @@ def autoencode(model, frames: np.ndarray, audio: Optional[np.ndarray] = None) ->
     resized as the CLI does), mono float samples in [-1, 1] at its 48 kHz (None: silence) ->
     {"video": (T, size, size, 3) float32 in [0, 1], "audio": (T * 1920,) float32, "label_logits":
     (clips, 700) float32} (the arrays of `perceiver autoencode-video -o FILE.npz`)."""
-    from perceiver_cli.tasks.autoencode import AutoencodeTask, ClipArrays
-    from perceiver_cli.tasks.base import Item
-
     task = AutoencodeTask([])
     task.setup(runtime_of(model, AutoencodeTask.cpu_batch_size), model)
     gathered = ClipArrays()

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import importlib
 import os
-import signal
 import sys
 from typing import Optional
 
-import typer
+from perceiver_cli import interrupts
+
+
+def _launched_as_the_perceiver_script() -> bool:
+    """Whether this process is the `perceiver` console script (its __main__ is that script's file)."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None) or ""
+    return os.path.basename(main_file) in ("perceiver", "perceiver.exe", "perceiver-script.py")
+
+
+if _launched_as_the_perceiver_script() and not interrupts.installed():
+    interrupts.install(starting=True)  # before the imports below: Ctrl-C during start-up is "interrupted" too
+
+import typer  # noqa: E402
 
 from perceiver_cli import __version__
 from perceiver_cli.errors import EXIT_USAGE, PerceiverError
@@ -132,11 +143,6 @@ def _usage_error(exc) -> str:
     return message
 
 
-def _sigterm_to_interrupt(signum, frame):  # noqa: ARG001
-    # A killed run unwinds like Ctrl-C, so atomic writers remove their temporary files.
-    raise KeyboardInterrupt
-
-
 def _reader_gone() -> int:
     """`perceiver ... | head`: the reader of our stdout went away. That is not an error of ours: exit 0 quietly,
     with stdout pointed at /dev/null so that the interpreter's last flush cannot fail again."""
@@ -149,13 +155,16 @@ def _reader_gone() -> int:
 
 
 def _interrupted(as_script: bool) -> int:
-    """Say so and return 130. As a script, further Ctrl-C or SIGTERM are ignored from here on: one still
-    pending must not turn the orderly exit into death by signal while the interpreter shuts down."""
+    """Remove temporary files, say so and return 130. As a script, further Ctrl-C or SIGTERM are ignored from
+    here on: one still pending must not turn the orderly exit into death by signal while the interpreter
+    shuts down."""
     if as_script:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    print("perceiver: interrupted", file=sys.stderr)
-    return 130
+        interrupts.ignore_further()
+    from perceiver_cli.io.atomic import remove_leftovers
+
+    remove_leftovers()
+    print(interrupts.MESSAGE, file=sys.stderr)
+    return interrupts.EXIT_INTERRUPTED
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -163,10 +172,34 @@ def main(argv: Optional[list[str]] = None) -> int:
     as_script = argv is None
     args = sys.argv[1:] if argv is None else list(argv)
     args, _state["debug"] = _without_debug(args)
-    if as_script:
-        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
-    command = typer.main.get_command(app)
+    if as_script and not interrupts.installed():
+        interrupts.install(starting=True)
     try:
+        if as_script:
+            interrupts.started()  # from here a signal raises KeyboardInterrupt, answered here or in _run
+        code = _run(args, as_script)
+    except KeyboardInterrupt:  # a signal that arrived while _run was answering another outcome
+        code = _interrupted(as_script)
+    if as_script and interrupts.requested() and code != interrupts.EXIT_INTERRUPTED:
+        code = _interrupted(as_script)  # the signal's exception was lost on the way; the flag was not
+    if as_script and code == interrupts.EXIT_INTERRUPTED:
+        # Leave now: a worker thread blocked in a read (a FIFO, a stalled disk) must not hold the exit.
+        # Temporary files are gone already (_interrupted); only the streams need flushing.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    if as_script:
+        sys.exit(code)
+    return code
+
+
+def _run(args: list[str], as_script: bool) -> int:
+    """Run one command line and turn every outcome into an exit code (messages on stderr)."""
+    try:
+        command = typer.main.get_command(app)
         code = command.main(args=args, prog_name="perceiver", standalone_mode=False)
         code = code if isinstance(code, int) else 0
         if code == 130:  # typer turns Ctrl-C inside a command into Exit(130) and, not standalone, returns it
@@ -204,6 +237,4 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"perceiver: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
               file=sys.stderr)
         code = 3
-    if as_script:
-        sys.exit(code)
     return code

@@ -1,25 +1,117 @@
-"""Loading a checkpoint for a run: weights finds the folder, core builds the model and loads it strictly."""
+"""Loading a checkpoint, above core and weights: weights finds the folder and reads its files, core builds the
+network from the config and loads the weights strictly, and core's errors become the user's words here.
+
+    model = load_model("flow")                      # a short name, hub repo id, folder or DeepMind file
+    model = load_model(Path("my-checkpoint/"))      # a Path is always a file or folder
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Optional
 
 import torch
+from torch import nn
+
+from perceiver_cli.core.loading import StateDictMismatch, load_state_dict_strict
+from perceiver_cli.core.models import build_model
+from perceiver_cli.core.spec import NUMERICS, InvalidConfig, PerceiverSpec, check_spec, spec_from_config
+from perceiver_cli.errors import UsageError, WeightsError
+from perceiver_cli.runtime import Runtime, configure_threads, pick_device, pick_dtype
+from perceiver_cli.weights.folder import read_config, read_state_dict
+from perceiver_cli.weights.resolve import resolve_checkpoint
+from perceiver_cli.weights.verify import Check
+
+
+def read_spec(directory: Path) -> PerceiverSpec:
+    """The checked sizes of a checkpoint folder's config.json; WeightsError naming the folder and the fields."""
+    try:
+        spec = spec_from_config(read_config(directory))
+        check_spec(spec)
+        return spec
+    except InvalidConfig as exc:
+        raise WeightsError(f"{directory}: {exc}") from None
+
+
+def model_from_directory(directory: Path, numerics: str = "deepmind",
+                         spec: Optional[PerceiverSpec] = None) -> nn.Module:
+    """Build the network a checkpoint folder describes and load its weights strictly (CPU, float32, eval)."""
+    spec = spec or read_spec(directory)
+    with torch.device("meta"):
+        model = build_model(spec, numerics)
+    state = read_state_dict(directory)
+    try:
+        load_state_dict_strict(model, state)
+    except StateDictMismatch as exc:
+        raise WeightsError(f"{directory}: {exc}") from None
+    return model.eval().requires_grad_(False)
 
 
 def load_model(name_or_path: str | os.PathLike, *, device: str | torch.device = "auto",
-               dtype: Optional[str | torch.dtype] = None, numerics: str = "deepmind",
-               task: Optional[str] = None) -> torch.nn.Module:
-    """A Perceiver IO checkpoint by short name, hub repo id, folder or DeepMind file, in eval mode on `device`."""
-    from perceiver_cli.core.loading import load_model as core_load
-    from perceiver_cli.runtime import DTYPES, pick_device
+               dtype: str | torch.dtype | None = None, numerics: str = "deepmind",
+               task: Optional[str] = None) -> nn.Module:
+    """Load a Perceiver IO checkpoint by short name, hub repo id, folder or DeepMind file, in eval mode on
+    `device`, with its sizes and labels as `model.spec`.
 
-    from perceiver_cli.runtime import Runtime, configure_threads, pick_dtype
-
-    chosen = pick_device(device)
-    chosen_dtype = pick_dtype(dtype, chosen)
-    name = next(k for k, v in DTYPES.items() if v == chosen_dtype)
-    model = core_load(name_or_path, device=str(chosen), dtype=name, numerics=numerics, task=task)
-    model.runtime = Runtime(chosen, chosen_dtype, 1, configure_threads())  # where the API runs it
+    A str is resolved as a name first, a Path always as a file or folder (see weights.resolve_checkpoint).
+    `task` (fill-mask, classify, flow, autoencode-video) refuses a checkpoint of another class.
+    """
+    if numerics not in NUMERICS:
+        raise UsageError(f"unknown --numerics '{numerics}' (use {' or '.join(NUMERICS)})")
+    torch_device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, torch_device)
+    directory = Path(resolve_checkpoint(name_or_path))
+    spec = read_spec(directory)
+    if task is not None and spec.task != task:
+        raise UsageError(f"{os.fspath(name_or_path)}: this is a {spec.architecture} checkpoint ({spec.kind}), "
+                         f"which cannot run '{task}'")
+    model = model_from_directory(directory, numerics, spec)
+    if torch_dtype == torch.float32 and torch_device.type == "cuda":
+        # float32 means float32: torch keeps TF32 tensor cores off for matrix products by default but on for
+        # cuDNN convolutions (vision-conv's stem), whose inputs would then be rounded to 10-bit mantissas.
+        torch.backends.cudnn.allow_tf32 = False
+    model = model.to(device=torch_device, dtype=torch_dtype)
+    model.runtime = Runtime(torch_device, torch_dtype, 1, configure_threads())  # where the Python API runs it
     return model
+
+
+def tiny_forward(model: nn.Module) -> torch.Tensor:
+    """Run the network once on the smallest input of its kind (CPU, zeros); returns its main output."""
+    spec: PerceiverSpec = model.spec
+    with torch.inference_mode():
+        if spec.kind == "language":
+            return model(torch.zeros(1, min(8, spec.max_position_embeddings), dtype=torch.long))
+        if spec.kind.startswith("vision-"):
+            side = spec.image_size if spec.kind == "vision-learned" else 32
+            return model(torch.zeros(1, 3, side, side))
+        if spec.kind == "flow":
+            return model(torch.zeros(1, 2, 27, 2, 3))
+        frames = torch.zeros(1, spec.num_frames, 3, spec.output_shape[2], spec.output_shape[3])
+        audio = torch.zeros(1, spec.num_frames * spec.audio_samples_per_frame)
+        z = model.encode(frames, audio)
+        return model.decode(z, "label")
+
+
+def load_checks(directory: Path) -> list[Check]:
+    """`perceiver weights verify`'s checks above weights: the config's sizes, a strict load, one tiny forward."""
+    try:
+        spec = read_spec(directory)
+    except WeightsError as exc:
+        return [Check("FAIL", "config", str(exc).removeprefix(f"{directory}: "))]
+    checks = [Check("OK", "config", f"a consistent {spec.architecture} config")]
+    try:
+        model = model_from_directory(directory, "deepmind", spec)
+    except WeightsError as exc:  # the reason is in the message; anything else is a broken file too
+        return checks + [Check("FAIL", "load", f"does not load strictly: {str(exc)[:240]}")]
+    except Exception as exc:
+        return checks + [Check("FAIL", "load", f"does not load strictly: {type(exc).__name__}: {str(exc)[:200]}")]
+    checks.append(Check("OK", "load", f"loads strictly ({len(model.state_dict())} tensors, every one used)"))
+    try:
+        out = tiny_forward(model)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return checks + [Check("FAIL", "run", f"a forward pass on a tiny input fails: {reason[:200]}")]
+    if not torch.isfinite(out).all():
+        return checks + [Check("FAIL", "run", "a forward pass on a tiny input gives non-finite values")]
+    return checks + [Check("OK", "run", f"a forward pass on a tiny input gives finite outputs {tuple(out.shape)}")]

@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 
 from perceiver_cli.errors import UsageError
+from concurrent.futures import ThreadPoolExecutor
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
@@ -117,8 +118,6 @@ class Runtime:
 
     def decode_pool(self):
         """A thread pool for decoding inputs beside the model (nicer than the model's threads on the CPU)."""
-        from concurrent.futures import ThreadPoolExecutor
-
         return ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="perceiver-decode",
                                   initializer=_yield_to_the_model if self.on_cpu else None)
 

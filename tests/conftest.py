@@ -17,7 +17,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    from perceiver_cli.core.loading import pick_device
+    from perceiver_cli.runtime import pick_device
     from perceiver_cli.errors import UsageError
 
     try:  # the commands' own check of a device name, so tests accept exactly what --device accepts there

@@ -20,7 +20,8 @@ import soundfile
 import torch
 
 from perceiver_cli.cli import main
-from perceiver_cli.core import load_model, spec_from_config
+from perceiver_cli.core import spec_from_config
+from perceiver_cli.load import load_model
 from perceiver_cli.core import autoencode as core_autoencode
 from perceiver_cli.core.autoencode import RunningSummary, clip_geometry, decode_clip
 from perceiver_cli.core.models import DEFAULT_CHUNK_SIZE, MultimodalAutoencoder

@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from perceiver_cli.core import build_model, load_model, spec_from_config
+from perceiver_cli.core import build_model, spec_from_config
+from perceiver_cli.core.loading import StateDictMismatch, load_state_dict_strict
+from perceiver_cli.core.spec import InvalidConfig, check_spec
 from perceiver_cli.errors import WeightsError, UsageError
+from perceiver_cli.load import load_model
 from tiny_models import make_tiny_checkpoint
 
 KEYS_DIR = Path(__file__).parent / "data" / "hub-keys"
@@ -173,7 +176,8 @@ def test_loading_and_running_never_imports_the_compiler_stack(tmp_path):
     script = f"""
 import sys, torch
 from benchmarks.configs import FULL_CONFIGS
-from perceiver_cli.core import build_model, load_model, spec_from_config
+from perceiver_cli.core import build_model, spec_from_config
+from perceiver_cli.load import load_model
 for config in FULL_CONFIGS.values():
     with torch.device("meta"):
         build_model(spec_from_config(config), "deepmind")
@@ -186,3 +190,81 @@ print("torch._dynamo" in sys.modules)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Core's own errors speak of parameters, shapes and config fields, never of flags or files.
+
+def test_core_strict_load_names_keys_and_shapes_without_flags(flow_dir):
+    with torch.device("meta"):
+        model = build_model(spec_from_config(json.loads((flow_dir / "config.json").read_text())))
+    state = _state(flow_dir)
+    state["perceiver.embeddings.latents"] = torch.zeros(3, 3)
+    with pytest.raises(StateDictMismatch) as info:
+        load_state_dict_strict(model, state)
+    message = str(info.value)
+    assert "perceiver.embeddings.latents is (3, 3), expected (16, 32)" in message
+    assert "--" not in message and str(flow_dir) not in message
+
+
+MASKED_LM = dict(architectures=["PerceiverForMaskedLM"], num_latents=8, d_latents=48, d_model=32,
+                 num_self_attends_per_block=1, num_self_attention_heads=4, num_cross_attention_heads=2,
+                 qk_channels=16, max_position_embeddings=16)
+
+
+@pytest.mark.parametrize("change, fields", [
+    (dict(v_channels=64), ["v_channels", "d_latents 48"]),                       # values wider than the latents
+    (dict(v_channels=48, num_self_attention_heads=5), ["num_self_attention_heads 5"]),
+    (dict(v_channels=48, qk_channels=15), ["qk", "num_self_attention_heads", "num_cross_attention_heads"]),
+    (dict(v_channels=48, d_model=36), ["d_model 36", "8 heads"]),
+    (dict(v_channels=48, num_latents=0), ["num_latents 0"]),
+    (dict(v_channels=48, vocab_size=100), ["vocab_size 100"]),
+])
+def test_an_inconsistent_config_is_refused_naming_its_fields(change, fields):
+    spec = spec_from_config({**MASKED_LM, **change})
+    with pytest.raises(InvalidConfig) as info:
+        check_spec(spec)
+    message = str(info.value)
+    assert "\n" not in message and "--" not in message
+    for field in fields:
+        assert field in message
+
+
+def test_the_consistent_neighbour_of_those_configs_builds():
+    spec = spec_from_config({**MASKED_LM, "v_channels": 48})
+    check_spec(spec)
+    with torch.device("meta"):
+        build_model(spec)
+
+
+@pytest.mark.parametrize("name", sorted(FULL_CONFIGS))
+def test_the_six_hub_configs_pass_the_checks(name):
+    check_spec(spec_from_config(FULL_CONFIGS[name]))
+
+
+def test_multimodal_output_shape_and_audio_patches_are_checked():
+    config = dict(FULL_CONFIGS["multimodal-perceiver"])
+    with pytest.raises(InvalidConfig, match=r"output_shape \[1, 8, 224, 224\] .*num_frames 16"):
+        check_spec(spec_from_config({**config, "output_shape": [1, 8, 224, 224]}))
+    with pytest.raises(InvalidConfig, match=r"samples_per_patch 7"):
+        check_spec(spec_from_config({**config, "samples_per_patch": 7}))
+
+
+def test_a_checkpoint_that_would_fail_inside_its_forward_is_refused_when_loaded(tmp_path):
+    # transformers builds this config and saves weights for it; our loader refuses it before any forward pass
+    make_tiny_checkpoint("language", tmp_path / "lm", d_latents=48, v_channels=64, qk_channels=16,
+                         num_self_attention_heads=4)
+    with pytest.raises(WeightsError, match=r"v_channels.*d_latents 48"):
+        load_model(str(tmp_path / "lm"), device="cpu")
+
+
+def test_running_such_a_checkpoint_is_a_usage_error_naming_the_fields_not_an_internal_error(tmp_path, capsys):
+    from perceiver_cli.cli import main
+
+    make_tiny_checkpoint("language", tmp_path / "lm", d_latents=48, v_channels=64, qk_channels=16)
+    capsys.readouterr()
+    code = main(["fill-mask", "a[MASK]b", "-w", str(tmp_path / "lm")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.splitlines() == [f"perceiver: error: {tmp_path / 'lm'}: config.json: self-attention values of 64 "
+                                "channels (v_channels) cannot be added back to latents of d_latents 48"]

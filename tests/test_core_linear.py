@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import perceiver_cli.core.layers as layers
-from perceiver_cli.core import build_model, load_model, spec_from_config
+from perceiver_cli.core import build_model, spec_from_config
+from perceiver_cli.load import load_model
 from perceiver_cli.core.autoencode import decode_clip
 from perceiver_cli.errors import UsageError
 from tiny_models import TINY_CONFIGS, make_tiny_checkpoint

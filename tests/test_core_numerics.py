@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from perceiver_cli.core import NUMERICS, load_model, model_from_directory
+from perceiver_cli.core import NUMERICS
+from perceiver_cli.load import load_model, model_from_directory
 from perceiver_cli.core.spec import Numerics
 from tiny_models import make_tiny_checkpoint
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from perceiver_cli.core import load_model
+from perceiver_cli.load import load_model
 from perceiver_cli.core.autoencode import decode_clip
 from tiny_models import make_tiny_checkpoint
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from perceiver_cli.core import load_model
+from perceiver_cli.load import load_model
 from perceiver_cli.core.autoencode import decode_clip
 from perceiver_cli.core.models import run_chunks
 from tiny_models import make_tiny_checkpoint

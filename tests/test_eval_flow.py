@@ -19,7 +19,7 @@ from perceiver_cli.io.flo import read_flo, write_flo
 from perceiver_cli.io.flowfiles import write_kitti_png
 from tiny_models import make_tiny_checkpoint
 
-ALLEY = Path("/work/shared/data/flow/sintel_alley_1")
+ALLEY = Path(__file__).resolve().parents[2] / "shared" / "data" / "flow" / "sintel_alley_1"
 H, W = 12, 18
 
 

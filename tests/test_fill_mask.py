@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from perceiver_cli.cli import main
-from perceiver_cli.core import load_model
+from perceiver_cli.load import load_model
 from perceiver_cli.core.text import (MASK_ID, best_fillings, best_log_prob, byte_log_probs, fill_masks,
                                      is_valid_utf8, masked_ids, plan_windows)
 from tiny_models import make_tiny_checkpoint

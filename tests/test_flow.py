@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from perceiver_cli.cli import main
-from perceiver_cli.core import load_model
+from perceiver_cli.load import load_model
 from perceiver_cli.core.flow import (FlowEstimator, blend_weights, frame_windows, frames_to_unit_range, patches_3x3,
                                      window_grid, window_starts)
 from perceiver_cli.io.flo import read_flo, write_flo

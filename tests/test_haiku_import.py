@@ -451,7 +451,7 @@ def _imported_pair(tmp_path, kind, numerics, **config_changes):
     """Import a small `kind` file; returns (our model, transformers' model) built from the same folder."""
     import json
 
-    from perceiver_cli.core import load_model
+    from perceiver_cli.load import load_model
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     source = tmp_path / f"{kind}.pystate"
@@ -499,6 +499,6 @@ def test_an_incomplete_file_is_refused_at_import_not_at_first_use(tmp_path):
     params = fill(haiku_layout("vision-conv"))  # the BatchNorm moving averages (the state) left out
     source.write_bytes(pickle.dumps({"params": params, "state": {}}))
     with pytest.raises(WeightsError, match=r"do not fit a PerceiverForImageClassificationConvProcessing "
-                                           r"\(2 missing: .*batchnorm.running_mean"):
+                                           r"\(2 missing key\(s\): .*batchnorm.running_mean"):
         import_deepmind_file(source, out_dir=tmp_path / "out", force=True, quiet=True)
     assert not (tmp_path / "out").exists()

@@ -2,7 +2,7 @@
 
 The default run is brief. For a longer search, set HYPOTHESIS_MAX_EXAMPLES:
 
-    HYPOTHESIS_MAX_EXAMPLES=5000 /work/venv/bin/python -m pytest tests/test_text_fuzz.py -q
+    HYPOTHESIS_MAX_EXAMPLES=5000 python -m pytest tests/test_text_fuzz.py -q
 """
 
 from __future__ import annotations

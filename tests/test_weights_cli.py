@@ -66,14 +66,54 @@ def test_download_rejects_unknown_names_before_fetching(env, capsys):
 
 
 def test_verify_passes_a_sound_cached_checkpoint(env, capsys):
-    tiny_hub_checkpoint(env.hub, env.tmp)
-    code, out, err = run(capsys, "weights", "verify", "flow")
-    assert code == 0, err
+    # a repo of no published name: nothing to compare it with beyond the hub's digests, so nothing warns
+    tiny_hub_checkpoint(env.hub, env.tmp, repo="someone/tiny-flow")
+    code, out, err = run(capsys, "weights", "verify", "someone/tiny-flow")
+    assert code == 0, out + err
     lines = out.splitlines()
     assert any(line.startswith("OK   model.safetensors: sha256") for line in lines)
     assert any(line.startswith("OK   config.json: git blob id") for line in lines)
     assert any(line.startswith("OK   load: loads strictly") for line in lines)
-    assert not any(line.startswith("FAIL") for line in lines)
+    assert any(line.startswith("OK   run: a forward pass on a tiny input") for line in lines)
+    assert not any(line.startswith(("FAIL", "WARN")) for line in lines)
+
+
+def test_a_stand_in_cached_under_a_published_name_is_named_by_verify_and_list(env, capsys):
+    tiny_hub_checkpoint(env.hub, env.tmp)  # a tiny flow network where deepmind/optical-flow-perceiver belongs
+    code, out, err = run(capsys, "weights", "verify", "flow")
+    assert code == 1, out + err
+    warn = [line for line in out.splitlines() if line.startswith("WARN")]
+    assert len(warn) == 1 and "deepmind/optical-flow-perceiver has 41.1M in 425" in warn[0] and "not the published" in warn[0]
+    assert "k parameters in " in warn[0]  # the tiny file's own count, in thousands
+    assert "FAIL" not in out and "Traceback" not in err
+    code, out, err = run(capsys, "weights", "list", "--json")
+    assert code == 0
+    row = next(r for r in map(json.loads, out.splitlines()) if r["name"] == "flow")
+    assert row["matches_published"] is False and row["published_params"] == 41_057_134
+    assert 1_000 < row["params"] < 1_000_000  # the cached file's count, not the published one
+    assert err.count("perceiver: warning:") == 1 and "not the published checkpoint" in err
+    code, out, _ = run(capsys, "weights", "list")
+    flow_line = next(line for line in out.splitlines() if line.lstrip().startswith("flow "))
+    assert " 41.1M " not in flow_line and "k " in flow_line
+
+
+def test_verify_reports_a_config_that_cannot_run_and_fails(env, capsys):
+    folder = env.tmp / "lm"
+    make_tiny_checkpoint("language", folder, d_latents=48, v_channels=64, qk_channels=16)
+    code, out, err = run(capsys, "weights", "verify", str(folder))
+    assert code == 2, out + err
+    assert any(line.startswith("FAIL config:") and "v_channels" in line and "d_latents 48" in line
+               for line in out.splitlines())
+    assert not any(line.startswith("OK   load") for line in out.splitlines())
+    assert "checks failed" in one_line_error(err)
+
+
+def test_verify_says_when_no_digest_could_be_checked(env, capsys):
+    folder = env.tmp / "mine"
+    make_tiny_checkpoint("flow", folder)
+    code, out, err = run(capsys, "weights", "verify", str(folder))
+    assert code == 0, out + err
+    assert any(line.startswith("NOTE digest: no digest") for line in out.splitlines())
 
 
 def test_verify_detects_flipped_bytes_in_a_cached_file(env, capsys):
@@ -123,7 +163,7 @@ def test_import_refuses_an_unknown_file_without_force_and_warns_with_it(env, cap
     row = next(r for r in map(json.loads, out.splitlines()) if r["name"] == "my-flow")
     assert row["source"] == "imported" and row["task"] == "flow"
     code, out, err = run(capsys, "weights", "verify", "my-flow")
-    assert code == 0, out + err
+    assert code == 1, out + err  # a warning: not a file DeepMind published
     assert "WARN source: imported with --force" in out and "OK   load: loads strictly" in out
 
 
@@ -174,8 +214,8 @@ def test_a_folder_called_flow_in_the_current_directory_leaves_the_model_alone(en
     (work / "flow").mkdir(parents=True)  # what `-o flow/` of an earlier run leaves
     monkeypatch.chdir(work)
     code, out, err = run(capsys, "weights", "verify", "flow")
-    assert code == 0, err
-    assert "loads strictly" in out
+    assert code == 1, err  # the tiny stand-in in the hub cache, not the folder: it loads, and is named a stand-in
+    assert "loads strictly" in out and "WARN published:" in out
     code, out, err = run(capsys, "weights", "verify", "./flow")
     assert code == 2 and "checks failed" in one_line_error(err)
     assert "FAIL flow: no model.safetensors or pytorch_model.bin" in out

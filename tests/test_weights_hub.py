@@ -1,4 +1,6 @@
-"""Resolving names through a fake huggingface_hub cache, downloads (faked, never the network) and imports."""
+"""Resolving names through a fake huggingface_hub cache, downloads (faked, never the network) and imports.
+
+The real client against a real (loopback) HTTP server is tests/test_hub_protocol.py."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 
 import perceiver_cli.weights as weights
 import perceiver_cli.weights.haiku as haiku
+import perceiver_cli.weights.registry as registry
 from perceiver_cli.errors import WeightsError
 from perceiver_cli.weights import resolve_checkpoint
 from test_haiku_import import write_pickle
@@ -68,6 +71,7 @@ def env(tmp_path, monkeypatch):
         raise AssertionError("the network must not be used here")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
     return SimpleNamespace(hub=tmp_path / "hf" / "hub", tmp=tmp_path, imported=tmp_path / "xdg" / "perceiver-cli"
                            / "imported")
 
@@ -113,22 +117,36 @@ def test_online_a_missing_checkpoint_is_downloaded_once(env, monkeypatch, capsys
     monkeypatch.delenv("HF_HUB_OFFLINE")
     source = env.tmp / "remote"
     make_tiny_checkpoint("flow", source)
-    calls = []
+    calls, timeouts = [], []
+    for name in ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
 
-    def fake_snapshot_download(repo_id, *, revision=None, cache_dir=None, allow_patterns=None, **kwargs):
-        calls.append((repo_id, revision, Path(cache_dir), list(allow_patterns)))
-        files = {name: (source / name).read_bytes() for name in allow_patterns}
-        return str(add_to_fake_hub(Path(cache_dir), repo_id, files))
+    def fake_metadata(url, timeout=None, **kwargs):
+        timeouts.append(timeout)
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, repo_id, revision=None: model_info(source))
+    def fake_model_info(self, repo_id, revision=None, timeout=None, **kwargs):
+        timeouts.append(timeout)
+        return model_info(source)
+
+    def fake_hf_hub_download(repo_id, filename, *, revision=None, cache_dir=None, etag_timeout=None, **kwargs):
+        calls.append((repo_id, revision, Path(cache_dir), filename))
+        timeouts.append(etag_timeout)
+        return str(add_to_fake_hub(Path(cache_dir), repo_id, {filename: (source / filename).read_bytes()})
+                   / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", fake_metadata)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", fake_model_info)
     capsys.readouterr()
     first = resolve_checkpoint("flow")
     assert capsys.readouterr().err == f"perceiver: downloading deepmind/optical-flow-perceiver into {env.hub}\n"
     second = resolve_checkpoint("flow")
     assert capsys.readouterr().err == ""
     assert first == second and (first / "model.safetensors").is_file()
-    assert calls == [("deepmind/optical-flow-perceiver", "main", env.hub, ["config.json", "model.safetensors"])]
+    assert calls == [("deepmind/optical-flow-perceiver", "main", env.hub, "config.json"),
+                     ("deepmind/optical-flow-perceiver", "main", env.hub, "model.safetensors")]
+    # every request is bounded: the documented default of 10 s (HF_HUB_ETAG_TIMEOUT unset)
+    assert timeouts == [10, 10, 10, 10, 10]
 
 
 def test_a_repo_id_downloads_the_weights_file_the_repo_has(env, monkeypatch):
@@ -137,15 +155,17 @@ def test_a_repo_id_downloads_the_weights_file_the_repo_has(env, monkeypatch):
     make_tiny_checkpoint("flow", source, safe=False)
     asked = []
 
-    def fake_snapshot_download(repo_id, *, revision=None, cache_dir=None, allow_patterns=None, **kwargs):
-        asked.append(list(allow_patterns))
-        return str(add_to_fake_hub(Path(cache_dir), repo_id, {n: (source / n).read_bytes() for n in allow_patterns}))
+    def fake_hf_hub_download(repo_id, filename, *, revision=None, cache_dir=None, **kwargs):
+        asked.append(filename)
+        return str(add_to_fake_hub(Path(cache_dir), repo_id, {filename: (source / filename).read_bytes()})
+                   / filename)
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda url, **kwargs: None)
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info",
-                        lambda self, repo_id, revision=None: model_info(source, "README.md"))
+                        lambda self, repo_id, revision=None, **kwargs: model_info(source, "README.md"))
     folder = resolve_checkpoint("someone/fine-tuned-flow")
-    assert asked == [["config.json", "pytorch_model.bin"]] and (folder / "pytorch_model.bin").is_file()
+    assert asked == ["config.json", "pytorch_model.bin"] and (folder / "pytorch_model.bin").is_file()
 
 
 def test_online_but_unreachable_is_one_error_with_the_command(env, monkeypatch, capsys):
@@ -199,10 +219,10 @@ def test_output_dir_with_a_name_is_registered(env):
 
 
 def _pretend_known(monkeypatch, path: Path, name: str) -> None:
-    entry = weights.registry()[name]
-    original = weights.DeepMindOriginal(entry.original.file, path.stat().st_size, weights.sha256_file(path))
-    fake = {**weights.registry(), name: weights.Checkpoint(**{**entry.__dict__, "original": original})}
-    monkeypatch.setattr(weights, "registry", lambda: fake)
+    entry = registry.checkpoints()[name]
+    original = registry.DeepMindOriginal(entry.original.file, path.stat().st_size, registry.sha256_file(path))
+    fake = {**registry.checkpoints(), name: registry.Checkpoint(**{**entry.__dict__, "original": original})}
+    monkeypatch.setattr(registry, "checkpoints", lambda: fake)
 
 
 def test_a_deepmind_file_is_imported_on_the_fly_once(env, monkeypatch):
@@ -232,7 +252,7 @@ def test_an_unrecognised_deepmind_file_is_not_imported_implicitly(env):
 
 
 def test_load_model_finds_a_short_name_through_the_cache(env):
-    from perceiver_cli.core import load_model
+    from perceiver_cli.load import load_model
 
     tiny_hub_checkpoint(env.hub, env.tmp)
     model = load_model("flow", device="cpu", task="flow")

@@ -10,7 +10,8 @@ from typing import Any, Callable, Optional, Sequence
 import typer
 
 from perceiver_cli.errors import UsageError
-from perceiver_cli.tasks.engine import ScaleOptions
+from perceiver_cli.tasks.engine import RuntimeRequest, ScaleOptions, run_engine
+from perceiver_cli.tasks.report import Reporter
 
 
 def model_option(models: Sequence[str], default: str) -> typer.models.OptionInfo:
@@ -114,9 +115,6 @@ def run_task(task, *, device: str = "auto", dtype: str = "float32", batch_size: 
 
     The runtime (device, dtype, threads, batch size) is decided once where the model runs, and only when an
     item is left to run."""
-    from perceiver_cli.tasks.engine import RuntimeRequest, run_engine
-    from perceiver_cli.tasks.report import Reporter
-
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     return run_engine(task, RuntimeRequest(device, dtype, batch_size),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -10,6 +9,11 @@ import typer
 from perceiver_cli.commands.common import JsonOption, QuietOption, examples
 from perceiver_cli.commands.flow import LegendOption, MaxFlowOption, StyleOption
 from perceiver_cli.errors import UsageError
+from perceiver_cli.tasks.engine import run_local
+from perceiver_cli.tasks.flow import DrawFlowTask
+from perceiver_cli.tasks.report import Reporter
+from perceiver_cli.io.atomic import prepare_output
+from perceiver_cli.io.writers import check_style
 
 
 def draw_flow(
@@ -36,10 +40,6 @@ def draw_flow(
     Prints one line per file, or with --json {"input", "outputs", "mean_magnitude", "max_magnitude"}, or
     {"input", "error"} for a file that cannot be read; the exit code is then 1.
     """
-    from perceiver_cli.tasks.engine import run_local
-    from perceiver_cli.tasks.flow import DrawFlowTask
-    from perceiver_cli.tasks.report import Reporter
-
     if wheel:
         return _write_wheel(wheel, inputs, outputs, style)
     if not inputs:
@@ -51,10 +51,8 @@ def draw_flow(
 
 def _write_wheel(size: int, inputs: Optional[List[str]], outputs: Optional[List[str]], style: str) -> int:
     """Write the style's colour wheel alone to the one -o picture."""
-    from perceiver_cli.io.atomic import prepare_output
     from perceiver_cli.io.flowviz import color_wheel
     from perceiver_cli.io.images import write_image
-    from perceiver_cli.io.writers import check_style
 
     if inputs:
         raise UsageError("--wheel writes the legend alone; give no flow files with it")

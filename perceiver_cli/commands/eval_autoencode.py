@@ -16,6 +16,8 @@ from perceiver_cli.commands.evaluation import (PAPER, mean, percent, report_summ
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.autoencode import DEFAULT_CHUNK_SIZE, MODELS, AutoencodeTask
 from perceiver_cli.tasks.report import warning_line
+from perceiver_cli.io.inputs import files_under
+from perceiver_cli.metrics import top_k_correct
 
 # The paper's multimodal autoencoder with 784 latents: PSNR in dB and Kinetics-700 top-1 in %.
 PAPER_FIGURES = {"psnr_video": 24.37, "psnr_audio": 26.97, "top1": 10.2}
@@ -30,7 +32,6 @@ def class_key(name: str) -> str:
 def videos_by_class_folder(dataset: Path) -> list[tuple[Path, Optional[str]]]:
     """(video, its folder's name) for the videos directly in `dataset` (no class) and in its subfolders (the
     class, named by the subfolder, videos searched recursively below it)."""
-    from perceiver_cli.io.inputs import files_under
     from perceiver_cli.io.video import VIDEO_EXTENSIONS
 
     if not dataset.is_dir():
@@ -104,7 +105,6 @@ def eval_autoencode(
 
     records, code = run_keeping_records(task, device=device, dtype=dtype, batch_size=None, json_lines=json_lines,
                                         quiet=quiet, annotate=with_truth)
-    from perceiver_cli.metrics import top_k_correct
 
     scored = [record for record in records.values() if "error" not in record]
     clips = [clip for record in scored for clip in record["clips"]]

@@ -15,6 +15,9 @@ from perceiver_cli.commands.evaluation import (PAPER, percent, report_summary, r
                                                spread_over_classes, truth)
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.classify import MODELS, ClassifyTask
+from perceiver_cli.labels import shipped_labels
+from perceiver_cli.io.inputs import files_under
+from perceiver_cli.metrics import top_k_correct
 
 # The 1000 ImageNet-1k WordNet ids in class-index order; copied from timm 1.0.31,
 # timm/data/_info/imagenet_synsets.txt (Apache-2.0).
@@ -27,15 +30,12 @@ _WORDNET_ID = re.compile(r"n\d{8}")
 
 def wordnet_ids() -> list[str]:
     """The 1000 WordNet ids, index i naming class i."""
-    from perceiver_cli.labels import shipped_labels
-
     return shipped_labels(SYNSETS)
 
 
 def images_by_class_folder(dataset: Path) -> list[tuple[Path, int]]:
     """(image, class index) for a folder holding one folder per WordNet id (ImageFolder's layout)."""
     from perceiver_cli.io.images import IMAGE_EXTENSIONS
-    from perceiver_cli.io.inputs import files_under
 
     index_of = {wnid: i for i, wnid in enumerate(wordnet_ids())}
     folders = sorted(p for p in dataset.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -127,7 +127,6 @@ def eval_classify(
     records, code = run_keeping_records(
         task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines, quiet=quiet,
         annotate=lambda record: {**record, "truth": truth(class_of[record["input"]], task.names)})
-    from perceiver_cli.metrics import top_k_correct
 
     scored = [record for record in records.values() if "error" not in record]
     correct = top_k_correct([[p["index"] for p in record["predictions"]] for record in scored],

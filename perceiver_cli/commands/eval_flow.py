@@ -10,6 +10,9 @@ import typer
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
                                            WeightsOption, check_source, examples, model_option)
 from perceiver_cli.tasks.flow import MODELS, FlowTask
+from perceiver_cli.tasks.engine import run_local
+from perceiver_cli.tasks.eval_flow import EvalFlowTask, summary_lines
+from perceiver_cli.tasks.report import Reporter, emit_json
 
 
 def eval_flow(
@@ -42,9 +45,6 @@ def eval_flow(
     "source"}}. The paper's figures come from Perceiver IO, Table 3 (trained on AutoFlow).
     """
     from perceiver_cli.runtime import resolve_runtime
-    from perceiver_cli.tasks.engine import run_local
-    from perceiver_cli.tasks.eval_flow import EvalFlowTask, summary_lines
-    from perceiver_cli.tasks.report import Reporter, emit_json
 
     source = check_source(model, weights, FlowTask.default_model)
     task = EvalFlowTask(dataset, source=source, sintel_pass=sintel_pass, limit=limit, numerics=numerics,

@@ -10,6 +10,7 @@ from typing import Any, Callable, Hashable, Optional, Sequence, TypeVar
 
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.report import INDENT, Reporter, emit_json, error_line, visible, warning_line
+from perceiver_cli.tasks.engine import run_local
 
 PAPER = "Perceiver IO (Jaegle et al., 2021)"
 T = TypeVar("T")
@@ -66,7 +67,6 @@ def run_keeping_records(task, *, device: str, dtype: str, batch_size: Optional[i
                         ) -> tuple[dict[str, dict[str, Any]], int]:
     """Run `task` on the local engine with a progress bar of items: ({input: record}, exit code)."""
     from perceiver_cli.runtime import resolve_runtime
-    from perceiver_cli.tasks.engine import run_local
 
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")

@@ -15,10 +15,16 @@ import typer
 from perceiver_cli.commands.common import JsonOption
 from perceiver_cli.tasks.report import emit_json
 from perceiver_cli.errors import UsageError, WeightsError
+from perceiver_cli.weights.registry import SHORT_NAMES
+from perceiver_cli.weights.registry import find_checkpoint
+from perceiver_cli.weights.verify import (Published, describe_checkpoints, human_count, stand_in_message,
+                                          verify as run_checks)
+from perceiver_cli.weights.resolve import ensure_downloaded
+from perceiver_cli.weights.imported import import_deepmind_file
 
 app = typer.Typer(
     help="List, download, verify and import checkpoints.\n\n"
-    "Short names: language, vision-conv, vision-fourier, vision-learned, flow, multimodal.",
+    f"Short names: {', '.join(SHORT_NAMES)}.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -28,21 +34,17 @@ def _note(message: str) -> None:
     print(f"perceiver: {message}", file=sys.stderr)
 
 
-def _human(count: Optional[int], unit: str = "") -> str:
-    if count is None:
-        return "-"
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if count >= scale:
-            return f"{count / scale:.1f}{suffix}{unit}"
-    return f"{count}{unit}"
-
-
 @app.command("list")
 def list_(json_lines: bool = JsonOption) -> int:
-    """Show every known checkpoint: hub repo, task, size, and whether (and where) it is cached."""
-    from perceiver_cli.weights import describe_checkpoints
-
+    """Show every known checkpoint: hub repo, task, parameters and size of the cached file (else the published
+    count), and whether (and where) it is cached. A cached file that is not the published checkpoint of its
+    name is a warning on stderr."""
     rows = describe_checkpoints()
+    for row in rows:
+        if row["matches_published"] is False and row["params"] is not None:
+            entry = find_checkpoint(row["name"])
+            found = Published(row["params"], row["tensors"], False)
+            _note(f"warning: {stand_in_message(entry, found)}")
     if json_lines:
         for row in rows:
             emit_json(row)
@@ -55,8 +57,8 @@ def list_(json_lines: bool = JsonOption) -> int:
         table.add_column(column, no_wrap=column not in ("hub repo", "where"), overflow="fold")
     for row in rows:
         source = row["source"]
-        table.add_row(row["name"], row["repo"] or "-", row["task"] or "-", _human(row["params"]),
-                      _human(row["bytes"], "B"), "yes" if row["cached"] else "no",
+        table.add_row(row["name"], row["repo"] or "-", row["task"] or "-", human_count(row["params"]),
+                      human_count(row["bytes"], "B"), "yes" if row["cached"] else "no",
                       f"{row['path']} ({source})" if row["cached"] else "-")
     # piped output is not cut to 80 columns: paths stay whole for grep and friends
     Console(file=sys.stdout, width=None if sys.stdout.isatty() else 240).print(table)
@@ -69,13 +71,13 @@ def download(
 ) -> int:
     """Fetch checkpoints into the huggingface_hub cache (resumable; nothing to do when already there).
 
-    Prints each checkpoint's folder on stdout; progress bars go to stderr.
+    Each file is checked against the SHA-256 the hub advertises for it; a corrupted download is deleted and
+    reported (exit 2). Waits are bounded by HF_HUB_ETAG_TIMEOUT and HF_HUB_DOWNLOAD_TIMEOUT (10 s each by
+    default). Prints each checkpoint's folder on stdout; progress bars go to stderr.
     """
-    from perceiver_cli.weights import ensure_downloaded, find_checkpoint, registry
-
     for name in names:
         if find_checkpoint(name) is None and "/" not in name:
-            raise UsageError(f"unknown checkpoint '{name}': use one of {', '.join(registry())} or a hub "
+            raise UsageError(f"unknown checkpoint '{name}': use one of {', '.join(SHORT_NAMES)} or a hub "
                              "repo id (owner/name)")
     for name in names:
         folder, fetched = ensure_downloaded(name)
@@ -89,18 +91,24 @@ def verify(
     target: str = typer.Argument(..., metavar="NAME|PATH",
                                  help="A short name, hub repo id, checkpoint folder or DeepMind file."),
 ) -> int:
-    """Check a checkpoint: SHA-256 digests where known, file integrity, and that it loads strictly.
+    """Check a checkpoint: SHA-256 digests where known, file integrity, for a known name the published key list,
+    shapes and parameter count, the config's sizes, a strict load and a forward pass on a tiny input.
 
-    Prints one OK/WARN/FAIL line per check; exits 2 when any check fails. Never downloads.
+    Prints one OK/NOTE/WARN/FAIL line per check; exits 2 when any check fails, 1 when one warns (it is not
+    the published checkpoint of its name), else 0. Never downloads.
     """
-    from perceiver_cli.weights import verify as run_checks
+    from perceiver_cli.load import load_checks
 
-    checks = run_checks(target)
+    checks = run_checks(target, load_checks)
     for check in checks:
         print(f"{check.status:<4} {check.subject}: {check.detail}", flush=True)
     failed = [c for c in checks if c.failed]
     if failed:
         raise WeightsError(f"{target}: {len(failed)} of {len(checks)} checks failed")
+    warned = [c for c in checks if c.warns]
+    if warned:
+        _note(f"warning: {target}: {len(warned)} of {len(checks)} checks warn")
+        return 1
     return 0
 
 
@@ -125,8 +133,6 @@ def import_(
     huggingface_hub cache is used first. Unpickling runs no code: only arrays and plain containers are read.
     Prints the folder on stdout.
     """
-    from perceiver_cli.weights import import_deepmind_file
-
     result = import_deepmind_file(file, out_dir=output, name=name, force=force)
     use = f"--model {result.name}" if result.name else f"--weights {result.directory}"
     verb = "imported" if result.created else "already imported"

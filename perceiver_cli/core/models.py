@@ -559,7 +559,7 @@ _MODEL_CLASSES = {
 
 
 def build_model(spec: PerceiverSpec, numerics: str | Numerics = "deepmind") -> nn.Module:
-    """An untrained model of the spec's class (use core.load_model for weights)."""
+    """An untrained model of the spec's class (perceiver_cli.load.load_model loads weights)."""
     if isinstance(numerics, str):
         numerics = NUMERICS[numerics]
     onednn_linear_available()  # the engine decided now: a bad PERCEIVER_CLI_CPU_MATMUL stops before any input

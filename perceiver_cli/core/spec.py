@@ -103,18 +103,103 @@ class PerceiverSpec:
         if numerics.gelu_approximate is not None:
             return numerics.gelu_approximate
         if self.hidden_act not in _HIDDEN_ACT:
-            raise UsageError(f"unsupported hidden_act '{self.hidden_act}' in config.json")
+            raise InvalidConfig(f"unsupported hidden_act '{self.hidden_act}' in config.json")
         return _HIDDEN_ACT[self.hidden_act]
 
 
+class InvalidConfig(UsageError):
+    """A config that names no Perceiver IO class, or whose sizes the network cannot run; names the fields."""
+
+
+def _fourier_width(dims: int, bands: int) -> int:
+    """Channels of Fourier position features: the positions, then a sine and a cosine per band and axis."""
+    return dims * (2 * bands + 1)
+
+
+def input_channels(spec: PerceiverSpec) -> int:
+    """The width of the tokens the encoder's cross-attention reads (its keys' and values' input width)."""
+    kind = spec.kind
+    if kind == "language":
+        return spec.d_model
+    if kind == "vision-learned":
+        return 256 + 256
+    if kind in ("vision-conv", "flow"):
+        return 64 + _fourier_width(2, 64)
+    if kind == "vision-fourier":
+        return 3 + _fourier_width(2, 64)
+    return max(spec.samples_per_patch + _fourier_width(1, 192), 4 * 4 * 3 + _fourier_width(3, 32),
+               spec.num_labels) + 4
+
+
+def _attention_widths(qk: Optional[int], v: Optional[int], default: int) -> tuple[int, int]:
+    qk = default if qk is None else qk
+    return qk, qk if v is None else v
+
+
+def check_spec(spec: PerceiverSpec) -> None:
+    """Refuse sizes the network cannot run with one InvalidConfig naming the fields and their values."""
+    problems: list[str] = []
+    positive = ["num_latents", "d_latents", "d_model", "num_blocks", "num_self_attends_per_block",
+                "num_self_attention_heads", "num_cross_attention_heads", "self_attention_widening_factor",
+                "cross_attention_widening_factor", "num_labels"]
+    positive += {"language": ["vocab_size", "max_position_embeddings"], "vision-learned": ["image_size"],
+                 "multimodal": ["num_frames", "audio_samples_per_frame", "samples_per_patch", "image_size",
+                                "output_num_channels", "label_trainable_num_channels"]}.get(spec.kind, [])
+    for name in positive + ["qk_channels", "v_channels"]:
+        value = getattr(spec, name)
+        if value is None and name in ("qk_channels", "v_channels"):
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(f"{name} {value!r} is not a positive integer")
+    if problems:
+        raise InvalidConfig(f"config.json: {'; '.join(problems)}")
+    if spec.cross_attention_shape_for_attention not in ("kv", "q"):
+        problems.append(f"cross_attention_shape_for_attention '{spec.cross_attention_shape_for_attention}' "
+                        "is neither 'kv' nor 'q'")
+    heads = spec.num_self_attention_heads
+    qk, v = _attention_widths(spec.qk_channels, spec.v_channels, spec.d_latents)
+    if qk % heads or v % heads:
+        problems.append(f"self-attention widths qk {qk} and v {v} (qk_channels, v_channels, else d_latents) "
+                        f"do not split into num_self_attention_heads {heads}")
+    if v != spec.d_latents:
+        problems.append(f"self-attention values of {v} channels (v_channels) cannot be added back to latents of "
+                        f"d_latents {spec.d_latents}")
+    heads = spec.num_cross_attention_heads
+    kv_width = input_channels(spec)
+    default = kv_width if spec.cross_attention_shape_for_attention == "kv" else spec.d_latents
+    qk, v = _attention_widths(spec.qk_channels, spec.v_channels, default)
+    if qk % heads or v % heads:
+        problems.append(f"cross-attention widths qk {qk} and v {v} (qk_channels, v_channels, else the inputs' "
+                        f"{kv_width} channels) do not split into num_cross_attention_heads {heads}")
+    if spec.kind == "language":
+        if spec.d_model % 8:  # the checkpoint's decoder has 8 heads whose values are d_model wide
+            problems.append(f"d_model {spec.d_model} does not split into the language decoder's 8 heads")
+        if spec.vocab_size < 262:
+            problems.append(f"vocab_size {spec.vocab_size} is smaller than the 262 byte-level tokens")
+    if spec.kind == "flow" and (len(spec.train_size) != 2 or min(spec.train_size) < 1):
+        problems.append(f"train_size {list(spec.train_size)} is not [height, width] in pixels")
+    if spec.kind == "multimodal":
+        shape = tuple(spec.output_shape)
+        if len(shape) != 4 or shape[1] != spec.num_frames or shape[2] != shape[3] or shape[2] % 4:
+            problems.append(f"output_shape {list(shape)} is not [1, num_frames, size, size] with num_frames "
+                            f"{spec.num_frames} and size a multiple of 4")
+        if (spec.num_frames * spec.audio_samples_per_frame) % spec.samples_per_patch:
+            problems.append(f"num_frames {spec.num_frames} x audio_samples_per_frame "
+                            f"{spec.audio_samples_per_frame} samples do not split into samples_per_patch "
+                            f"{spec.samples_per_patch}")
+    if problems:
+        raise InvalidConfig(f"config.json: {'; '.join(problems)}")
+
+
 def spec_from_config(config: dict[str, Any]) -> PerceiverSpec:
-    """Build a PerceiverSpec from a parsed config.json; raises UsageError for a config we cannot run."""
+    """Build a PerceiverSpec from a parsed config.json (its sizes are checked by check_spec); InvalidConfig for a
+    config that names no Perceiver IO class or holds values of the wrong type."""
     archs = config.get("architectures") or []
     if not archs:
-        raise UsageError("config.json has no 'architectures' entry, so the model class is unknown")
+        raise InvalidConfig("config.json has no 'architectures' entry, so the model class is unknown")
     arch = archs[0]
     if arch not in ARCHITECTURES:
-        raise UsageError(f"config.json names '{arch}', which is not one of the six Perceiver IO classes "
+        raise InvalidConfig(f"config.json names '{arch}', which is not one of the six Perceiver IO classes "
                          f"({', '.join(sorted(ARCHITECTURES))})")
     kwargs: dict[str, Any] = {"architecture": arch}
     for name in PerceiverSpec.__dataclass_fields__:
@@ -123,7 +208,10 @@ def spec_from_config(config: dict[str, Any]) -> PerceiverSpec:
         if name in config and config[name] is not None:
             value = config[name]
             if name in ("train_size", "output_shape"):
-                value = tuple(int(v) for v in value)
+                try:
+                    value = tuple(int(v) for v in value)
+                except (TypeError, ValueError):
+                    raise InvalidConfig(f"config.json: {name} {value!r} is not a list of integers") from None
             kwargs[name] = value
     if "_label_trainable_num_channels" in config:
         kwargs["label_trainable_num_channels"] = int(config["_label_trainable_num_channels"])
@@ -135,4 +223,4 @@ def spec_from_config(config: dict[str, Any]) -> PerceiverSpec:
     try:
         return PerceiverSpec(**kwargs)
     except TypeError as exc:  # a value of the wrong type in config.json
-        raise UsageError(f"config.json is not a valid Perceiver config: {exc}") from None
+        raise InvalidConfig(f"config.json is not a valid Perceiver config: {exc}") from None

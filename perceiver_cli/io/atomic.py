@@ -17,12 +17,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from perceiver_cli import interrupts
 from perceiver_cli.errors import UsageError
+import shutil
+import tempfile
 
 PARTIAL_MARKER = ".partial"
 
 # Mode bits a new file gets before the umask is applied, as open() and the shell use.
 _NEW_FILE_MODE = 0o666
+
+# Temporary files and folders of this process not yet renamed or removed (removed by remove_leftovers).
+_live: set[Path] = set()
 
 
 def _temporary_name(target: Path) -> Path:
@@ -34,12 +40,15 @@ def _temporary_name(target: Path) -> Path:
 
 
 def _create_temporary(target: Path) -> tuple[int, Path]:
-    """Create and open a fresh temporary file next to target; folder problems become UsageError."""
+    """Create and open a fresh temporary file next to target, recorded in _live before any signal can cut in;
+    folder problems become UsageError."""
     for _ in range(100):
         candidate = _temporary_name(target)
         try:
-            # O_EXCL: never reuse a name; 0o666 lets the kernel apply the umask like a normal file.
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _NEW_FILE_MODE)
+            with interrupts.deferred():
+                # O_EXCL: never reuse a name; 0o666 lets the kernel apply the umask like a normal file.
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _NEW_FILE_MODE)
+                _live.add(candidate)
         except FileExistsError:
             continue
         except OSError as exc:
@@ -47,6 +56,23 @@ def _create_temporary(target: Path) -> tuple[int, Path]:
             raise UsageError(f"{target}: cannot write in folder {target.parent} ({reason})") from None
         return fd, candidate
     raise UsageError(f"{target}: could not pick a free temporary name in {target.parent}")
+
+
+def _commit(temporary: Path, target: Path) -> None:
+    """Rename temporary onto target, unless a signal has arrived (then KeyboardInterrupt, target untouched)."""
+    interrupts.check()
+    os.replace(temporary, target)
+    _live.discard(temporary)
+
+
+def remove_leftovers() -> None:
+    """Remove this process's temporary files and folders that are still there (after an interrupted run)."""
+    for path in list(_live):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            _remove_quietly(path)
+        _live.discard(path)
 
 
 def _keep_existing_mode(temporary: Path, target: Path) -> None:
@@ -64,6 +90,7 @@ def _remove_quietly(path: Path) -> None:
         os.unlink(path)
     except OSError:
         pass
+    _live.discard(path)
 
 
 def _fsync_path(path: Path) -> None:
@@ -99,7 +126,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: 
             handle.flush()
             os.fsync(handle.fileno())
         _keep_existing_mode(temporary, target)
-        os.replace(temporary, target)
+        _commit(temporary, target)
         finished = True
     finally:
         if not finished:
@@ -122,11 +149,36 @@ def atomic_write_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield temporary
         _fsync_path(temporary)
         _keep_existing_mode(temporary, target)
-        os.replace(temporary, target)
+        _commit(temporary, target)
         finished = True
     finally:
         if not finished:
             _remove_quietly(temporary)
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a fresh hidden folder beside `path` that replaces `path` (a folder, or nothing) only if the block
+    exits without an exception; otherwise the temporary folder is removed and `path` is left as it was."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with interrupts.deferred():
+        temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name[:150]}.",
+                                          suffix=PARTIAL_MARKER))
+        _live.add(temporary)
+    finished = False
+    try:
+        yield temporary
+        interrupts.check()
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(temporary, target)
+        _live.discard(temporary)
+        finished = True
+    finally:
+        if not finished:
+            shutil.rmtree(temporary, ignore_errors=True)
+            _live.discard(temporary)
 
 
 def _is_same_file(a: Path, b: Path) -> bool:

@@ -23,6 +23,8 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from perceiver_cli.errors import UsageError
+from perceiver_cli.io.atomic import atomic_write, prepare_output
+from perceiver_cli.io.flo import write_flo
 
 FILE, VIDEO, FOLDER = "file", "video", "folder"
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -90,8 +92,6 @@ def plan_targets(texts: Sequence[str], *, formats: Sequence[str], file_suffixes:
     single-file target needs exactly one. `protected` folders (ground truth) may not be output folders.
     `run_refusal`, when given, is why whole-run targets cannot be written for these inputs.
     """
-    from perceiver_cli.io.atomic import prepare_output
-
     refuse_repeated(texts)
     sources = list(inputs)
     protected = [Path(p).resolve() for p in protected]
@@ -193,8 +193,6 @@ class Pictures:
 
 
 def _write_flo(path: Path, flow: np.ndarray, pictures: Pictures) -> None:
-    from perceiver_cli.io.flo import write_flo
-
     write_flo(path, flow)
 
 
@@ -231,8 +229,6 @@ FLOW_FILE_SUFFIXES = tuple(f for f in FLOW_FORMATS if f != KITTI_FORMAT)
 
 def write_array(path: Path, array: np.ndarray) -> None:
     """Write a numpy array atomically as .npy (no pickles)."""
-    from perceiver_cli.io.atomic import atomic_write
-
     with atomic_write(path, "wb") as handle:
         np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
 

@@ -24,6 +24,9 @@ from perceiver_cli.labels import KINETICS_LABELS, label_names as shared_label_na
 from perceiver_cli.tasks.base import Item, Result, Task, failure, problem_of
 from perceiver_cli.tasks.classify import STDIN_ARGUMENT, error_item, expand_arguments
 from perceiver_cli.tasks.report import heading, row, visible
+from perceiver_cli.io.inputs import expand_inputs, looks_like_glob
+from perceiver_cli.io.atomic import prepare_output
+from perceiver_cli.tasks.report import progress_bar
 
 MODELS = ("multimodal",)
 # The formats of io.video.SUPPORTED_VIDEO_OUTPUTS (tests keep them equal; io.video is not imported for --help).
@@ -44,7 +47,6 @@ def label_names(spec) -> list[str]:
 
 def expand_video_inputs(arguments: list[str]) -> list[Path | InputError]:
     """Video paths for command-line arguments: files as given, folders and globs by video extension."""
-    from perceiver_cli.io.inputs import expand_inputs
     from perceiver_cli.io.video import VIDEO_EXTENSIONS
 
     return expand_inputs(arguments, VIDEO_EXTENSIONS, "video")
@@ -177,8 +179,6 @@ class AutoencodeTask(Task):
 
     def _one_file_given(self) -> bool:
         """True when the inputs are one argument naming a file (or nothing there yet): not -, a folder or a glob."""
-        from perceiver_cli.io.inputs import looks_like_glob
-
         if len(self.inputs) != 1 or self.inputs[0] == STDIN_ARGUMENT:
             return False
         path = Path(self.inputs[0])
@@ -190,8 +190,6 @@ class AutoencodeTask(Task):
         return tuple(str(path) for path in self.files)
 
     def items(self) -> list[Item]:
-        from perceiver_cli.io.atomic import prepare_output
-
         expanded, names = expand_arguments(self.inputs, expand_video_inputs, kind="video")
         items = [error_item(i, found, names) if isinstance(found, InputError)
                  else Item(i, str(found), data=found, outputs=self._outputs_of(found))
@@ -267,7 +265,6 @@ class AutoencodeTask(Task):
         from perceiver_cli.core import autoencode as core
         from perceiver_cli.io.audio import write_npz, write_wav
         from perceiver_cli.io.video import VideoWriter
-        from perceiver_cli.tasks.report import progress_bar
 
         g = self.geometry
         outputs = [Path(output) for output in item.outputs]

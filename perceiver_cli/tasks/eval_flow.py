@@ -26,6 +26,7 @@ import numpy as np
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.base import Item, Result
 from perceiver_cli.tasks.flow import FlowTask, FramePair, load_truth, pair_epe
+from perceiver_cli.metrics import fl_all
 
 SINTEL_PASSES = ("clean", "final")
 PAPER = "Perceiver IO (Jaegle et al., 2021), Table 3, trained on AutoFlow"
@@ -127,7 +128,6 @@ class EvalFlowTask(FlowTask):
 
     def run(self, items: Iterable[Item]) -> Iterator[Result]:
         from perceiver_cli.io.flowfiles import read_mask_png
-        from perceiver_cli.metrics import fl_all
 
         for item, pair_flow, problem in self.flows(items):
             if pair_flow is None:

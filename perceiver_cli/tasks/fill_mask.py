@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.base import Item, Result, Task, failure
 from perceiver_cli.tasks.report import row, visible
+from perceiver_cli.io.text import BadLine, MaskSyntaxError, parse_masked_text, read_text_lines
 
 STDIN_ARGUMENT = "-"
 # Texts run together: enough to batch well, few enough that a pipeline sees output early.
@@ -41,8 +42,6 @@ def _excerpt(text: str, limit: int = 30) -> str:
 
 def _argument_item(index: int, number: int, text: str) -> Item:
     """The item of the `number`th text argument; any fault in it is a usage error."""
-    from perceiver_cli.io.text import MaskSyntaxError, parse_masked_text
-
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:  # argv bytes that are not UTF-8 arrive as surrogate escapes
@@ -56,8 +55,6 @@ def _argument_item(index: int, number: int, text: str) -> Item:
 
 def _stdin_items(start: int) -> Iterator[Item]:
     """One item per line of stdin, lazily; unreadable lines carry their problem."""
-    from perceiver_cli.io.text import BadLine, MaskSyntaxError, parse_masked_text, read_text_lines
-
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:  # a text stream without bytes underneath (tests, embedding)
         stream = (line.encode("utf-8", "surrogateescape") for line in sys.stdin)
@@ -222,8 +219,6 @@ class FillMaskTask(Task):
 
 def _pieces(record: dict[str, Any]) -> tuple[str, ...]:
     """The literal pieces around the masks, recovered from the text (re-parsed; parsing is cheap and exact)."""
-    from perceiver_cli.io.text import parse_masked_text
-
     return parse_masked_text(record["input"]).pieces
 
 

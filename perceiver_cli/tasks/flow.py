@@ -22,6 +22,11 @@ import numpy as np
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.tasks.base import Item, Result, Task, failure
 from perceiver_cli.tasks.report import heading, progress_bar, visible
+from perceiver_cli.metrics import end_point_error, occlusion_mask
+from perceiver_cli.tasks.classify import paths_from_stdin as read_paths, rgb_array
+from perceiver_cli.io.writers import (FLOW_FILE_SUFFIXES, FLOW_FORMATS, FOLDER, FlowOutputs, KITTI_FORMAT,
+                                      MASK_SUFFIXES, PICTURE_SUFFIXES, Pictures, STACK_SUFFIX, check_style,
+                                      format_suffix, parse_formats, plan_targets, refuse_name_clashes)
 
 MODELS = ("flow",)
 DIRECTIONS = ("forward", "backward", "both")
@@ -118,8 +123,6 @@ def load_truth(path: Path, shape: tuple[int, ...], invalid: Optional[Path] = Non
 def pair_epe(flow: np.ndarray, truth: Truth, counted: Optional[np.ndarray] = None) -> Optional[float]:
     """End-point error of one pair's flow over its valid ground-truth pixels (and `counted` ones when given):
     the figure `--gt` reports and eval averages."""
-    from perceiver_cli.metrics import end_point_error
-
     if truth.flow is None:
         return None
     valid = truth.valid if counted is None else truth.valid & counted
@@ -128,8 +131,6 @@ def pair_epe(flow: np.ndarray, truth: Truth, counted: Optional[np.ndarray] = Non
 
 def paths_from_stdin() -> list[str]:
     """Paths read from stdin, one per line or NUL-separated (as classify reads them)."""
-    from perceiver_cli.tasks.classify import paths_from_stdin as read_paths
-
     return read_paths()
 
 
@@ -150,8 +151,6 @@ class FlowTask(Task):
                  end: Optional[float] = None, step: int = 1, direction: str = "forward",
                  occlusion_formats: Optional[str] = None, numerics: str = "deepmind", quiet: bool = False):
         from perceiver_cli.io.flowviz import LEGEND_CORNERS
-        from perceiver_cli.io.writers import (FLOW_FORMATS, KITTI_FORMAT, MASK_SUFFIXES, Pictures, check_style,
-                                              parse_formats)
 
         if max_flow is not None and not (math.isfinite(max_flow) and max_flow > 0):
             raise UsageError(f"--max-flow must be a positive number of pixels, got {max_flow}")
@@ -233,7 +232,6 @@ class FlowTask(Task):
 
     def _check_targets(self, item_count: Optional[int], inputs: list[Path], video: bool) -> None:
         from perceiver_cli.io.video import ALL_VIDEO_OUTPUTS
-        from perceiver_cli.io.writers import FLOW_FILE_SUFFIXES, FOLDER, STACK_SUFFIX, format_suffix, plan_targets
 
         gt_folder = self.gt is not None and self.gt.is_dir()
         sources = inputs + ([self.gt] if self.gt is not None and not gt_folder else [])
@@ -271,7 +269,6 @@ class FlowTask(Task):
 
     def _image_items(self, arguments: list[str], problems: list[Item]) -> list[Item]:
         from perceiver_cli.io.sequences import frame_sequences
-        from perceiver_cli.io.writers import refuse_name_clashes
 
         good: list[str] = []
         for argument in arguments:  # a bad argument is reported; the others run
@@ -364,8 +361,6 @@ class FlowTask(Task):
 
     def outputs_writer(self):
         """The io writer of this run's outputs."""
-        from perceiver_cli.io.writers import FlowOutputs
-
         return FlowOutputs(self.targets, self.formats, self.pictures, fps=self.fps, direction=self.direction,
                            mask_formats=self.mask_formats, capacity=self.capacity)
 
@@ -387,7 +382,6 @@ class FlowTask(Task):
 
     def _read(self, frame: Frame) -> np.ndarray:
         from perceiver_cli.io.images import DEFAULT_MAX_PIXELS, read_image
-        from perceiver_cli.tasks.classify import rgb_array
 
         if isinstance(frame, Path):
             return read_image(frame, DEFAULT_MAX_PIXELS if self.max_pixels is None else self.max_pixels)
@@ -511,8 +505,6 @@ class FlowTask(Task):
         return self._active
 
     def _results(self, items: Iterable[Item], outputs) -> Iterator[Result]:
-        from perceiver_cli.metrics import occlusion_mask
-
         said: set[str] = set()
         with outputs:
             for item, pair_flow, problem in self.flows(items):
@@ -595,7 +587,6 @@ class DrawFlowTask(Task):
     def __init__(self, inputs: Sequence[str], *, outputs: Sequence[str] = (), picture_format: Optional[str] = None,
                  max_flow: Optional[float] = None, style: str = "middlebury", legend: Optional[str] = None):
         from perceiver_cli.io.flowviz import LEGEND_CORNERS
-        from perceiver_cli.io.writers import PICTURE_SUFFIXES, Pictures, check_style, parse_formats
 
         if max_flow is not None and not (math.isfinite(max_flow) and max_flow > 0):
             raise UsageError(f"--max-flow must be a positive number of pixels, got {max_flow}")
@@ -607,8 +598,6 @@ class DrawFlowTask(Task):
         self.pictures = Pictures(check_style(style), max_flow, legend)
 
     def items(self) -> list[Item]:
-        from perceiver_cli.io.writers import FOLDER, PICTURE_SUFFIXES, plan_targets, refuse_name_clashes
-
         if not self.outputs:
             raise UsageError("give -o: a picture file (one flow file) or a folder (one picture per flow file)")
         paths = [Path(p) for p in self.inputs]

@@ -1,6 +1,6 @@
 """DeepMind's original Perceiver IO files (Haiku parameter pickles) turned into hub-layout checkpoints.
 
-DeepMind published six pickles (see registry.json). Each holds Haiku's two-level mapping
+DeepMind published six pickles (see registry.py). Each holds Haiku's two-level mapping
 ``{module path: {parameter name: array}}``: the language file is that mapping itself; the ImageNet
 ``.pystate`` files wrap it as ``{'params': ..., 'state': ...}`` (the conv model's ``state`` carries the
 BatchNorm moving averages); DeepMind's own colabs load the flow and video files as a bare params mapping,
@@ -51,29 +51,15 @@ import re
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping, Optional
 
+from perceiver_cli.labels import IMAGENET_LABELS, KINETICS_LABELS, shipped_labels
 from perceiver_cli.errors import WeightsError
+from perceiver_cli.weights.registry import CHECKPOINTS
+import numpy as np
 
-KINDS = ("language", "vision-learned", "vision-fourier", "vision-conv", "flow", "multimodal")
-
-ARCHITECTURES = {
-    "language": "PerceiverForMaskedLM",
-    "vision-learned": "PerceiverForImageClassificationLearned",
-    "vision-fourier": "PerceiverForImageClassificationFourier",
-    "vision-conv": "PerceiverForImageClassificationConvProcessing",
-    "flow": "PerceiverForOpticalFlow",
-    "multimodal": "PerceiverForMultimodalAutoencoding",
-}
-
-# What DeepMind's colabs build and the weights cannot tell: attention heads, weight-shared blocks, and the
-# sizes of parameter-free Fourier encodings. (self heads, cross heads, blocks)
-_HEADS_AND_BLOCKS = {
-    "language": (8, 8, 1),
-    "vision-learned": (8, 1, 8),
-    "vision-fourier": (8, 1, 8),
-    "vision-conv": (8, 1, 8),
-    "flow": (16, 1, 1),
-    "multimodal": (8, 1, 1),
-}
+# Derived from the registry: the short names, their classes, and what the weights cannot tell (heads, blocks).
+KINDS = tuple(entry.name for entry in CHECKPOINTS)
+ARCHITECTURES = {entry.name: entry.architecture for entry in CHECKPOINTS}
+_HEADS_AND_BLOCKS = {entry.name: (entry.self_heads, entry.cross_heads, entry.blocks) for entry in CHECKPOINTS}
 
 HaikuParams = dict[str, dict[str, Any]]
 
@@ -96,8 +82,6 @@ def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
 
 
 def _allowed_globals() -> dict[tuple[str, str], Callable]:
-    import numpy as np
-
     try:  # numpy 2 moved the implementation to numpy._core; old pickles still name numpy.core
         from numpy._core import multiarray
     except ImportError:  # pragma: no cover - numpy 1.x
@@ -148,8 +132,6 @@ def restricted_load(stream: BinaryIO, source: str = "pickle") -> Any:
 
 
 def _as_array(value: Any, where: str, source: str):
-    import numpy as np
-
     if isinstance(value, np.generic):
         value = np.asarray(value)
     if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
@@ -317,14 +299,10 @@ _DROPPED = object()  # EMA bookkeeping that has no place in torch's BatchNorm
 
 
 def _reverse_axes(a):
-    import numpy as np
-
     return np.transpose(a)  # a view: the copy happens once, when the file is written
 
 
 def _squeeze(a):
-    import numpy as np
-
     return np.squeeze(a)
 
 
@@ -371,8 +349,6 @@ def to_hub_state_dict(params: HaikuParams, kind: Optional[str] = None,
 
     Arrays may be views of the inputs (transposed, squeezed); they are made contiguous when written.
     """
-    import numpy as np
-
     kind = kind or detect_kind(params)
     if kind not in KINDS:
         raise WeightsError(f"unknown checkpoint kind '{kind}' (one of {', '.join(KINDS)})")
@@ -404,13 +380,8 @@ def to_hub_state_dict(params: HaikuParams, kind: Optional[str] = None,
 # config.json, as the hub has it, from the converted shapes.
 
 
-def _labels(filename: str) -> list[str]:
-    path = Path(__file__).resolve().parent.parent / "data" / filename
-    return path.read_text(encoding="utf-8").splitlines()
-
-
 def _id2label(count: int, filename: str, generic: str) -> dict[str, str]:
-    names = _labels(filename)
+    names = shipped_labels(filename)
     if len(names) != count:  # a smaller network than DeepMind's: the shipped names do not apply
         names = [f"{generic} {i}" for i in range(count)]
     return {str(i): name for i, name in enumerate(names)}
@@ -495,7 +466,7 @@ def build_config(state: Mapping[str, Any], kind: str, source: str = "checkpoint"
             config["image_size"] = side
         else:
             config.pop("image_size")  # only the learned-position classifier reads it
-        config["id2label"] = _id2label(num_labels, "imagenet1k.txt", "class")
+        config["id2label"] = _id2label(num_labels, IMAGENET_LABELS, "class")
     elif kind == "multimodal":
         prefix = "perceiver.output_postprocessor.modalities"
         num_labels, out_channels = _shape(state, f"{prefix}.label.classifier.weight", source)
@@ -505,7 +476,7 @@ def build_config(state: Mapping[str, Any], kind: str, source: str = "checkpoint"
                                     "position_embeddings", source)[1]
         if label_query != 1024:  # transformers' constant for DeepMind's network; smaller ones must say so
             config["_label_trainable_num_channels"] = label_query
-        config["id2label"] = _id2label(num_labels, "kinetics700.txt", "action")
+        config["id2label"] = _id2label(num_labels, KINETICS_LABELS, "action")
     if "id2label" in config:
         config["label2id"] = {name: int(i) for i, name in config["id2label"].items()}
     return config

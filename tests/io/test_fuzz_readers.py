@@ -2,7 +2,7 @@
 
 The default run is short (a few seconds). For a longer search, set HYPOTHESIS_MAX_EXAMPLES:
 
-    HYPOTHESIS_MAX_EXAMPLES=5000 /work/venv/bin/python -m pytest tests/io/test_fuzz_readers.py -q
+    HYPOTHESIS_MAX_EXAMPLES=5000 python -m pytest tests/io/test_fuzz_readers.py -q
 
 Inputs are random bytes, random bytes behind a valid signature or header, and valid small files
 with bytes flipped, inserted or cut off, so the decoders get past their first checks.
