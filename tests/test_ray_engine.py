@@ -186,6 +186,21 @@ def test_autoencode_video_on_ray_over_two_clips_writes_the_local_engines_outputs
             assert all(np.array_equal(mine[key], theirs[key]) for key in mine.files)
 
 
+def test_fill_mask_over_stdin_on_ray_gives_the_local_engines_records(local_ray, tmp_path, capsys, monkeypatch):
+    import io
+
+    weights = tmp_path / "language"
+    make_tiny_checkpoint("language", weights, seed=1)
+    lines = b"a [MASK:1] b\nbad [MASK:0\nc [MASK:2]\n"  # a bad line in the middle: the task words its record
+    runs = {}
+    for engine in ("local", "ray"):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(lines), encoding="utf-8"))
+        extra = ["--engine", "ray", "--workers", "1", "--cpus-per-worker", "1"] if engine == "ray" else []
+        runs[engine] = _run(capsys, "fill-mask", "-", "-w", str(weights), "-k", "2", "--json", *extra)
+    assert runs["ray"] == runs["local"] and runs["local"][0] == 1
+    assert [r.get("line") for r in runs["local"][1]] == [1, 2, 3] and "error" in runs["local"][1][1]
+
+
 class SlowWriteTask(Task):
     """Writes "<input> <node id>" to OUT/<input>.txt, slowly; the record names the Ray node that ran it."""
 

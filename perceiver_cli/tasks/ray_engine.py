@@ -203,8 +203,8 @@ def run_ray(task: Task, request: RuntimeRequest, reporter: Reporter, scale: Scal
             select: Optional[Select] = None, listeners: Iterable[Listener] = ()) -> int:
     """Run `task` on a Ray cluster; returns the exit code (0, or 1 when some items failed).
 
-    Items known to be bad before anything runs (missing files) are reported by the driver; when no item is
-    left to run, no cluster is started or joined."""
+    When every item is known to be bad before anything runs (missing files), or none is left to run, no
+    cluster is started or joined and the driver reports them."""
     import ray
     import ray.data  # noqa: F401
 
@@ -212,8 +212,9 @@ def run_ray(task: Task, request: RuntimeRequest, reporter: Reporter, scale: Scal
     if select is not None:
         items = select(items)
     items = list(items)
-    runnable = [item for item in items if item.error is None]
-    known_bad = ((item.index, failure(item, item.error)) for item in items if item.error is not None)
+    # Items known to be bad go to the workers too (a task words its own failures), unless all are.
+    runnable = items if any(item.error is None for item in items) else []
+    known_bad = ((item.index, failure(item, item.error)) for item in items if not runnable)
     listeners = list(listeners)
     seen: set[int] = set()
     started_here = False
