@@ -17,6 +17,10 @@ from perceiver_cli.tasks.autoencode import (DEFAULT_CHUNK_SIZE, DEFAULT_FOLDER_F
                                             VIDEO_FORMATS, AutoencodeTask)
 
 
+ChunkSizeOption = typer.Option(DEFAULT_CHUNK_SIZE, "--chunk-size", metavar="N",
+                               help="Decoder queries per pass (pixels or audio patches); bounds memory.")
+
+
 @scale_options
 def autoencode_video(
     inputs: List[str] = typer.Argument(
@@ -37,9 +41,7 @@ def autoencode_video(
     side_by_side: bool = typer.Option(
         False, "--side-by-side", help="Video outputs show the model's input and its reconstruction side by side."),
     top_k: int = typer.Option(5, "--top-k", "-k", metavar="K", help="Labels to show per clip and per video."),
-    chunk_size: int = typer.Option(
-        DEFAULT_CHUNK_SIZE, "--chunk-size", metavar="N",
-        help="Decoder queries per pass (pixels or audio patches); bounds memory."),
+    chunk_size: int = ChunkSizeOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     numerics: str = NumericsOption,

@@ -14,7 +14,8 @@ from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption
 from perceiver_cli.commands.evaluation import (PAPER, mean, percent, report_summary, run_keeping_records,
                                                spread_over_classes, truth)
 from perceiver_cli.errors import UsageError
-from perceiver_cli.tasks.autoencode import DEFAULT_CHUNK_SIZE, MODELS, AutoencodeTask
+from perceiver_cli.commands.autoencode_video import ChunkSizeOption
+from perceiver_cli.tasks.autoencode import MODELS, AutoencodeTask
 from perceiver_cli.tasks.report import warning_line
 from perceiver_cli.io.inputs import files_under
 from perceiver_cli.metrics import top_k_correct
@@ -66,9 +67,7 @@ def eval_autoencode(
     limit: Optional[int] = typer.Option(
         None, "--limit", metavar="N", show_default=False,
         help="Score only N videos, taken one class folder at a time in turn (a quick look)."),
-    chunk_size: int = typer.Option(
-        DEFAULT_CHUNK_SIZE, "--chunk-size", metavar="N",
-        help="Decoder queries per pass (pixels or audio patches); bounds memory."),
+    chunk_size: int = ChunkSizeOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     numerics: str = NumericsOption,

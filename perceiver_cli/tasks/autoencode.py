@@ -211,12 +211,7 @@ class AutoencodeTask(Task):
 
     def setup(self, runtime, model=None) -> None:
         from perceiver_cli.core.autoencode import clip_geometry
-        from perceiver_cli.load import load_model
-
-        self.runtime = runtime
-        if model is None:
-            model = load_model(self.source, device=runtime.device, dtype=runtime.dtype, numerics=self.numerics,
-                               task=self.name)
+        model = self.model_for(runtime, model)
         self.model = model
         self.geometry = clip_geometry(model.spec)
         self.names = label_names(model.spec)

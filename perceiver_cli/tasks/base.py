@@ -85,6 +85,17 @@ class Task:
         """Load the model (or take `model`, already loaded) for `runtime`; called once per worker."""
         raise NotImplementedError
 
+    def model_for(self, runtime, model=None):
+        """`model`, or the task's checkpoint (`self.source`) loaded for `runtime` and refused when it is of
+        another task's class; remembers the runtime."""
+        from perceiver_cli.load import load_model
+
+        self.runtime = runtime
+        if model is None:
+            model = load_model(self.source, device=runtime.device, dtype=runtime.dtype, numerics=self.numerics,
+                               task=self.name)
+        return model
+
     def run(self, items: Iterable[Item]) -> Iterator[Result]:
         """One Result per item, in the order given, as each is done (batched inside as the task likes)."""
         raise NotImplementedError

@@ -131,12 +131,7 @@ class ClassifyTask(Task):
         return items
 
     def setup(self, runtime, model=None) -> None:
-        from perceiver_cli.load import load_model
-
-        self.runtime = runtime
-        if model is None:
-            model = load_model(self.source, device=runtime.device, dtype=runtime.dtype, numerics=self.numerics,
-                               task=self.name)
+        model = self.model_for(runtime, model)
         check_classifier(model.spec, str(self.source))
         self.model = model
         self.names = class_names(model.spec.id2label, model.spec.num_labels)

@@ -158,12 +158,7 @@ class FillMaskTask(Task):
                 yield item
 
     def setup(self, runtime, model=None) -> None:
-        from perceiver_cli.load import load_model
-
-        self.runtime = runtime
-        if model is None:
-            model = load_model(self.source, device=runtime.device, dtype=runtime.dtype, numerics=self.numerics,
-                               task=self.name)
+        model = self.model_for(runtime, model)
         window = model.spec.max_position_embeddings
         for item in self._arguments:
             for number, length in enumerate(item.data.parsed.masks if item else (), start=1):

@@ -368,15 +368,11 @@ class FlowTask(Task):
 
     def setup(self, runtime, model=None) -> None:
         from perceiver_cli.core.flow import FlowEstimator
-        from perceiver_cli.load import load_model
 
         self.runtime = runtime
         if model is None and self._runnable == 0:
             return  # every pair is known to fail: no model needed
-        if model is None:
-            model = load_model(self.source, device=runtime.device, dtype=runtime.dtype, numerics=self.numerics,
-                               task=self.name)
-        self.model = model
+        self.model = model = self.model_for(runtime, model)
         self.estimator = FlowEstimator(model, batch_size=runtime.batch_size, device=runtime.device,
                                        dtype=runtime.dtype)
 
