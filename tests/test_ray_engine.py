@@ -369,3 +369,52 @@ def test_video_segments_list_the_pairs_and_decoding_errors_of_the_one_process_ru
                 for count in (1, 2, 3, 5):
                     parts = [i for segment in task.segments(count) for i in task._segment_pairs(segment.data)]
                     assert summary(parts) == whole, (frames, broken, estimate, count)
+
+
+def test_autoencode_video_on_ray_splits_one_long_video_into_clip_ranges_and_assembles_its_outputs(
+        local_ray, tmp_path, capsys, monkeypatch):
+    from synthetic_media import write_video
+
+    from perceiver_cli.tasks.autoencode import AutoencodeTask
+
+    weights = tmp_path / "multimodal"
+    make_tiny_checkpoint("multimodal", weights, num_frames=4, output_shape=[1, 4, 16, 16],
+                         audio_samples_per_frame=1920)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(clips / "long.mp4", 58, sound="garbage")  # its sound cannot be decoded: a warning
+    inputs = [str(clips / "missing.mp4"), str(clips / "long.mp4")]  # a failed record beside the video
+    split: list[int] = []
+    listed = AutoencodeTask.segments
+
+    def counted(task, count):
+        segments = listed(task, count)
+        split.append(len(segments or []))
+        return segments
+
+    monkeypatch.setattr(AutoencodeTask, "segments", counted)
+    runs = {}
+    for engine in ("local", "ray"):
+        extra = ["--engine", "ray", "--workers", "2", "--cpus-per-worker", "1"] if engine == "ray" else []
+        code = main(["autoencode-video", *inputs, "-w", str(weights), "-o", f"{tmp_path / engine}/", "--format",
+                     "mp4,wav,npz", "--json", *extra])
+        out, err = capsys.readouterr()
+        records = [json.loads(line) for line in out.splitlines()]
+        runs[engine] = code, [{**r, "outputs": [Path(o).name for o in r.get("outputs", [])]} for r in records], \
+            [line for line in err.splitlines() if line.startswith("perceiver: ")]
+    assert any("warning" in line for line in runs["local"][2]) and any("error" in line for line in runs["local"][2])
+    assert split[-1] > 2  # the long video went to the workers in several parts
+    assert runs["ray"] == runs["local"] and runs["local"][0] == 1 and len(runs["local"][1]) == 2
+    assert "error" in runs["local"][1][0] and len(runs["local"][1][1]["clips"]) == 15
+    local, remote = _files(tmp_path / "local"), _files(tmp_path / "ray")
+    assert sorted(local) == sorted(remote) and len(local) == 3
+    for name in local:
+        if name.endswith(".wav"):
+            assert local[name] == remote[name]
+        elif name.endswith(".npz"):  # an .npz stamps its write time in the zip: its arrays are compared
+            with np.load(tmp_path / "local" / name) as mine, np.load(tmp_path / "ray" / name) as theirs:
+                assert sorted(mine.files) == sorted(theirs.files)
+                assert all(np.array_equal(mine[key], theirs[key]) for key in mine.files)
+        else:
+            mine, theirs = _video_frames(tmp_path / "local" / name), _video_frames(tmp_path / "ray" / name)
+            assert len(mine) == len(theirs) > 0 and all(np.array_equal(a, b) for a, b in zip(mine, theirs))

@@ -103,9 +103,11 @@ class Task:
         giving `run` the results of its own items in order, or None when the run does not split so."""
         return None
 
-    def assembler(self) -> Optional[Any]:
-        """A context manager whose `add(result)` writes, in input order, what results of `segments` carry
-        for outputs spanning the whole run (`Result.parts`); None when the run has none."""
+    def assembler(self, segments: list[Item]) -> Optional[Any]:
+        """For a run of `segments`: a context manager whose `add(result)` takes their results in order, writes
+        what they carry for outputs spanning the whole run (`Result.parts`) and returns the results to report
+        (an item split over segments: its one result once its last segment is in), and whose `finish()`
+        returns the results of items whose segments did not all come back; None when nothing is assembled."""
         return None
 
 

@@ -124,10 +124,15 @@ class _Assembler:
         self.outputs.__enter__()
         return self
 
-    def add(self, result: Result) -> None:
+    def add(self, result: Result) -> list[Result]:
         """Write one pair's flow (carried in `result.parts`) into the flow video and .npy outputs."""
         if result.parts is not None:
             self.outputs.write("", result.parts, result.record["max_magnitude"])
+        return [result]
+
+    def finish(self) -> list[Result]:
+        """Nothing: every pair's result was reported as it came."""
+        return []
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         return self.outputs.__exit__(exc_type, exc, tb)
@@ -478,7 +483,7 @@ class FlowTask(Task):
             else:
                 yield item
 
-    def assembler(self) -> Optional[_Assembler]:
+    def assembler(self, segments: list[Item]) -> Optional[_Assembler]:
         """The driver's writer of a split video's flow video and .npy outputs; None when -o has neither."""
         from perceiver_cli.io.writers import VIDEO
 

@@ -212,10 +212,8 @@ class RayEngineError(RuntimeError):
 def _remote_results(ray, task: Task, request: RuntimeRequest, scale: ScaleOptions,
                     items: list[Item], segmented: bool = False) -> Iterator[tuple[int, Result]]:
     """(index, Result) for each runnable item, in input order, from the actor pool; with `segmented`, `items`
-    are empty and the task's segments (SEGMENTS_PER_WORKER per worker) run instead, one per call."""
+    are the task's segments, one per call, whose results come back one by one with their items."""
     workers, cpus, gpus = _pool_size(ray, scale)
-    if segmented:
-        items = task.segments(workers * SEGMENTS_PER_WORKER) or []
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
@@ -268,31 +266,36 @@ def run_ray(task: Task, request: RuntimeRequest, reporter: Reporter, scale: Scal
     seen: set[int] = set()
     started_here = False
     native_logs = _ray_output_to(_driver_log_path()) if runnable or segmented else nullcontext()
-    assembler = (task.assembler() if segmented else None) or nullcontext()
+
+    def report(result: Result) -> None:
+        reporter.result(result)
+        for listener in listeners:
+            listener(result)
+
     try:
         native_logs.__enter__()
         started_here = _connect(ray, scale) if runnable or segmented else False
-        remote = _remote_results(ray, task, request, scale, runnable, segmented) if runnable or segmented \
-            else iter(())
+        assembler = None
+        if segmented:
+            runnable = task.segments(_pool_size(ray, scale)[0] * SEGMENTS_PER_WORKER) or []
+            assembler = task.assembler(runnable)
+        remote = _remote_results(ray, task, request, scale, runnable, segmented) if runnable else iter(())
         label = task.progress_label or task.name
         with progress_bar(label, None if segmented else len(items), PROGRESS_MIN_ITEMS,
-                          quiet=reporter.quiet) as advance, assembler as assembled:
+                          quiet=reporter.quiet) as advance, assembler or nullcontext() as assembled:
             for index, result in heapq.merge(known_bad, remote, key=lambda pair: pair[0]):
                 if index in seen:  # a retried batch delivered twice: the first record stands
                     continue
                 seen.add(index)
-                if assembled is not None:
-                    assembled.add(result)  # whole-run outputs grow in input order, as results arrive
-                reporter.result(result)
-                for listener in listeners:
-                    listener(result)
-                advance(1)
-            for item in runnable:
+                # Outputs spanning the whole run grow in input order as results arrive.
+                for done in (assembled.add(result) if assembled is not None else [result]):
+                    report(done)
+                    advance(1)
+            for done in (assembled.finish() if assembled is not None else []):
+                report(done)
+            for item in runnable if not segmented else ():  # an assembler words its own missing segments
                 if item.index not in seen:
-                    result = failure(item, LOST)
-                    reporter.result(result)
-                    for listener in listeners:
-                        listener(result)
+                    report(failure(item, LOST))
     except RayEngineError:
         raise
     except Exception as exc:
