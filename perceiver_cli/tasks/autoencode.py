@@ -39,6 +39,7 @@ DEFAULT_FOLDER_FORMATS = ("mp4",)
 # core.models.DEFAULT_CHUNK_SIZE (tests keep them equal; core imports torch, which --help must not).
 DEFAULT_CHUNK_SIZE = 4096
 PSNR_WIDTH = 10
+LOST_SEGMENT = "no result came back for part of this video"
 
 
 def label_names(spec) -> list[str]:
@@ -172,6 +173,7 @@ class _Count:
         self.count = count
 
     def numel(self) -> int:
+        """The number of values."""
         return self.count
 
 
@@ -483,7 +485,7 @@ class _ClipAssembler:
         self.task = task
         self.segments = {segment.index: segment.data for segment in segments}
         self.videos = [segment.data.video for segment in segments if segment.data.first == 0]
-        self.done: set[int] = set()
+        self.done: set[int] = set()  # indices of the videos reported
         self._open: Optional[dict[str, Any]] = None  # the video being assembled
 
     def __enter__(self) -> "_ClipAssembler":
@@ -544,7 +546,7 @@ class _ClipAssembler:
         if not segment.final:
             return []
         self._open = None
-        self.done.add(id(segment.video))
+        self.done.add(segment.video.index)
         return [self._finish(state)]
 
     def _finish(self, state: dict[str, Any]) -> Result:
@@ -580,19 +582,16 @@ class _ClipAssembler:
         results = []
         if self._open is not None:
             self._fail(self._open, LOST_SEGMENT)
-            self.done.add(id(self._open["video"]))
+            self.done.add(self._open["video"].index)
             results.append(self._finish(self._open))
             self._open = None
-        results += [failure(video, LOST_SEGMENT) for video in self.videos if id(video) not in self.done]
+        results += [failure(video, LOST_SEGMENT) for video in self.videos if video.index not in self.done]
         return results
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if self._open is not None and self._open["error"] is None:
             self._open["stack"].__exit__(exc_type or InputError, exc or InputError(LOST_SEGMENT), tb)
         return False
-
-
-LOST_SEGMENT = "no result came back for part of this video"
 
 
 class _ClipNumbers:

@@ -7,9 +7,10 @@ every node sees). Records come back to the driver in input order and are reporte
 manifest here. Ray Data restarts an actor that dies (its node gone) and retries its batches elsewhere; the
 driver keeps the first record of each item, so every item ends with exactly one record.
 
-A task that splits its one long input (flow over a video) sends segments instead (Task.segments): each worker
-decodes its own frame range and writes its per-pair files; the driver writes the outputs spanning the whole
-run (a flow video, a video's .npy) from the results as they arrive in order (Task.assembler).
+A run over one long video (flow, autoencode-video) that neither resumes nor shards sends segments instead
+(Task.segments): each worker decodes its own frame or clip range and writes its per-pair files; the driver
+writes the outputs spanning the video (a flow video, a video's .npy, a reconstruction and its .wav/.npz) from
+the results as they arrive in order (Task.assembler), without the video's frames ever reaching it.
 """
 
 from __future__ import annotations
