@@ -151,13 +151,83 @@ def test_flow_on_ray_over_frames_and_a_video_writes_the_local_engines_files(loca
         assert _files(tmp_path / f"{name}-ray") == _files(tmp_path / f"{name}-local")  # byte for byte
 
 
-def test_a_flow_video_output_is_refused_on_ray(local_ray, tmp_path, capsys):
+def _video_frames(path: Path) -> list[np.ndarray]:
+    from perceiver_cli.io.video import iter_frames
+
+    return list(iter_frames(path))
+
+
+def _not_on_the_driver(task, path: Path) -> Iterator[Item]:
+    pytest.fail("the driver decoded the video")
+    yield
+
+
+def test_flow_on_ray_splits_a_video_over_workers_and_assembles_its_flow_video_and_npy(local_ray, tmp_path, capsys,
+                                                                                     monkeypatch):
+    from synthetic_media import write_video
+
+    from perceiver_cli.tasks.flow import FlowTask
+
+    weights = tmp_path / "flow"
+    make_tiny_checkpoint("flow", weights)
+    clip = write_video(tmp_path / "clip.mp4", 9, sound=None)
+    runs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        extra = ["--engine", "ray", "--workers", "2", "--cpus-per-worker", "1"] if engine == "ray" else []
+        if engine == "ray":  # the workers decode their own frames: the driver lists no pair
+            monkeypatch.setattr(FlowTask, "_video_pairs", _not_on_the_driver)
+        code, records = _run(capsys, "flow", str(clip), "-w", str(weights), "-o", f"{out}/", "-o",
+                             str(out / "all.npy"), "-o", str(out / "flow.mp4"), "--step", "2", "--json", *extra)
+        runs[engine] = code, [{**r, "outputs": [str(Path(o).relative_to(out)) for o in r.get("outputs", [])]}
+                              for r in records]
+    assert runs["ray"] == runs["local"] and runs["local"][0] == 0 and len(runs["local"][1]) == 7
+    assert [r["input"] for r in runs["ray"][1]] == [f"{clip}#{i}" for i in range(7)]  # each pair once, in order
+    local, remote = _files(tmp_path / "local"), _files(tmp_path / "ray")
+    assert sorted(local) == sorted(remote) and len(local) == 7 + 2
+    assert all(local[name] == remote[name] for name in local if name != "flow.mp4")  # .flo and .npy: bytes
+    assert np.load(tmp_path / "ray" / "all.npy").shape[0] == 7
+    mine, theirs = _video_frames(tmp_path / "local" / "flow.mp4"), _video_frames(tmp_path / "ray" / "flow.mp4")
+    assert len(mine) == len(theirs) == 7 and all(np.array_equal(a, b) for a, b in zip(mine, theirs))
+
+
+@pytest.mark.parametrize("flag", [["--manifest", "run.jsonl"], ["--shard", "0/2"], ["--skip-existing"]])
+def test_a_flow_video_output_is_refused_when_the_run_resumes_or_shards(local_ray, tmp_path, capsys, flag):
     from synthetic_media import write_video
 
     clip = write_video(tmp_path / "clip.mp4", 3, sound=None)
-    code = main(["flow", str(clip), "-w", str(tmp_path), "-o", str(tmp_path / "flow.mp4"), "--engine", "ray"])
+    flag = [str(tmp_path / f) if f.endswith(".jsonl") else f for f in flag]
+    code = main(["flow", str(clip), "-w", str(tmp_path), "-o", str(tmp_path / "flow.mp4"), "--engine", "ray", *flag])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "--engine ray: an output spanning the whole run" in err
+    assert code == 2 and err.count("\n") == 1 and f"{flag[0]}: an output spanning the whole run" in err
+    assert not (tmp_path / "flow.mp4").exists()
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 5])
+def test_video_segments_hold_every_pair_exactly_once(step):
+    from perceiver_cli.io.video import stepped_pairs
+    from perceiver_cli.tasks.flow import pairs_in_range, segment_ranges
+
+    for frames in range(0, 23):
+        whole = [(t, a, b) for t, a, b in stepped_pairs(range(frames), step)]
+        for estimate in {max(1, frames - step), 1, frames + 4, max(1, frames // 2)}:  # estimates may be off
+            for count in (1, 2, 3, 4, 8, 40):
+                ranges = segment_ranges(estimate, count)
+                assert 1 <= len(ranges) <= count and ranges[0][0] == 0 and ranges[-1][1] is None
+                assert all(ranges[k][1] == ranges[k + 1][0] for k in range(len(ranges) - 1))
+                read: list[int] = []
+
+                def counted(k: int):
+                    read.append(k)
+                    return k
+
+                parts = []
+                for first, last in ranges:
+                    read.clear()
+                    parts.extend(pairs_in_range((counted(k) for k in range(frames)), step, first, last))
+                    if last is not None:  # a segment decodes no frame beyond its last pair's second frame
+                        assert max(read, default=-1) <= last - 1 + step
+                assert parts == whole, (frames, step, estimate, count)
 
 
 def test_autoencode_video_on_ray_over_two_clips_writes_the_local_engines_outputs(local_ray, tmp_path, capsys):
@@ -271,3 +341,80 @@ def test_a_node_removed_mid_run_has_its_items_redone_elsewhere_and_each_recorded
     assert sorted(r["input"] for r in lines) == names and all(r["status"] == "ok" for r in lines)
     assert sorted(p.name for p in out.iterdir()) == [f"{name}.txt" for name in names]
     assert all((out / f"{r['input']}.txt").read_text() == f"{r['input']} {r['node']}" for r in records)
+
+
+@pytest.mark.parametrize("step", [1, 2, 3])
+def test_video_segments_list_the_pairs_and_decoding_errors_of_the_one_process_run(step, monkeypatch):
+    import perceiver_cli.io.video as video
+    from perceiver_cli.errors import InputError
+    from perceiver_cli.tasks.flow import FlowTask
+
+    def summary(items: Iterable[Item]) -> list[tuple]:
+        return [(i.index, i.input, i.error, i.data.stem if i.data is not None else None) for i in items]
+
+    for frames in range(0, 8):
+        for broken in [None, *range(frames)]:  # the frame whose decoding fails
+            def timed_frames(path, start_s=None, end_s=None):
+                for k in range(frames):
+                    if k == broken:
+                        raise InputError(f"{path}: frame {k} is damaged")
+                    yield k / 25, np.full((2, 2, 3), k, np.uint8)
+
+            monkeypatch.setattr(video, "iter_timed_frames", timed_frames)
+            task = FlowTask(["clip.mp4"], step=step)
+            task._video = Path("clip.mp4")
+            whole = summary(task._video_pairs(Path("clip.mp4")))
+            for estimate in (1, max(1, frames - step), frames + 3):
+                task.capacity = estimate
+                for count in (1, 2, 3, 5):
+                    parts = [i for segment in task.segments(count) for i in task._segment_pairs(segment.data)]
+                    assert summary(parts) == whole, (frames, broken, estimate, count)
+
+
+def test_autoencode_video_on_ray_splits_one_long_video_into_clip_ranges_and_assembles_its_outputs(
+        local_ray, tmp_path, capsys, monkeypatch):
+    from synthetic_media import write_video
+
+    from perceiver_cli.tasks.autoencode import AutoencodeTask
+
+    weights = tmp_path / "multimodal"
+    make_tiny_checkpoint("multimodal", weights, num_frames=4, output_shape=[1, 4, 16, 16],
+                         audio_samples_per_frame=1920)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(clips / "long.mp4", 58, sound="garbage")  # its sound cannot be decoded: a warning
+    inputs = [str(clips / "missing.mp4"), str(clips / "long.mp4")]  # a failed record beside the video
+    split: list[int] = []
+    listed = AutoencodeTask.segments
+
+    def counted(task, count):
+        segments = listed(task, count)
+        split.append(len(segments or []))
+        return segments
+
+    monkeypatch.setattr(AutoencodeTask, "segments", counted)
+    runs = {}
+    for engine in ("local", "ray"):
+        extra = ["--engine", "ray", "--workers", "2", "--cpus-per-worker", "1"] if engine == "ray" else []
+        code = main(["autoencode-video", *inputs, "-w", str(weights), "-o", f"{tmp_path / engine}/", "--format",
+                     "mp4,wav,npz", "--json", *extra])
+        out, err = capsys.readouterr()
+        records = [json.loads(line) for line in out.splitlines()]
+        runs[engine] = code, [{**r, "outputs": [Path(o).name for o in r.get("outputs", [])]} for r in records], \
+            [line for line in err.splitlines() if line.startswith("perceiver: ")]
+    assert any("warning" in line for line in runs["local"][2]) and any("error" in line for line in runs["local"][2])
+    assert split[-1] > 2  # the long video went to the workers in several parts
+    assert runs["ray"] == runs["local"] and runs["local"][0] == 1 and len(runs["local"][1]) == 2
+    assert "error" in runs["local"][1][0] and len(runs["local"][1][1]["clips"]) == 15
+    local, remote = _files(tmp_path / "local"), _files(tmp_path / "ray")
+    assert sorted(local) == sorted(remote) and len(local) == 3
+    for name in local:
+        if name.endswith(".wav"):
+            assert local[name] == remote[name]
+        elif name.endswith(".npz"):  # an .npz stamps its write time in the zip: its arrays are compared
+            with np.load(tmp_path / "local" / name) as mine, np.load(tmp_path / "ray" / name) as theirs:
+                assert sorted(mine.files) == sorted(theirs.files)
+                assert all(np.array_equal(mine[key], theirs[key]) for key in mine.files)
+        else:
+            mine, theirs = _video_frames(tmp_path / "local" / name), _video_frames(tmp_path / "ray" / name)
+            assert len(mine) == len(theirs) > 0 and all(np.array_equal(a, b) for a, b in zip(mine, theirs))

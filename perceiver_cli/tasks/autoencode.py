@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
@@ -38,6 +39,7 @@ DEFAULT_FOLDER_FORMATS = ("mp4",)
 # core.models.DEFAULT_CHUNK_SIZE (tests keep them equal; core imports torch, which --help must not).
 DEFAULT_CHUNK_SIZE = 4096
 PSNR_WIDTH = 10
+LOST_SEGMENT = "no result came back for part of this video"
 
 
 def label_names(spec) -> list[str]:
@@ -120,6 +122,59 @@ class ClipArrays:
         """{"video": (T, H, W, 3), "audio": (S,), "label_logits": (clips, num_labels)}, all float32."""
         return {"video": np.concatenate(self.video).astype(np.float32, copy=False), "audio": self.sound(),
                 "label_logits": np.stack(self.label_logits).astype(np.float32, copy=False)}
+
+
+# Clips per second of video when estimating how to split a video over workers (the real checkpoint's
+# 16 frames at 25 fps); a worker cuts clips with its checkpoint's own geometry.
+ESTIMATED_CLIPS_PER_SECOND = 25 / 16
+
+
+@dataclass
+class ClipSegment:
+    """One video's clips first <= n < last (last None: to its end), for one worker; `final` when it is the
+    video's last segment."""
+
+    video: Item
+    first: int
+    last: Optional[int]
+    final: bool
+
+
+@dataclass
+class ClipPart:
+    """What a worker hands the driver for one clip: its arrays for the outputs, its scores and its record."""
+
+    pictures: Optional[np.ndarray]  # (T, H, W', 3) uint8 frames for video outputs
+    video: Optional[np.ndarray]  # (T, H, W, 3) float32 reconstruction, for an .npz
+    sound: np.ndarray
+    label_logits: np.ndarray
+    probabilities: np.ndarray
+    video_squared_error: float
+    video_values: int
+    audio_squared_error: float
+    audio_values: int
+    record: dict[str, Any]
+
+
+@dataclass
+class SegmentParts:
+    """A segment's clips, or why its video failed, with what the driver needs to write the video's outputs."""
+
+    clips: list[ClipPart]
+    geometry: Any = None
+    names: Optional[list[str]] = None
+    error: Optional[str] = None
+
+
+class _Count:
+    """A number of values, standing in for a tensor where only its numel() is read."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def numel(self) -> int:
+        """The number of values."""
+        return self.count
 
 
 class AutoencodeTask(Task):
@@ -207,7 +262,83 @@ class AutoencodeTask(Task):
                                      f"videos different names or run them apart")
                 writers[key] = item.input
                 prepare_output(output, inputs=[item.data])
+        self._listed = items
         return items
+
+    def segments(self, count: int) -> Optional[list[Item]]:
+        """A run over one video as about `count` ranges of whole clips for several workers (clips cut as in a
+        one-process run); None when several videos can run (each worker takes whole videos) or none can."""
+        from perceiver_cli.io.video import probe_video
+
+        listed = getattr(self, "_listed", [])
+        if sum(item.error is None and isinstance(item.data, Path) for item in listed) != 1:
+            return None
+        estimates = []
+        for item in listed:
+            try:
+                seconds = probe_video(item.data).duration_s if item.error is None else 0.0
+            except InputError:  # its worker says why
+                seconds = 0.0
+            estimates.append(max(1, math.ceil((seconds or 0.0) * ESTIMATED_CLIPS_PER_SECOND)))
+        per_segment = max(1, math.ceil(sum(estimates) / max(1, count)))
+        segments: list[Item] = []
+        for item, clips in zip(listed, estimates):
+            firsts = list(range(0, clips, per_segment))
+            for k, first in enumerate(firsts):
+                final = k == len(firsts) - 1
+                segments.append(Item(len(segments), item.input, ClipSegment(item, first,
+                                                                           None if final else first + per_segment,
+                                                                           final),
+                                     key=item.key, outputs=item.outputs))
+        return segments
+
+    def assembler(self, segments: list[Item]) -> "_ClipAssembler":
+        """The driver's writer of each video's outputs from its segments' clips, in order."""
+        return _ClipAssembler(self, segments)
+
+    def _segment(self, item: Item) -> Result:
+        """One segment's clips autoencoded here (clips before it are decoded and dropped); its video's failure
+        when one comes up (the clips are read from the start, so every later segment meets it too)."""
+        import torch
+
+        from perceiver_cli.core import autoencode as core
+
+        segment: ClipSegment = item.data
+        video = segment.video
+        warnings: list[str] = []
+        parts = SegmentParts([], self.geometry, self.names)
+        if video.error is not None:
+            parts.error = video.error
+            return Result(item, {"input": item.input}, parts=parts)
+        wants_pictures = any(_format_of(Path(o)) in VIDEO_FORMATS for o in video.outputs)
+        wants_video = any(_format_of(Path(o)) in ARRAY_FORMATS for o in video.outputs)
+        try:
+            clips, _ = self._clips(video, warnings)
+            for number, clip in enumerate(_read_guarded(clips, video.input)):
+                if number < segment.first:
+                    continue
+                result = core.autoencode_clip(self.model, torch.from_numpy(clip.frames),
+                                              torch.from_numpy(clip.audio), clip.n_valid_frames, self.chunk_size,
+                                              device=self.runtime.device, dtype=self.runtime.dtype)
+                reconstruction, sound = result.video.numpy(), result.audio.numpy()
+                pictures = None
+                if wants_pictures:
+                    pictures = _to_uint8(reconstruction)
+                    if self.side_by_side:
+                        pictures = np.concatenate([_to_uint8(clip.frames[:clip.n_valid_frames]), pictures], axis=2)
+                parts.clips.append(ClipPart(
+                    pictures, reconstruction if wants_video else None, sound, result.label_logits.numpy(),
+                    result.probabilities.numpy(), result.video_squared_error, result.video.numel(),
+                    result.audio_squared_error, result.audio.numel(), {
+                        "start_s": round(float(clip.start_s), 6),
+                        "predictions": _predictions(core.top_k(result.probabilities, self.top_k), self.names),
+                        "psnr_video": _finite(result.psnr_video),
+                        "psnr_audio": _finite(result.psnr_audio)}))
+                if segment.last is not None and number >= segment.last - 1:
+                    break
+        except InputError as error:
+            parts.clips, parts.error = [], problem_of(error, video.input)
+        return Result(item, {"input": item.input}, parts=parts, warnings=warnings)
 
     def setup(self, runtime, model=None) -> None:
         from perceiver_cli.core.autoencode import clip_geometry
@@ -219,6 +350,9 @@ class AutoencodeTask(Task):
     def run(self, items: Iterable[Item]) -> Iterator[Result]:
         items = list(items)
         for item in items:
+            if isinstance(item.data, ClipSegment):
+                yield self._segment(item)
+                continue
             if item.error is not None:
                 yield failure(item, item.error)
                 continue
@@ -336,3 +470,129 @@ def _read_guarded(clips: Iterator, name: str) -> Iterator:
         except Exception as error:  # a decoder fault in one file must not end a run over many
             raise InputError(f"{name}: {problem_of(error)}") from None
         yield clip
+
+
+class _ClipAssembler:
+    """The driver's side of videos split into segments: each video's outputs written clip by clip as its
+    segments arrive in order, and its one record (whole-video scores over every clip) once its last is in."""
+
+    def __init__(self, task: AutoencodeTask, segments: list[Item]):
+        self.task = task
+        self.segments = {segment.index: segment.data for segment in segments}
+        self.videos = [segment.data.video for segment in segments if segment.data.first == 0]
+        self.done: set[int] = set()  # indices of the videos reported
+        self._open: Optional[dict[str, Any]] = None  # the video being assembled
+
+    def __enter__(self) -> "_ClipAssembler":
+        return self
+
+    def _start(self, video: Item) -> dict[str, Any]:
+        from perceiver_cli.core import autoencode as core
+
+        outputs = [Path(output) for output in video.outputs]
+        wav = [p for p in outputs if _format_of(p) in AUDIO_FORMATS]
+        npz = [p for p in outputs if _format_of(p) in ARRAY_FORMATS]
+        return {"video": video, "outputs": outputs, "wav": wav, "npz": npz, "stack": ExitStack(), "writers": None,
+                "kept": ClipArrays(video=bool(npz)) if wav or npz else None, "summary": core.RunningSummary(),
+                "clips": [], "warnings": [], "error": None, "geometry": None, "names": None}
+
+    def _writers(self, state: dict[str, Any]) -> list:
+        from perceiver_cli.io.video import VideoWriter
+
+        if state["writers"] is None:
+            g = state["geometry"]
+            width = 2 * g.image_size if self.task.side_by_side else g.image_size
+            state["writers"] = [state["stack"].enter_context(
+                VideoWriter(path, fps=g.fps, width=width, height=g.image_size, audio_sample_rate=g.sample_rate))
+                for path in state["outputs"] if _format_of(path) in VIDEO_FORMATS]
+        return state["writers"]
+
+    def _fail(self, state: dict[str, Any], problem: str) -> None:
+        state["error"] = problem
+        state["stack"].__exit__(InputError, InputError(problem), None)  # partial video files are removed
+
+    def add(self, result: Result) -> list[Result]:
+        """Take one segment's result; returns its video's result when this was the video's last segment."""
+        import torch
+
+        segment: ClipSegment = self.segments[result.item.index]
+        if self._open is None or self._open["video"] is not segment.video:
+            self._open = self._start(segment.video)
+        state = self._open
+        for warning in result.warnings:
+            if warning not in state["warnings"]:
+                state["warnings"].append(warning)
+        parts: Optional[SegmentParts] = result.parts
+        if state["error"] is None:
+            if parts is None or parts.error is not None:
+                self._fail(state, parts.error if parts is not None else result.record.get("error", LOST_SEGMENT))
+            else:
+                state["geometry"], state["names"] = parts.geometry, parts.names
+                for clip in parts.clips:
+                    writers = self._writers(state)
+                    for writer in writers:
+                        for picture in clip.pictures:
+                            writer.write_frame(picture)
+                        writer.write_audio(clip.sound)
+                    if state["kept"] is not None:
+                        state["kept"].add(clip.video, clip.sound, clip.label_logits)
+                    state["summary"].add(_ClipNumbers(clip, torch))
+                    state["clips"].append(clip.record)
+        if not segment.final:
+            return []
+        self._open = None
+        self.done.add(segment.video.index)
+        return [self._finish(state)]
+
+    def _finish(self, state: dict[str, Any]) -> Result:
+        from perceiver_cli.core import autoencode as core
+        from perceiver_cli.io.audio import write_npz, write_wav
+
+        video: Item = state["video"]
+        if state["error"] is None:
+            try:
+                g = state["geometry"]
+                self._writers(state)
+                for path in state["wav"]:
+                    write_wav(path, state["kept"].sound(), g.sample_rate)
+                for path in state["npz"]:
+                    write_npz(path, **state["kept"].arrays())
+            except BaseException as exc:
+                state["stack"].__exit__(type(exc), exc, exc.__traceback__)
+                raise
+            state["stack"].__exit__(None, None, None)
+        if state["error"] is not None:
+            result = failure(video, state["error"])
+        else:
+            summary, names, top_k = state["summary"], state["names"], self.task.top_k
+            record = {"input": video.input, "outputs": [str(p) for p in state["outputs"]], "clips": state["clips"],
+                      "predictions": _predictions(core.top_k(summary.probabilities, top_k), names),
+                      "psnr_video": _finite(summary.psnr_video), "psnr_audio": _finite(summary.psnr_audio)}
+            result = Result(video, record, outputs=list(video.outputs))
+        result.warnings = state["warnings"]
+        return result
+
+    def finish(self) -> list[Result]:
+        """Failures of the videos whose last segment never came back."""
+        results = []
+        if self._open is not None:
+            self._fail(self._open, LOST_SEGMENT)
+            self.done.add(self._open["video"].index)
+            results.append(self._finish(self._open))
+            self._open = None
+        results += [failure(video, LOST_SEGMENT) for video in self.videos if video.index not in self.done]
+        return results
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._open is not None and self._open["error"] is None:
+            self._open["stack"].__exit__(exc_type or InputError, exc or InputError(LOST_SEGMENT), tb)
+        return False
+
+
+class _ClipNumbers:
+    """One clip's scores as core.autoencode.RunningSummary.add reads them."""
+
+    def __init__(self, clip: ClipPart, torch):
+        self.probabilities = torch.from_numpy(clip.probabilities)
+        self.video_squared_error, self.audio_squared_error = clip.video_squared_error, clip.audio_squared_error
+        self.video, self.audio = _Count(clip.video_values), _Count(clip.audio_values)

@@ -46,6 +46,8 @@ class Result:
     # earlier item's failure said it already (a frame shared by two pairs): the record is still written.
     problem_line: Optional[str] = None
     repeated: bool = False
+    # What the driver writes for this result into outputs spanning the whole run (see Task.assembler).
+    parts: Any = None
 
     @property
     def ok(self) -> bool:
@@ -106,6 +108,18 @@ class Task:
 
     def close(self) -> None:
         """Release what `setup` or `run` holds (thread pools, open writers)."""
+
+    def segments(self, count: int) -> Optional[list[Item]]:
+        """This run as about `count` independent parts of one long input (frame ranges of a video), each
+        giving `run` the results of its own items in order, or None when the run does not split so."""
+        return None
+
+    def assembler(self, segments: list[Item]) -> Optional[Any]:
+        """For a run of `segments`: a context manager whose `add(result)` takes their results in order, writes
+        what they carry for outputs spanning the whole run (`Result.parts`) and returns the results to report
+        (an item split over segments: its one result once its last segment is in), and whose `finish()`
+        returns the results of items whose segments did not all come back; None when nothing is assembled."""
+        return None
 
 
 def timed(results: Iterable[Result]) -> Iterator[Result]:

@@ -133,15 +133,16 @@ def run_local(task: Task, runtime, reporter: Reporter, *, model=None, select: Op
 
 def refuse_whole_run_outputs(task: Task, scale: ScaleOptions) -> None:
     """A usage error when the task writes an output spanning the whole run (a flow video) and `scale` would
-    split or resume the run: such a file comes only from one uninterrupted run in one process."""
+    resume or shard the run: such a file holds every pair, so only a run over the whole video writes it
+    (the Ray engine splits the video over its workers and assembles the file in order)."""
     if not getattr(task, "whole_run_outputs", False):
         return
     asked = [name for name, given in (("--manifest", scale.manifest is not None), ("--shard", scale.shard is not None),
-                                      ("--skip-existing", scale.skip_existing),
-                                      ("--engine ray", scale.engine == "ray")) if given]
+                                      ("--skip-existing", scale.skip_existing)) if given]
     if asked:
-        raise UsageError(f"{asked[0]}: an output spanning the whole run (a flow video or a video's .npy) is written "
-                         "by one uninterrupted local run; write per-pair files to a folder (-o DIR/) instead")
+        raise UsageError(f"{asked[0]}: an output spanning the whole run (a flow video or a video's .npy) holds "
+                         "every pair, so a resumed or sharded run cannot write it; write per-pair files to a "
+                         "folder (-o DIR/) instead")
 
 
 def run_engine(task: Task, request: RuntimeRequest, reporter: Reporter,

@@ -60,6 +60,85 @@ class FramePair:
 
 
 @dataclass
+class VideoSegment:
+    """One item of a video split over workers: the pairs first <= t < last (last None: to the video's end),
+    counted over the selected frames, that a worker decodes itself."""
+
+    path: Path
+    first: int
+    last: Optional[int]
+
+    def owns(self, pair: int) -> bool:
+        """Whether pair number `pair` is this segment's."""
+        return pair >= self.first and (self.last is None or pair < self.last)
+
+
+def segment_ranges(pairs: int, count: int) -> list[tuple[int, Optional[int]]]:
+    """`pairs` (an estimate) split into at most `count` consecutive ranges (first, last) of nearly equal
+    length; the last range is open (None), so pairs beyond the estimate still belong to one."""
+    count = max(1, min(count, pairs))
+    bounds = [pairs * k // count for k in range(count + 1)]
+    return [(bounds[k], bounds[k + 1] if k < count - 1 else None) for k in range(count)]
+
+
+def pairs_in_range(frames: Iterable[Any], step: int, first: int, last: Optional[int]) -> Iterator[tuple[int, Any, Any]]:
+    """(t, frame t, frame t + step) for first <= t < last (None: to the end), reading no frame past last - 1 + step."""
+    from perceiver_cli.io.video import stepped_pairs
+
+    if last is not None and last <= first:
+        return
+    for t, frame1, frame2 in stepped_pairs(frames, step):
+        if t >= first:
+            yield t, frame1, frame2
+        if last is not None and t >= last - 1:
+            return
+
+
+class _Deferred:
+    """Stands in for a whole-run writer on a worker: the driver writes that file from Result.parts."""
+
+    def write(self, flow: np.ndarray) -> None:
+        """Nothing: the driver writes it."""
+
+    def write_frame(self, picture: np.ndarray) -> None:
+        """Nothing: the driver writes it."""
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        return False
+
+
+class _WorkerOutputs(FlowOutputs):
+    """A worker's outputs of a video segment: per-pair files written here, whole-run files left to the driver."""
+
+    def _whole_run(self, path: Path, height: int, width: int) -> _Deferred:
+        return self._whole.setdefault(path, _Deferred())
+
+
+class _Assembler:
+    """The driver's writer of a split video's whole-run outputs: each pair's main flow, in order."""
+
+    def __init__(self, outputs: FlowOutputs):
+        self.outputs = outputs
+
+    def __enter__(self) -> "_Assembler":
+        self.outputs.__enter__()
+        return self
+
+    def add(self, result: Result) -> list[Result]:
+        """Write one pair's flow (carried in `result.parts`) into the flow video and .npy outputs."""
+        if result.parts is not None:
+            self.outputs.write("", result.parts, result.record["max_magnitude"])
+        return [result]
+
+    def finish(self) -> list[Result]:
+        """Nothing: every pair's result was reported as it came."""
+        return []
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        return self.outputs.__exit__(exc_type, exc, tb)
+
+
+@dataclass
 class Truth:
     """A pair's ground truth: the flow and its valid pixels, or why there is no score for the pair."""
 
@@ -191,6 +270,7 @@ class FlowTask(Task):
         self.targets: list = []
         self.fps: Optional[float] = None
         self.capacity = 16  # a video's pairs, estimated, for a whole-video .npy
+        self._video: Optional[Path] = None  # the one video of this run
         self._runnable: Optional[int] = None  # pairs that can run (None: not known before the run)
         self.model = None
         self._active = None
@@ -323,6 +403,7 @@ class FlowTask(Task):
         frames = max(1, int(round((seconds - (self.start or 0.0)) * info.fps)))
         self.capacity = max(1, (frames - self.step) or 1)
         self._check_targets(None, [path], video=True)
+        self._video = path
         return self._video_pairs(path)
 
     def _video_pairs(self, path: Path) -> Iterator[Item]:
@@ -351,10 +432,71 @@ class FlowTask(Task):
             yield Item(0, name, error=f"no two {wanted} in the {'selected part of the ' if self.start or self.end else ''}"
                                       "video; flow needs a pair")
 
+    def segments(self, count: int) -> Optional[list[Item]]:
+        """A video's pairs as `count` frame ranges (one item each) that workers decode themselves; None for
+        frames given as images, or a video that cannot be read (its one item says why)."""
+        if self._video is None:
+            return None
+        ranges = segment_ranges(self.capacity, count)
+        return [Item(first, f"{self._video}#{first}", data=VideoSegment(self._video, first, last))
+                for first, last in ranges]
+
+    def _segment_pairs(self, segment: VideoSegment) -> Iterator[Item]:
+        """The pair items of one segment, decoded here (frames before it are decoded and dropped); a decoding
+        error is reported by the segment owning the pair it stops, as the one-process run reports it."""
+        from perceiver_cli.io.video import iter_timed_frames
+
+        path = segment.path
+        name = str(path)
+        planned = self.outputs_writer()
+        read = 0  # selected frames decoded so far
+
+        def frames() -> Iterator[tuple[int, np.ndarray]]:
+            nonlocal read
+            for index, (seconds, frame) in enumerate(iter_timed_frames(path, None, self.end)):
+                if self.start is None or seconds >= self.start:
+                    read += 1
+                    yield index, frame
+
+        count = 0
+        try:
+            for t, (i, frame1), (j, frame2) in pairs_in_range(frames(), self.step, segment.first, segment.last):
+                truth, invalid = self._truth_paths(Path(), f"{path.stem}_{i:06d}")
+                pair = FramePair(frame1, frame2, f"{path.stem}_{i:06d}", f"{name}#{j}", truth, invalid)
+                yield Item(t, f"{name}#{i}", data=pair, outputs=_planned(planned, pair.stem))
+                count += 1
+        except InputError as exc:
+            stopped = max(0, read - self.step)  # the pair the frame that failed would have completed
+            if segment.owns(stopped):
+                yield _problem_item(stopped, name, exc)
+            return
+        if segment.first == 0 and count == 0:
+            wanted = "frames" if self.step == 1 else f"frames {self.step} apart"
+            yield Item(0, name, error=f"no two {wanted} in the {'selected part of the ' if self.start or self.end else ''}"
+                                      "video; flow needs a pair")
+
+    def _expanded(self, items: Iterable[Item]) -> Iterator[Item]:
+        """The items, with each video segment replaced by its pairs."""
+        for item in items:
+            if isinstance(item.data, VideoSegment):
+                yield from self._segment_pairs(item.data)
+            else:
+                yield item
+
+    def assembler(self, segments: list[Item]) -> Optional[_Assembler]:
+        """The driver's writer of a split video's flow video and .npy outputs; None when -o has neither."""
+        from perceiver_cli.io.writers import VIDEO
+
+        whole = [target for target in self.targets if target.kind == VIDEO]
+        if not whole:
+            return None
+        return _Assembler(FlowOutputs(whole, self.formats, self.pictures, fps=self.fps, direction=self.direction,
+                                      mask_formats=self.mask_formats, capacity=self.capacity))
+
     @property
     def whole_run_outputs(self) -> bool:
-        """Whether an -o spans the whole run (a flow video, a video's .npy): only one uninterrupted run in one
-        process writes it (no resuming, shards or Ray workers)."""
+        """Whether an -o spans the whole run (a flow video, a video's .npy): only a run over the whole video
+        writes it (no resuming or shards; Ray workers split the video and the driver assembles it)."""
         from perceiver_cli.io.writers import VIDEO
 
         return any(target.kind == VIDEO for target in self.targets)
@@ -497,10 +639,15 @@ class FlowTask(Task):
     # -- results -----------------------------------------------------------------------------------------
 
     def run(self, items: Iterable[Item]) -> Iterator[Result]:
-        self._active = self._results(items, self.outputs_writer())
+        if isinstance(items, list) and any(isinstance(item.data, VideoSegment) for item in items):
+            outputs = _WorkerOutputs(self.targets, self.formats, self.pictures, fps=self.fps,
+                                     direction=self.direction, mask_formats=self.mask_formats)
+            self._active = self._results(self._expanded(items), outputs, deferred=True)
+        else:
+            self._active = self._results(items, self.outputs_writer())
         return self._active
 
-    def _results(self, items: Iterable[Item], outputs) -> Iterator[Result]:
+    def _results(self, items: Iterable[Item], outputs, deferred: bool = False) -> Iterator[Result]:
         said: set[str] = set()
         with outputs:
             for item, pair_flow, problem in self.flows(items):
@@ -530,7 +677,7 @@ class FlowTask(Task):
                     if warning not in said:
                         said.add(warning)
                         warnings.append(warning)
-                yield Result(item, record, warnings=warnings)
+                yield Result(item, record, warnings=warnings, parts=flow if deferred and self.whole_run_outputs else None)
 
     def render(self, record: dict[str, Any]) -> list[str]:
         line = (f"{heading(record)} -> {heading(record, 'input2')}: mean {record['mean_magnitude']:.3f} px, "

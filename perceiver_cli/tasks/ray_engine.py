@@ -6,6 +6,11 @@ once and runs its batched step on batches of items; workers write output files t
 every node sees). Records come back to the driver in input order and are reported and appended to the
 manifest here. Ray Data restarts an actor that dies (its node gone) and retries its batches elsewhere; the
 driver keeps the first record of each item, so every item ends with exactly one record.
+
+A run over one long video (flow, autoencode-video) that neither resumes nor shards sends segments instead
+(Task.segments): each worker decodes its own frame or clip range and writes its per-pair files; the driver
+writes the outputs spanning the video (a flow video, a video's .npy, a reconstruction and its .wav/.npz) from
+the results as they arrive in order (Task.assembler), without the video's frames ever reaching it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from perceiver_cli.tasks.report import Reporter, progress_bar
 RAY_EXTRA = "pip install 'perceiver-cli[ray]'"
 # Model steps per call to a worker: enough to keep decoding ahead of the model, few enough to spread work.
 STEPS_PER_CALL = 4
+# Segments of one long input per worker: more than one, so the driver, which takes results in input order,
+# waits on a short segment rather than a worker's whole share.
+SEGMENTS_PER_WORKER = 4
 # Ray Data blocks at most: beyond this, calls take several batches of one block.
 MAX_BLOCKS = 4096
 LOST = "no result came back from the Ray workers"
@@ -74,6 +82,35 @@ class ModelWorker:
         replies = np.empty(len(results), dtype=object)
         replies[:] = [pickle.dumps(_reply(result, self.worker)) for result in results]
         return {"index": np.array([r.item.index for r in results], dtype=np.int64), "result": replies}
+
+
+class SegmentWorker(ModelWorker):
+    """A Ray Data actor for the segments of one long input: each call takes one segment and hands back each of
+    its items' results as it is done (one block each), with the item, which only the worker knew."""
+
+    def __call__(self, batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        import numpy as np
+
+        if self.setup_error is not None:
+            yield super().__call__(batch)
+            return
+        for blob in batch["item"]:
+            segment: Item = pickle.loads(blob)
+            following = segment.index
+            try:
+                for result in timed(self.task.run([segment])):
+                    following = result.item.index + 1
+                    yield self._pack(result, np)
+            except Exception as exc:  # the rest of this segment fails as one record; the worker goes on
+                yield self._pack(failure(Item(following, segment.input), problem_of(exc, segment.input)), np)
+
+    def _pack(self, result: Result, np) -> dict[str, Any]:
+        reply = _reply(result, self.worker)
+        item = result.item
+        reply["item"] = Item(item.index, item.input, None, item.error, item.key, item.outputs)  # without frames
+        replies = np.empty(1, dtype=object)
+        replies[0] = pickle.dumps(reply)
+        return {"index": np.array([item.index], dtype=np.int64), "result": replies}
 
 
 def _reply(result: Result, worker: str) -> dict[str, Any]:
@@ -174,8 +211,9 @@ class RayEngineError(RuntimeError):
 
 
 def _remote_results(ray, task: Task, request: RuntimeRequest, scale: ScaleOptions,
-                    items: list[Item]) -> Iterator[tuple[int, Result]]:
-    """(index, Result) for each runnable item, in input order, from the actor pool."""
+                    items: list[Item], segmented: bool = False) -> Iterator[tuple[int, Result]]:
+    """(index, Result) for each runnable item, in input order, from the actor pool; with `segmented`, `items`
+    are the task's segments, one per call, whose results come back one by one with their items."""
     workers, cpus, gpus = _pool_size(ray, scale)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
@@ -183,12 +221,13 @@ def _remote_results(ray, task: Task, request: RuntimeRequest, scale: ScaleOption
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # failures reach the user as records or one line
     step = request.batch_size or (task.accelerator_batch_size if gpus else task.cpu_batch_size)
-    per_call = max(1, step) * STEPS_PER_CALL
+    per_call = 1 if segmented else max(1, step) * STEPS_PER_CALL
     rows = [{"index": item.index, "item": pickle.dumps(item)} for item in items]
     blocks = max(1, min(MAX_BLOCKS, math.ceil(len(rows) / per_call)))
     dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
-        ModelWorker, fn_constructor_args=(task, request), batch_size=per_call, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus, num_gpus=gpus or None)
+        SegmentWorker if segmented else ModelWorker, fn_constructor_args=(task, request), batch_size=per_call,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus,
+        num_gpus=gpus or None)
     by_index = {item.index: item for item in items}
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         for blob in batch["result"]:
@@ -196,7 +235,15 @@ def _remote_results(ray, task: Task, request: RuntimeRequest, scale: ScaleOption
             if isinstance(reply, PerceiverError):
                 raise reply
             index = reply.pop("index")
-            yield index, Result(item=by_index[index], **reply)
+            item = reply.pop("item", None) or by_index[index]
+            yield index, Result(item=item, **reply)
+
+
+def _splits(task: Task, scale: ScaleOptions) -> bool:
+    """Whether this run goes to the workers as its task's segments: a task that splits its one long input,
+    in a run that neither resumes nor shards (those select items, which a segment's worker lists itself)."""
+    plain = scale.manifest is None and scale.shard is None and not scale.skip_existing
+    return plain and task.segments(1) is not None
 
 
 def run_ray(task: Task, request: RuntimeRequest, reporter: Reporter, scale: ScaleOptions, *,
@@ -211,34 +258,45 @@ def run_ray(task: Task, request: RuntimeRequest, reporter: Reporter, scale: Scal
     items: Iterable[Item] = task.items()
     if select is not None:
         items = select(items)
-    items = list(items)
+    segmented = _splits(task, scale)  # then the workers list the items: the driver never decodes the video
+    items = [] if segmented else list(items)
     # Items known to be bad go to the workers too (a task words its own failures), unless all are.
     runnable = items if any(item.error is None for item in items) else []
     known_bad = ((item.index, failure(item, item.error)) for item in items if not runnable)
     listeners = list(listeners)
     seen: set[int] = set()
     started_here = False
-    native_logs = _ray_output_to(_driver_log_path()) if runnable else nullcontext()
+    native_logs = _ray_output_to(_driver_log_path()) if runnable or segmented else nullcontext()
+
+    def report(result: Result) -> None:
+        reporter.result(result)
+        for listener in listeners:
+            listener(result)
+
     try:
         native_logs.__enter__()
-        started_here = _connect(ray, scale) if runnable else False
-        remote = _remote_results(ray, task, request, scale, runnable) if runnable else iter(())
+        started_here = _connect(ray, scale) if runnable or segmented else False
+        assembler = None
+        if segmented:
+            runnable = task.segments(_pool_size(ray, scale)[0] * SEGMENTS_PER_WORKER) or []
+            assembler = task.assembler(runnable)
+        remote = _remote_results(ray, task, request, scale, runnable, segmented) if runnable else iter(())
         label = task.progress_label or task.name
-        with progress_bar(label, len(items), PROGRESS_MIN_ITEMS, quiet=reporter.quiet) as advance:
+        with progress_bar(label, None if segmented else len(items), PROGRESS_MIN_ITEMS,
+                          quiet=reporter.quiet) as advance, assembler or nullcontext() as assembled:
             for index, result in heapq.merge(known_bad, remote, key=lambda pair: pair[0]):
                 if index in seen:  # a retried batch delivered twice: the first record stands
                     continue
                 seen.add(index)
-                reporter.result(result)
-                for listener in listeners:
-                    listener(result)
-                advance(1)
-            for item in runnable:
+                # Outputs spanning the whole run grow in input order as results arrive.
+                for done in (assembled.add(result) if assembled is not None else [result]):
+                    report(done)
+                    advance(1)
+            for done in (assembled.finish() if assembled is not None else []):
+                report(done)
+            for item in runnable if not segmented else ():  # an assembler words its own missing segments
                 if item.index not in seen:
-                    result = failure(item, LOST)
-                    reporter.result(result)
-                    for listener in listeners:
-                        listener(result)
+                    report(failure(item, LOST))
     except RayEngineError:
         raise
     except Exception as exc:
