@@ -6,7 +6,6 @@ Heavy libraries (torch, cv2, av) are imported inside the commands that need them
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from typing import Optional
@@ -30,6 +29,8 @@ from perceiver_cli.errors import EXIT_USAGE, PerceiverError
 
 # name -> (module, attribute, one-line summary). A command's module is imported only when it runs or
 # shows its own help, so `perceiver --help` imports none of them (nor torch, cv2 or av).
+from perceiver_cli.commands.lazy import lazy_group  # noqa: E402
+
 COMMANDS = {
     "fill-mask": ("perceiver_cli.commands.fill_mask", "fill_mask", "Fill masked byte spans of texts."),
     "classify": ("perceiver_cli.commands.classify", "classify", "Classify images into the 1000 ImageNet classes."),
@@ -42,46 +43,9 @@ COMMANDS = {
 }
 
 
-def _plain_argument_help(command) -> None:
-    """Arguments are shown in help by their metavar alone (IMAGE), as options are, without a type label."""
-    for param in getattr(command, "params", ()):
-        if isinstance(param, typer.core.TyperArgument):
-            param.display_type_rich = lambda ctx: ""
-    for sub in getattr(command, "commands", {}).values():
-        _plain_argument_help(sub)
-
-
-class LazyGroup(typer.core.TyperGroup):
-    """The root group: subcommands listed from COMMANDS and built from their modules on first use."""
-
-    def list_commands(self, ctx) -> list[str]:
-        return list(COMMANDS)
-
-    def get_command(self, ctx, cmd_name: str):
-        if cmd_name not in COMMANDS:
-            return None
-        module_name, attribute, summary = COMMANDS[cmd_name]
-        target = getattr(importlib.import_module(module_name), attribute)
-        if isinstance(target, typer.Typer):
-            command = typer.main.get_command(target)
-        else:
-            single = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
-            single.command(cmd_name, help=getattr(target, "help", None) or target.__doc__,
-                           epilog=getattr(target, "epilog", None), short_help=summary)(target)
-            command = typer.main.get_command(single)
-        command.name = cmd_name
-        _plain_argument_help(command)
-        return command
-
-    def format_commands(self, ctx, formatter) -> None:
-        rows = [(name, summary) for name, (_, _, summary) in COMMANDS.items()]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
-
-
 app = typer.Typer(
     name="perceiver",
-    cls=LazyGroup,
+    cls=lazy_group(COMMANDS),
     help="Run DeepMind's pretrained Perceiver IO models on your own files.\n\n"
     "Exit codes: 0 success, 1 some inputs failed (the rest ran), 2 usage or setup error, 3 internal error (a bug),"
     " 130 interrupted.",
