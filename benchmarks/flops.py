@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from perceiver_cli.core import build_model, spec_from_config
-from perceiver_cli.core.layers import fold_pays, stack_rows
+from perceiver_cli.core.decoding import decoder_folds
+from perceiver_cli.core.layers import encoder_folds, stack_rows
 from perceiver_cli.core.models import DEFAULT_CHUNK_SIZE
 from perceiver_cli.core.position import fourier_size
 from perceiver_cli.core.text import MAX_BATCH_ROWS, MAX_BATCH_TOKENS
@@ -68,10 +69,11 @@ def reference_layer(d: LayerDims, nq: int, nk: int) -> int:
 
 def ours_encoder_layer(d: LayerDims, nq: int, nk: int) -> int:
     """One encoder block as layers.AttentionLayer.attend computes it without a memory."""
-    if d.cross and d.heads == 1 and d.kv_dim <= d.qk:
+    folds_keys, folds_values = encoder_folds(d.heads, d.kv_dim, d.qk, d.v)
+    if d.cross and folds_keys:
         # key projection folded into the queries; scores against the normed inputs themselves
         flops = 2 * nq * d.q_dim * d.qk + 2 * nq * d.qk * d.kv_dim + 2 * nq * nk * d.kv_dim
-        if d.kv_dim <= d.v:  # value and output projections composed and applied after attention
+        if folds_values:  # value and output projections composed and applied after attention
             flops += 2 * nq * nk * d.kv_dim + 2 * d.out * d.v * d.kv_dim + 2 * nq * d.kv_dim * d.out
         else:
             flops += 2 * nk * d.kv_dim * d.v + 2 * nq * nk * d.v + 2 * nq * d.v * d.out
@@ -83,9 +85,7 @@ def ours_decoder_layer(d: LayerDims, nq: int, nk: int, query_tail: Optional[int]
     """A decoder's cross-attention as AttentionLayer.memory + attend compute it (memory once for nq queries).
 
     query_tail: channels of constant padding folded into the keys (multimodal decoding)."""
-    one_head = d.heads == 1
-    fold_q = one_head and (query_tail is not None or fold_pays(nk, d.q_dim, d.qk, nq))
-    fold_o = one_head and fold_pays(nk, d.out, d.v, nq)
+    fold_q, fold_o = decoder_folds(d.heads, nk, d.q_dim, d.qk, d.v, d.out, nq, query_tail is not None)
     q_width = d.q_dim if query_tail is None else d.q_dim - query_tail + 2
     memory = 2 * nk * d.kv_dim * (d.qk + d.v)
     if fold_q:

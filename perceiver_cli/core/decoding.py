@@ -21,6 +21,17 @@ import torch.nn.functional as F
 from perceiver_cli.core.layers import AttentionLayer, fold_pays, linear, padded_width
 
 
+def decoder_folds(num_heads: int, n_keys: int, q_dim: int, qk_channels: int, v_channels: int, out_channels: int,
+                  num_queries: Optional[int], query_tail: bool) -> tuple[bool, bool]:
+    """Which exact folds a decoder cross-attention takes for `num_queries` queries (None: many): (the query
+    projection folded into the keys, the output projection folded into the values). One head only; a
+    constant query tail always folds the query projection."""
+    if num_heads != 1:
+        return False, False
+    fold_q = query_tail or fold_pays(n_keys, q_dim, qk_channels, num_queries)
+    return fold_q, fold_pays(n_keys, out_channels, v_channels, num_queries)
+
+
 @dataclass
 class DecoderMemory:
     """Per-input keys and values shared by all query chunks of a decoder, and how they were folded.
@@ -66,9 +77,8 @@ class DecoderAttention(AttentionLayer):
         one_head = self.num_heads == 1
         if query_tail is not None and (not one_head or self.query_residual):
             raise ValueError("a constant query tail needs one head and no query residual")
-        fold_q = one_head and (query_tail is not None
-                               or fold_pays(n_keys, p.query.in_features, p.query.out_features, num_queries))
-        fold_o = one_head and fold_pays(n_keys, dense.out_features, dense.in_features, num_queries)
+        fold_q, fold_o = decoder_folds(self.num_heads, n_keys, p.query.in_features, p.query.out_features,
+                                       dense.in_features, dense.out_features, num_queries, query_tail is not None)
         bias = None
         if fold_q:
             keys, bias = self._fold_query(keys, query_tail)

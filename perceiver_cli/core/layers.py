@@ -125,6 +125,13 @@ def fold_pays(n_keys: int, wide: int, narrow: int, num_queries: Optional[int]) -
     return n_keys * wide * narrow + num_queries * n_keys * wide <= num_queries * (wide * narrow + n_keys * narrow)
 
 
+def encoder_folds(num_heads: int, kv_dim: int, qk_channels: int, v_channels: int) -> tuple[bool, bool]:
+    """Which exact folds an encoder cross-attention takes: (the key projection folded into the queries, the
+    value and output projections applied after the weighted sum). Both need one head and narrow inputs."""
+    folds_keys = num_heads == 1 and kv_dim <= qk_channels
+    return folds_keys, folds_keys and kv_dim <= v_channels
+
+
 class _Projections(nn.Module):
     """Pre-norms and q/k/v projections (key prefix `attention.self`)."""
 
@@ -251,8 +258,8 @@ class EncoderCrossAttention(AttentionLayer):
     @property
     def folds_keys(self) -> bool:
         """Whether attend folds the key projection into the queries."""
-        key = self.attention.self.key
-        return self.num_heads == 1 and key.in_features <= key.out_features
+        p = self.attention.self
+        return encoder_folds(self.num_heads, p.key.in_features, p.key.out_features, p.value.out_features)[0]
 
     def attend(self, x: torch.Tensor, kv: Optional[torch.Tensor] = None,
                kv_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -265,7 +272,7 @@ class EncoderCrossAttention(AttentionLayer):
         kv_in = p.layernorm2(kv)[:, None]
         # q.(Wk k + bk) = (q Wk).k + q.bk, and q.bk adds the same to all of a query's scores: softmax ignores it
         q = (p.query(p.layernorm1(x)) @ p.key.weight)[:, None]
-        if p.value.in_features <= p.value.out_features:
+        if encoder_folds(self.num_heads, p.key.in_features, p.key.out_features, p.value.out_features)[1]:
             # softmax weights sum to one, so the value and output projections apply after the weighted sum
             attended = F.scaled_dot_product_attention(q, kv_in, kv_in, attn_mask=mask, scale=self._scale)
             out = attended[:, 0] @ (dense.weight @ p.value.weight).t() + (dense.weight @ p.value.bias + dense.bias)
