@@ -11,7 +11,10 @@ import os
 from pathlib import Path
 from typing import Optional
 
-import torch
+from perceiver_cli import interrupts
+
+with interrupts.deferred():  # a signal inside torch's C++ start-up would abort the process: take it after
+    import torch
 from torch import nn
 
 from perceiver_cli.core.loading import StateDictMismatch, load_state_dict_strict

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import torch
+from perceiver_cli import interrupts
+
+with interrupts.deferred():  # a signal inside torch's C++ start-up would abort the process: take it after
+    import torch
 
 from perceiver_cli.errors import UsageError
 from concurrent.futures import ThreadPoolExecutor
