@@ -30,3 +30,17 @@ def pytest_configure(config):
 def device(request) -> str:
     """The device the core tests run our models on (--device, with auto resolved)."""
     return request.config.resolved_device
+
+
+@pytest.fixture
+def run_main(capsys):
+    """Run `perceiver ARGS` in this process: (exit code, stdout, stderr) of that one call."""
+    from perceiver_cli.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        code = main([str(arg) for arg in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -48,6 +48,30 @@ def write_video(path: Path, n_frames: int, width: int = SIDE, height: int = SIDE
     return path
 
 
+def write_frames(path: Path, frames, fps: int = 25, crf: int = 0, pix_fmt: str = "yuv444p",
+                 display_rotation: int | None = None, rotate_tag: str | None = None) -> Path:
+    """RGB frames (an iterable of (H, W, 3) uint8 arrays) as an H.264 clip, with no sound; optionally a display
+    rotation (the display matrix) or an old-style "rotate" tag. crf 0 with yuv444p is lossless."""
+    frames = iter(frames)
+    first = next(frames)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf)})
+        stream.height, stream.width = first.shape[:2]
+        stream.pix_fmt = pix_fmt
+        if display_rotation is not None:
+            stream.set_display_rotation(display_rotation)
+        if rotate_tag is not None:
+            stream.metadata["rotate"] = rotate_tag
+        for i, picture in enumerate([first, *frames]):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
 def write_sound_only(path: Path) -> Path:
     """An .mp4 holding AAC silence and no video stream."""
     with av.open(str(path), "w", format="mp4") as container:

@@ -27,7 +27,7 @@ from perceiver_cli.core.autoencode import RunningSummary, clip_geometry, decode_
 from perceiver_cli.core.models import DEFAULT_CHUNK_SIZE, MultimodalAutoencoder
 from perceiver_cli.errors import UsageError
 from perceiver_cli.io.video import iter_clips
-from synthetic_media import write_sound_only, write_video
+from synthetic_media import write_frames, write_sound_only, write_video
 from tiny_models import make_tiny_checkpoint
 
 DATA = Path(__file__).resolve().parent / "data" / "video"
@@ -530,20 +530,7 @@ def test_no_argument_is_a_one_line_usage_error(capsys):
 
 def write_picture_clip(path: Path, pictures: np.ndarray, display_rotation: int | None = None) -> Path:
     """Pictures (T, H, W, 3) uint8 at 25 fps, lossless H.264 (4:4:4), optionally with a display rotation."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25, options={"crf": "0"})
-        stream.height, stream.width = pictures.shape[1:3]
-        stream.pix_fmt = "yuv444p"
-        if display_rotation is not None:
-            stream.set_display_rotation(display_rotation)
-        for i, picture in enumerate(pictures):
-            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+    return write_frames(path, pictures, display_rotation=display_rotation)
 
 
 def test_a_portrait_phone_clip_is_autoencoded_upright(tiny, tmp_path, capsys):

@@ -514,19 +514,18 @@ def _child_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
-def interrupt_once_writing(args: list, out_dir: Path, delay: float = 0.0,
-                           signum: int = signal.SIGINT) -> subprocess.CompletedProcess:
-    """Run `python -m perceiver_cli ARGS`, send `signum` `delay` seconds after a temporary output exists in out_dir."""
-    child = subprocess.Popen([sys.executable, "-m", "perceiver_cli", *map(str, args)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=_child_env())
+def signal_when(child: subprocess.Popen, ready, what: str, delay: float = 0.0,
+                signum: int = signal.SIGINT) -> subprocess.CompletedProcess:
+    """Send `signum` to `child` `delay` seconds after `ready()` first holds; the run's outcome (never a hang:
+    a child that ends first, or a `ready` that never holds, fails the test naming `what`)."""
     deadline = time.monotonic() + INTERRUPT_TIMEOUT_S
     try:
-        while not any(PARTIAL_MARKER in p.name for p in out_dir.iterdir()):
+        while not ready():
             if child.poll() is not None:
-                pytest.fail(f"the run ended (exit {child.returncode}) before writing anything: {child.stderr.read()}")
+                pytest.fail(f"the run ended (exit {child.returncode}) before {what}: {child.communicate()}")
             if time.monotonic() > deadline:
-                pytest.fail("no temporary output appeared in time")
-            time.sleep(0.005)
+                pytest.fail(f"the run never reached the point where {what}")
+            time.sleep(0.001)
         time.sleep(delay)
         child.send_signal(signum)
         out, err = child.communicate(timeout=INTERRUPT_TIMEOUT_S)
@@ -535,6 +534,15 @@ def interrupt_once_writing(args: list, out_dir: Path, delay: float = 0.0,
             child.kill()
             child.communicate()
     return subprocess.CompletedProcess(child.args, child.returncode, out, err)
+
+
+def interrupt_once_writing(args: list, out_dir: Path, delay: float = 0.0,
+                           signum: int = signal.SIGINT) -> subprocess.CompletedProcess:
+    """Run `python -m perceiver_cli ARGS`, send `signum` `delay` seconds after a temporary output exists in out_dir."""
+    child = subprocess.Popen([sys.executable, "-m", "perceiver_cli", *map(str, args)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=_child_env())
+    return signal_when(child, lambda: any(PARTIAL_MARKER in p.name for p in out_dir.iterdir()),
+                       "it wrote a temporary output", delay, signum)
 
 
 def assert_interrupted(done: subprocess.CompletedProcess) -> None:
@@ -633,20 +641,9 @@ def test_ctrl_c_during_start_up_is_interrupted_not_a_traceback(weights, tmp_path
         argv = [str(script)]
     child = subprocess.Popen([*argv, "fill-mask", "a[MASK]b", "-w", str(weights["language"])],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env())
-    try:
-        deadline = time.monotonic() + INTERRUPT_TIMEOUT_S
-        while not _our_handlers_installed(child.pid):
-            if child.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the run never installed its signal handlers: {child.communicate()}")
-        time.sleep(delay)
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=INTERRUPT_TIMEOUT_S)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
-    assert_interrupted(subprocess.CompletedProcess(child.args, child.returncode, out, err))
-    assert out == ""
+    done = signal_when(child, lambda: _our_handlers_installed(child.pid), "it installed its signal handlers", delay)
+    assert_interrupted(done)
+    assert done.stdout == ""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -897,6 +894,40 @@ def test_a_swallowed_interrupt_still_stops_the_commit_of_an_output(tmp_path):
     assert done.stdout.splitlines() == ["interrupted at the commit", "[]"]
 
 
+SIGNAL_INSIDE_THE_TORCH_IMPORT = """
+import importlib, importlib.abc, os, signal, sys
+from perceiver_cli import interrupts
+
+class SignalOnce(importlib.abc.MetaPathFinder):
+    fired = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch.nn" and not SignalOnce.fired:  # halfway through torch's own __init__
+            SignalOnce.fired = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, SignalOnce())
+interrupts.install(starting=False)
+try:
+    importlib.import_module(sys.argv[1])
+    print("not interrupted")
+except KeyboardInterrupt:
+    torch = sys.modules.get("torch")
+    print("interrupted", SignalOnce.fired, torch is not None and hasattr(torch, "Tensor") and "torch.nn" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("module", ["perceiver_cli.runtime", "perceiver_cli.load"])
+def test_a_signal_inside_the_torch_import_is_taken_once_torch_is_whole(module):
+    # A signal halfway through torch's start-up once aborted the process from its C++ code; the modules that
+    # import torch take it once the import has finished: torch is whole, then the interrupt is raised.
+    done = subprocess.run([sys.executable, "-c", SIGNAL_INSIDE_THE_TORCH_IMPORT, module], capture_output=True,
+                          text=True, env=_child_env(), timeout=INTERRUPT_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["interrupted True True"], done.stdout + done.stderr
+
+
 LOST_IN_A_COMMAND = """
 import os, signal, sys
 import perceiver_cli.cli as cli
@@ -968,18 +999,7 @@ def test_ctrl_c_while_a_command_waits_for_stdin_exits_130(weights, tmp_path, com
     child = subprocess.Popen([sys.executable, "-m", "perceiver_cli", command, "-", "-w", str(weights[kind])],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=_child_env())
-    try:
-        child.stdin.write(f"{image}\n" if command == "classify" else "a[MASK]b\n")
-        child.stdin.flush()
-        deadline = time.monotonic() + INTERRUPT_TIMEOUT_S
-        while not _our_handlers_installed(child.pid):
-            if child.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the run never installed its signal handlers: {child.communicate()}")
-        time.sleep(delay)
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=INTERRUPT_TIMEOUT_S)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
-    assert_interrupted(subprocess.CompletedProcess(child.args, child.returncode, out, err))
+    child.stdin.write(f"{image}\n" if command == "classify" else "a[MASK]b\n")
+    child.stdin.flush()
+    assert_interrupted(signal_when(child, lambda: _our_handlers_installed(child.pid),
+                                   "it installed its signal handlers", delay))

@@ -36,17 +36,9 @@ def summary_of(out: str) -> dict:
 
 
 @pytest.fixture
-def evaluate(capsys):
-    """Run `perceiver eval autoencode-video ARGS`: (exit code, stdout, stderr)."""
-    command = ["eval", "autoencode-video"]
-
-    def run(*args):
-        capsys.readouterr()
-        code = main([*command, *map(str, args), "--device", "cpu"])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+def evaluate(run_main):
+    """Run `perceiver eval autoencode-video ARGS --device cpu`: (exit code, stdout, stderr)."""
+    return lambda *args: run_main("eval", "autoencode-video", *args, "--device", "cpu")
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from perceiver_cli.core.flow import (FlowEstimator, blend_weights, frame_windows
                                      window_grid, window_starts)
 from perceiver_cli.io.flo import read_flo, write_flo
 from perceiver_cli.io.flowviz import flow_to_color, flow_to_color_deepmind
+from synthetic_media import write_frames
 from tiny_models import make_tiny_checkpoint
 
 REL = 1e-4
@@ -372,18 +373,8 @@ def test_folder_output_into_the_input_folder_may_not_overwrite_frames(tiny, tmp_
 
 def make_clip(path: Path, count: int, fps: int = 10, height: int = 16, width: int = 24) -> Path:
     """A small H.264 clip of moving noise, written with PyAV."""
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 256, (height, width + count, 3), dtype=np.uint8)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "10"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(count):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, i:i + width]), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+    base = np.random.default_rng(0).integers(0, 256, (height, width + count, 3), dtype=np.uint8)
+    return write_frames(path, (base[:, i:i + width] for i in range(count)), fps=fps, crf=10, pix_fmt="yuv420p")
 
 
 def test_video_in_video_out_keeps_rate_and_has_one_frame_per_pair(tiny, tmp_path, capsys):
@@ -648,20 +639,8 @@ def test_backward_flow_is_the_forward_flow_of_the_swapped_pair_and_both_writes_t
 
 def make_rotated_clip(path: Path, count: int, rotation: int) -> Path:
     """A lossless clip of moving noise stored 12 wide and 8 high, displayed turned by `rotation` degrees."""
-    rng = np.random.default_rng(3)
-    base = rng.integers(0, 256, (8, 12 + count, 3), dtype=np.uint8)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10, options={"crf": "0"})
-        stream.width, stream.height, stream.pix_fmt = 12, 8, "yuv444p"
-        stream.set_display_rotation(rotation)
-        for i in range(count):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, i:i + 12]), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+    base = np.random.default_rng(3).integers(0, 256, (8, 12 + count, 3), dtype=np.uint8)
+    return write_frames(path, (base[:, i:i + 12] for i in range(count)), fps=10, display_rotation=rotation)
 
 
 def test_a_rotated_video_gives_flow_in_the_displayed_orientation_and_a_whole_video_npy(tiny, ours, tmp_path, capsys):
@@ -753,7 +732,7 @@ def test_kitti_format_writes_16_bit_flow_pngs_not_pictures(tiny, tmp_path, capsy
     from perceiver_cli.io.flowfiles import is_kitti_flow_png, read_flow
 
     directory, _ = tiny
-    frames = frames_in(tmp_path / "seq", ["f1.png", "f2.png", "f3.png"], size=(20, 30))
+    frames_in(tmp_path / "seq", ["f1.png", "f2.png", "f3.png"], size=(20, 30))
     code, records, err = flow_cli([tmp_path / "seq", "-w", directory, "-o", tmp_path / "out/",
                                    "--format", "flo,kitti"], capsys)
     assert code == 0, err

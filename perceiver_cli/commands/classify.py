@@ -8,8 +8,8 @@ from typing import List, Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption,
-                                           QuietOption, ScaleOptions, WeightsOption, check_source, examples,
-                                           model_option, run_task, scale_options)
+                                           QuietOption, ScaleOptions, WeightsOption, batch_size_option,
+                                           check_source, examples, model_option, run_task, scale_options)
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.classify import MODELS, ClassifyTask
 
@@ -23,10 +23,8 @@ def classify(
     model: Optional[str] = model_option(MODELS, ClassifyTask.default_model),
     weights: Optional[Path] = WeightsOption,
     top_k: int = typer.Option(5, "--top-k", "-k", metavar="K", help="Classes to show per image, best first."),
-    batch_size: Optional[int] = typer.Option(
-        None, "--batch-size", "-b", metavar="N", show_default=False,
-        help=f"Images per forward pass (default {ClassifyTask.accelerator_batch_size} on a GPU, "
-             f"{ClassifyTask.cpu_batch_size} on the CPU, where bigger batches gain no speed and cost memory)."),
+    batch_size: Optional[int] = batch_size_option(
+        ClassifyTask, "Images", ", where bigger batches gain no speed and cost memory"),
     max_pixels: Optional[int] = typer.Option(
         None, "--max-pixels", metavar="N", show_default=False,
         help="Refuse images with more pixels than this (decompression bombs; default 120 million)."),

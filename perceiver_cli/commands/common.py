@@ -35,6 +35,20 @@ NumericsOption = typer.Option(
     "deepmind", "--numerics", metavar="NAME",
     help="deepmind: compute DeepMind's original network; transformers: reproduce transformers' port exactly.",
 )
+def batch_size_option(task: Any, what: str, note: str = "") -> typer.models.OptionInfo:
+    """--batch-size/-b: `what` per forward pass, the task's own defaults on a GPU and on the CPU named."""
+    return typer.Option(
+        None, "--batch-size", "-b", metavar="N", show_default=False,
+        help=f"{what} per forward pass (default {task.accelerator_batch_size} on a GPU, "
+             f"{task.cpu_batch_size} on the CPU{note}).")
+
+
+def limit_option(what: str) -> typer.models.OptionInfo:
+    """--limit N of an evaluation: score only `what` (N of them)."""
+    return typer.Option(None, "--limit", metavar="N", show_default=False,
+                        help=f"Score only {what} (a quick look).")
+
+
 JsonOption = typer.Option(False, "--json", help="Write one JSON object per line to stdout instead of a table.")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars or notes on stderr (errors still print).")
 

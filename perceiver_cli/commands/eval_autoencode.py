@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
-                                           WeightsOption, check_source, examples, model_option)
+                                           WeightsOption, check_source, examples, limit_option,
+                                           model_option)
 from perceiver_cli.commands.evaluation import (PAPER, mean, percent, report_summary, run_keeping_records,
                                                spread_over_classes, truth)
 from perceiver_cli.errors import UsageError
@@ -64,9 +65,8 @@ def eval_autoencode(
                                         "(Kinetics-700 names, spaces or underscores)."),
     model: Optional[str] = model_option(MODELS, AutoencodeTask.default_model),
     weights: Optional[Path] = WeightsOption,
-    limit: Optional[int] = typer.Option(
-        None, "--limit", metavar="N", show_default=False,
-        help="Score only N videos, taken one class folder at a time in turn (a quick look)."),
+    limit: Optional[int] = limit_option(
+        "N videos, taken one class folder at a time in turn"),
     chunk_size: int = ChunkSizeOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,

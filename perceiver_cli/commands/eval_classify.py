@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
-                                           WeightsOption, check_source, examples, model_option)
+                                           WeightsOption, batch_size_option, check_source, examples,
+                                           limit_option, model_option)
 from perceiver_cli.commands.evaluation import (PAPER, percent, report_summary, run_keeping_records,
                                                spread_over_classes, truth)
 from perceiver_cli.errors import UsageError
@@ -96,13 +97,9 @@ def eval_classify(
         help="For a flat folder: lines 'FILENAME LABEL_INDEX' (class index 0-999, file names relative to DATASET)."),
     model: Optional[str] = model_option(MODELS, ClassifyTask.default_model),
     weights: Optional[Path] = WeightsOption,
-    limit: Optional[int] = typer.Option(
-        None, "--limit", metavar="N", show_default=False,
-        help="Score only N images, taken one class at a time in turn (a quick look)."),
-    batch_size: Optional[int] = typer.Option(
-        None, "--batch-size", "-b", metavar="N", show_default=False,
-        help=f"Images per forward pass (default {ClassifyTask.accelerator_batch_size} on a GPU, "
-             f"{ClassifyTask.cpu_batch_size} on the CPU)."),
+    limit: Optional[int] = limit_option(
+        "N images, taken one class at a time in turn"),
+    batch_size: Optional[int] = batch_size_option(ClassifyTask, "Images"),
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     numerics: str = NumericsOption,

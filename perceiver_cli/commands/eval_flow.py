@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
-                                           WeightsOption, check_source, examples, model_option)
+                                           WeightsOption, batch_size_option, check_source, examples,
+                                           limit_option, model_option)
 from perceiver_cli.tasks.flow import MODELS, FlowTask
 from perceiver_cli.tasks.engine import run_local
 from perceiver_cli.tasks.eval_flow import EvalFlowTask, summary_lines
@@ -22,12 +23,8 @@ def eval_flow(
     model: Optional[str] = model_option(MODELS, FlowTask.default_model),
     weights: Optional[Path] = WeightsOption,
     sintel_pass: str = typer.Option("clean", "--pass", metavar="NAME", help="Sintel pass: clean or final."),
-    limit: Optional[int] = typer.Option(None, "--limit", metavar="N", show_default=False,
-                                        help="Score only the first N pairs (a quick look)."),
-    batch_size: Optional[int] = typer.Option(
-        None, "--batch-size", "-b", metavar="N", show_default=False,
-        help=f"Model windows per forward pass (default {FlowTask.accelerator_batch_size} on a GPU, "
-             f"{FlowTask.cpu_batch_size} on the CPU)."),
+    limit: Optional[int] = limit_option("the first N pairs"),
+    batch_size: Optional[int] = batch_size_option(FlowTask, "Model windows"),
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     numerics: str = NumericsOption,

@@ -8,8 +8,8 @@ from typing import List, Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
-                                           ScaleOptions, WeightsOption, check_source, examples, model_option,
-                                           run_task, scale_options)
+                                           ScaleOptions, WeightsOption, batch_size_option, check_source, examples,
+                                           model_option, run_task, scale_options)
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.flow import MODELS, FlowTask
 
@@ -69,10 +69,8 @@ def flow(
     legend: Optional[str] = LegendOption,
     resize: bool = typer.Option(False, "--resize",
                                 help="Resize a second frame of another size to the first frame's size."),
-    batch_size: Optional[int] = typer.Option(
-        None, "--batch-size", "-b", metavar="N", show_default=False,
-        help=f"Model windows per forward pass (default {FlowTask.accelerator_batch_size} on a GPU, "
-             f"{FlowTask.cpu_batch_size} on the CPU, where a window costs about 1 GB and batching gains nothing)."),
+    batch_size: Optional[int] = batch_size_option(
+        FlowTask, "Model windows", ", where a window costs about 1 GB and batching gains nothing"),
     max_pixels: Optional[int] = typer.Option(
         None, "--max-pixels", metavar="N", show_default=False,
         help="Refuse images with more pixels than this (decompression bombs; default 120 million)."),

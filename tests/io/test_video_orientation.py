@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
@@ -19,6 +18,7 @@ from perceiver_cli.io.video import (
     probe_video,
     stepped_pairs,
 )
+from synthetic_media import write_frames
 
 STORED_HEIGHT, STORED_WIDTH = 32, 64
 
@@ -34,22 +34,8 @@ def asymmetric_picture(level: int = 0) -> np.ndarray:
 def write_clip(path: Path, n_frames: int = 4, fps: int = 10, display_rotation: int | None = None,
                rotate_tag: str | None = None, levels: list[int] | None = None) -> Path:
     """Encode the asymmetric picture with lossless H.264, optionally with rotation metadata."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "0"})
-        stream.width, stream.height, stream.pix_fmt = STORED_WIDTH, STORED_HEIGHT, "yuv444p"
-        if display_rotation is not None:
-            stream.set_display_rotation(display_rotation)
-        if rotate_tag is not None:
-            stream.metadata["rotate"] = rotate_tag
-        for i in range(n_frames):
-            level = levels[i] if levels else 0
-            frame = av.VideoFrame.from_ndarray(asymmetric_picture(level), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+    pictures = [asymmetric_picture(levels[i] if levels else 0) for i in range(n_frames)]
+    return write_frames(path, pictures, fps=fps, display_rotation=display_rotation, rotate_tag=rotate_tag)
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> bool:
