@@ -128,6 +128,10 @@ def _connect(ray, scale: ScaleOptions) -> bool:
     quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     try:
         if scale.ray_address is None:
+            # Ray starts its workers 15 nicer than the node; here they hold the models, so they run at this
+            # command's priority (beside other work they would otherwise get almost no CPU).
+            if "RAY_worker_niceness" not in os.environ:
+                quiet["_system_config"] = {"worker_niceness": 0}
             ray.init(_node_ip_address="127.0.0.1", **quiet)
         else:
             ray.init(address=scale.ray_address, **quiet)
