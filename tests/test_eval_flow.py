@@ -185,3 +185,11 @@ def test_a_folder_that_is_no_dataset_is_a_usage_error(tmp_path, capsys):
     assert main(["eval", "flow", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("perceiver: error: ") and "neither a Sintel" in err and err.count("\n") == 1
+
+
+
+def test_a_batch_size_below_one_is_refused_naming_the_option(sintel, run_main):
+    # eval flow once answered "batch size must be ..." where the other commands name --batch-size
+    code, out, err = run_main("eval", "flow", sintel, "--batch-size", "0", "--device", "cpu")
+    assert code == 2 and out == ""
+    assert err == "perceiver: error: --batch-size must be at least 1, got 0\n", err

@@ -129,8 +129,6 @@ def run_task(task, *, device: str = "auto", dtype: str = "float32", batch_size: 
 
     The runtime (device, dtype, threads, batch size) is decided once where the model runs, and only when an
     item is left to run."""
-    if batch_size is not None and batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     return run_engine(task, RuntimeRequest(device, dtype, batch_size),
                       Reporter(task, json_lines=json_lines, quiet=quiet), scale)
 

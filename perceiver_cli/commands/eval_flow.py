@@ -11,7 +11,7 @@ from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption
                                            WeightsOption, batch_size_option, check_source, examples,
                                            limit_option, model_option)
 from perceiver_cli.tasks.flow import MODELS, FlowTask
-from perceiver_cli.tasks.engine import run_local
+from perceiver_cli.tasks.engine import RuntimeRequest, run_local
 from perceiver_cli.tasks.eval_flow import EvalFlowTask, summary_lines
 from perceiver_cli.tasks.report import Reporter, emit_json
 
@@ -41,12 +41,10 @@ def eval_flow(
     and a last line {"dataset", "pass", "pairs", "failed", "available", "epe", ..., "paper": {"epe",
     "source"}}. The paper's figures come from Perceiver IO, Table 3 (trained on AutoFlow).
     """
-    from perceiver_cli.runtime import resolve_runtime
-
     source = check_source(model, weights, FlowTask.default_model)
     task = EvalFlowTask(dataset, source=source, sintel_pass=sintel_pass, limit=limit, numerics=numerics,
                         quiet=quiet)
-    runtime = resolve_runtime(device, dtype, batch_size, task.cpu_batch_size, task.accelerator_batch_size)
+    runtime = RuntimeRequest(device, dtype, batch_size).resolve(task)
     records: list[dict] = []
     code = run_local(task, runtime, Reporter(task, json_lines=json_lines, quiet=quiet),
                      listeners=[lambda result: records.append(result.record)])

@@ -10,7 +10,7 @@ from typing import Any, Callable, Hashable, Optional, Sequence, TypeVar
 
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.report import INDENT, Reporter, emit_json, error_line, visible, warning_line
-from perceiver_cli.tasks.engine import run_local
+from perceiver_cli.tasks.engine import RuntimeRequest, run_local
 
 PAPER = "Perceiver IO (Jaegle et al., 2021)"
 T = TypeVar("T")
@@ -66,11 +66,7 @@ def run_keeping_records(task, *, device: str, dtype: str, batch_size: Optional[i
                         quiet: bool, annotate: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None
                         ) -> tuple[dict[str, dict[str, Any]], int]:
     """Run `task` on the local engine with a progress bar of items: ({input: record}, exit code)."""
-    from perceiver_cli.runtime import resolve_runtime
-
-    if batch_size is not None and batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    runtime = resolve_runtime(device, dtype, batch_size, task.cpu_batch_size, task.accelerator_batch_size)
+    runtime = RuntimeRequest(device, dtype, batch_size).resolve(task)
     keeper = RecordKeeper(task, json_lines=json_lines, quiet=quiet, annotate=annotate)
     code = run_local(task, runtime, keeper, progress_label="evaluating")
     return keeper.records, code

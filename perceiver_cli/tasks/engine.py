@@ -40,6 +40,10 @@ class RuntimeRequest:
     dtype: Optional[str] = None
     batch_size: Optional[int] = None
 
+    def __post_init__(self) -> None:
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+
     def resolve(self, task: Task):
         """The Runtime for `task` in this process (device checked, threads set, the task's batch default)."""
         from perceiver_cli.runtime import resolve_runtime
