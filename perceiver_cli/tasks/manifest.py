@@ -39,6 +39,11 @@ def _lock(fd: int, path: Path) -> None:
         pass
 
 
+def _key(record: dict[str, Any]) -> str:
+    """The item key a record is of: its "key", written only where it differs from its "input"."""
+    return str(record.get("key", record["input"]))
+
+
 def outputs_exist(item: Item) -> bool:
     """Whether the item plans output files and every one of them exists (outputs are written atomically)."""
     return bool(item.outputs) and all(os.path.exists(path) for path in item.outputs)
@@ -75,17 +80,17 @@ class Manifest:
                 continue
             try:
                 record = json.loads(line)
-                key = record.get("key", record["input"])
+                key = _key(record)
                 status = record["status"]
             except (ValueError, KeyError, TypeError, AttributeError):
                 raise UsageError(f"--manifest {self.path}: line {number} is not a manifest record") from None
             if key in self.status:
                 self.repeated += 1
-            self.status[str(key)] = status
+            self.status[key] = status
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record as one line, in one write."""
-        key = record.get("key", record["input"])
+        key = _key(record)
         if key in self.status:
             self.repeated += 1
         self.status[key] = record["status"]
@@ -116,8 +121,7 @@ class Manifest:
         last: dict[str, bytes] = {}
         for line in lines:
             if line.strip():
-                record = json.loads(line)
-                key = str(record.get("key", record["input"]))
+                key = _key(json.loads(line))
                 last.pop(key, None)  # a key moves to where its last record is
                 last[key] = line
         with atomic_write(self.path, "wb") as stream:
