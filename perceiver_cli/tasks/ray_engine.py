@@ -66,12 +66,8 @@ class ModelWorker:
             self.setup_error = exc
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        import numpy as np
-
         if self.setup_error is not None:
-            replies = np.empty(1, dtype=object)
-            replies[0] = pickle.dumps(self.setup_error)
-            return {"index": np.array([-1], dtype=np.int64), "result": replies}
+            return _block([-1], [self.setup_error])
         items: list[Item] = [pickle.loads(blob) for blob in batch["item"]]
         results: list[Result] = []
         try:
@@ -79,9 +75,7 @@ class ModelWorker:
         except Exception as exc:  # the rest of this batch fails; the worker goes on with the next one
             done = {result.item.index for result in results}
             results.extend(failure(item, problem_of(exc, item.input)) for item in items if item.index not in done)
-        replies = np.empty(len(results), dtype=object)
-        replies[:] = [pickle.dumps(_reply(result, self.worker)) for result in results]
-        return {"index": np.array([r.item.index for r in results], dtype=np.int64), "result": replies}
+        return _block([result.item.index for result in results], [_reply(result, self.worker) for result in results])
 
 
 class SegmentWorker(ModelWorker):
@@ -89,8 +83,6 @@ class SegmentWorker(ModelWorker):
     its items' results as it is done (one block each), with the item, which only the worker knew."""
 
     def __call__(self, batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        import numpy as np
-
         if self.setup_error is not None:
             yield super().__call__(batch)
             return
@@ -100,17 +92,25 @@ class SegmentWorker(ModelWorker):
             try:
                 for result in timed(self.task.run([segment])):
                     following = result.item.index + 1
-                    yield self._pack(result, np)
+                    yield self._pack(result)
             except Exception as exc:  # the rest of this segment fails as one record; the worker goes on
-                yield self._pack(failure(Item(following, segment.input), problem_of(exc, segment.input)), np)
+                yield self._pack(failure(Item(following, segment.input), problem_of(exc, segment.input)))
 
-    def _pack(self, result: Result, np) -> dict[str, Any]:
+    def _pack(self, result: Result) -> dict[str, Any]:
         reply = _reply(result, self.worker)
         item = result.item
         reply["item"] = Item(item.index, item.input, None, item.error, item.key, item.outputs)  # without frames
-        replies = np.empty(1, dtype=object)
-        replies[0] = pickle.dumps(reply)
-        return {"index": np.array([item.index], dtype=np.int64), "result": replies}
+        return _block([item.index], [reply])
+
+
+def _block(indices: list[int], replies: list[Any]) -> dict[str, Any]:
+    """A block of replies for Ray Data: the item indices, and each reply pickled into an object column."""
+    import numpy as np
+
+    column = np.empty(len(replies), dtype=object)
+    for row, reply in enumerate(replies):
+        column[row] = pickle.dumps(reply)
+    return {"index": np.array(indices, dtype=np.int64), "result": column}
 
 
 def _reply(result: Result, worker: str) -> dict[str, Any]:
