@@ -124,6 +124,31 @@ class ClipArrays:
                 "label_logits": np.stack(self.label_logits).astype(np.float32, copy=False)}
 
 
+def _outputs_by_kind(outputs: Iterable[str | Path]) -> tuple[list[Path], list[Path], list[Path]]:
+    """A video's output paths as (videos, .wav files, .npz files)."""
+    paths = [Path(output) for output in outputs]
+    return ([p for p in paths if _format_of(p) in VIDEO_FORMATS], [p for p in paths if _format_of(p) in AUDIO_FORMATS],
+            [p for p in paths if _format_of(p) in ARRAY_FORMATS])
+
+
+def _write_clip(writers: list, pictures: np.ndarray, sound: np.ndarray) -> None:
+    """One clip's frames and sound onto every video writer."""
+    for writer in writers:
+        for picture in pictures:
+            writer.write_frame(picture)
+        writer.write_audio(sound)
+
+
+def _write_kept(wav_paths: list[Path], npz_paths: list[Path], kept: Optional["ClipArrays"], sample_rate: int) -> None:
+    """The whole video's sound (.wav) and arrays (.npz), from every clip kept."""
+    from perceiver_cli.io.audio import write_npz, write_wav
+
+    for path in wav_paths:
+        write_wav(path, kept.sound(), sample_rate)
+    for path in npz_paths:
+        write_npz(path, **kept.arrays())
+
+
 # Clips per second of video when estimating how to split a video over workers (the real checkpoint's
 # 16 frames at 25 fps); a worker cuts clips with its checkpoint's own geometry.
 ESTIMATED_CLIPS_PER_SECOND = 25 / 16
@@ -296,6 +321,38 @@ class AutoencodeTask(Task):
         """The driver's writer of each video's outputs from its segments' clips, in order."""
         return _ClipAssembler(self, segments)
 
+    def _pictures(self, clip, reconstruction: np.ndarray) -> np.ndarray:
+        """A clip's frames as video outputs show them: the reconstruction, beside the input with --side-by-side."""
+        pictures = _to_uint8(reconstruction)
+        if self.side_by_side:
+            pictures = np.concatenate([_to_uint8(clip.frames[:clip.n_valid_frames]), pictures], axis=2)
+        return pictures
+
+    def _clip_record(self, clip, result) -> dict[str, Any]:
+        """One clip's part of a video's record: where it starts, its predictions and its PSNRs."""
+        from perceiver_cli.core import autoencode as core
+
+        return {"start_s": round(float(clip.start_s), 6),
+                "predictions": _predictions(core.top_k(result.probabilities, self.top_k), self.names),
+                "psnr_video": _finite(result.psnr_video), "psnr_audio": _finite(result.psnr_audio)}
+
+    def _video_record(self, video: Item, clip_records: list[dict[str, Any]], summary, names) -> dict[str, Any]:
+        """A video's record: its outputs, its clips' records, and the whole video's predictions and PSNRs."""
+        from perceiver_cli.core import autoencode as core
+
+        return {"input": video.input, "outputs": [str(Path(output)) for output in video.outputs],
+                "clips": clip_records,
+                "predictions": _predictions(core.top_k(summary.probabilities, self.top_k), names),
+                "psnr_video": _finite(summary.psnr_video), "psnr_audio": _finite(summary.psnr_audio)}
+
+    def _video_writers(self, stack: ExitStack, paths: list[Path], g) -> list:
+        """Video writers for `paths`, entered on `stack` (leaving it finishes them; an error removes them)."""
+        from perceiver_cli.io.video import VideoWriter
+
+        width = 2 * g.image_size if self.side_by_side else g.image_size
+        return [stack.enter_context(VideoWriter(path, fps=g.fps, width=width, height=g.image_size,
+                                                audio_sample_rate=g.sample_rate)) for path in paths]
+
     def _segment(self, item: Item) -> Result:
         """One segment's clips autoencoded here (clips before it are decoded and dropped); its video's failure
         when one comes up (the clips are read from the start, so every later segment meets it too)."""
@@ -310,8 +367,7 @@ class AutoencodeTask(Task):
         if video.error is not None:
             parts.error = video.error
             return Result(item, {"input": item.input}, parts=parts)
-        wants_pictures = any(_format_of(Path(o)) in VIDEO_FORMATS for o in video.outputs)
-        wants_video = any(_format_of(Path(o)) in ARRAY_FORMATS for o in video.outputs)
+        video_paths, _, npz_paths = _outputs_by_kind(video.outputs)
         try:
             clips, _ = self._clips(video, warnings)
             for number, clip in enumerate(_read_guarded(clips, video.input)):
@@ -321,19 +377,11 @@ class AutoencodeTask(Task):
                                               torch.from_numpy(clip.audio), clip.n_valid_frames, self.chunk_size,
                                               device=self.runtime.device, dtype=self.runtime.dtype)
                 reconstruction, sound = result.video.numpy(), result.audio.numpy()
-                pictures = None
-                if wants_pictures:
-                    pictures = _to_uint8(reconstruction)
-                    if self.side_by_side:
-                        pictures = np.concatenate([_to_uint8(clip.frames[:clip.n_valid_frames]), pictures], axis=2)
                 parts.clips.append(ClipPart(
-                    pictures, reconstruction if wants_video else None, sound, result.label_logits.numpy(),
+                    self._pictures(clip, reconstruction) if video_paths else None,
+                    reconstruction if npz_paths else None, sound, result.label_logits.numpy(),
                     result.probabilities.numpy(), result.video_squared_error, result.video.numel(),
-                    result.audio_squared_error, result.audio.numel(), {
-                        "start_s": round(float(clip.start_s), 6),
-                        "predictions": _predictions(core.top_k(result.probabilities, self.top_k), self.names),
-                        "psnr_video": _finite(result.psnr_video),
-                        "psnr_audio": _finite(result.psnr_audio)}))
+                    result.audio_squared_error, result.audio.numel(), self._clip_record(clip, result)))
                 if segment.last is not None and number >= segment.last - 1:
                     break
         except InputError as error:
@@ -392,22 +440,15 @@ class AutoencodeTask(Task):
         import torch
 
         from perceiver_cli.core import autoencode as core
-        from perceiver_cli.io.audio import write_npz, write_wav
-        from perceiver_cli.io.video import VideoWriter
 
         g = self.geometry
-        outputs = [Path(output) for output in item.outputs]
-        video_paths = [p for p in outputs if _format_of(p) in VIDEO_FORMATS]
-        wav_paths = [p for p in outputs if _format_of(p) in AUDIO_FORMATS]
-        npz_paths = [p for p in outputs if _format_of(p) in ARRAY_FORMATS]
+        video_paths, wav_paths, npz_paths = _outputs_by_kind(item.outputs)
         kept = ClipArrays(video=bool(npz_paths)) if wav_paths or npz_paths else None
         summary = core.RunningSummary()
         clip_records: list[dict[str, Any]] = []
         clips, expected = self._clips(item, warnings)
-        width = 2 * g.image_size if self.side_by_side else g.image_size
         with ExitStack() as stack:
-            writers = [stack.enter_context(VideoWriter(path, fps=g.fps, width=width, height=g.image_size,
-                                                       audio_sample_rate=g.sample_rate)) for path in video_paths]
+            writers = self._video_writers(stack, video_paths, g)
             advance = stack.enter_context(progress_bar("clips", expected, quiet=not show_clips))
             for clip in _read_guarded(clips, item.input):
                 result = core.autoencode_clip(self.model, torch.from_numpy(clip.frames),
@@ -416,31 +457,15 @@ class AutoencodeTask(Task):
                 summary.add(result)
                 video, sound = result.video.numpy(), result.audio.numpy()
                 if writers:
-                    pictures = _to_uint8(video)
-                    if self.side_by_side:
-                        pictures = np.concatenate([_to_uint8(clip.frames[:clip.n_valid_frames]), pictures], axis=2)
-                    for writer in writers:
-                        for picture in pictures:
-                            writer.write_frame(picture)
-                        writer.write_audio(sound)
+                    _write_clip(writers, self._pictures(clip, video), sound)
                 for sink in (kept, gather):
                     if sink is not None:
                         sink.add(video, sound, result.label_logits.numpy())
-                clip_records.append({
-                    "start_s": round(float(clip.start_s), 6),
-                    "predictions": _predictions(core.top_k(result.probabilities, self.top_k), self.names),
-                    "psnr_video": _finite(result.psnr_video),
-                    "psnr_audio": _finite(result.psnr_audio),
-                })
+                clip_records.append(self._clip_record(clip, result))
                 advance(1)
-            for path in wav_paths:
-                write_wav(path, kept.sound(), g.sample_rate)
-            for path in npz_paths:
-                write_npz(path, **kept.arrays())
+            _write_kept(wav_paths, npz_paths, kept, g.sample_rate)
         # Leaving the ExitStack finished the video files; an error above removed them.
-        return {"input": item.input, "outputs": [str(p) for p in outputs], "clips": clip_records,
-                "predictions": _predictions(core.top_k(summary.probabilities, self.top_k), self.names),
-                "psnr_video": _finite(summary.psnr_video), "psnr_audio": _finite(summary.psnr_audio)}
+        return self._video_record(item, clip_records, summary, self.names)
 
     def render(self, record: dict[str, Any]) -> list[str]:
         lines = [heading(record), row("   start", "video PSNR".rjust(PSNR_WIDTH), "audio PSNR".rjust(PSNR_WIDTH),
@@ -489,22 +514,14 @@ class _ClipAssembler:
     def _start(self, video: Item) -> dict[str, Any]:
         from perceiver_cli.core import autoencode as core
 
-        outputs = [Path(output) for output in video.outputs]
-        wav = [p for p in outputs if _format_of(p) in AUDIO_FORMATS]
-        npz = [p for p in outputs if _format_of(p) in ARRAY_FORMATS]
-        return {"video": video, "outputs": outputs, "wav": wav, "npz": npz, "stack": ExitStack(), "writers": None,
+        videos, wav, npz = _outputs_by_kind(video.outputs)
+        return {"video": video, "videos": videos, "wav": wav, "npz": npz, "stack": ExitStack(), "writers": None,
                 "kept": ClipArrays(video=bool(npz)) if wav or npz else None, "summary": core.RunningSummary(),
                 "clips": [], "warnings": [], "error": None, "geometry": None, "names": None}
 
     def _writers(self, state: dict[str, Any]) -> list:
-        from perceiver_cli.io.video import VideoWriter
-
         if state["writers"] is None:
-            g = state["geometry"]
-            width = 2 * g.image_size if self.task.side_by_side else g.image_size
-            state["writers"] = [state["stack"].enter_context(
-                VideoWriter(path, fps=g.fps, width=width, height=g.image_size, audio_sample_rate=g.sample_rate))
-                for path in state["outputs"] if _format_of(path) in VIDEO_FORMATS]
+            state["writers"] = self.task._video_writers(state["stack"], state["videos"], state["geometry"])
         return state["writers"]
 
     def _fail(self, state: dict[str, Any], problem: str) -> None:
@@ -529,11 +546,7 @@ class _ClipAssembler:
             else:
                 state["geometry"], state["names"] = parts.geometry, parts.names
                 for clip in parts.clips:
-                    writers = self._writers(state)
-                    for writer in writers:
-                        for picture in clip.pictures:
-                            writer.write_frame(picture)
-                        writer.write_audio(clip.sound)
+                    _write_clip(self._writers(state), clip.pictures, clip.sound)
                     if state["kept"] is not None:
                         state["kept"].add(clip.video, clip.sound, clip.label_logits)
                     state["summary"].add(_ClipNumbers(clip, torch))
@@ -545,18 +558,11 @@ class _ClipAssembler:
         return [self._finish(state)]
 
     def _finish(self, state: dict[str, Any]) -> Result:
-        from perceiver_cli.core import autoencode as core
-        from perceiver_cli.io.audio import write_npz, write_wav
-
         video: Item = state["video"]
         if state["error"] is None:
             try:
-                g = state["geometry"]
                 self._writers(state)
-                for path in state["wav"]:
-                    write_wav(path, state["kept"].sound(), g.sample_rate)
-                for path in state["npz"]:
-                    write_npz(path, **state["kept"].arrays())
+                _write_kept(state["wav"], state["npz"], state["kept"], state["geometry"].sample_rate)
             except BaseException as exc:
                 state["stack"].__exit__(type(exc), exc, exc.__traceback__)
                 raise
@@ -564,10 +570,7 @@ class _ClipAssembler:
         if state["error"] is not None:
             result = failure(video, state["error"])
         else:
-            summary, names, top_k = state["summary"], state["names"], self.task.top_k
-            record = {"input": video.input, "outputs": [str(p) for p in state["outputs"]], "clips": state["clips"],
-                      "predictions": _predictions(core.top_k(summary.probabilities, top_k), names),
-                      "psnr_video": _finite(summary.psnr_video), "psnr_audio": _finite(summary.psnr_audio)}
+            record = self.task._video_record(video, state["clips"], state["summary"], state["names"])
             result = Result(video, record, outputs=list(video.outputs))
         result.warnings = state["warnings"]
         return result
