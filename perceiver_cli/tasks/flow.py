@@ -407,30 +407,8 @@ class FlowTask(Task):
         return self._video_pairs(path)
 
     def _video_pairs(self, path: Path) -> Iterator[Item]:
-        from perceiver_cli.io.video import iter_timed_frames, stepped_pairs
-
-        name = str(path)
-        count = 0
-        planned = self.outputs_writer()
-
-        def frames() -> Iterator[tuple[int, np.ndarray]]:
-            for index, (seconds, frame) in enumerate(iter_timed_frames(path, None, self.end)):
-                if self.start is None or seconds >= self.start:
-                    yield index, frame
-
-        try:
-            for _, (i, frame1), (j, frame2) in stepped_pairs(frames(), self.step):
-                truth, invalid = self._truth_paths(Path(), f"{path.stem}_{i:06d}")
-                pair = FramePair(frame1, frame2, f"{path.stem}_{i:06d}", f"{name}#{j}", truth, invalid)
-                yield Item(count, f"{name}#{i}", data=pair, outputs=_planned(planned, pair.stem))
-                count += 1
-        except InputError as exc:  # the video stops decoding: its message names the video
-            yield _problem_item(count, name, exc)
-            return
-        if count == 0:
-            wanted = "frames" if self.step == 1 else f"frames {self.step} apart"
-            yield Item(0, name, error=f"no two {wanted} in the {'selected part of the ' if self.start or self.end else ''}"
-                                      "video; flow needs a pair")
+        """Every pair item of the video, as one process runs them: its whole range as one segment."""
+        return self._segment_pairs(VideoSegment(path, 0, None))
 
     def segments(self, count: int) -> Optional[list[Item]]:
         """A video's pairs as `count` frame ranges (one item each) that workers decode themselves; None for
@@ -472,8 +450,8 @@ class FlowTask(Task):
             return
         if segment.first == 0 and count == 0:
             wanted = "frames" if self.step == 1 else f"frames {self.step} apart"
-            yield Item(0, name, error=f"no two {wanted} in the {'selected part of the ' if self.start or self.end else ''}"
-                                      "video; flow needs a pair")
+            part = "selected part of the " if self.start or self.end else ""
+            yield Item(0, name, error=f"no two {wanted} in the {part}video; flow needs a pair")
 
     def _expanded(self, items: Iterable[Item]) -> Iterator[Item]:
         """The items, with each video segment replaced by its pairs."""
@@ -490,8 +468,7 @@ class FlowTask(Task):
         whole = [target for target in self.targets if target.kind == VIDEO]
         if not whole:
             return None
-        return _Assembler(FlowOutputs(whole, self.formats, self.pictures, fps=self.fps, direction=self.direction,
-                                      mask_formats=self.mask_formats, capacity=self.capacity))
+        return _Assembler(self.outputs_writer(whole))
 
     @property
     def whole_run_outputs(self) -> bool:
@@ -501,10 +478,10 @@ class FlowTask(Task):
 
         return any(target.kind == VIDEO for target in self.targets)
 
-    def outputs_writer(self):
-        """The io writer of this run's outputs."""
-        return FlowOutputs(self.targets, self.formats, self.pictures, fps=self.fps, direction=self.direction,
-                           mask_formats=self.mask_formats, capacity=self.capacity)
+    def outputs_writer(self, targets: Optional[list] = None, writer: type = FlowOutputs):
+        """The io writer (`writer`, FlowOutputs or a subclass) of this run's outputs, or of `targets` only."""
+        return writer(self.targets if targets is None else targets, self.formats, self.pictures, fps=self.fps,
+                      direction=self.direction, mask_formats=self.mask_formats, capacity=self.capacity)
 
     # -- the model step ----------------------------------------------------------------------------------
 
@@ -640,9 +617,8 @@ class FlowTask(Task):
 
     def run(self, items: Iterable[Item]) -> Iterator[Result]:
         if isinstance(items, list) and any(isinstance(item.data, VideoSegment) for item in items):
-            outputs = _WorkerOutputs(self.targets, self.formats, self.pictures, fps=self.fps,
-                                     direction=self.direction, mask_formats=self.mask_formats)
-            self._active = self._results(self._expanded(items), outputs, deferred=True)
+            self._active = self._results(self._expanded(items), self.outputs_writer(writer=_WorkerOutputs),
+                                         deferred=True)
         else:
             self._active = self._results(items, self.outputs_writer())
         return self._active
@@ -677,7 +653,8 @@ class FlowTask(Task):
                     if warning not in said:
                         said.add(warning)
                         warnings.append(warning)
-                yield Result(item, record, warnings=warnings, parts=flow if deferred and self.whole_run_outputs else None)
+                yield Result(item, record, warnings=warnings,
+                             parts=flow if deferred and self.whole_run_outputs else None)
 
     def render(self, record: dict[str, Any]) -> list[str]:
         line = (f"{heading(record)} -> {heading(record, 'input2')}: mean {record['mean_magnitude']:.3f} px, "
