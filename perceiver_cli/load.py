@@ -11,17 +11,16 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from perceiver_cli import interrupts
+# First: runtime imports torch with signals deferred (a signal inside torch's start-up would abort the process).
+from perceiver_cli.runtime import Runtime, configure_threads, pick_device, pick_dtype
 
-with interrupts.deferred():  # a signal inside torch's C++ start-up would abort the process: take it after
-    import torch
+import torch
 from torch import nn
 
 from perceiver_cli.core.loading import StateDictMismatch, load_state_dict_strict
 from perceiver_cli.core.models import build_model
 from perceiver_cli.core.spec import NUMERICS, InvalidConfig, PerceiverSpec, check_spec, spec_from_config
 from perceiver_cli.errors import UsageError, WeightsError
-from perceiver_cli.runtime import Runtime, configure_threads, pick_device, pick_dtype
 from perceiver_cli.weights.folder import read_config, read_state_dict
 from perceiver_cli.weights.resolve import resolve_checkpoint
 from perceiver_cli.weights.verify import Check

@@ -35,6 +35,8 @@ NumericsOption = typer.Option(
     "deepmind", "--numerics", metavar="NAME",
     help="deepmind: compute DeepMind's original network; transformers: reproduce transformers' port exactly.",
 )
+
+
 def batch_size_option(task: Any, what: str, note: str = "") -> typer.models.OptionInfo:
     """--batch-size/-b: `what` per forward pass, the task's own defaults on a GPU and on the CPU named."""
     return typer.Option(
