@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -32,6 +33,13 @@ def draw_flow(
     wheel: int = typer.Option(
         0, "--wheel", metavar="SIZE", show_default=False,
         help="Write only the colour-wheel legend, SIZE pixels square, to -o (no FLOW): the rim is full scale."),
+    against: Optional[Path] = typer.Option(
+        None, "--against", metavar="FILE", show_default=False,
+        help="Draw each flow file's end-point-error map against this flow file (the ground truth), with a scale "
+             "bar, and add \"epe\" (its mean over pixels known in both)."),
+    max_epe: Optional[float] = typer.Option(
+        None, "--max-epe", metavar="PX", show_default=False,
+        help="With --against: this error is the top colour (default: each map's largest error)."),
     json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> int:
@@ -45,7 +53,7 @@ def draw_flow(
     if not inputs:
         raise UsageError("give flow files to draw (.flo, KITTI .png, .pfm, .npy), or --wheel SIZE")
     task = DrawFlowTask(inputs, outputs=outputs or [], picture_format=picture_format, max_flow=max_flow,
-                        style=style, legend=legend)
+                        style=style, legend=legend, against=against, max_epe=max_epe)
     return run_local(task, None, Reporter(task, json_lines=json_lines, quiet=quiet))
 
 
@@ -66,4 +74,5 @@ def _write_wheel(size: int, inputs: Optional[List[str]], outputs: Optional[List[
 
 draw_flow.epilog = examples("perceiver draw-flow frame_0001.flo -o frame_0001.png --legend bottom-right",
                             "perceiver draw-flow flow_occ/*.png -o pictures/ --max-flow 40",
+                            "perceiver draw-flow ours.flo --against truth.flo -o error.png --max-epe 5",
                             "perceiver draw-flow --wheel 256 -o legend.png")

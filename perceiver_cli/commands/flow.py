@@ -42,7 +42,8 @@ def flow(
     formats: Optional[str] = typer.Option(
         None, "--format", "-f", metavar="LIST", show_default=False,
         help="What goes into folder outputs, comma-separated (default flo): flo, npy, kitti (16-bit KITTI PNG), "
-             "or a picture: png, jpg, webp, bmp."),
+             "or a picture: png, jpg, webp, bmp; with --gt also epe (<stem>_epe.png, the end-point-error "
+             "map with a scale bar)."),
     recursive: bool = typer.Option(False, "--recursive", "-r",
                                    help="Read every folder below a folder argument that holds frames, each as its "
                                         "own sequence (folders of masks or KITTI flow are skipped)."),
@@ -64,6 +65,9 @@ def flow(
         help="Ground truth (.flo, 16-bit KITTI .png, .pfm or .npy): a file (one pair) or a folder of <first frame "
              "stem> files (a subfolder per sequence with --recursive; masks in its invalid/ are respected). Adds "
              "\"epe\"; a pair without usable ground truth gets null and a warning."),
+    max_epe: Optional[float] = typer.Option(
+        None, "--max-epe", metavar="PX", show_default=False,
+        help="Scale of the epe error maps: this error is the top colour (default: each map's largest error)."),
     max_flow: Optional[float] = MaxFlowOption,
     style: str = StyleOption,
     legend: Optional[str] = LegendOption,
@@ -94,7 +98,7 @@ def flow(
     task = FlowTask(inputs, source=source, outputs=outputs or [], formats=formats, gt=gt, max_flow=max_flow,
                     style=style, legend=legend, resize=resize, max_pixels=max_pixels, recursive=recursive,
                     start=start, end=end, step=step, direction=direction, occlusion_formats=occlusion_formats,
-                    numerics=numerics, quiet=quiet)
+                    numerics=numerics, quiet=quiet, max_epe=max_epe)
     return run_task(task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines, quiet=quiet,
                     scale=scale)
 

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from perceiver_cli.io.flo import known_flow_mask
+from perceiver_cli.metrics import end_point_error_map
 
 # Colour-wheel segment lengths from Baker et al. 2007, in wheel order:
 # red->yellow, yellow->green, green->cyan, cyan->blue, blue->magenta, magenta->red.
@@ -191,3 +192,63 @@ def add_color_wheel(picture: np.ndarray, style: str = "middlebury", corner: str 
     region = canvas[top:top + size, left:left + size]
     region[disc] = wheel[disc]
     return canvas
+
+
+# Error maps: per-pixel end-point error on a perceptually ordered colour map, with a scale bar beneath.
+EPE_COLORMAP = cv2.COLORMAP_INFERNO
+EPE_UNKNOWN_COLOR = (128, 128, 128)  # pixels without valid ground truth: grey, not a small error
+SCALE_BAR_HEIGHT = 28
+SCALE_BAR_MIN_WIDTH = 160  # narrower maps are enlarged (nearest neighbour) so the bar's labels fit
+
+
+def end_point_errors(flow: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) float32 end-point error of `flow` against `truth` per pixel; NaN where the truth is unknown or
+    not `valid` (the picture of an error, not a score: scores come from metrics.end_point_error)."""
+    field, reference = _check_flow_shape(flow), _check_flow_shape(truth)
+    if field.shape != reference.shape:
+        raise ValueError(f"flow {field.shape} and ground truth {reference.shape} differ in shape")
+    known = known_flow_mask(reference) & known_flow_mask(field)
+    if valid is not None:
+        known &= np.asarray(valid, dtype=bool)
+    error = end_point_error_map(np.where(known[..., None], field, 0.0), np.where(known[..., None], reference, 0.0))
+    return np.where(known, error, np.nan).astype(np.float32)
+
+
+def _scale_bar(width: int, max_epe: float) -> np.ndarray:
+    """A (SCALE_BAR_HEIGHT, width, 3) strip: the colour map from 0 to `max_epe` px, labelled at both ends."""
+    ramp = np.linspace(0, 255, width).astype(np.uint8)[None, :].repeat(SCALE_BAR_HEIGHT // 2, axis=0)
+    strip = cv2.cvtColor(cv2.applyColorMap(ramp, EPE_COLORMAP), cv2.COLOR_BGR2RGB)
+    bar = np.full((SCALE_BAR_HEIGHT, width, 3), 255, np.uint8)
+    bar[:SCALE_BAR_HEIGHT // 2] = strip
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.38
+    right = f"{max_epe:.3g} px"
+    (text_width, _), _ = cv2.getTextSize(right, font, scale, 1)
+    baseline = SCALE_BAR_HEIGHT - 3
+    cv2.putText(bar, "0", (2, baseline), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(bar, right, (max(0, width - text_width - 2), baseline), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return bar
+
+
+def epe_to_color(errors: np.ndarray, max_epe: float | None = None, scale_bar: bool = True) -> np.ndarray:
+    """An (H, W) per-pixel error map (NaN = unknown) as a uint8 RGB picture: 0 px black-purple, `max_epe` px
+    and beyond pale yellow (default: the largest known error), unknown pixels grey; with `scale_bar` the map
+    is enlarged to at least SCALE_BAR_MIN_WIDTH pixels and a labelled bar is put beneath it."""
+    errors = np.asarray(errors, dtype=np.float64)
+    if errors.ndim != 2:
+        raise ValueError(f"errors must have shape (H, W), got {errors.shape}")
+    known = np.isfinite(errors)
+    if max_epe is None:
+        max_epe = float(errors[known].max()) if known.any() else 0.0
+        max_epe = max(max_epe, NORMALISE_EPSILON)
+    elif not max_epe > 0:
+        raise ValueError(f"max_epe must be positive, got {max_epe}")
+    levels = np.clip(np.where(known, errors, 0.0) / max_epe, 0.0, 1.0)
+    picture = cv2.cvtColor(cv2.applyColorMap(np.round(levels * 255).astype(np.uint8), EPE_COLORMAP),
+                           cv2.COLOR_BGR2RGB)
+    picture[~known] = EPE_UNKNOWN_COLOR
+    if not scale_bar:
+        return picture
+    factor = -(-SCALE_BAR_MIN_WIDTH // picture.shape[1]) if picture.shape[1] < SCALE_BAR_MIN_WIDTH else 1
+    if factor > 1:
+        picture = picture.repeat(factor, axis=0).repeat(factor, axis=1)
+    return np.concatenate([picture, _scale_bar(picture.shape[1], max_epe)], axis=0)

@@ -144,11 +144,13 @@ MASK_SUFFIXES = (".png", ".npy")
 BACKWARD_SUFFIX = "_backward"  # <stem>_backward<format>: the flow from the second frame to the first
 OCCLUSION_SUFFIX = "_occlusion"  # <stem>_occlusion.png / .npy: the forward-backward occlusion mask
 STACK_SUFFIX = ".npy"  # for a video input, one .npy holds every pair's flow: (pairs, H, W, 2)
+EPE_FORMAT = ".epe"  # a folder format under --gt: <stem>_epe.png, the end-point-error map with its scale bar
+EPE_SUFFIX = "_epe"
 
 
 def format_suffix(fmt: str) -> str:
     """The file suffix a folder format writes (.kitti writes .png)."""
-    return ".png" if fmt == KITTI_FORMAT else fmt
+    return {KITTI_FORMAT: ".png", EPE_FORMAT: EPE_SUFFIX + ".png"}.get(fmt, fmt)
 
 
 def check_style(style: str) -> str:
@@ -172,8 +174,9 @@ def flow_picture(flow: np.ndarray, style: str, max_flow: Optional[float]) -> np.
 class Pictures:
     """Draws flow pictures in one style, with the colour-wheel legend in a corner when asked."""
 
-    def __init__(self, style: str = "middlebury", max_flow: Optional[float] = None, legend: Optional[str] = None):
-        self.style, self.max_flow, self.legend = style, max_flow, legend
+    def __init__(self, style: str = "middlebury", max_flow: Optional[float] = None, legend: Optional[str] = None,
+                 max_epe: Optional[float] = None):
+        self.style, self.max_flow, self.legend, self.max_epe = style, max_flow, legend, max_epe
         self.warnings: list[str] = []  # said once per run
 
     def draw(self, flow: np.ndarray, max_flow: Optional[float] = None) -> np.ndarray:
@@ -222,9 +225,17 @@ FLOW_FILE_WRITERS: dict[str, FlowFileWriter] = {
     KITTI_FORMAT: _write_kitti,
     **{suffix: _write_picture for suffix in PICTURE_SUFFIXES},
 }
-FLOW_FORMATS = tuple(FLOW_FILE_WRITERS)
-# Suffixes a single-file -o may have (a KITTI PNG is written only into folders, as --format kitti).
-FLOW_FILE_SUFFIXES = tuple(f for f in FLOW_FORMATS if f != KITTI_FORMAT)
+FLOW_FORMATS = (*FLOW_FILE_WRITERS, EPE_FORMAT)
+# Suffixes a single-file -o may have (a KITTI PNG and an error map are written only into folders).
+FLOW_FILE_SUFFIXES = tuple(f for f in FLOW_FORMATS if f not in (KITTI_FORMAT, EPE_FORMAT))
+
+
+def write_error_map(path: Path, errors: np.ndarray, max_epe: Optional[float] = None) -> None:
+    """Write an (H, W) end-point-error map (NaN = no ground truth) as a picture with its scale bar, atomically."""
+    from perceiver_cli.io.flowviz import epe_to_color
+    from perceiver_cli.io.images import write_image
+
+    write_image(path, epe_to_color(errors, max_epe))
 
 
 def write_array(path: Path, array: np.ndarray) -> None:
@@ -311,7 +322,9 @@ class FlowOutputs:
         else:
             base = target.path / stem
             pieces = [(fmt, format_suffix(fmt)) for fmt in self.formats]
-        planned = [PlannedFile(Path(f"{base}{suffix}"), "main", fmt) for fmt, suffix in pieces]
+        planned = [PlannedFile(Path(f"{base}{suffix}"), "epe" if fmt == EPE_FORMAT else "main", fmt)
+                   for fmt, suffix in pieces]
+        pieces = [(fmt, suffix) for fmt, suffix in pieces if fmt != EPE_FORMAT]
         if self.direction == "both":
             planned += [PlannedFile(Path(f"{base}{BACKWARD_SUFFIX}{suffix}"), "backward", fmt) for fmt, suffix in pieces]
             planned += [PlannedFile(Path(f"{base}{OCCLUSION_SUFFIX}{m}"), "occlusion", m) for m in self.mask_formats]
@@ -339,11 +352,11 @@ class FlowOutputs:
         return self._whole[path]
 
     def write(self, stem: str, flow: np.ndarray, max_magnitude: float, backward: Optional[np.ndarray] = None,
-              occlusion: Optional[np.ndarray] = None) -> list[str]:
-        """Write one pair's main flow (H, W, 2), and its backward flow and occlusion mask when given, everywhere
-        they go; returns the paths written, in -o order."""
+              occlusion: Optional[np.ndarray] = None, errors: Optional[np.ndarray] = None) -> list[str]:
+        """Write one pair's main flow (H, W, 2), and its backward flow, occlusion mask and end-point-error map
+        when given, everywhere they go; returns the paths written, in -o order."""
         written: list[str] = []
-        contents = {"main": flow, "backward": backward, "occlusion": occlusion}
+        contents = {"main": flow, "backward": backward, "occlusion": occlusion, "epe": errors}
         for target in self.targets:
             if target.kind == VIDEO:
                 writer = self._whole_run(target.path, *flow.shape[:2])
@@ -360,6 +373,8 @@ class FlowOutputs:
                 planned.path.parent.mkdir(parents=True, exist_ok=True)
                 if planned.holds == "occlusion":
                     write_mask(planned.path, content)
+                elif planned.holds == "epe":
+                    write_error_map(planned.path, content, self.pictures.max_epe)
                 else:
                     FLOW_FILE_WRITERS[planned.fmt](planned.path, content, self.pictures)
                 written.append(str(planned.path))

@@ -24,7 +24,7 @@ from perceiver_cli.tasks.base import Item, Result, Task, failure
 from perceiver_cli.tasks.report import heading, progress_bar, visible
 from perceiver_cli.metrics import end_point_error, occlusion_mask
 from perceiver_cli.tasks.classify import paths_from_stdin as read_paths, rgb_array
-from perceiver_cli.io.writers import (FLOW_FILE_SUFFIXES, FLOW_FORMATS, FOLDER, FlowOutputs, KITTI_FORMAT,
+from perceiver_cli.io.writers import (EPE_FORMAT, FLOW_FILE_SUFFIXES, FLOW_FORMATS, FOLDER, FlowOutputs, KITTI_FORMAT,
                                       MASK_SUFFIXES, PICTURE_SUFFIXES, Pictures, STACK_SUFFIX, check_style,
                                       format_suffix, parse_formats, plan_targets, refuse_name_clashes)
 
@@ -208,6 +208,17 @@ def pair_epe(flow: np.ndarray, truth: Truth, counted: Optional[np.ndarray] = Non
     return end_point_error(flow, truth.flow, valid)
 
 
+def check_error_maps(formats: Sequence[str], gt: Optional[Path], max_epe: Optional[float]) -> None:
+    """Usage errors in asking for end-point-error maps: they need ground truth, and a positive scale."""
+    if EPE_FORMAT in formats and gt is None:
+        raise UsageError("--format epe draws the error against the ground truth; give --gt with it")
+    if max_epe is not None and not (math.isfinite(max_epe) and max_epe > 0):
+        raise UsageError(f"--max-epe must be a positive number of pixels, got {max_epe}")
+    if max_epe is not None and EPE_FORMAT not in formats:
+        raise UsageError("--max-epe sets the scale of error maps; ask for them (flow: --gt with --format ...,epe; "
+                         "draw-flow: --against FILE)")
+
+
 def paths_from_stdin() -> list[str]:
     """Paths read from stdin, one per line or NUL-separated (as classify reads them)."""
     return read_paths()
@@ -228,7 +239,8 @@ class FlowTask(Task):
                  style: str = "middlebury", legend: Optional[str] = None, resize: bool = False,
                  max_pixels: Optional[int] = None, recursive: bool = False, start: Optional[float] = None,
                  end: Optional[float] = None, step: int = 1, direction: str = "forward",
-                 occlusion_formats: Optional[str] = None, numerics: str = "deepmind", quiet: bool = False):
+                 occlusion_formats: Optional[str] = None, numerics: str = "deepmind", quiet: bool = False,
+                 max_epe: Optional[float] = None):
         from perceiver_cli.io.flowviz import LEGEND_CORNERS
 
         if max_flow is not None and not (math.isfinite(max_flow) and max_flow > 0):
@@ -259,7 +271,8 @@ class FlowTask(Task):
             raise UsageError("--format: kitti and png both write <stem>.png; choose one")
         self.mask_formats = parse_formats(occlusion_formats or "png", MASK_SUFFIXES)
         self.gt = Path(gt) if gt is not None else None
-        self.pictures = Pictures(check_style(style), max_flow, legend)
+        check_error_maps(self.formats, gt, max_epe)
+        self.pictures = Pictures(check_style(style), max_flow, legend, max_epe)
         self.resize = resize
         self.max_pixels = max_pixels
         self.recursive = recursive
@@ -646,9 +659,14 @@ class FlowTask(Task):
                         record["epe_non_occluded"] = pair_epe(flow, truth, ~occluded)
                     if truth.warning:
                         warnings.append(truth.warning)
+                errors = None
+                if EPE_FORMAT in self.formats and truth is not None and truth.flow is not None:
+                    from perceiver_cli.io.flowviz import end_point_errors
+
+                    errors = end_point_errors(flow, truth.flow, truth.valid)
                 record["outputs"] = outputs.write(pair.stem, flow, record["max_magnitude"],
                                                   backward=pair_flow.backward if self.direction == "both" else None,
-                                                  occlusion=occluded)
+                                                  occlusion=occluded, errors=errors)
                 for warning in outputs.pictures.warnings:
                     if warning not in said:
                         said.add(warning)
@@ -705,9 +723,12 @@ class DrawFlowTask(Task):
     progress_label = "drawing"
 
     def __init__(self, inputs: Sequence[str], *, outputs: Sequence[str] = (), picture_format: Optional[str] = None,
-                 max_flow: Optional[float] = None, style: str = "middlebury", legend: Optional[str] = None):
+                 max_flow: Optional[float] = None, style: str = "middlebury", legend: Optional[str] = None,
+                 against: Optional[Path] = None, max_epe: Optional[float] = None):
         from perceiver_cli.io.flowviz import LEGEND_CORNERS
 
+        check_error_maps([EPE_FORMAT] if against is not None else [], against or Path(), max_epe)
+        self.against = Path(against) if against is not None else None
         if max_flow is not None and not (math.isfinite(max_flow) and max_flow > 0):
             raise UsageError(f"--max-flow must be a positive number of pixels, got {max_flow}")
         if legend is not None and legend not in LEGEND_CORNERS:
@@ -715,14 +736,15 @@ class DrawFlowTask(Task):
         self.inputs, self.outputs = list(inputs), list(outputs)
         self.format_given = picture_format is not None
         self.format = parse_formats(picture_format or "png", PICTURE_SUFFIXES)[0]
-        self.pictures = Pictures(check_style(style), max_flow, legend)
+        self.pictures = Pictures(check_style(style), max_flow, legend, max_epe)
 
     def items(self) -> list[Item]:
         if not self.outputs:
             raise UsageError("give -o: a picture file (one flow file) or a folder (one picture per flow file)")
         paths = [Path(p) for p in self.inputs]
         self.targets = plan_targets(self.outputs, formats=[self.format], file_suffixes=PICTURE_SUFFIXES,
-                                    run_suffixes=(), item_count=len(paths), inputs=paths, items_name="flow files")
+                                    run_suffixes=(), item_count=len(paths), items_name="flow files",
+                                    inputs=paths + ([self.against] if self.against is not None else []))
         if self.format_given and not any(t.kind == FOLDER for t in self.targets):
             raise UsageError("--format names the pictures written into an output folder; give one with -o DIR/")
         refuse_name_clashes(lambda stem: [p for t in self.targets for p in t.paths_for(stem, [self.format])],
@@ -743,16 +765,35 @@ class DrawFlowTask(Task):
                 yield failure(item, _problem_item(item.index, item.input, exc).error)
                 continue
             field = np.where(valid[..., None], flow, np.float32(np.nan))  # invalid pixels are drawn black
-            picture = self.pictures.draw(field)
+            try:
+                picture, scores = self._picture(field)
+            except InputError as exc:
+                yield failure(item, " ".join(str(exc).split()))
+                continue
             written = []
             for target in self.targets:
                 for path in target.paths_for(item.data.stem, [self.format]):
                     write_image(path, picture)
                     written.append(str(path))
             statistics = flow_statistics(flow[valid] if valid.any() else np.zeros((1, 2), np.float32))
-            yield Result(item, {"input": item.input, "outputs": written, **statistics},
+            yield Result(item, {"input": item.input, "outputs": written, **statistics, **scores},
                          warnings=list(self.pictures.warnings))
             self.pictures.warnings.clear()
+
+    def _picture(self, field: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """The flow's colour picture, or with --against its end-point-error map and {"epe"} against that file."""
+        if self.against is None:
+            return self.pictures.draw(field), {}
+        from perceiver_cli.io.flowfiles import read_flow
+        from perceiver_cli.io.flowviz import epe_to_color, end_point_errors
+
+        reference, known = read_flow(self.against)
+        if reference.shape != field.shape:
+            raise InputError(f"{self.against}: {_size(reference)} flow, the drawn file is {_size(field)}; "
+                             "--against needs flow of the same size")
+        errors = end_point_errors(field, reference, known)
+        epe = end_point_error(np.nan_to_num(field), reference, np.isfinite(errors))
+        return epe_to_color(errors, self.pictures.max_epe), {"epe": epe}
 
     def render(self, record: dict[str, Any]) -> list[str]:
         return [f"{heading(record)}: max {record['max_magnitude']:.3f} px -> "
