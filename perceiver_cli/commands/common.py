@@ -12,6 +12,7 @@ import typer
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.engine import RuntimeRequest, ScaleOptions, run_engine
 from perceiver_cli.tasks.report import Reporter
+from perceiver_cli.tasks.report_html import REPORT_WORST_DEFAULT
 
 
 def model_option(models: Sequence[str], default: str) -> typer.models.OptionInfo:
@@ -51,6 +52,12 @@ def limit_option(what: str) -> typer.models.OptionInfo:
                         help=f"Score only {what} (a quick look).")
 
 
+ReportOption = typer.Option(
+    None, "--report", metavar="FILE.html", show_default=False,
+    help="Also write a self-contained HTML page to look at: the figures beside the paper's, the dataset's "
+         "breakdown, and the worst items with pictures (marked partial when the run is interrupted).")
+ReportWorstOption = typer.Option(REPORT_WORST_DEFAULT, "--report-worst", metavar="N",
+                                 help="How many of the worst items the --report page shows with pictures.")
 JsonOption = typer.Option(False, "--json", help="Write one JSON object per line to stdout instead of a table.")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars or notes on stderr (errors still print).")
 
@@ -126,11 +133,12 @@ def check_source(model: Optional[str], weights: Optional[Path], default: str) ->
 
 
 def run_task(task, *, device: str = "auto", dtype: str = "float32", batch_size: Optional[int] = None,
-             json_lines: bool = False, quiet: bool = False, scale: Optional[ScaleOptions] = None) -> int:
+             json_lines: bool = False, quiet: bool = False, scale: Optional[ScaleOptions] = None,
+             listeners: Sequence[Callable] = ()) -> int:
     """Run `task` on the engine `scale` names (the local one by default), reporting as the options say.
 
     The runtime (device, dtype, threads, batch size) is decided once where the model runs, and only when an
     item is left to run."""
     return run_engine(task, RuntimeRequest(device, dtype, batch_size),
-                      Reporter(task, json_lines=json_lines, quiet=quiet), scale)
+                      Reporter(task, json_lines=json_lines, quiet=quiet), scale, listeners)
 

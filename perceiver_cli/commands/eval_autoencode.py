@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
-                                           WeightsOption, check_source, examples, limit_option,
+                                           ReportOption, ReportWorstOption, WeightsOption, check_source, examples, limit_option,
                                            model_option)
 from perceiver_cli.commands.evaluation import (PAPER, mean, percent, report_summary, run_keeping_records,
                                                spread_over_classes, truth)
@@ -20,6 +20,7 @@ from perceiver_cli.tasks.autoencode import MODELS, AutoencodeTask
 from perceiver_cli.tasks.report import warning_line
 from perceiver_cli.io.inputs import files_under
 from perceiver_cli.metrics import top_k_correct
+from perceiver_cli.tasks.report_html import html_report
 
 # The paper's multimodal autoencoder with 784 latents: PSNR in dB and Kinetics-700 top-1 in %.
 PAPER_FIGURES = {"psnr_video": 24.37, "psnr_audio": 26.97, "top1": 10.2}
@@ -73,6 +74,8 @@ def eval_autoencode(
     numerics: str = NumericsOption,
     json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
+    report: Optional[Path] = ReportOption,
+    report_worst: int = ReportWorstOption,
 ) -> int:
     """Mean PSNR (dB) of the multimodal autoencoder's video and audio, and its Kinetics-700 top-1/top-5 (%),
     beside the paper's.
@@ -84,7 +87,8 @@ def eval_autoencode(
     table at the end, or with --json one line per video, autoencode-video's record with its true class added
     ("truth": {"label", "index"}, null outside a matched class folder), and a last line {"dataset", "model",
     "items", "failed", "labelled", "clips", "psnr_video", "psnr_audio", "top1", "top5", "correct": {"1", "5"},
-    "paper": {"psnr_video", "psnr_audio", "top1", "source", "setting"}}.
+    "paper": {"psnr_video", "psnr_audio", "top1", "source", "setting"}}. --report FILE.html also writes a
+    page to look at: PSNR per clip, and the worst videos' frames and sound beside their reconstructions.
     """
     if dataset is None:
         raise UsageError("give the DATASET to evaluate on (a folder of videos)")
@@ -102,28 +106,33 @@ def eval_autoencode(
         folder = folder_of[record["input"]]
         return {**record, "truth": truth(indices.get(folder) if folder is not None else None, task.names)}
 
-    records, code = run_keeping_records(task, device=device, dtype=dtype, batch_size=None, json_lines=json_lines,
-                                        quiet=quiet, annotate=with_truth)
+    def summarise(records: list[dict]) -> dict:
+        scored = [record for record in records if "error" not in record]
+        clips = [clip for record in scored for clip in record["clips"]]
+        labelled = [record for record in scored if record["truth"] is not None]
+        correct = top_k_correct([[p["index"] for p in record["predictions"]] for record in labelled],
+                                [record["truth"]["index"] for record in labelled], TOP_KS)
+        kind = task.model.spec.kind if task.model is not None else (source if isinstance(source, str) else None)
+        return {
+            "dataset": str(dataset), "model": kind, "items": len(pairs), "failed": len(records) - len(scored),
+            "labelled": len(labelled), "clips": len(clips),
+            "psnr_video": mean([c["psnr_video"] for c in clips if c["psnr_video"] is not None]),
+            "psnr_audio": mean([c["psnr_audio"] for c in clips if c["psnr_audio"] is not None]),
+            "top1": percent(correct[1], len(labelled)), "top5": percent(correct[5], len(labelled)),
+            "correct": {str(k): correct[k] for k in TOP_KS},
+            "paper": {**PAPER_FIGURES, "source": PAPER, "setting": "Kinetics-700, 784 latents"},
+        }
 
-    scored = [record for record in records.values() if "error" not in record]
-    clips = [clip for record in scored for clip in record["clips"]]
-    labelled = [record for record in scored if record["truth"] is not None]
-    correct = top_k_correct([[p["index"] for p in record["predictions"]] for record in labelled],
-                            [record["truth"]["index"] for record in labelled], TOP_KS)
-    kind = task.model.spec.kind if task.model is not None else (source if isinstance(source, str) else None)
-    summary = {
-        "dataset": str(dataset), "model": kind, "items": len(pairs), "failed": len(records) - len(scored),
-        "labelled": len(labelled), "clips": len(clips),
-        "psnr_video": mean([c["psnr_video"] for c in clips if c["psnr_video"] is not None]),
-        "psnr_audio": mean([c["psnr_audio"] for c in clips if c["psnr_audio"] is not None]),
-        "top1": percent(correct[1], len(labelled)), "top5": percent(correct[5], len(labelled)),
-        "correct": {str(k): correct[k] for k in TOP_KS},
-        "paper": {**PAPER_FIGURES, "source": PAPER, "setting": "Kinetics-700, 784 latents"},
-    }
+    with html_report(report, report_worst, "autoencode", task, summarise, str(dataset)) as page:
+        records, code = run_keeping_records(task, device=device, dtype=dtype, batch_size=None,
+                                            json_lines=json_lines, quiet=quiet, annotate=with_truth,
+                                            listeners=[page.listen])
+    summary = summarise(list(records.values()))
     report_summary(summary, [("video PSNR dB", "psnr_video", 2), ("audio PSNR dB", "psnr_audio", 2),
                              ("top-1 %", "top1", 2), ("top-5 %", "top5", 2)], json_lines)
     return code
 
 
 eval_autoencode.epilog = examples("perceiver eval autoencode-video kinetics700/val --limit 50",
-                                  "perceiver eval autoencode-video clips/ --json > scores.jsonl")
+                                  "perceiver eval autoencode-video clips/ --json > scores.jsonl",
+                                  "perceiver eval autoencode-video clips/ --report clips.html")

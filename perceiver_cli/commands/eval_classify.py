@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
-                                           WeightsOption, batch_size_option, check_source, examples,
+                                           ReportOption, ReportWorstOption, WeightsOption, batch_size_option, check_source, examples,
                                            limit_option, model_option)
 from perceiver_cli.commands.evaluation import (PAPER, percent, report_summary, run_keeping_records,
                                                spread_over_classes, truth)
@@ -19,6 +19,7 @@ from perceiver_cli.tasks.classify import MODELS, ClassifyTask
 from perceiver_cli.labels import shipped_labels
 from perceiver_cli.io.inputs import files_under
 from perceiver_cli.metrics import top_k_correct
+from perceiver_cli.tasks.report_html import html_report
 
 # The 1000 ImageNet-1k WordNet ids in class-index order; copied from timm 1.0.31,
 # timm/data/_info/imagenet_synsets.txt (Apache-2.0).
@@ -105,6 +106,8 @@ def eval_classify(
     numerics: str = NumericsOption,
     json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
+    report: Optional[Path] = ReportOption,
+    report_worst: int = ReportWorstOption,
 ) -> int:
     """Top-1 and top-5 accuracy (%) of an ImageNet classifier on a labelled folder, beside the paper's top-1.
 
@@ -112,7 +115,8 @@ def eval_classify(
     scores and makes the exit code 1. Prints a table at the end, or with --json one line per image, classify's
     record with its true class added, {"input", "predictions", "truth": {"label", "index"}} (or {"input",
     "error"}), and a last line {"dataset", "model", "items", "failed", "top1", "top5", "correct": {"1", "5"},
-    "paper": {"top1", "source", "setting"}}.
+    "paper": {"top1", "source", "setting"}}. --report FILE.html also writes a page to look at: per class (worst
+    first), the top confusions, and the worst images with our top-5.
     """
     if dataset is None:
         raise UsageError("give the DATASET to evaluate on (an image folder)")
@@ -121,22 +125,28 @@ def eval_classify(
     pairs = spread_over_classes(pairs, [index for _, index in pairs], limit)
     class_of = {str(image): index for image, index in pairs}
     task = ClassifyTask(list(class_of), source=source, top_k=max(TOP_KS), numerics=numerics)
-    records, code = run_keeping_records(
-        task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines, quiet=quiet,
-        annotate=lambda record: {**record, "truth": truth(class_of[record["input"]], task.names)})
 
-    scored = [record for record in records.values() if "error" not in record]
-    correct = top_k_correct([[p["index"] for p in record["predictions"]] for record in scored],
-                            [record["truth"]["index"] for record in scored], TOP_KS)
-    kind = task.model.spec.kind if task.model is not None else (source if isinstance(source, str) else None)
-    paper = {"top1": PAPER_TOP1.get(kind), "source": PAPER, "setting": "ImageNet top-1, no extra pre-training"}
-    summary = {"dataset": str(dataset), "model": kind, "items": len(pairs), "failed": len(records) - len(scored),
-               "top1": percent(correct[1], len(scored)), "top5": percent(correct[5], len(scored)),
-               "correct": {str(k): correct[k] for k in TOP_KS}, "paper": paper}
+    def summarise(records: list[dict]) -> dict:
+        scored = [record for record in records if "error" not in record]
+        correct = top_k_correct([[p["index"] for p in record["predictions"]] for record in scored],
+                                [record["truth"]["index"] for record in scored], TOP_KS)
+        kind = task.model.spec.kind if task.model is not None else (source if isinstance(source, str) else None)
+        paper = {"top1": PAPER_TOP1.get(kind), "source": PAPER, "setting": "ImageNet top-1, no extra pre-training"}
+        return {"dataset": str(dataset), "model": kind, "items": len(pairs), "failed": len(records) - len(scored),
+                "top1": percent(correct[1], len(scored)), "top5": percent(correct[5], len(scored)),
+                "correct": {str(k): correct[k] for k in TOP_KS}, "paper": paper}
+
+    with html_report(report, report_worst, "classify", task, summarise, str(dataset)) as page:
+        records, code = run_keeping_records(
+            task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines, quiet=quiet,
+            annotate=lambda record: {**record, "truth": truth(class_of[record["input"]], task.names)},
+            listeners=[page.listen])
+    summary = summarise(list(records.values()))
     report_summary(summary, [("top-1 %", "top1", 2), ("top-5 %", "top5", 2)], json_lines)
     return code
 
 
 eval_classify.epilog = examples("perceiver eval classify imagenet/val -m vision-conv",
                                 "perceiver eval classify val_flat/ --labels val_labels.txt --limit 1000",
-                                "perceiver eval classify imagenet/val --json | tail -1")
+                                "perceiver eval classify imagenet/val --json | tail -1",
+                                "perceiver eval classify imagenet/val --limit 500 --report classify.html")

@@ -8,12 +8,13 @@ from typing import Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
-                                           WeightsOption, batch_size_option, check_source, examples,
+                                           ReportOption, ReportWorstOption, WeightsOption, batch_size_option, check_source, examples,
                                            limit_option, model_option)
 from perceiver_cli.tasks.flow import MODELS, FlowTask
 from perceiver_cli.tasks.engine import RuntimeRequest, run_local
 from perceiver_cli.tasks.eval_flow import EvalFlowTask, summary_lines
 from perceiver_cli.tasks.report import Reporter, emit_json
+from perceiver_cli.tasks.report_html import html_report
 
 
 def eval_flow(
@@ -30,6 +31,8 @@ def eval_flow(
     numerics: str = NumericsOption,
     json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
+    report: Optional[Path] = ReportOption,
+    report_worst: int = ReportWorstOption,
 ) -> int:
     """End-point error of optical flow on a dataset's training pairs, beside the paper's.
 
@@ -37,17 +40,19 @@ def eval_flow(
     KITTI 2015: EPE, Fl-all (share of valid pixels whose error exceeds 3 px and 5% of the motion), and EPE on
     the non-occluded pixels (flow_noc).
     Prints a table at the end, or with --json one line per pair {"input", "input2", "scene", "epe",
-    "epe_matched"?, "epe_unmatched"?, "fl_all"?, "valid_pixels"?, "epe_noc"?} (the EPE `perceiver flow --gt` reports)
-    and a last line {"dataset", "pass", "pairs", "failed", "available", "epe", ..., "paper": {"epe",
-    "source"}}. The paper's figures come from Perceiver IO, Table 3 (trained on AutoFlow).
+    "epe_matched"?, "epe_unmatched"?, "epe_s0_10"?, "epe_s10_40"?, "epe_s40plus"? (Sintel's speed bands),
+    "fl_all"?, "valid_pixels"?, "epe_noc"?} (the EPE `perceiver flow --gt` reports) and a last line {"dataset",
+    "pass", "pairs", "failed", "available", "epe", ..., "paper": {"epe", "source"}}. --report FILE.html also
+    writes a page to look at: the figures, per scene, and the worst pairs with their flow and error maps. The paper's figures come from Perceiver IO, Table 3 (trained on AutoFlow).
     """
     source = check_source(model, weights, FlowTask.default_model)
     task = EvalFlowTask(dataset, source=source, sintel_pass=sintel_pass, limit=limit, numerics=numerics,
                         quiet=quiet)
-    runtime = RuntimeRequest(device, dtype, batch_size).resolve(task)
     records: list[dict] = []
-    code = run_local(task, runtime, Reporter(task, json_lines=json_lines, quiet=quiet),
-                     listeners=[lambda result: records.append(result.record)])
+    with html_report(report, report_worst, "flow", task, task.summary, str(dataset)) as page:
+        runtime = RuntimeRequest(device, dtype, batch_size).resolve(task)
+        code = run_local(task, runtime, Reporter(task, json_lines=json_lines, quiet=quiet),
+                         listeners=[lambda result: records.append(result.record), page.listen])
     summary = task.summary(records)
     if json_lines:
         emit_json(summary)
@@ -58,4 +63,5 @@ def eval_flow(
 
 eval_flow.epilog = examples("perceiver eval flow MPI-Sintel-complete/ --pass final",
                             "perceiver eval flow data_scene_flow/training --limit 20",
-                            "perceiver eval flow sintel/ --json > sintel-clean.jsonl")
+                            "perceiver eval flow sintel/ --json > sintel-clean.jsonl",
+                            "perceiver eval flow sintel/ --report sintel.html --report-worst 20")

@@ -53,6 +53,7 @@ class RecordKeeper(Reporter):
         if result.ok:
             self.done += 1
             record = self.annotate(record) if self.annotate is not None else record
+            result.record = record  # listeners (an HTML report) see the record with its truth
         else:
             self.failed += 1
             name = result.item.key or record.get("input") or ""
@@ -63,12 +64,13 @@ class RecordKeeper(Reporter):
 
 
 def run_keeping_records(task, *, device: str, dtype: str, batch_size: Optional[int], json_lines: bool,
-                        quiet: bool, annotate: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None
-                        ) -> tuple[dict[str, dict[str, Any]], int]:
-    """Run `task` on the local engine with a progress bar of items: ({input: record}, exit code)."""
+                        quiet: bool, annotate: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
+                        listeners: Sequence[Callable] = ()) -> tuple[dict[str, dict[str, Any]], int]:
+    """Run `task` on the local engine with a progress bar of items: ({input: record}, exit code); `listeners`
+    get each result after its record has its truth."""
     runtime = RuntimeRequest(device, dtype, batch_size).resolve(task)
     keeper = RecordKeeper(task, json_lines=json_lines, quiet=quiet, annotate=annotate)
-    code = run_local(task, runtime, keeper, progress_label="evaluating")
+    code = run_local(task, runtime, keeper, progress_label="evaluating", listeners=listeners)
     return keeper.records, code
 
 

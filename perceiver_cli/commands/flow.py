@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
-                                           ScaleOptions, WeightsOption, batch_size_option, check_source, examples,
+                                           ReportOption, ReportWorstOption, ScaleOptions, WeightsOption, batch_size_option, check_source, examples,
                                            model_option, run_task, scale_options)
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.flow import MODELS, FlowTask
@@ -83,6 +83,8 @@ def flow(
     numerics: str = NumericsOption,
     json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
+    report: Optional[Path] = ReportOption,
+    report_worst: int = ReportWorstOption,
     scale: Optional[ScaleOptions] = None,
 ) -> int:
     """Optical flow, in pixels, between consecutive frames of image sequences or a video.
@@ -90,7 +92,8 @@ def flow(
     Prints one line per pair as soon as it is done, or with --json {"input", "input2", "outputs",
     "mean_magnitude", "max_magnitude", "occluded"?, "epe"?, "epe_non_occluded"?} ("input" and "input2" are
     the two frames; a video's are VIDEO#INDEX), or {"input", "input2"?, "error"} for a pair that failed. A bad
-    frame is reported once and its pairs skipped; the exit code is then 1.
+    frame is reported once and its pairs skipped; the exit code is then 1. With --gt, --report FILE.html also
+    writes a page to look at: the mean EPE, per folder, and the worst pairs with their flow and error maps.
     """
     source = check_source(model, weights, FlowTask.default_model)
     if not inputs:
@@ -99,8 +102,14 @@ def flow(
                     style=style, legend=legend, resize=resize, max_pixels=max_pixels, recursive=recursive,
                     start=start, end=end, step=step, direction=direction, occlusion_formats=occlusion_formats,
                     numerics=numerics, quiet=quiet, max_epe=max_epe)
-    return run_task(task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines, quiet=quiet,
-                    scale=scale)
+    if report is not None and gt is None:
+        raise UsageError("--report shows the scores against ground truth; give --gt with it")
+    from perceiver_cli.tasks.report_html import html_report
+    from perceiver_cli.tasks.report_pages import flow_summary
+
+    with html_report(report, report_worst, "flow", task, flow_summary, " ".join(inputs)) as page:
+        return run_task(task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines,
+                        quiet=quiet, scale=scale, listeners=[page.listen])
 
 
 flow.epilog = examples("perceiver flow frame1.png frame2.png -o flow.png --legend bottom-right",

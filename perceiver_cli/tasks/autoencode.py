@@ -94,6 +94,14 @@ def _to_uint8(frames: np.ndarray) -> np.ndarray:
     return np.rint(np.asarray(frames) * 255.0).astype(np.uint8)
 
 
+def _clip_visuals(clip, reconstruction: np.ndarray, sound: np.ndarray, frames: int = 3) -> dict[str, np.ndarray]:
+    """A few of a clip's frames and its sound, input beside reconstruction (uint8 frames, mono samples)."""
+    picked = np.linspace(0, max(clip.n_valid_frames - 1, 0), frames).round().astype(int)
+    return {"frames": _to_uint8(clip.frames[picked]),
+            "reconstruction": _to_uint8(np.clip(reconstruction[picked], 0.0, 1.0)),
+            "audio": np.asarray(clip.audio).reshape(-1), "audio_out": np.asarray(sound).reshape(-1)}
+
+
 def _predictions(pairs: list[tuple[int, float]], names: list[str]) -> list[dict[str, Any]]:
     return [{"label": names[i], "index": i, "score": s} for i, s in pairs]
 
@@ -426,17 +434,18 @@ class AutoencodeTask(Task):
     def process(self, item: Item, gather: Optional[ClipArrays] = None, show_clips: bool = False) -> Result:
         """Autoencode one video, writing its outputs; `gather` also receives every clip's arrays."""
         warnings: list[str] = []
+        visuals: Optional[dict] = {} if self.visuals else None
         try:
-            record = self._autoencode(item, gather, show_clips, warnings)
+            record = self._autoencode(item, gather, show_clips, warnings, visuals)
         except InputError as error:
             result = failure(item, problem_of(error, item.input))
         else:
-            result = Result(item, record, outputs=list(item.outputs))
+            result = Result(item, record, outputs=list(item.outputs), visuals=visuals or None)
         result.warnings = warnings
         return result
 
     def _autoencode(self, item: Item, gather: Optional[ClipArrays], show_clips: bool,
-                    warnings: list[str]) -> dict[str, Any]:
+                    warnings: list[str], visuals: Optional[dict] = None) -> dict[str, Any]:
         import torch
 
         from perceiver_cli.core import autoencode as core
@@ -462,6 +471,8 @@ class AutoencodeTask(Task):
                     if sink is not None:
                         sink.add(video, sound, result.label_logits.numpy())
                 clip_records.append(self._clip_record(clip, result))
+                if visuals == {}:  # the first clip's frames and sound, for a report's pictures
+                    visuals.update(_clip_visuals(clip, video, sound))
                 advance(1)
             _write_kept(wav_paths, npz_paths, kept, g.sample_rate)
         # Leaving the ExitStack finished the video files; an error above removed them.

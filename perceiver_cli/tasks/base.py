@@ -48,6 +48,8 @@ class Result:
     repeated: bool = False
     # What the driver writes for this result into outputs spanning the whole run (see Task.assembler).
     parts: Any = None
+    # Arrays a report draws the item's pictures from; filled only when the task's `visuals` is set.
+    visuals: Any = None
 
     @property
     def ok(self) -> bool:
@@ -78,6 +80,7 @@ class Task:
     default_model: str = ""
     cpu_batch_size: int = 1
     accelerator_batch_size: int = 8
+    visuals: bool = False  # hand each result's arrays for pictures in Result.visuals (an HTML report asks)
 
     def items(self) -> Iterator[Item]:
         """The items of this run, in input order; cheap (no decoding, no model)."""

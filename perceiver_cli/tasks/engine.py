@@ -150,8 +150,9 @@ def refuse_whole_run_outputs(task: Task, scale: ScaleOptions) -> None:
 
 
 def run_engine(task: Task, request: RuntimeRequest, reporter: Reporter,
-               scale: Optional[ScaleOptions] = None) -> int:
-    """Run `task` as `scale` says (engine, shard, manifest, skipping); returns the exit code."""
+               scale: Optional[ScaleOptions] = None, listeners: Iterable[Listener] = ()) -> int:
+    """Run `task` as `scale` says (engine, shard, manifest, skipping); returns the exit code. `listeners`
+    get each result after the reporter (and the manifest)."""
     from perceiver_cli.tasks.manifest import Manifest, Resume
     from perceiver_cli.tasks.shards import parse_shard
 
@@ -171,7 +172,7 @@ def run_engine(task: Task, request: RuntimeRequest, reporter: Reporter,
             items = shard.select(items)
         return resume.select(items)
 
-    listeners = [manifest.record] if manifest is not None else []
+    listeners = ([manifest.record] if manifest is not None else []) + list(listeners)
     try:
         if scale.engine == "ray":
             from perceiver_cli.tasks.ray_engine import run_ray

@@ -11,7 +11,8 @@ Layouts (DATASET is the dataset's root or its `training` folder):
 
 Figures: EPE is the mean of the per-pair EPEs (each over that pair's valid pixels, as `--gt` reports it);
 matched / unmatched (Sintel) are the means of the per-pair EPEs over non-occluded / occluded valid
-pixels; Fl-all (KITTI) is the share of all valid pixels of all pairs whose error exceeds both 3 px and 5%
+pixels, and s0-10 / s10-40 / s40+ the means of those over valid pixels of true motion below 10 px, from 10
+to 40 px, and of 40 px or more; Fl-all (KITTI) is the share of all valid pixels of all pairs whose error exceeds both 3 px and 5%
 of the true motion.
 """
 
@@ -31,6 +32,8 @@ from perceiver_cli.metrics import fl_all
 SINTEL_PASSES = ("clean", "final")
 PAPER = "Perceiver IO (Jaegle et al., 2021), Table 3, trained on AutoFlow"
 # The paper's end-point errors on the training splits, keyed by (dataset, pass).
+# Sintel's speed bands: EPE over pixels whose true motion is from low (included) to high (excluded) px.
+SPEED_BANDS = {"epe_s0_10": (0.0, 10.0), "epe_s10_40": (10.0, 40.0), "epe_s40plus": (40.0, np.inf)}
 PAPER_EPE = {("sintel", "clean"): 1.81, ("sintel", "final"): 2.42, ("kitti", None): 4.98}
 
 
@@ -92,6 +95,14 @@ def kitti_pairs(training: Path) -> list[DatasetPair]:
     return pairs
 
 
+def speed_bands(flow: np.ndarray, truth) -> dict[str, Optional[float]]:
+    """The pair's EPE over the valid pixels whose true motion is in each of Sintel's speed bands."""
+    if truth.flow is None:
+        return {key: None for key in SPEED_BANDS}
+    speed = np.hypot(truth.flow[..., 0], truth.flow[..., 1])
+    return {key: pair_epe(flow, truth, (speed >= low) & (speed < high)) for key, (low, high) in SPEED_BANDS.items()}
+
+
 def _mean(values: Iterable[Optional[float]]) -> Optional[float]:
     numbers = [v for v in values if v is not None]
     return float(np.mean(numbers)) if numbers else None
@@ -145,13 +156,17 @@ class EvalFlowTask(FlowTask):
                     occluded = mask if mask.shape == truth.valid.shape else None
                 record["epe_matched"] = pair_epe(flow, truth, ~occluded) if occluded is not None else None
                 record["epe_unmatched"] = pair_epe(flow, truth, occluded) if occluded is not None else None
+                record.update(speed_bands(flow, truth))
             else:
                 record["fl_all"] = fl_all(flow, truth.flow, truth.valid) if truth.flow is not None else None
                 record["valid_pixels"] = int(truth.valid.sum()) if truth.flow is not None else 0
                 record["epe_noc"] = None
                 if pair.non_occluded is not None and pair.non_occluded.is_file():
                     record["epe_noc"] = pair_epe(flow, load_truth(pair.non_occluded, flow.shape))
-            yield Result(item, record, warnings=warnings)
+            result = Result(item, record, warnings=warnings)
+            if self.visuals and truth.flow is not None:
+                result.visuals = {"flow": flow, "truth": truth.flow, "valid": truth.valid}
+            yield result
 
     def render(self, record: dict[str, Any]) -> list[str]:
         return []  # the text form is the summary table, printed at the end
@@ -166,6 +181,8 @@ class EvalFlowTask(FlowTask):
         if self.kind == "sintel":
             result["epe_matched"] = _mean(r["epe_matched"] for r in scored)
             result["epe_unmatched"] = _mean(r["epe_unmatched"] for r in scored)
+            for key in SPEED_BANDS:
+                result[key] = _mean(r.get(key) for r in scored)
             scenes: dict[str, list] = {}
             for record in scored:
                 scenes.setdefault(record["scene"], []).append(record["epe"])

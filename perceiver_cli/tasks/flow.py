@@ -671,8 +671,11 @@ class FlowTask(Task):
                     if warning not in said:
                         said.add(warning)
                         warnings.append(warning)
-                yield Result(item, record, warnings=warnings,
-                             parts=flow if deferred and self.whole_run_outputs else None)
+                result = Result(item, record, warnings=warnings,
+                                parts=flow if deferred and self.whole_run_outputs else None)
+                if self.visuals and truth is not None and truth.flow is not None:
+                    result.visuals = {"flow": flow, "truth": truth.flow, "valid": truth.valid}
+                yield result
 
     def render(self, record: dict[str, Any]) -> list[str]:
         line = (f"{heading(record)} -> {heading(record, 'input2')}: mean {record['mean_magnitude']:.3f} px, "
