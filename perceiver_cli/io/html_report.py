@@ -104,19 +104,19 @@ def _escape(text: object) -> str:
 def _cell(value: Cell, tag: str = "td") -> str:
     if isinstance(value, Number):
         exact = "" if value.value is None else repr(float(value.value))
-        return (f'<{tag} class="num" data-key="{_escape(value.key)}" data-value="{exact}">'
-                f"{_escape(value.text())}</{tag}>")
+        key = f' data-key="{_escape(value.key)}"' if value.key else ""  # a count of rows is no figure
+        return f'<{tag} class="num"{key} data-value="{exact}">{_escape(value.text())}</{tag}>'
+
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return _cell(Number(value, decimals=0 if isinstance(value, int) else 3), tag)
     return f"<{tag}>{_escape('' if value is None else value)}</{tag}>"
 
 
-def table_html(table: Table, sortable: bool = True) -> str:
+def table_html(table: Table) -> str:
     head = "".join(f'<th scope="col">{_escape(c)}</th>' for c in table.columns)
     body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in table.rows)
     note = f'<p class="note">{_escape(table.note)}</p>' if table.note else ""
-    attributes = ' class="sortable"' if sortable else ""
-    return (f"<section><h2>{_escape(table.title)}</h2>{note}<div class=\"scroll\"><table{attributes}>"
+    return (f"<section><h2>{_escape(table.title)}</h2>{note}<div class=\"scroll\"><table class=\"sortable\">"
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></section>")
 
 
@@ -181,7 +181,7 @@ dl.facts dt{color:#666}dl.facts dd{margin:0;word-break:break-all}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:12px}
 .card{border:1px solid #ddd;border-radius:8px;padding:10px}
 .card dl{display:flex;flex-wrap:wrap;gap:2px 14px;margin:0 0 6px}.card dt{color:#666}.card dd{margin:0}
-.pictures{display:flex;flex-wrap:wrap;gap:6px}figure{margin:0;flex:1 1 140px}
+.pictures{display:flex;flex-wrap:wrap;gap:6px}figure{margin:0;flex:1 1 140px;max-width:320px}
 figure img{width:100%;image-rendering:pixelated;border:1px solid #eee}
 figcaption{font-size:12px;color:#555}.note{color:#666;margin:.2em 0}
 .card ul{margin:.4em 0 0;padding-left:1.2em;font-size:13px}
@@ -222,7 +222,7 @@ def render_page(page: Page) -> str:
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>{_escape(page.title)}</title><style>{STYLE}</style></head>"
             f'<body data-partial="{str(page.partial).lower()}"><h1>{_escape(page.title)}</h1>{banner}'
-            f'<dl class="facts">{facts}</dl>{table_html(page.headline, sortable=False)}{blocks}{worst}'
+            f'<dl class="facts">{facts}</dl>{table_html(page.headline)}{blocks}{worst}'
             f"<script>{SCRIPT}</script></body></html>\n")
 
 

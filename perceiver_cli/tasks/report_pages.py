@@ -193,7 +193,7 @@ class ClassifyPages:
         truth = record["truth"]
         lines = [f"{rank}. {p['label']} ({p['score']:.4f})" + (" ✓" if p["index"] == truth["index"] else "")
                  for rank, p in enumerate(record["predictions"][:5], start=1)]
-        return Card(Path(record["input"]).name, [("1 − p(true)", Number(self.badness(record), "badness", 4))],
+        return Card(_short(record["input"]), [("1 − p(true)", Number(self.badness(record), "badness", 4))],
                     pictures, [f"true: {truth['label']}", *lines])
 
     def page(self, summary: dict, records: list[dict], worst: list, facts: list) -> Page:
@@ -279,8 +279,27 @@ class AutoencodePages:
             chart = BarChart("Video PSNR of the clips: clips per bin", [f"{label} dB" for label in labels],
                              {"clips": counts})
         cards = [self.card(record, pictures) for record, pictures in worst]
-        return Page(f"perceiver eval autoencode-video: {summary.get('model')}", headline, facts, [chart],
+        return Page(f"perceiver eval autoencode-video: {summary.get('model')}", headline, facts,
+                    [self._classes(records), chart],
                     f"Worst {len(cards)} videos by video PSNR", cards)
 
 
+    @staticmethod
+    def _classes(records: list[dict]) -> Table:
+        """Per class folder (videos outside one together): the videos' mean PSNRs, worst video PSNR first."""
+        groups = _grouped([r for r in records if "error" not in r], _video_class)
+        rows = [[name, len(members)] + [Number(_mean(r.get(field) for r in members), f"mean:class={name}:{field}", 2)
+                                        for field in ("psnr_video", "psnr_audio")]
+                for name, members in groups.items()]
+        rows.sort(key=lambda row: (row[2].value is None, row[2].value or 0.0))
+        return Table("Per class (worst video PSNR first)", ["class", "videos", "video PSNR dB", "audio PSNR dB"],
+                     rows, "a video's PSNR is over all its clips; click a heading to sort")
+
+
+def _video_class(record: dict) -> str:
+    truth = record.get("truth")
+    return truth["label"] if truth else NO_CLASS
+
+
+NO_CLASS = "(no class)"
 KINDS = {"flow": FlowPages(), "classify": ClassifyPages(), "autoencode": AutoencodePages()}
