@@ -181,7 +181,7 @@ dl.facts dt{color:#666}dl.facts dd{margin:0;word-break:break-all}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:12px}
 .card{border:1px solid #ddd;border-radius:8px;padding:10px}
 .card dl{display:flex;flex-wrap:wrap;gap:2px 14px;margin:0 0 6px}.card dt{color:#666}.card dd{margin:0}
-.pictures{display:flex;flex-wrap:wrap;gap:6px}figure{margin:0;flex:1 1 140px;max-width:320px}
+.pictures{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:6px}figure{margin:0}
 figure img{width:100%;image-rendering:pixelated;border:1px solid #eee}
 figcaption{font-size:12px;color:#555}.note{color:#666;margin:.2em 0}
 .card ul{margin:.4em 0 0;padding-left:1.2em;font-size:13px}
