@@ -220,7 +220,14 @@ def test_eval_flow_page_holds_the_json_figures_and_the_worst_pairs(flow_run):
     assert check_numbers(page, summary, records, {"scene": lambda r: r["scene"]}) >= 9 + 3 * 6
     keys = {key for key, _, card in page.numbers if card is None}
     assert {"epe", "paper.epe", "epe_matched", "epe_s0_10", "scenes.alley_1", "mean:scene=cave_4:epe_unmatched"} <= keys
-    assert summary["epe_s0_10"] is not None and records[0]["epe_s0_10"] is not None  # the speed bands are there
+    # Each scene's true motion lies in one speed band (about 1.4, 69 and 20 px): that band's EPE is the pair's.
+    band_of = {"alley_1": "epe_s0_10", "bamboo_2": "epe_s40plus", "cave_4": "epe_s10_40"}
+    for record in records:
+        for band in band_of.values():
+            assert record[band] == (record["epe"] if band == band_of[record["scene"]] else None), band
+    for band in band_of.values():
+        values = [r[band] for r in records if r[band] is not None]
+        assert summary[band] == pytest.approx(sum(values) / len(values), rel=1e-12)
     assert page.cards == 3
     assert page.card_values("badness") == sorted((r["epe"] for r in records), reverse=True)[:3]
     assert len(page.images) == 3 * 4  # first frame, our flow, the ground truth, the error map
@@ -263,6 +270,33 @@ def test_eval_autoencode_page_holds_the_json_figures_and_the_worst_videos(autoen
             "mean:class=(no class):psnr_video"} <= {key for key, _, _ in page.numbers}
     assert page.cards == 2 and len(page.images) == 2 * 3  # the frames, both waveforms
     assert page.card_values("item:psnr_video") == sorted(r["psnr_video"] for r in records)[:2]
+
+
+def test_eval_flow_kitti_page_holds_fl_all_and_the_histograms(flow_weights, tmp_path):
+    from perceiver_cli.io.flowfiles import write_kitti_png
+
+    training = tmp_path / "kitti" / "training"
+    for folder in ("image_2", "flow_occ", "flow_noc"):
+        (training / folder).mkdir(parents=True)
+    rng = np.random.default_rng(9)
+    for scene in range(3):
+        base = rng.integers(0, 256, (H, W + 4, 3), dtype=np.uint8)
+        Image.fromarray(np.ascontiguousarray(base[:, :W])).save(training / "image_2" / f"{scene:06d}_10.png")
+        Image.fromarray(np.ascontiguousarray(base[:, 2:W + 2])).save(training / "image_2" / f"{scene:06d}_11.png")
+        field = np.round(rng.normal(0, 4, (H, W, 2)) * 64) / 64
+        valid = rng.random((H, W)) < 0.6
+        write_kitti_png(training / "flow_occ" / f"{scene:06d}_10.png", field, valid)
+        write_kitti_png(training / "flow_noc" / f"{scene:06d}_10.png", field, valid & (rng.random((H, W)) < 0.8))
+    code, out, err = run_cli("eval", "flow", tmp_path / "kitti", "-w", flow_weights, "--device", "cpu", "--json",
+                             "--report", tmp_path / "kitti.html")
+    assert code == 0, err
+    *records, summary = json_lines(out)
+    text = (tmp_path / "kitti.html").read_text(encoding="utf-8")
+    page = Page(text)
+    assert check_numbers(page, summary, records, {}) >= 6
+    assert {"fl_all", "epe_noc", "paper.epe"} <= {key for key, _, card in page.numbers if card is None}
+    assert page.card_values("item:fl_all") == [r["fl_all"] for r in sorted(records, key=lambda r: -r["epe"])]
+    assert "EPE per pair: pairs per bin" in page.texts and "Fl-all per pair: pairs per bin" in page.texts
 
 
 def test_flow_gt_report_and_error_maps_of_the_pairs_with_ground_truth(flow_weights, sintel, tmp_path):
