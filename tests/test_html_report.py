@@ -370,7 +370,8 @@ def test_report_and_error_map_options_refuse_what_cannot_work(flow_weights, sint
     frames = sintel / "clean" / "alley_1"
     for args, message in [(["--report", tmp_path / "r.html"], "--report shows the scores against ground truth"),
                           (["-o", tmp_path / "o", "--format", "flo,epe"], "give --gt"),
-                          (["--gt", sintel / "flow" / "alley_1", "-o", tmp_path / "o", "--max-epe", 3], "sets the scale of error maps"),
+                          (["--gt", sintel / "flow" / "alley_1", "-o", tmp_path / "o", "--max-epe", 3],
+                           "sets the scale of error maps"),
                           (["--gt", sintel / "flow" / "alley_1", "-o", tmp_path / "o", "--format", "epe",
                             "--max-epe", 0], "--max-epe must be a positive")]:
         code, _, err = run_cli("flow", frames, "-w", flow_weights, "--device", "cpu", *args)
@@ -506,7 +507,8 @@ def test_the_page_in_headless_chromium(run, request, tmp_path):
 def check_sorting(page) -> None:
     """Click the heading of the breakdown table's column with the most distinct numbers: its rows come
     in ascending order of that column, then, clicked again, in descending order."""
-    column = page.evaluate("""() => { const rows = Array.from(document.querySelectorAll('table.sortable')[1].tBodies[0].rows);
+    column = page.evaluate("""() => {
+        const rows = Array.from(document.querySelectorAll('table.sortable')[1].tBodies[0].rows);
         const distinct = [...rows[0].cells].map((_, c) => new Set(rows.map(r => r.cells[c].getAttribute('data-value'))
             .filter(v => v !== null && v !== '')).size);
         return distinct.indexOf(Math.max(...distinct)); }""")

@@ -45,7 +45,7 @@ def draw_flow(
 ) -> int:
     """Draw flow files as colour pictures (invalid pixels black), or write the colour-wheel legend alone.
 
-    Prints one line per file, or with --json {"input", "outputs", "mean_magnitude", "max_magnitude"}, or
+    Prints one line per file, or with --json {"input", "outputs", "mean_magnitude", "max_magnitude", "epe"?}, or
     {"input", "error"} for a file that cannot be read; the exit code is then 1.
     """
     if wheel:

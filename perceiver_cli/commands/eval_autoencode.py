@@ -10,8 +10,8 @@ from typing import Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
-                                           ReportOption, ReportWorstOption, WeightsOption, check_source, examples, limit_option,
-                                           model_option)
+                                           ReportOption, ReportWorstOption, WeightsOption, check_source, examples,
+                                           limit_option, model_option)
 from perceiver_cli.commands.evaluation import (PAPER, mean, percent, report_summary, run_keeping_records,
                                                spread_over_classes, truth)
 from perceiver_cli.errors import UsageError

@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
-                                           ReportOption, ReportWorstOption, WeightsOption, batch_size_option, check_source, examples,
-                                           limit_option, model_option)
+                                           ReportOption, ReportWorstOption, WeightsOption, batch_size_option,
+                                           check_source, examples, limit_option, model_option)
 from perceiver_cli.tasks.flow import MODELS, FlowTask
 from perceiver_cli.tasks.engine import RuntimeRequest, run_local
 from perceiver_cli.tasks.eval_flow import EvalFlowTask, summary_lines
@@ -43,7 +43,8 @@ def eval_flow(
     "epe_matched"?, "epe_unmatched"?, "epe_s0_10"?, "epe_s10_40"?, "epe_s40plus"? (Sintel's speed bands),
     "fl_all"?, "valid_pixels"?, "epe_noc"?} (the EPE `perceiver flow --gt` reports) and a last line {"dataset",
     "pass", "pairs", "failed", "available", "epe", ..., "paper": {"epe", "source"}}. --report FILE.html also
-    writes a page to look at: the figures, per scene, and the worst pairs with their flow and error maps. The paper's figures come from Perceiver IO, Table 3 (trained on AutoFlow).
+    writes a page to look at: the figures, per scene, and the worst pairs with their flow and error maps.
+    The paper's figures come from Perceiver IO, Table 3 (trained on AutoFlow).
     """
     source = check_source(model, weights, FlowTask.default_model)
     task = EvalFlowTask(dataset, source=source, sintel_pass=sintel_pass, limit=limit, numerics=numerics,

@@ -8,8 +8,9 @@ from typing import List, Optional
 import typer
 
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
-                                           ReportOption, ReportWorstOption, ScaleOptions, WeightsOption, batch_size_option, check_source, examples,
-                                           model_option, run_task, scale_options)
+                                           ReportOption, ReportWorstOption, ScaleOptions, WeightsOption,
+                                           batch_size_option, check_source, examples, model_option, run_task,
+                                           scale_options)
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.flow import MODELS, FlowTask
 

@@ -326,7 +326,8 @@ class FlowOutputs:
                    for fmt, suffix in pieces]
         pieces = [(fmt, suffix) for fmt, suffix in pieces if fmt != EPE_FORMAT]
         if self.direction == "both":
-            planned += [PlannedFile(Path(f"{base}{BACKWARD_SUFFIX}{suffix}"), "backward", fmt) for fmt, suffix in pieces]
+            planned += [PlannedFile(Path(f"{base}{BACKWARD_SUFFIX}{suffix}"), "backward", fmt)
+                        for fmt, suffix in pieces]
             planned += [PlannedFile(Path(f"{base}{OCCLUSION_SUFFIX}{m}"), "occlusion", m) for m in self.mask_formats]
         return planned
 

@@ -12,8 +12,8 @@ Layouts (DATASET is the dataset's root or its `training` folder):
 Figures: EPE is the mean of the per-pair EPEs (each over that pair's valid pixels, as `--gt` reports it);
 matched / unmatched (Sintel) are the means of the per-pair EPEs over non-occluded / occluded valid
 pixels, and s0-10 / s10-40 / s40+ the means of those over valid pixels of true motion below 10 px, from 10
-to 40 px, and of 40 px or more; Fl-all (KITTI) is the share of all valid pixels of all pairs whose error exceeds both 3 px and 5%
-of the true motion.
+to 40 px, and of 40 px or more; Fl-all (KITTI) is the share of all valid pixels of all pairs whose error
+exceeds both 3 px and 5% of the true motion.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from perceiver_cli.metrics import fl_all
 
 SINTEL_PASSES = ("clean", "final")
 PAPER = "Perceiver IO (Jaegle et al., 2021), Table 3, trained on AutoFlow"
-# The paper's end-point errors on the training splits, keyed by (dataset, pass).
 # Sintel's speed bands: EPE over pixels whose true motion is from low (included) to high (excluded) px.
 SPEED_BANDS = {"epe_s0_10": (0.0, 10.0), "epe_s10_40": (10.0, 40.0), "epe_s40plus": (40.0, np.inf)}
+# The paper's end-point errors on the training splits, keyed by (dataset, pass).
 PAPER_EPE = {("sintel", "clean"): 1.81, ("sintel", "final"): 2.42, ("kitti", None): 4.98}
 
 

@@ -98,7 +98,8 @@ class FlowPages:
         max_epe = getattr(getattr(task, "pictures", None), "max_epe", None)
         frame = _first_frame(result.item.data)
         pictures = [] if frame is None else [Picture("first frame", png_bytes(_shrink(frame)))]
-        pictures += [Picture(f"our flow (full colour at {scale:.3g} px)", png_bytes(_shrink(flow_to_color(flow, scale)))),
+        pictures += [Picture(f"our flow (full colour at {scale:.3g} px)",
+                             png_bytes(_shrink(flow_to_color(flow, scale)))),
                      Picture("ground truth (same scale)", png_bytes(_shrink(flow_to_color(shown, scale)))),
                      Picture("end-point error", png_bytes(epe_to_color(_shrink(errors), max_epe)))]
         return pictures
@@ -258,9 +259,9 @@ class AutoencodePages:
         truth = record.get("truth")
         lines = [f"true: {truth['label']}"] if truth else []
         lines += [f"{rank}. {p['label']} ({p['score']:.4f})" for rank, p in enumerate(record["predictions"][:5], 1)]
-        return Card(Path(record["input"]).name, [("video PSNR dB", Number(record["psnr_video"], "item:psnr_video", 2)),
-                                                 ("audio PSNR dB", Number(record.get("psnr_audio"), "item:psnr_audio", 2))],
-                    pictures, lines)
+        figures = [("video PSNR dB", Number(record["psnr_video"], "item:psnr_video", 2)),
+                   ("audio PSNR dB", Number(record.get("psnr_audio"), "item:psnr_audio", 2))]
+        return Card(Path(record["input"]).name, figures, pictures, lines)
 
     def page(self, summary: dict, records: list[dict], worst: list, facts: list) -> Page:
         headline = Table("Figures", ["", "ours", "paper"], _figure_rows(summary, [
