@@ -19,7 +19,7 @@ from itertools import count
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from perceiver_cli.errors import UsageError
+from perceiver_cli.errors import PerceiverError, UsageError
 from perceiver_cli.io.atomic import prepare_output
 
 REPORT_WORST_DEFAULT = 12
@@ -82,7 +82,7 @@ def checkpoint_digest(source) -> Optional[str]:
 
     try:
         folder = locate_checkpoint(str(source))
-    except Exception:  # a name the resolver refuses: the page says so by the missing digest
+    except (PerceiverError, OSError):  # a name the resolver refuses: the page shows no digest
         return None
     weights = next((folder / name for name in WEIGHT_FILES if folder is not None and (folder / name).is_file()), None)
     return sha256_file(weights) if weights is not None else None
@@ -90,8 +90,6 @@ def checkpoint_digest(source) -> Optional[str]:
 
 class _NoReport:
     """What `html_report` yields when no report is asked for: listening does nothing."""
-
-    records: list = []
 
     def listen(self, result) -> None:
         """Nothing to keep."""

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from perceiver_cli.errors import InputError
 from perceiver_cli.io.html_report import BarChart, Card, Number, Page, Picture, Table, histogram, png_bytes
 
 PICTURE_WIDTH = 320  # worst items' pictures are shrunk to this width: the page's size stays a few MB
@@ -73,7 +74,7 @@ def _first_frame(pair) -> Optional[np.ndarray]:
     if isinstance(first, Path):
         try:
             return read_image(first)
-        except Exception:  # the frame went away since it was read: the card goes without it
+        except InputError:  # the frame went away since it was read: the card goes without it
             return None
     return np.asarray(first) if first is not None else None
 
@@ -187,7 +188,7 @@ class ClassifyPages:
 
         try:
             return [Picture("image", png_bytes(_shrink(read_image(result.item.input), 256)))]
-        except Exception:  # the image went away since it was classified: the card goes without it
+        except InputError:  # the image went away since it was classified: the card goes without it
             return []
 
     def card(self, record: dict, pictures: list[Picture]) -> Card:
