@@ -162,7 +162,7 @@ def run_engine(task: Task, request: RuntimeRequest, reporter: Reporter,
         from perceiver_cli.tasks.ray_engine import check_ray
 
         check_ray()
-    manifest = Manifest(scale.manifest) if scale.manifest is not None else None
+    manifest = Manifest(scale.manifest, task.name) if scale.manifest is not None else None
     resume = Resume(manifest, scale.retry_failed, scale.skip_existing)
 
     def select(items: Iterable[Item]) -> Iterable[Item]:
