@@ -15,6 +15,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
+from perceiver_cli.bounds import check_option
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.base import Item, Result, Task, failure, timed
 from perceiver_cli.tasks.report import Reporter, progress_bar
@@ -41,8 +42,7 @@ class RuntimeRequest:
     batch_size: Optional[int] = None
 
     def __post_init__(self) -> None:
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        check_option("--batch-size", self.batch_size)
 
     def resolve(self, task: Task):
         """The Runtime for `task` in this process (device checked, threads set, the task's batch default)."""
