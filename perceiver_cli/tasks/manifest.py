@@ -20,6 +20,7 @@ from typing import Any, Iterable, Iterator, Optional
 from perceiver_cli.errors import UsageError
 from perceiver_cli.io.inputs import require_regular_file
 from perceiver_cli.tasks.base import Item, Result
+from perceiver_cli.tasks.report import json_line
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 # Statuses a resumed run does not redo.
@@ -121,7 +122,7 @@ class Manifest:
     def write(self, record: dict[str, Any]) -> None:
         """Append one record as one line, in one write."""
         self._take(record)
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape")
+        data = (json_line(record) + "\n").encode("utf-8")
         while data:  # a regular file takes the whole line in one write; the loop covers the exotic rest
             data = data[os.write(self._fd, data):]
 
