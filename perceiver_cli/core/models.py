@@ -15,8 +15,9 @@ from torch import nn
 
 from perceiver_cli.core.decoding import DecoderAttention, DecoderMemory
 from perceiver_cli.core.layers import Encoder, LatentEmbeddings, Linear, in_passes, onednn_linear_available
-from perceiver_cli.core.position import fourier_features, fourier_size, grid_positions, subsampled_positions
-from perceiver_cli.core.spec import NUMERICS, Numerics, PerceiverSpec
+from perceiver_cli.core.position import fourier_features, grid_positions, subsampled_positions
+from perceiver_cli.core.spec import NUMERICS, Numerics, PerceiverSpec, input_channels
+from perceiver_cli.kinds import fourier_size, input_widths
 
 # Decoder queries per chunk: bounds decoder memory whatever the number of outputs, and keeps a chunk's
 # temporaries in the CPU's cache between one operation and the next.
@@ -257,51 +258,48 @@ class ConvDownsample(nn.Module):
 
 
 class ImagePreprocessor(nn.Module):
-    """pixels (B, 3, H, W) -> tokens (B, N, C) with positions, for the three ImageNet checkpoints."""
+    """pixels (B, 3, H, W) -> tokens (B, N, C) with positions, for the three ImageNet checkpoints.
 
-    def __init__(self, spec: PerceiverSpec, numerics: Numerics):
+    `stem` is what meets the pixels: "learned" (a 1x1 conv, learned positions), "conv" (conv + max-pool,
+    Fourier positions) or "pixels" (the pixels themselves, Fourier positions).
+    """
+
+    def __init__(self, spec: PerceiverSpec, numerics: Numerics, stem: str):
         super().__init__()
-        self.kind = spec.kind
-        if self.kind == "vision-learned":
-            self.convnet_1x1 = nn.Conv2d(3, 256, kernel_size=1)
-            self.position_embeddings = LearnedPositions(spec.image_size ** 2, 256)
-            self.positions_projection = Linear(256, 256)
+        self.stem = stem
+        widths = input_widths(spec)
+        if stem == "learned":
+            self.convnet_1x1 = nn.Conv2d(3, widths["pixels"], kernel_size=1)
+            self.position_embeddings = LearnedPositions(spec.image_size ** 2, widths["positions"])
+            self.positions_projection = Linear(widths["positions"], widths["positions"])
             self.max_resolution = None
-        elif self.kind == "vision-conv":
-            self.convnet = ConvDownsample(64, numerics)
+        elif stem == "conv":
+            self.convnet = ConvDownsample(widths["pixels"], numerics)
             self.max_resolution = (56, 56)
         else:
             self.max_resolution = (224, 224)
 
     def positions(self, dtype: torch.dtype) -> Optional[torch.Tensor]:
-        """vision-learned's projected position embeddings (N, 256), the same for every image: compute them
+        """The learned stem's projected position embeddings (N, 256), the same for every image: compute them
         once for a batch and pass them to forward. None for the other kinds (their positions are cheap)."""
-        if self.kind != "vision-learned":
+        if self.stem != "learned":
             return None
         return self.positions_projection(self.position_embeddings.position_embeddings.to(dtype))
 
     def forward(self, pixels: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.kind == "vision-learned":
+        if self.stem == "learned":
             x = self.convnet_1x1(pixels)
-        elif self.kind == "vision-conv":
+        elif self.stem == "conv":
             x = self.convnet(pixels)
         else:
             x = pixels
         b, c, h, w = x.shape
         tokens = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
-        if self.kind == "vision-learned":
+        if self.stem == "learned":
             pos = self.positions(x.dtype) if positions is None else positions
         else:
             pos = fourier_features(grid_positions((h, w), device=x.device), 64, self.max_resolution).to(x.dtype)
         return torch.cat([tokens, pos.expand(b, -1, -1)], dim=-1)
-
-
-def _vision_input_channels(spec: PerceiverSpec) -> int:
-    if spec.kind == "vision-learned":
-        return 256 + 256
-    if spec.kind == "vision-conv":
-        return 64 + fourier_size(2, 64)
-    return 3 + fourier_size(2, 64)
 
 
 class ClassificationDecoder(nn.Module):
@@ -317,14 +315,14 @@ class ClassificationDecoder(nn.Module):
 class ImageClassifier(nn.Module):
     """deepmind/vision-perceiver-{learned,fourier,conv}: pixels (B, 3, 224, 224) normalised -> logits (B, labels)."""
 
-    def __init__(self, spec: PerceiverSpec, numerics: Numerics):
+    def __init__(self, spec: PerceiverSpec, numerics: Numerics, stem: str):
         super().__init__()
         self.spec = spec
         gelu = _gelu(spec, numerics)
-        residual = numerics.learned_decoder_query_residual if spec.kind == "vision-learned" else True
+        residual = numerics.learned_decoder_query_residual if stem == "learned" else True
         self.perceiver = Trunk(
-            ImagePreprocessor(spec, numerics), LatentEmbeddings(spec.num_latents, spec.d_latents),
-            Encoder(spec, kv_dim=_vision_input_channels(spec), gelu_approximate=gelu),
+            ImagePreprocessor(spec, numerics, stem), LatentEmbeddings(spec.num_latents, spec.d_latents),
+            Encoder(spec, kv_dim=input_channels(spec), gelu_approximate=gelu),
             ClassificationDecoder(spec, gelu, residual),
         )
 
@@ -357,7 +355,7 @@ class FlowPreprocessor(nn.Module):
     def __init__(self, spec: PerceiverSpec):
         super().__init__()
         self.train_size = tuple(spec.train_size)
-        self.conv_after_patches = Linear(54, 64)
+        self.conv_after_patches = Linear(54, input_widths(spec)["patches"])
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """patches (B, 2, 27, H, W) -> tokens (B, H*W, 64 + Fourier channels)."""
@@ -370,7 +368,8 @@ class FlowPreprocessor(nn.Module):
 class FlowDecoder(nn.Module):
     def __init__(self, spec: PerceiverSpec, gelu: str):
         super().__init__()
-        self.decoder = QueryDecoder(64 + fourier_size(2, 64), spec.d_latents, 2, query_residual=False,
+        # The decoder's queries are the encoder's input tokens.
+        self.decoder = QueryDecoder(input_channels(spec), spec.d_latents, 2, query_residual=False,
                                     gelu_approximate=gelu, cross_shape=spec.cross_attention_shape_for_attention)
 
 
@@ -384,7 +383,7 @@ class OpticalFlowModel(nn.Module):
         self.spec = spec
         gelu = _gelu(spec, numerics)
         self.perceiver = Trunk(FlowPreprocessor(spec), LatentEmbeddings(spec.num_latents, spec.d_latents),
-                               Encoder(spec, kv_dim=64 + fourier_size(2, 64), gelu_approximate=gelu),
+                               Encoder(spec, kv_dim=input_channels(spec), gelu_approximate=gelu),
                                FlowDecoder(spec, gelu))
 
     def forward(self, patches: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
@@ -409,13 +408,9 @@ class MultimodalPreprocessor(nn.Module):
     def __init__(self, spec: PerceiverSpec):
         super().__init__()
         self.spec = spec
-        self.audio_channels = spec.samples_per_patch + fourier_size(1, 192)
-        self.image_channels = 4 * 4 * 3 + fourier_size(3, 32)
-        self.label_channels = spec.num_labels
-        self.num_channels = max(self.audio_channels, self.image_channels, self.label_channels) + 4
-        c = self.num_channels
-        self.padding = NamedParameters({"audio": (1, c - self.audio_channels), "image": (1, c - self.image_channels),
-                                        "label": (1, c - self.label_channels)})
+        widths = input_widths(spec)
+        self.num_channels = c = widths["tokens"]
+        self.padding = NamedParameters({m: (1, c - widths[m]) for m in MODALITIES})
         self.mask = NamedParameters({m: (1, c) for m in MODALITIES})
 
     def forward(self, images: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
@@ -517,6 +512,11 @@ class MultimodalAutoencoder(nn.Module):
         return {"audio": s.num_frames * s.audio_samples_per_frame // s.samples_per_patch,
                 "image": s.output_shape[1] * s.output_shape[2] * s.output_shape[3], "label": 1}
 
+    def forward(self, images: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """images (B, T, 3, H, W), audio (B, S) -> the clip's label logits (B, 1, num_labels); reconstructions
+        are decoded per modality from encode()'s latents."""
+        return self.decode(self.encode(images, audio), "label")
+
     def encode(self, images: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """images (B, T, 3, H, W) in [0, 1], audio (B, S) in [-1, 1] -> latents (B, L, D). Runs once per clip."""
         return self.perceiver.encode(self.perceiver.input_preprocessor(images, audio))
@@ -548,14 +548,9 @@ class MultimodalAutoencoder(nn.Module):
         return torch.cat(parts, dim=1)
 
 
-_MODEL_CLASSES = {
-    "language": MaskedLanguageModel,
-    "vision-learned": ImageClassifier,
-    "vision-fourier": ImageClassifier,
-    "vision-conv": ImageClassifier,
-    "flow": OpticalFlowModel,
-    "multimodal": MultimodalAutoencoder,
-}
+# The classes the kinds' rows name (perceiver_cli.kinds.Kind.model).
+MODEL_CLASSES = {cls.__name__: cls for cls in (MaskedLanguageModel, ImageClassifier, OpticalFlowModel,
+                                               MultimodalAutoencoder)}
 
 
 def build_model(spec: PerceiverSpec, numerics: str | Numerics = "deepmind") -> nn.Module:
@@ -563,4 +558,5 @@ def build_model(spec: PerceiverSpec, numerics: str | Numerics = "deepmind") -> n
     if isinstance(numerics, str):
         numerics = NUMERICS[numerics]
     onednn_linear_available()  # the engine decided now: a bad PERCEIVER_CLI_CPU_MATMUL stops before any input
-    return _MODEL_CLASSES[spec.kind](spec, numerics)
+    row = spec.row
+    return MODEL_CLASSES[row.model](spec, numerics, **row.model_options)

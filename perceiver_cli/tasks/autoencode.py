@@ -20,6 +20,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from perceiver_cli.kinds import names_for_task
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.labels import KINETICS_LABELS, label_names as shared_label_names
 from perceiver_cli.tasks.base import Item, Result, Task, failure, problem_of
@@ -29,7 +30,7 @@ from perceiver_cli.io.inputs import expand_inputs, looks_like_glob
 from perceiver_cli.io.atomic import prepare_output
 from perceiver_cli.tasks.report import progress_bar
 
-MODELS = ("multimodal",)
+MODELS = names_for_task("autoencode-video")  # the --model choices, from the kinds' rows
 # The formats of io.video.SUPPORTED_VIDEO_OUTPUTS (tests keep them equal; io.video is not imported for --help).
 VIDEO_FORMATS = ("mp4", "m4v", "mov", "mkv", "webm", "avi")
 AUDIO_FORMATS = ("wav",)

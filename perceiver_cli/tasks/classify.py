@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from perceiver_cli.kinds import names_for_task
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.labels import IMAGENET_LABELS, label_names
 from perceiver_cli.tasks.base import Item, Result, Task, failure, problem_of
@@ -18,7 +19,7 @@ from perceiver_cli.tasks.report import heading, row, visible
 STDIN_ARGUMENT = "-"
 # Images prepared ahead of the model, in batches: enough to hide decoding, small enough for memory.
 BATCHES_AHEAD = 2
-MODELS = ("vision-conv", "vision-fourier", "vision-learned")
+MODELS = names_for_task("classify")  # the --model choices, from the kinds' rows
 
 
 def paths_from_stdin() -> list[str]:

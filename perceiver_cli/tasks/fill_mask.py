@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
+from perceiver_cli.kinds import names_for_task
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.base import Item, Result, Task, failure
 from perceiver_cli.tasks.report import row, visible
@@ -23,7 +24,7 @@ MAX_TOP_K = 1000
 # The table shows this much context around each filling of a long text.
 TABLE_CONTEXT_CHARS = 40
 TABLE_FULL_TEXT_CHARS = 160
-MODELS = ("language",)
+MODELS = names_for_task("fill-mask")  # the --model choices, from the kinds' rows
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from perceiver_cli.kinds import names_for_task
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.tasks.base import Item, Result, Task, failure
 from perceiver_cli.tasks.report import heading, progress_bar, visible
@@ -28,7 +29,7 @@ from perceiver_cli.io.writers import (FLOW_FILE_SUFFIXES, FLOW_FORMATS, FOLDER, 
                                       MASK_SUFFIXES, PICTURE_SUFFIXES, Pictures, STACK_SUFFIX, check_style,
                                       format_suffix, parse_formats, plan_targets, refuse_name_clashes)
 
-MODELS = ("flow",)
+MODELS = names_for_task("flow")  # the --model choices, from the kinds' rows
 DIRECTIONS = ("forward", "backward", "both")
 STDIN_ARGUMENT = "-"
 # Common video extensions, only to explain a mix of videos and images on the command line.
