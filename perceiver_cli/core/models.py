@@ -17,11 +17,9 @@ from perceiver_cli.core.decoding import DecoderAttention, DecoderMemory
 from perceiver_cli.core.layers import Encoder, LatentEmbeddings, Linear, in_passes, onednn_linear_available
 from perceiver_cli.core.position import fourier_features, grid_positions, subsampled_positions
 from perceiver_cli.core.spec import NUMERICS, Numerics, PerceiverSpec, input_channels
+from perceiver_cli.choices import DEFAULT_CHUNK_SIZE
 from perceiver_cli.kinds import fourier_size, input_widths
 
-# Decoder queries per chunk: bounds decoder memory whatever the number of outputs, and keeps a chunk's
-# temporaries in the CPU's cache between one operation and the next.
-DEFAULT_CHUNK_SIZE = 4096
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
