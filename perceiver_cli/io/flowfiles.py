@@ -13,8 +13,8 @@ Formats, recognised by their first bytes (the suffix is only used to name what w
 - `.npy`: a numpy array of shape (H, W, 2); NaN marks invalid pixels.
 
 Writers: `write_flo` (io.flo), `write_flow_npy` and `write_kitti_png`. Invalid pixels are stored as
-the format allows: NaN in `.npy`, valid flag 0 (and zero motion) in KITTI PNG. KITTI PNG keeps 1/64 px steps within about +-512 px; values beyond are
-clipped. Every writer is atomic (see `perceiver_cli.io.atomic`).
+the format allows: NaN in `.npy`, valid flag 0 (and zero motion) in KITTI PNG. KITTI PNG keeps 1/64 px
+steps within about +-512 px; values beyond are clipped. Every writer is atomic (see `perceiver_cli.io.atomic`).
 
 `FlowVideoWriter` streams a whole video's flow into one `.npy` of shape (pairs, H, W, 2) through a
 memory map, so no more than one field is held in memory.
