@@ -24,7 +24,7 @@ from torch import nn
 from perceiver_cli.core import build_model, spec_from_config
 from perceiver_cli.core.decoding import decoder_folds
 from perceiver_cli.core.layers import encoder_folds, stack_rows
-from perceiver_cli.core.models import DEFAULT_CHUNK_SIZE
+from perceiver_cli.choices import DEFAULT_CHUNK_SIZE
 from perceiver_cli.kinds import fourier_size
 from perceiver_cli.core.text import MAX_BATCH_ROWS, MAX_BATCH_TOKENS
 
