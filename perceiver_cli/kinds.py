@@ -192,39 +192,44 @@ def _tiny_labels(word: str) -> dict[int, str]:
 
 
 def _image_input(side: Optional[int] = None) -> Callable[[Any], Shapes]:
+    """One image of `side` pixels (None: the spec's image_size)."""
     return lambda spec: (((1, 3, side or spec.image_size, side or spec.image_size), "float32"),)
 
 
+def _clip_input(spec: Any) -> Shapes:
+    """One clip: its frames (1, T, 3, H, W) and its sound (1, samples)."""
+    return (((1, spec.num_frames, 3, spec.output_shape[2], spec.output_shape[3]), "float32"),
+            ((1, spec.num_frames * spec.audio_samples_per_frame), "float32"))
+
+
 KINDS: tuple[Kind, ...] = (
-    Kind("language", "PerceiverForMaskedLM", "fill-mask", "MaskedLanguageModel", _language_widths,
-         lambda spec: (((1, min(8, spec.max_position_embeddings)), "long"),), _LANGUAGE_HAIKU,
-         dict(_TINY, d_model=32, qk_channels=16, v_channels=32, num_cross_attention_heads=2,
-              max_position_embeddings=64, vocab_size=262),
-         sizes=("vocab_size", "max_position_embeddings"), check=_check_language),
-    Kind("vision-conv", "PerceiverForImageClassificationConvProcessing", "classify", "ImageClassifier",
-         _image_widths(64, fourier_size(2, 64)), _image_input(32), _CONV_HAIKU,
-         dict(_TINY, num_blocks=2, id2label=_tiny_labels("class")), model_options={"stem": "conv"},
-         preprocessing=IMAGENET),
-    Kind("vision-fourier", "PerceiverForImageClassificationFourier", "classify", "ImageClassifier",
-         _image_widths(3, fourier_size(2, 64)), _image_input(32), _FOURIER_HAIKU,
-         dict(_TINY, num_blocks=2, id2label=_tiny_labels("class")), model_options={"stem": "pixels"},
-         preprocessing=IMAGENET),
-    Kind("vision-learned", "PerceiverForImageClassificationLearned", "classify", "ImageClassifier",
-         _image_widths(256, 256), _image_input(), _LEARNED_HAIKU,
-         dict(_TINY, num_blocks=2, image_size=16, id2label=_tiny_labels("class")), sizes=("image_size",),
-         model_options={"stem": "learned"}, preprocessing=IMAGENET),
-    Kind("flow", "PerceiverForOpticalFlow", "flow", "OpticalFlowModel", _flow_widths,
-         lambda spec: (((1, 2, 27, 2, 3), "float32"),), _FLOW_HAIKU,
-         dict(_TINY, num_latents=16, train_size=[8, 12]), check=_check_flow),
-    Kind("multimodal", "PerceiverForMultimodalAutoencoding", "autoencode-video", "MultimodalAutoencoder",
-         _multimodal_widths,
-         lambda spec: (((1, spec.num_frames, 3, spec.output_shape[2], spec.output_shape[3]), "float32"),
-                       ((1, spec.num_frames * spec.audio_samples_per_frame), "float32")), _MULTIMODAL_HAIKU,
-         dict(_TINY, num_frames=2, image_size=8, audio_samples_per_frame=32, samples_per_patch=16,
-              output_shape=[1, 2, 16, 16], output_num_channels=32, _label_trainable_num_channels=16,
-              id2label=_tiny_labels("action")),
+    Kind(name="language", architecture="PerceiverForMaskedLM", task="fill-mask", model="MaskedLanguageModel",
+         widths=_language_widths, example_input=lambda spec: (((1, min(8, spec.max_position_embeddings)), "long"),),
+         haiku=_LANGUAGE_HAIKU, sizes=("vocab_size", "max_position_embeddings"), check=_check_language,
+         tiny=dict(_TINY, d_model=32, qk_channels=16, v_channels=32, num_cross_attention_heads=2,
+                   max_position_embeddings=64, vocab_size=262)),
+    Kind(name="vision-conv", architecture="PerceiverForImageClassificationConvProcessing", task="classify",
+         model="ImageClassifier", model_options={"stem": "conv"}, preprocessing=IMAGENET,
+         widths=_image_widths(64, fourier_size(2, 64)), example_input=_image_input(32), haiku=_CONV_HAIKU,
+         tiny=dict(_TINY, num_blocks=2, id2label=_tiny_labels("class"))),
+    Kind(name="vision-fourier", architecture="PerceiverForImageClassificationFourier", task="classify",
+         model="ImageClassifier", model_options={"stem": "pixels"}, preprocessing=IMAGENET,
+         widths=_image_widths(3, fourier_size(2, 64)), example_input=_image_input(32), haiku=_FOURIER_HAIKU,
+         tiny=dict(_TINY, num_blocks=2, id2label=_tiny_labels("class"))),
+    Kind(name="vision-learned", architecture="PerceiverForImageClassificationLearned", task="classify",
+         model="ImageClassifier", model_options={"stem": "learned"}, preprocessing=IMAGENET,
+         widths=_image_widths(256, 256), example_input=_image_input(), haiku=_LEARNED_HAIKU, sizes=("image_size",),
+         tiny=dict(_TINY, num_blocks=2, image_size=16, id2label=_tiny_labels("class"))),
+    Kind(name="flow", architecture="PerceiverForOpticalFlow", task="flow", model="OpticalFlowModel",
+         widths=_flow_widths, example_input=lambda spec: (((1, 2, 27, 2, 3), "float32"),), haiku=_FLOW_HAIKU,
+         check=_check_flow, tiny=dict(_TINY, num_latents=16, train_size=[8, 12])),
+    Kind(name="multimodal", architecture="PerceiverForMultimodalAutoencoding", task="autoencode-video",
+         model="MultimodalAutoencoder", widths=_multimodal_widths, example_input=_clip_input, haiku=_MULTIMODAL_HAIKU,
          sizes=("num_frames", "audio_samples_per_frame", "samples_per_patch", "image_size", "output_num_channels",
-                "label_trainable_num_channels"), check=_check_multimodal),
+                "label_trainable_num_channels"), check=_check_multimodal,
+         tiny=dict(_TINY, num_frames=2, image_size=8, audio_samples_per_frame=32, samples_per_patch=16,
+                   output_shape=[1, 2, 16, 16], output_num_channels=32, _label_trainable_num_channels=16,
+                   id2label=_tiny_labels("action"))),
 )
 
 BY_NAME: dict[str, Kind] = {kind.name: kind for kind in KINDS}
