@@ -155,7 +155,7 @@ def test_flow_on_ray_over_frames_and_a_video_writes_the_local_engines_files(loca
 
 
 def _video_frames(path: Path) -> list[np.ndarray]:
-    from perceiver_cli.io.video import iter_frames
+    from synthetic_media import iter_frames
 
     return list(iter_frames(path))
 

@@ -34,7 +34,7 @@ def class_key(name: str) -> str:
 def videos_by_class_folder(dataset: Path) -> list[tuple[Path, Optional[str]]]:
     """(video, its folder's name) for the videos directly in `dataset` (no class) and in its subfolders (the
     class, named by the subfolder, videos searched recursively below it)."""
-    from perceiver_cli.io.video import VIDEO_EXTENSIONS
+    from perceiver_cli.choices import VIDEO_EXTENSIONS
 
     if not dataset.is_dir():
         raise UsageError(f"{dataset}: no such folder" if not dataset.exists() else f"{dataset}: not a folder")

@@ -15,12 +15,15 @@ import math
 import os
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from perceiver_cli.bounds import check_option
+from perceiver_cli.kinds import names_for_task
+from perceiver_cli.choices import DEFAULT_CHUNK_SIZE, VIDEO_FORMATS, parse_formats as parse_format_list
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.labels import KINETICS_LABELS, label_names as shared_label_names
 from perceiver_cli.tasks.base import Item, Result, Task, failure, problem_of
@@ -30,15 +33,11 @@ from perceiver_cli.io.inputs import expand_inputs, looks_like_glob
 from perceiver_cli.io.atomic import prepare_output
 from perceiver_cli.tasks.report import progress_bar
 
-MODELS = ("multimodal",)
-# The formats of io.video.SUPPORTED_VIDEO_OUTPUTS (tests keep them equal; io.video is not imported for --help).
-VIDEO_FORMATS = ("mp4", "m4v", "mov", "mkv", "webm", "avi")
+MODELS = names_for_task("autoencode-video")  # the --model choices, from the kinds' rows
 AUDIO_FORMATS = ("wav",)
 ARRAY_FORMATS = ("npz",)
 FORMATS = VIDEO_FORMATS + AUDIO_FORMATS + ARRAY_FORMATS
 DEFAULT_FOLDER_FORMATS = ("mp4",)
-# core.models.DEFAULT_CHUNK_SIZE (tests keep them equal; core imports torch, which --help must not).
-DEFAULT_CHUNK_SIZE = 4096
 PSNR_WIDTH = 10
 LOST_SEGMENT = "no result came back for part of this video"
 
@@ -50,21 +49,12 @@ def label_names(spec) -> list[str]:
 
 def expand_video_inputs(arguments: list[str]) -> list[Path | InputError]:
     """Video paths for command-line arguments: files as given, folders and globs by video extension."""
-    from perceiver_cli.io.video import VIDEO_EXTENSIONS
+    from perceiver_cli.choices import VIDEO_EXTENSIONS
 
     return expand_inputs(arguments, VIDEO_EXTENSIONS, "video")
 
 
-def parse_formats(text: str) -> tuple[str, ...]:
-    """`mp4,wav,npz` -> ("mp4", "wav", "npz"); a usage error for an unknown or repeated format."""
-    chosen: list[str] = []
-    for name in (part.strip().lower().lstrip(".") for part in text.split(",")):
-        if name not in FORMATS:
-            raise UsageError(f"--format: unknown format '{name}' (use {', '.join(FORMATS)})")
-        if name in chosen:
-            raise UsageError(f"--format: '{name}' given twice")
-        chosen.append(name)
-    return tuple(chosen)
+parse_formats = partial(parse_format_list, allowed=FORMATS)  # `mp4,wav` -> ("mp4", "wav"), as flow's --format
 
 
 def _format_of(path: Path) -> str:

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from perceiver_cli.kinds import names_for_task
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.labels import IMAGENET_LABELS, label_names
 from perceiver_cli.tasks.base import Item, Result, Task, failure, problem_of
@@ -18,7 +19,7 @@ from perceiver_cli.tasks.report import heading, row, visible
 STDIN_ARGUMENT = "-"
 # Images prepared ahead of the model, in batches: enough to hide decoding, small enough for memory.
 BATCHES_AHEAD = 2
-MODELS = ("vision-conv", "vision-fourier", "vision-learned")
+MODELS = names_for_task("classify")  # the --model choices, from the kinds' rows
 
 
 def paths_from_stdin() -> list[str]:
@@ -83,7 +84,7 @@ def class_names(id2label: dict[int, str], num_labels: int) -> list[str]:
 
 def check_classifier(spec, source: str) -> None:
     """Refuse a checkpoint whose input size is not the one images are prepared at."""
-    from perceiver_cli.core.vision import IMAGE_SIZE
+    from perceiver_cli.io.imagenet import IMAGE_SIZE
 
     if spec.kind == "vision-learned" and spec.image_size != IMAGE_SIZE:
         raise UsageError(f"{source}: this vision-learned checkpoint has image_size {spec.image_size}, "
@@ -137,7 +138,7 @@ class ClassifyTask(Task):
         self.names = class_names(model.spec.id2label, model.spec.num_labels)
 
     def _prepare(self, item: Item, out: np.ndarray) -> None:
-        from perceiver_cli.core.vision import preprocess_image
+        from perceiver_cli.io.imagenet import preprocess_image
         from perceiver_cli.io.images import DEFAULT_MAX_PIXELS, read_image
 
         if item.error is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from perceiver_cli.bounds import check_option
+from perceiver_cli.kinds import names_for_task
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.base import Item, Result, Task, failure
 from perceiver_cli.tasks.report import row, visible
@@ -24,7 +25,7 @@ MAX_TOP_K = 1000
 # The table shows this much context around each filling of a long text.
 TABLE_CONTEXT_CHARS = 40
 TABLE_FULL_TEXT_CHARS = 160
-MODELS = ("language",)
+MODELS = names_for_task("fill-mask")  # the --model choices, from the kinds' rows
 
 
 @dataclass

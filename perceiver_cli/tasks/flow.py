@@ -20,6 +20,8 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from perceiver_cli.bounds import check_option, check_seconds
+from perceiver_cli.kinds import names_for_task
+from perceiver_cli.choices import VIDEO_EXTENSIONS, parse_formats
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.tasks.base import Item, Result, Task, failure, problem_of
 from perceiver_cli.tasks.report import NON_FINITE, heading, progress_bar, visible
@@ -27,14 +29,13 @@ from perceiver_cli.metrics import end_point_error, occlusion_mask
 from perceiver_cli.tasks.classify import paths_from_stdin as read_paths, rgb_array
 from perceiver_cli.io.writers import (FLOW_FILE_SUFFIXES, FLOW_FORMATS, FOLDER, FlowOutputs, KITTI_FORMAT,
                                       MASK_SUFFIXES, PICTURE_SUFFIXES, Pictures, STACK_SUFFIX, check_style,
-                                      format_suffix, parse_formats, plan_targets, refuse_name_clashes)
+                                      format_suffix, plan_targets, refuse_name_clashes)
 
-MODELS = ("flow",)
+MODELS = names_for_task("flow")  # the --model choices, from the kinds' rows
 DIRECTIONS = ("forward", "backward", "both")
 STDIN_ARGUMENT = "-"
-# Common video extensions, only to explain a mix of videos and images on the command line.
-VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv",
-                            ".gif"})
+# Video extensions, only to explain a mix of videos and images on the command line.
+VIDEO_SUFFIXES = VIDEO_EXTENSIONS
 # A single pair shows a progress bar of its windows from this many windows on.
 WINDOW_PROGRESS_MIN = 4
 # Ground-truth files are looked for with these suffixes, in this order (io.flowfiles reads each by its bytes).
@@ -255,7 +256,8 @@ class FlowTask(Task):
         self.formats = parse_formats("flo" if formats is None else formats, FLOW_FORMATS)
         if KITTI_FORMAT in self.formats and ".png" in self.formats:
             raise UsageError("--format: kitti and png both write <stem>.png; choose one")
-        self.mask_formats = parse_formats("png" if occlusion_formats is None else occlusion_formats, MASK_SUFFIXES)
+        self.mask_formats = parse_formats("png" if occlusion_formats is None else occlusion_formats, MASK_SUFFIXES,
+                                          "--occlusion-format")
         self.gt = Path(gt) if gt is not None else None
         self.pictures = Pictures(check_style(style), max_flow, legend)
         self.resize = resize
