@@ -23,7 +23,7 @@ import numpy as np
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.labels import KINETICS_LABELS, label_names as shared_label_names
 from perceiver_cli.tasks.base import Item, Result, Task, failure, problem_of
-from perceiver_cli.tasks.classify import STDIN_ARGUMENT, error_item, expand_arguments
+from perceiver_cli.tasks.inputs import STDIN_ARGUMENT, error_item, expand_arguments, finite
 from perceiver_cli.tasks.report import heading, row, visible
 from perceiver_cli.io.inputs import expand_inputs, looks_like_glob
 from perceiver_cli.io.atomic import prepare_output
@@ -77,11 +77,6 @@ def _is_folder_output(text: str) -> bool:
         return True
     # an existing folder named like an output file (result.mp4/) is refused by prepare_output, not written into
     return path.is_dir() and _format_of(path) not in FORMATS
-
-
-def _finite(value: float) -> Optional[float]:
-    """A PSNR for JSON: None where it is infinite (a perfect reconstruction) or undefined."""
-    return value if math.isfinite(value) else None
 
 
 def _db(value: Optional[float]) -> str:
@@ -334,7 +329,7 @@ class AutoencodeTask(Task):
 
         return {"start_s": round(float(clip.start_s), 6),
                 "predictions": _predictions(core.top_k(result.probabilities, self.top_k), self.names),
-                "psnr_video": _finite(result.psnr_video), "psnr_audio": _finite(result.psnr_audio)}
+                "psnr_video": finite(result.psnr_video), "psnr_audio": finite(result.psnr_audio)}
 
     def _video_record(self, video: Item, clip_records: list[dict[str, Any]], summary, names) -> dict[str, Any]:
         """A video's record: its outputs, its clips' records, and the whole video's predictions and PSNRs."""
@@ -343,7 +338,7 @@ class AutoencodeTask(Task):
         return {"input": video.input, "outputs": [str(Path(output)) for output in video.outputs],
                 "clips": clip_records,
                 "predictions": _predictions(core.top_k(summary.probabilities, self.top_k), names),
-                "psnr_video": _finite(summary.psnr_video), "psnr_audio": _finite(summary.psnr_audio)}
+                "psnr_video": finite(summary.psnr_video), "psnr_audio": finite(summary.psnr_audio)}
 
     def _video_writers(self, stack: ExitStack, paths: list[Path], g) -> list:
         """Video writers for `paths`, entered on `stack` (leaving it finishes them; an error removes them)."""

@@ -59,14 +59,22 @@ def failure(item: Item, problem: str, **fields: Any) -> Result:
     return Result(item, {"input": item.input, **fields, "error": problem})
 
 
+def one_line(error: BaseException) -> str:
+    """An error's message on one line."""
+    return " ".join(str(error).split())
+
+
+def without_name(message: str, name: str) -> str:
+    """`message` without a leading `name: ` (a record names its input already)."""
+    return message[len(name) + 2:] if message.startswith(f"{name}: ") else message
+
+
 def problem_of(error: BaseException, name: str = "") -> str:
     """One line describing `error`, without a leading `name: ` (the record names the input already)."""
-    message = " ".join(str(error).split()) or type(error).__name__
+    message = one_line(error) or type(error).__name__
     if not isinstance(error, InputError):  # an unexpected fault: still one line, with its kind
         message = f"{type(error).__name__}: {message}"
-    if name and message.startswith(f"{name}: "):
-        message = message[len(name) + 2:]
-    return message
+    return without_name(message, name) if name else message
 
 
 class Task:

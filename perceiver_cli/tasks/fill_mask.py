@@ -12,10 +12,10 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.base import Item, Result, Task, failure
+from perceiver_cli.tasks.inputs import STDIN_ARGUMENT, finite
 from perceiver_cli.tasks.report import row, visible
 from perceiver_cli.io.text import BadLine, MaskSyntaxError, parse_masked_text, read_text_lines
 
-STDIN_ARGUMENT = "-"
 # Texts run together: enough to batch well, few enough that a pipeline sees output early.
 TEXTS_PER_BATCH = 64
 # Beyond this, a search over 256^n byte strings would only print noise.
@@ -73,10 +73,6 @@ def _stdin_items(start: int) -> Iterator[Item]:
         yield Item(index, "", data=Text(None), error="no text on standard input", key=STDIN_ARGUMENT)
 
 
-def _finite(value: float) -> Optional[float]:
-    return value if math.isfinite(value) else None
-
-
 def _window_note(result) -> Optional[str]:
     if not result.windowed:
         return None
@@ -96,7 +92,7 @@ def record_of(text: Text, result) -> dict[str, Any]:
     for length, chosen, scores in zip(result.lengths, result.chosen, result.length_scores):
         mask: dict[str, Any] = {"length": length, "chosen": chosen}
         if scores is not None:
-            mask["length_scores"] = {str(n): _finite(s) for n, s in scores.items()}
+            mask["length_scores"] = {str(n): finite(s) for n, s in scores.items()}
         masks.append(mask)
     record: dict[str, Any] = {"input": text.text}
     if text.line is not None:

@@ -23,14 +23,13 @@ from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.tasks.base import Item, Result, Task, failure
 from perceiver_cli.tasks.report import heading, progress_bar, visible
 from perceiver_cli.metrics import end_point_error, occlusion_mask
-from perceiver_cli.tasks.classify import paths_from_stdin as read_paths, rgb_array
+from perceiver_cli.tasks.inputs import STDIN_ARGUMENT, one_line, paths_from_stdin, problem_item, rgb_array
 from perceiver_cli.io.writers import (FLOW_FILE_SUFFIXES, FLOW_FORMATS, FOLDER, FlowOutputs, KITTI_FORMAT,
                                       MASK_SUFFIXES, PICTURE_SUFFIXES, Pictures, STACK_SUFFIX, check_style,
                                       format_suffix, parse_formats, plan_targets, refuse_name_clashes)
 
 MODELS = ("flow",)
 DIRECTIONS = ("forward", "backward", "both")
-STDIN_ARGUMENT = "-"
 # Common video extensions, only to explain a mix of videos and images on the command line.
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv",
                             ".gif"})
@@ -208,11 +207,6 @@ def pair_epe(flow: np.ndarray, truth: Truth, counted: Optional[np.ndarray] = Non
     return end_point_error(flow, truth.flow, valid)
 
 
-def paths_from_stdin() -> list[str]:
-    """Paths read from stdin, one per line or NUL-separated (as classify reads them)."""
-    return read_paths()
-
-
 class FlowTask(Task):
     """Optical flow in pixels between the frames of each pair, written where -o says."""
 
@@ -356,7 +350,7 @@ class FlowTask(Task):
                 frame_sequences([argument], self.recursive)
                 good.append(argument)
             except InputError as exc:
-                problems.append(_problem_item(len(problems), argument, exc))
+                problems.append(problem_item(len(problems), argument, exc))
         sequences = frame_sequences(good, self.recursive) if good else []
         folders = [Path(a) for a in good if Path(a).is_dir()]
         pairs: list[FramePair] = []
@@ -384,7 +378,7 @@ class FlowTask(Task):
 
                 read_flow(self.gt)
             except InputError as exc:
-                pairs[0].problem = " ".join(str(exc).split())
+                pairs[0].problem = one_line(exc)
         self._runnable = sum(p.problem is None for p in pairs)
         return problems + [Item(len(problems) + i, str(p.first), data=p, outputs=_planned(outputs, p.stem))
                            for i, p in enumerate(pairs)]
@@ -397,7 +391,7 @@ class FlowTask(Task):
             if not info.fps > 0:
                 raise InputError(f"{path}: the video does not declare a frame rate")
         except InputError as exc:
-            return [_problem_item(0, str(path), exc)]
+            return [problem_item(0, str(path), exc)]
         self.fps = info.fps
         seconds = info.duration_s if self.end is None else min(info.duration_s or self.end, self.end)
         frames = max(1, int(round((seconds - (self.start or 0.0)) * info.fps)))
@@ -446,7 +440,7 @@ class FlowTask(Task):
         except InputError as exc:
             stopped = max(0, read - self.step)  # the pair the frame that failed would have completed
             if segment.owns(stopped):
-                yield _problem_item(stopped, name, exc)
+                yield problem_item(stopped, name, exc)
             return
         if segment.first == 0 and count == 0:
             wanted = "frames" if self.step == 1 else f"frames {self.step} apart"
@@ -540,7 +534,7 @@ class FlowTask(Task):
             frame1, frame2 = read(pair.first), read(pair.second)
             bad = next((f for f in (frame1, frame2) if isinstance(f, InputError)), None)
             if bad is not None:
-                yield failed(item, " ".join(str(bad).split()))
+                yield failed(item, one_line(bad))
                 continue
             if frame1.shape != frame2.shape:
                 if not self.resize:
@@ -558,7 +552,7 @@ class FlowTask(Task):
                 try:
                     truth = load_truth(pair.truth, frame1.shape, pair.invalid)
                 except InputError as exc:
-                    yield failed(item, " ".join(str(exc).split()))
+                    yield failed(item, one_line(exc))
                     continue
             count = len(frame_windows(frame1.shape[0], frame1.shape[1], self.estimator.window))
             first, second = torch.from_numpy(frame1), torch.from_numpy(frame2)
@@ -692,12 +686,6 @@ def _relative_folder(folder: Optional[Path], roots: Sequence[Path]) -> Path:
     return Path()
 
 
-def _problem_item(index: int, name: str, error: InputError) -> Item:
-    """An item that failed before running, whose message starts with `name: ` (dropped: the record names it)."""
-    message = " ".join(str(error).split())
-    return Item(index, name, error=message[len(name) + 2:] if message.startswith(f"{name}: ") else message)
-
-
 class DrawFlowTask(Task):
     """Draw existing flow files (.flo, KITTI .png, .pfm, .npy) as colour pictures; no model."""
 
@@ -740,7 +728,7 @@ class DrawFlowTask(Task):
             try:
                 flow, valid = read_flow(item.data)
             except InputError as exc:
-                yield failure(item, _problem_item(item.index, item.input, exc).error)
+                yield failure(item, problem_item(item.index, item.input, exc).error)
                 continue
             field = np.where(valid[..., None], flow, np.float32(np.nan))  # invalid pixels are drawn black
             picture = self.pictures.draw(field)
