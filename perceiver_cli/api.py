@@ -87,9 +87,7 @@ def flow(model, frame1: FrameLike, frame2: FrameLike) -> np.ndarray:
     item = Item(0, name1, data=FramePair(first, second, "flow", name2))
     ((_, pair_flow, problem),) = list(task.flows([item]))
     if pair_flow is None:
-        if problem.problem_line:
-            raise ValueError(problem.problem_line)
-        _only(problem)
+        raise ValueError(task.failure_line(problem))
     return pair_flow.forward
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.labels import KINETICS_LABELS, label_names as shared_label_names
-from perceiver_cli.tasks.base import Item, Result, Task, failure, problem_of
+from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, problem_of
 from perceiver_cli.tasks.inputs import STDIN_ARGUMENT, error_item, expand_arguments, finite
 from perceiver_cli.tasks.report import heading, row, visible
 from perceiver_cli.io.inputs import expand_inputs, looks_like_glob
@@ -197,7 +197,7 @@ class _Count:
         return self.count
 
 
-class AutoencodeTask(Task):
+class AutoencodeTask(ModelTask):
     """Reconstruct videos and their sound with the multimodal checkpoint, and name the Kinetics-700 action."""
 
     name = "autoencode-video"
@@ -215,17 +215,15 @@ class AutoencodeTask(Task):
         if chunk_size < 1:
             raise UsageError(f"--chunk-size must be at least 1, got {chunk_size}")
         self.inputs = [str(argument) for argument in inputs]
-        self.source = source if source is not None else self.default_model
+        super().__init__(source, numerics)
         self.top_k = top_k
         self.chunk_size = chunk_size
         self.side_by_side = side_by_side
-        self.numerics = numerics
         self.show_clips = show_clips
         self.folder: Optional[Path] = None
         self.files: list[Path] = []
         self.formats: tuple[str, ...] = ()
         self._plan_outputs([str(output) for output in outputs], formats)
-        self.model = None
 
     def _plan_outputs(self, outputs: list[str], formats: Optional[str]) -> None:
         """Decide what -o means: one folder (with --format) or files named by the user (one video given)."""

@@ -10,7 +10,7 @@ import numpy as np
 
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.labels import IMAGENET_LABELS, label_names
-from perceiver_cli.tasks.base import Item, Result, Task, failure, problem_of
+from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, problem_of
 from perceiver_cli.tasks.inputs import error_item, expand_arguments, rgb_array
 from perceiver_cli.tasks.report import heading, row, visible
 
@@ -38,7 +38,7 @@ def predictions(scores: np.ndarray, indices: np.ndarray, names: list[str]) -> li
     return [{"label": names[int(i)], "index": int(i), "score": float(s)} for s, i in zip(scores, indices)]
 
 
-class ClassifyTask(Task):
+class ClassifyTask(ModelTask):
     """Classify image files into the checkpoint's classes (ImageNet-1k for DeepMind's three)."""
 
     name = "classify"
@@ -56,11 +56,9 @@ class ClassifyTask(Task):
         if max_pixels is not None and max_pixels < 1:
             raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
         self.inputs = list(inputs)
-        self.source = source if source is not None else self.default_model
+        super().__init__(source, numerics)
         self.top_k = top_k
         self.max_pixels = max_pixels
-        self.numerics = numerics
-        self.model = None
         self._pool = None
 
     def items(self) -> list[Item]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from perceiver_cli.errors import UsageError
-from perceiver_cli.tasks.base import Item, Result, Task, failure
+from perceiver_cli.tasks.base import Item, ModelTask, Result, failure
 from perceiver_cli.tasks.inputs import STDIN_ARGUMENT, finite
 from perceiver_cli.tasks.report import row, visible
 from perceiver_cli.io.text import BadLine, MaskSyntaxError, parse_masked_text, read_text_lines
@@ -114,7 +114,7 @@ def _failure(item: Item, problem: str) -> Result:
     return result
 
 
-class FillMaskTask(Task):
+class FillMaskTask(ModelTask):
     """Fill masked byte spans of texts with the language checkpoint, exact top-k."""
 
     name = "fill-mask"
@@ -131,11 +131,9 @@ class FillMaskTask(Task):
             raise UsageError(f"--max-span must be at least 1, got {max_span}")
         if list(texts).count(STDIN_ARGUMENT) > 1:
             raise UsageError("- (standard input) may be given only once")
-        self.source = source if source is not None else self.default_model
+        super().__init__(source, numerics)
         self.top_k = top_k
         self.max_span = max_span
-        self.numerics = numerics
-        self.model = None
         # Arguments are parsed now: a bad one is a usage error before the model loads.
         self._arguments: list[Optional[Item]] = []
         for number, text in enumerate(texts, start=1):

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from perceiver_cli.errors import InputError, UsageError
-from perceiver_cli.tasks.base import Item, Result, Task, failure
+from perceiver_cli.tasks.base import Item, ModelTask, Result, Task, failure
 from perceiver_cli.tasks.report import heading, progress_bar, visible
 from perceiver_cli.metrics import end_point_error, occlusion_mask
 from perceiver_cli.tasks.inputs import STDIN_ARGUMENT, one_line, paths_from_stdin, problem_item, rgb_array
@@ -207,7 +207,7 @@ def pair_epe(flow: np.ndarray, truth: Truth, counted: Optional[np.ndarray] = Non
     return end_point_error(flow, truth.flow, valid)
 
 
-class FlowTask(Task):
+class FlowTask(ModelTask):
     """Optical flow in pixels between the frames of each pair, written where -o says."""
 
     name = "flow"
@@ -245,7 +245,7 @@ class FlowTask(Task):
         if legend is not None and legend not in LEGEND_CORNERS:
             raise UsageError(f"--legend must be one of {', '.join(LEGEND_CORNERS)}, got '{legend}'")
         self.inputs = list(inputs)
-        self.source = source if source is not None else self.default_model
+        super().__init__(source, numerics)
         self.outputs = list(outputs)
         self.formats_given = formats is not None
         self.formats = parse_formats(formats or "flo", FLOW_FORMATS)
@@ -259,15 +259,14 @@ class FlowTask(Task):
         self.recursive = recursive
         self.start, self.end, self.step = start, end, int(step)
         self.direction = direction
-        self.numerics = numerics
         self.quiet = quiet
         self.targets: list = []
         self.fps: Optional[float] = None
         self.capacity = 16  # a video's pairs, estimated, for a whole-video .npy
         self._video: Optional[Path] = None  # the one video of this run
         self._runnable: Optional[int] = None  # pairs that can run (None: not known before the run)
-        self.model = None
         self._active = None
+        self._said: set[str] = set()  # pair problems already on stderr
 
     # -- items: everything a user can get wrong is checked here, before the model loads ---------------
 
@@ -503,7 +502,6 @@ class FlowTask(Task):
 
         from perceiver_cli.core.flow import frame_windows
 
-        reported: set[str] = set()  # problems already on stderr
         last: tuple[Any, Any] = (None, None)  # (frame name, array or InputError): consecutive pairs share one
 
         def read(frame: Frame):
@@ -519,9 +517,7 @@ class FlowTask(Task):
             return value
 
         def failed(item: Item, problem: str):
-            result = self._failed(item, problem, problem in reported)
-            reported.add(problem)
-            return (item, None, result, None), None, None
+            return (item, None, self._failed(item, problem), None), None, None
 
         for item in items:
             pair: Optional[FramePair] = item.data
@@ -563,10 +559,19 @@ class FlowTask(Task):
                 windows(count)
                 yield (item, truth, None, "backward"), second, first
 
-    def _failed(self, item: Item, problem: str, repeated: bool = False) -> Result:
-        result = failure(item, problem, input2=item.data.name2)
-        result.problem_line, result.repeated = problem, repeated
-        return result
+    def _failed(self, item: Item, problem: str) -> Result:
+        """A pair's failure whose problem names its file already (the record's error is its stderr line)."""
+        return failure(item, problem, input2=item.data.name2)
+
+    def failure_line(self, result: Result) -> Optional[str]:
+        """A pair's problem as it is (it names its file), once: a frame shared by two pairs fails both."""
+        if "input2" not in result.record:  # not a pair's own problem: an input that stands for no pair
+            return super().failure_line(result)
+        line = result.record["error"]
+        if line in self._said:
+            return None
+        self._said.add(line)
+        return line
 
     def flows(self, items: Iterable[Item]) -> Iterator[tuple[Item, Optional[PairFlow], Optional[Result]]]:
         """(item, its PairFlow, None) per item in order, or (item, None, its failure Result)."""
