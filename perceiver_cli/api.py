@@ -21,7 +21,7 @@ from dataclasses import replace
 from perceiver_cli.tasks.fill_mask import FillMaskTask
 from perceiver_cli.tasks.base import Item
 from perceiver_cli.tasks.classify import ClassifyTask
-from perceiver_cli.tasks.flow import FlowTask, FramePair
+from perceiver_cli.tasks.flow import FlowTask
 from perceiver_cli.tasks.autoencode import AutoencodeTask, ClipArrays
 
 ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # a path, a uint8 (H, W, 3) array or a PIL image
@@ -84,11 +84,7 @@ def flow(model, frame1: FrameLike, frame2: FrameLike) -> np.ndarray:
     (first, name1), (second, name2) = frame(frame1, 1), frame(frame2, 2)
     task = FlowTask([])
     task.setup(runtime_of(model, FlowTask.cpu_batch_size), model)
-    item = Item(0, name1, data=FramePair(first, second, "flow", name2))
-    ((_, pair_flow, problem),) = list(task.flows([item]))
-    if pair_flow is None:
-        raise ValueError(task.failure_line(problem))
-    return pair_flow.forward
+    return task.predictor.flow(first, second, (name1, name2))
 
 
 def autoencode(model, frames: np.ndarray, audio: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
