@@ -22,7 +22,8 @@ from perceiver_cli.tasks.fill_mask import FillMaskTask
 from perceiver_cli.tasks.base import Item
 from perceiver_cli.tasks.classify import ClassifyTask
 from perceiver_cli.tasks.flow import FlowTask
-from perceiver_cli.tasks.autoencode import AutoencodeTask, ClipArrays
+from perceiver_cli.tasks.autoencode import DEFAULT_CHUNK_SIZE, AutoencodeTask
+from perceiver_cli.tasks.autoencode_clips import VideoAutoencoder
 
 ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # a path, a uint8 (H, W, 3) array or a PIL image
 
@@ -92,8 +93,5 @@ def autoencode(model, frames: np.ndarray, audio: Optional[np.ndarray] = None) ->
     resized as the CLI does), mono float samples in [-1, 1] at its 48 kHz (None: silence) ->
     {"video": (T, size, size, 3) float32 in [0, 1], "audio": (T * 1920,) float32, "label_logits":
     (clips, 700) float32} (the arrays of `perceiver autoencode-video -o FILE.npz`)."""
-    task = AutoencodeTask([])
-    task.setup(runtime_of(model, AutoencodeTask.cpu_batch_size), model)
-    gathered = ClipArrays()
-    _only(task.process(Item(0, "frames", data=(frames, audio)), gather=gathered))
-    return gathered.arrays()
+    runtime = runtime_of(model, AutoencodeTask.cpu_batch_size)
+    return VideoAutoencoder(model, runtime, DEFAULT_CHUNK_SIZE).arrays(frames, audio)

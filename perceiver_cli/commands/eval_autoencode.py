@@ -98,9 +98,9 @@ def eval_autoencode(
 
     def with_truth(record: dict) -> dict:
         if not indices:  # the first result: the model's label names are known from here on
-            indices.update(class_indices({f for f in folder_of.values() if f is not None}, task.names))
+            indices.update(class_indices({f for f in folder_of.values() if f is not None}, task.autoencoder.names))
         folder = folder_of[record["input"]]
-        return {**record, "truth": truth(indices.get(folder) if folder is not None else None, task.names)}
+        return {**record, "truth": truth(indices.get(folder) if folder is not None else None, task.autoencoder.names)}
 
     records, code = run_keeping_records(task, device=device, dtype=dtype, batch_size=None, json_lines=json_lines,
                                         quiet=quiet, annotate=with_truth)
