@@ -181,6 +181,10 @@ class EvalFlowTask(FlowTask):
         result["paper"] = {"epe": PAPER_EPE[(self.kind, sintel_pass)], "source": PAPER}
         return result
 
+    def summary_lines(self, summary: dict[str, Any]) -> list[str]:
+        """The summary as the flow eval's table."""
+        return summary_lines(summary)
+
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     """The summary as a text table: our figure beside the paper's, labelled as the paper's."""
