@@ -66,6 +66,19 @@ def without_name(message: str, name: str) -> str:
     return message[len(name) + 2:] if message.startswith(f"{name}: ") else message
 
 
+def named_problem(result: Result) -> str:
+    """A failed result's problem as `name: error`, named by its item's key or input."""
+    name = result.item.key or result.record.get("input") or ""
+    return f"{name}: {result.record['error']}" if name else result.record["error"]
+
+
+def record_or_raise(result: Result) -> dict[str, Any]:
+    """An ok result's record; a failed one raised as a ValueError saying `name: error` (the Python API)."""
+    if not result.ok:
+        raise ValueError(named_problem(result))
+    return result.record
+
+
 def problem_of(error: BaseException, name: str = "") -> str:
     """One line describing `error`, without a leading `name: ` (the record names the input already)."""
     message = one_line(error) or type(error).__name__
@@ -103,8 +116,7 @@ class Task:
 
     def failure_line(self, result: Result) -> Optional[str]:
         """The stderr line of a failed result, `name: error`; None when an earlier line said it already."""
-        name = result.item.key or result.record.get("input") or ""
-        return f"{name}: {result.record['error']}" if name else result.record["error"]
+        return named_problem(result)
 
     def close(self) -> None:
         """Release what `setup` or `run` holds (thread pools, open writers)."""

@@ -3,6 +3,7 @@ model -> the ImageNet classifier -> `{"input", "predictions": [{"label", "index"
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.labels import IMAGENET_LABELS, label_names
-from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, problem_of
+from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, problem_of, record_or_raise
 from perceiver_cli.tasks.inputs import error_item, expand_arguments, rgb_array
 from perceiver_cli.tasks.report import heading, row, visible
 
@@ -38,6 +39,69 @@ def predictions(scores: np.ndarray, indices: np.ndarray, names: list[str]) -> li
     return [{"label": names[int(i)], "index": int(i), "score": float(s)} for s, i in zip(scores, indices)]
 
 
+def check_top_k(top_k: int) -> None:
+    """A usage error for a top-k below 1."""
+    if top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {top_k}")
+
+
+class ImageClassifier:
+    """The classify predictor: images (paths, uint8 (H, W, 3) arrays, PIL images) in, records of their best
+    classes out, for one classifier on one runtime; the classify task and the Python API both run it."""
+
+    def __init__(self, model, runtime, top_k: int = 5, max_pixels: Optional[int] = None,
+                 source: Optional[str] = None):
+        check_top_k(top_k)
+        check_classifier(model.spec, source or model.spec.kind)
+        self.model, self.runtime, self.top_k, self.max_pixels = model, runtime, top_k, max_pixels
+        self.names = class_names(model.spec.id2label, model.spec.num_labels)
+
+    def prepare(self, item: Item, out: np.ndarray) -> None:
+        """Write the item's (3, 224, 224) model input into `out`; an InputError when it cannot be read."""
+        from perceiver_cli.core.vision import preprocess_image
+        from perceiver_cli.io.images import DEFAULT_MAX_PIXELS, read_image
+
+        if item.error is not None:
+            raise InputError(item.error)
+        if isinstance(item.data, Path):
+            rgb = read_image(item.data, DEFAULT_MAX_PIXELS if self.max_pixels is None else self.max_pixels)
+        else:  # an image in memory (the Python API): a uint8 (H, W, 3) array or a PIL image
+            rgb = rgb_array(item.data)
+        try:
+            preprocess_image(rgb, out)
+        except ValueError as exc:
+            raise InputError(f"{item.input}: {exc}") from None
+
+    def results(self, items: Iterable[Item], pool) -> Iterator[Result]:
+        """One Result per item, in order: images decoded on `pool`, batches ahead of the model."""
+        from perceiver_cli.core.vision import classify_pixels, prefetch_batches
+
+        batches = prefetch_batches(items, self.prepare, self.runtime.batch_size, pool, ahead=BATCHES_AHEAD)
+        for batch in batches:
+            scores = indices = None
+            if batch.ok:
+                scores, indices = classify_pixels(self.model, batch.pixels, self.top_k, self.runtime.device,
+                                                  self.runtime.dtype)
+            ok_row = 0
+            for position, item in enumerate(batch.items):
+                if position in batch.errors:
+                    yield failure(item, item.error or problem_of(batch.errors[position], item.input))
+                    continue
+                yield Result(item, {"input": item.input,
+                                    "predictions": predictions(scores[ok_row], indices[ok_row], self.names)})
+                ok_row += 1
+
+    def classify(self, images: Sequence[Any]) -> list[dict[str, Any]]:
+        """One record per image, in order; an image that cannot be read raises ValueError."""
+        items = [Item(i, str(image), data=Path(image)) if isinstance(image, (str, os.PathLike))
+                 else Item(i, f"image {i}", data=image) for i, image in enumerate(images)]
+        pool = self.runtime.decode_pool()
+        try:
+            return [record_or_raise(result) for result in self.results(items, pool)]
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
 class ClassifyTask(ModelTask):
     """Classify image files into the checkpoint's classes (ImageNet-1k for DeepMind's three)."""
 
@@ -51,8 +115,7 @@ class ClassifyTask(ModelTask):
 
     def __init__(self, inputs: Sequence[str], *, source: Optional[str | Path] = None, top_k: int = 5,
                  max_pixels: Optional[int] = None, numerics: str = "deepmind"):
-        if top_k < 1:
-            raise UsageError(f"--top-k must be at least 1, got {top_k}")
+        check_top_k(top_k)
         if max_pixels is not None and max_pixels < 1:
             raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
         self.inputs = list(inputs)
@@ -72,45 +135,14 @@ class ClassifyTask(ModelTask):
         return items
 
     def setup(self, runtime, model=None) -> None:
-        model = self.model_for(runtime, model)
-        check_classifier(model.spec, str(self.source))
-        self.model = model
-        self.names = class_names(model.spec.id2label, model.spec.num_labels)
-
-    def _prepare(self, item: Item, out: np.ndarray) -> None:
-        from perceiver_cli.core.vision import preprocess_image
-        from perceiver_cli.io.images import DEFAULT_MAX_PIXELS, read_image
-
-        if item.error is not None:
-            raise InputError(item.error)
-        if isinstance(item.data, Path):
-            rgb = read_image(item.data, DEFAULT_MAX_PIXELS if self.max_pixels is None else self.max_pixels)
-        else:  # an image in memory (the Python API): a uint8 (H, W, 3) array or a PIL image
-            rgb = rgb_array(item.data)
-        try:
-            preprocess_image(rgb, out)
-        except ValueError as exc:
-            raise InputError(f"{item.input}: {exc}") from None
+        self.model = self.model_for(runtime, model)
+        self.classifier = ImageClassifier(self.model, runtime, self.top_k, self.max_pixels, str(self.source))
+        self.names = self.classifier.names
 
     def run(self, items: Iterable[Item]) -> Iterator[Result]:
-        from perceiver_cli.core.vision import classify_pixels, prefetch_batches
-
         if self._pool is None:
             self._pool = self.runtime.decode_pool()
-        batches = prefetch_batches(items, self._prepare, self.runtime.batch_size, self._pool, ahead=BATCHES_AHEAD)
-        for batch in batches:
-            scores = indices = None
-            if batch.ok:
-                scores, indices = classify_pixels(self.model, batch.pixels, self.top_k, self.runtime.device,
-                                                  self.runtime.dtype)
-            ok_row = 0
-            for position, item in enumerate(batch.items):
-                if position in batch.errors:
-                    yield failure(item, item.error or problem_of(batch.errors[position], item.input))
-                    continue
-                yield Result(item, {"input": item.input,
-                                    "predictions": predictions(scores[ok_row], indices[ok_row], self.names)})
-                ok_row += 1
+        return self.classifier.results(items, self._pool)
 
     def render(self, record: dict[str, Any]) -> list[str]:
         return [heading(record)] + [row(f"{rank:>3}", f"{p['score']:.4f}", visible(p["label"]))
