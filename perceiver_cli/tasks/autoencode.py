@@ -7,6 +7,9 @@ output gathers only the reconstructed sound (about 0.2 MB a second) and an .npz 
 reconstructed frame, since numpy's archive is written in one piece. Outputs are named by the user
 (`-o FILE`, one video given) or made in a folder (`-o FOLDER`), one set per video named after its stem,
 in the formats asked for.
+
+Clips become reconstructions in autoencode_clips (VideoAutoencoder), and a video split over Ray workers is
+autoencode_segments' business; this module plans items and outputs and makes records.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ folder is one sequence, never paired across folders), or of one video, decoded a
 (a video is never held in memory). A frame that cannot be read fails the pairs it belongs to, reported
 once. Ground truth is optional per pair: missing, mis-sized or entirely invalid ground truth gives
 "epe": null and one warning, never a failure.
+
+The pairs' frames become flows in flow_pairs (FlowPredictor), ground truth is read in flow_truth, and a video
+split over Ray workers is flow_segments' business; this module plans items and outputs and makes records.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".m
                             ".gif"})
 # A single pair shows a progress bar of its windows from this many windows on.
 WINDOW_PROGRESS_MIN = 4
+
+
 class FlowTask(ModelTask):
     """Optical flow in pixels between the frames of each pair, written where -o says."""
 
