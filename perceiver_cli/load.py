@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 # First: runtime imports torch with signals deferred (a signal inside torch's start-up would abort the process).
-from perceiver_cli.runtime import Runtime, configure_threads, pick_device, pick_dtype
+from perceiver_cli.runtime import pick_device, pick_dtype
 
 import torch
 from torch import nn
@@ -74,7 +74,6 @@ def load_model(name_or_path: str | os.PathLike, *, device: str | torch.device = 
         # cuDNN convolutions (vision-conv's stem), whose inputs would then be rounded to 10-bit mantissas.
         torch.backends.cudnn.allow_tf32 = False
     model = model.to(device=torch_device, dtype=torch_dtype)
-    model.runtime = Runtime(torch_device, torch_dtype, 1, configure_threads())  # where the Python API runs it
     return model
 
 

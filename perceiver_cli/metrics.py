@@ -123,6 +123,12 @@ def occlusion_mask(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     return ~trusted | (sum_sq > bound)
 
 
+def flow_statistics(flow: np.ndarray) -> dict[str, float]:
+    """The mean and largest motion of a flow field, in pixels."""
+    magnitude = np.hypot(flow[..., 0], flow[..., 1])
+    return {"mean_magnitude": float(magnitude.mean()), "max_magnitude": float(magnitude.max())}
+
+
 def top_k_correct(predicted: Iterable[Sequence[int]], truth: Iterable[int], ks: Sequence[int] = (1, 5)) -> dict[int, int]:
     """For each k, how many items have their true index among the first k of their ranked predictions."""
     counts = {int(k): 0 for k in ks}
