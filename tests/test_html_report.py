@@ -366,6 +366,19 @@ def test_a_report_path_that_cannot_be_written_is_a_usage_error_before_any_work(f
     assert (tmp_path / "a-file").read_text() == "mine"
 
 
+@pytest.mark.parametrize("worst", [-1, 1001])
+def test_a_report_worst_count_out_of_bounds_is_a_usage_error_before_any_work(flow_weights, sintel, tmp_path,
+                                                                           monkeypatch, worst):
+    import perceiver_cli.load as load
+
+    monkeypatch.setattr(load, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    code, out, err = run_cli("eval", "flow", sintel, "-w", flow_weights, "--device", "cpu", "--report",
+                             tmp_path / "r.html", "--report-worst", worst)
+    assert code == 2 and out == "" and "--report-worst must be" in err
+    assert len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_report_and_error_map_options_refuse_what_cannot_work(flow_weights, sintel, tmp_path):
     frames = sintel / "clean" / "alley_1"
     for args, message in [(["--report", tmp_path / "r.html"], "--report shows the scores against ground truth"),

@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import typer
 
+from perceiver_cli.bounds import OPTION_LIMITS
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.engine import RuntimeRequest, ScaleOptions, run_engine
 from perceiver_cli.tasks.report import Reporter
@@ -57,7 +58,8 @@ ReportOption = typer.Option(
     help="Also write a self-contained HTML page to look at: the figures beside the paper's, the dataset's "
          "breakdown, and the worst items with pictures (marked partial when the run is interrupted).")
 ReportWorstOption = typer.Option(REPORT_WORST_DEFAULT, "--report-worst", metavar="N",
-                                 help="How many of the worst items the --report page shows with pictures.")
+                                 help="How many of the worst items the --report page shows with pictures (0 to "
+                                      f"{OPTION_LIMITS['--report-worst']}).")
 JsonOption = typer.Option(False, "--json", help="Write one JSON object per line to stdout instead of a table.")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars or notes on stderr (errors still print).")
 

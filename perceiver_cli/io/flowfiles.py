@@ -12,11 +12,9 @@ Formats, recognised by their first bytes (the suffix is only used to name what w
   little-endian), then float32 rows stored bottom row first.
 - `.npy`: a numpy array of shape (H, W, 2); NaN marks invalid pixels.
 
-Writing (`write_flow`) picks the format from the suffix: `.flo`, `.npy`, and `.png` only with
-`kitti=True` (so a colour picture is never written where KITTI flow was meant, nor the reverse).
-Invalid pixels are stored as the format allows: 1e10 in `.flo`, NaN in `.npy`, valid flag 0 (and
-zero motion) in KITTI PNG. KITTI PNG keeps 1/64 px steps within about +-512 px; values beyond are
-clipped. Every writer is atomic (see `perceiver_cli.io.atomic`).
+Writers: `write_flo` (io.flo), `write_flow_npy` and `write_kitti_png`. Invalid pixels are stored as
+the format allows: NaN in `.npy`, valid flag 0 (and zero motion) in KITTI PNG. KITTI PNG keeps 1/64 px
+steps within about +-512 px; values beyond are clipped. Every writer is atomic (see `perceiver_cli.io.atomic`).
 
 `FlowVideoWriter` streams a whole video's flow into one `.npy` of shape (pairs, H, W, 2) through a
 memory map, so no more than one field is held in memory.
@@ -38,16 +36,15 @@ import numpy as np
 from PIL import Image
 
 from perceiver_cli.errors import InputError, UsageError
+from perceiver_cli.io.inputs import special_file_kind
 from perceiver_cli.io.atomic import atomic_write, atomic_write_path
-from perceiver_cli.io.flo import MAX_FLO_SIDE, known_flow_mask, read_flo, write_flo
+from perceiver_cli.io.flo import MAX_FLO_SIDE, known_flow_mask, read_flo
 from perceiver_cli.io.images import DEFAULT_MAX_PIXELS
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 KITTI_OFFSET = 2**15
 KITTI_SCALE = 64.0
-# Written in place of the flow at invalid pixels of a .flo file; above UNKNOWN_FLOW_THRESHOLD.
-FLO_UNKNOWN_VALUE = 1e10
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _NPY_SIGNATURE = b"\x93NUMPY"
@@ -61,7 +58,10 @@ FLOW_WRITE_SUFFIXES = (".flo", ".npy", ".png")
 
 
 def _open_for_reading(path: Path, what: str):
-    """Open path for binary reading; every failure is a one-line InputError."""
+    """Open path for binary reading; every failure is a one-line InputError (a FIFO or device at once)."""
+    kind = special_file_kind(path)
+    if kind is not None and kind != "a folder":
+        raise InputError(f"{path}: is {kind}, not {what}")
     try:
         return open(path, "rb")
     except FileNotFoundError:
@@ -77,16 +77,6 @@ def png_layout(head: bytes) -> Optional[tuple[int, int]]:
     if len(head) < 26 or not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
         return None
     return head[24], head[25]
-
-
-def is_kitti_flow_png(path: PathLike) -> bool:
-    """True if path is a PNG with 16-bit RGB pixels, the layout of KITTI flow files."""
-    try:
-        with open(path, "rb") as handle:
-            layout = png_layout(handle.read(26))
-    except OSError:
-        return False
-    return layout == (16, _PNG_RGB)
 
 
 def read_kitti_png(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -119,6 +109,20 @@ def read_kitti_png(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(flow), valid
 
 
+# Adam7's seven passes: (first column, first row, column step, row step).
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _adam7_length(width: int, height: int) -> int:
+    """Bytes of an interlaced 16-bit RGB PNG's pixel stream: each non-empty pass's rows, a filter byte each."""
+    total = 0
+    for x0, y0, dx, dy in _ADAM7:
+        columns, rows = max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
+        if columns and rows:
+            total += rows * (1 + columns * 6)
+    return total
+
+
 def _png_stream_problem(data: bytes, width: int, height: int) -> Optional[str]:
     """Why a 16-bit RGB PNG's chunks or pixel stream are broken, or None; checked first so libpng never prints its complaints."""
     position, compressed, interlaced = 8, [], False
@@ -147,7 +151,7 @@ def _png_stream_problem(data: bytes, width: int, height: int) -> Optional[str]:
     except zlib.error:
         return "corrupt PNG pixel data"
     if interlaced:
-        return None
+        return None if len(raw) == _adam7_length(width, height) else "PNG pixel data of the wrong length"
     if len(raw) != stride * height:
         return "PNG pixel data of the wrong length"
     if np.frombuffer(raw, dtype=np.uint8)[::stride].max(initial=0) > 4:
@@ -270,29 +274,6 @@ def read_flow(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not head:
         raise InputError(f"{path}: empty file, not flow")
     raise InputError(f"{path}: not a flow file we know (expected .flo, 16-bit KITTI PNG, .pfm or .npy)")
-
-
-def write_flow(path: PathLike, flow: np.ndarray, valid: Optional[np.ndarray] = None, kitti: bool = False) -> None:
-    """Write (H, W, 2) flow atomically in the format its suffix names (.flo, .npy; .png needs kitti=True)."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".png":
-        if not kitti:
-            raise UsageError(
-                f"{path}: a .png flow file is written only as KITTI 16-bit flow (kitti=True); "
-                "a colour picture of the flow is drawn by perceiver_cli.io.flowviz"
-            )
-        write_kitti_png(path, flow, valid)
-    elif kitti:
-        raise UsageError(f"{path}: KITTI flow is a .png file, not '{suffix or 'no extension'}'")
-    elif suffix == ".flo":
-        field = _checked_field(flow, "write_flow")
-        if valid is not None:
-            field = np.where(_checked_valid(valid, field)[..., None], field, FLO_UNKNOWN_VALUE)
-        write_flo(path, field)
-    elif suffix == ".npy":
-        write_flow_npy(path, flow, valid)
-    else:
-        raise UsageError(f"{path}: cannot write flow as '{suffix or 'no extension'}' (use .flo, .npy or KITTI .png)")
 
 
 def read_mask_png(path: PathLike) -> np.ndarray:

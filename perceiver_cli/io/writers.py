@@ -15,6 +15,7 @@ Everything writes atomically (io.atomic).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,27 +43,11 @@ class Target:
         return [self.path] if self.kind == FILE else [self.path / (stem + suffix) for suffix in formats]
 
 
-def parse_formats(text: str, allowed: Sequence[str]) -> list[str]:
-    """'flo,png' -> ['.flo', '.png'], each one of `allowed` (suffixes with their dot), duplicates dropped."""
-    formats: list[str] = []
-    for part in text.split(","):
-        suffix = "." + part.strip().lower().lstrip(".")
-        if suffix == ".":
-            continue
-        if suffix not in allowed:
-            raise UsageError(f"--format: unknown format '{part.strip()}' (use {', '.join(s[1:] for s in allowed)})")
-        if suffix not in formats:
-            formats.append(suffix)
-    if not formats:
-        raise UsageError("--format: give at least one format, e.g. --format flo,png")
-    return formats
-
-
 def classify_target(text: str, file_suffixes: Sequence[str], run_suffixes: Sequence[str]) -> Target:
     """What one -o argument names, from its spelling and what is on disk."""
     path = Path(text)
     suffix = path.suffix.lower()
-    if text.endswith(("/", os.sep)) or path.is_dir() or not suffix:
+    if text.endswith(("/", os.sep)) or os.path.isdir(path) or not suffix:
         return Target(path, FOLDER)
     if suffix in file_suffixes:
         return Target(path, FILE)
@@ -151,6 +136,17 @@ EPE_SUFFIX = "_epe"
 def format_suffix(fmt: str) -> str:
     """The file suffix a folder format writes (.kitti writes .png)."""
     return {KITTI_FORMAT: ".png", EPE_FORMAT: EPE_SUFFIX + ".png"}.get(fmt, fmt)
+
+
+def check_error_maps(formats: Sequence[str], truth_given: bool, max_epe: Optional[float]) -> None:
+    """Usage errors in asking for end-point-error maps: they need ground truth, and a positive scale."""
+    if EPE_FORMAT in formats and not truth_given:
+        raise UsageError("--format epe draws the error against the ground truth; give --gt with it")
+    if max_epe is not None and not (math.isfinite(max_epe) and max_epe > 0):
+        raise UsageError(f"--max-epe must be a positive number of pixels, got {max_epe}")
+    if max_epe is not None and EPE_FORMAT not in formats:
+        raise UsageError("--max-epe sets the scale of error maps; ask for them (flow: --gt with --format ...,epe; "
+                         "draw-flow: --against FILE)")
 
 
 def check_style(style: str) -> str:
@@ -252,12 +248,6 @@ def write_mask(path: Path, mask: np.ndarray) -> None:
         write_array(path, np.asarray(mask, dtype=bool))
     else:
         write_mask_png(path, mask)
-
-
-def write_flow_file(path: Path, flow: np.ndarray, style: str = "middlebury", max_flow: Optional[float] = None,
-                    fmt: Optional[str] = None) -> None:
-    """Write one pair's flow (H, W, 2) to `path` in format `fmt` (default: the one its suffix names), atomically."""
-    FLOW_FILE_WRITERS[fmt or Path(path).suffix.lower()](Path(path), flow, Pictures(style, max_flow))
 
 
 class VideoColourScale:

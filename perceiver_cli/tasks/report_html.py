@@ -19,6 +19,7 @@ from itertools import count
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from perceiver_cli.bounds import check_option
 from perceiver_cli.errors import PerceiverError, UsageError
 from perceiver_cli.io.atomic import prepare_output
 
@@ -97,8 +98,7 @@ class _NoReport:
 
 def check_report_options(path: Optional[Path], worst: int) -> Optional[Path]:
     """The report's path, checked writable (a usage error before any work), or None when none is asked."""
-    if worst < 0:
-        raise UsageError(f"--report-worst must not be negative, got {worst}")
+    check_option("--report-worst", worst, minimum=0)
     if path is None:
         return None
     if Path(path).suffix.lower() not in (".html", ".htm"):
