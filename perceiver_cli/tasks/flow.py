@@ -283,10 +283,16 @@ class FlowTask(ModelTask):
         self.predictor = FlowPredictor(self.model, runtime, self.direction, self.resize, self.max_pixels)
 
     def failure_line(self, result: Result) -> Optional[str]:
-        """A pair's problem as it is (it names its file), once: a frame shared by two pairs fails both."""
-        if "input2" not in result.record:  # not a pair's own problem: an input that stands for no pair
-            return super().failure_line(result)
+        """A problem of the pair's own files as it is (it names its file), once: a frame shared by two pairs fails
+        both; any other failure (an input that stands for no pair, an output that cannot be written) as
+        `name: error`."""
         line = result.record["error"]
+        pair = result.item.data
+        frames = (result.item.input, result.record.get("input2"),
+                  *(getattr(pair, field, None) for field in ("first", "second", "truth", "invalid")))
+        if "input2" not in result.record or not any(isinstance(name, (str, Path)) and line.startswith(f"{name}: ")
+                                                    for name in frames):
+            return super().failure_line(result)
         if line in self._said:
             return None
         self._said.add(line)
