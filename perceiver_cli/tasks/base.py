@@ -106,6 +106,10 @@ class Task:
         """The text table's lines for one ok record (the heading line is the input)."""
         return []
 
+    def notes(self) -> list[str]:
+        """Remarks for a person at the end of the run (inputs skipped on purpose), printed as notes."""
+        return []
+
     def close(self) -> None:
         """Release what `setup` or `run` holds (thread pools, open writers)."""
 

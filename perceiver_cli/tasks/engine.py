@@ -130,6 +130,8 @@ def run_local(task: Task, runtime, reporter: Reporter, *, model=None, select: Op
                 for listener in listeners:
                     listener(result)
                 advance(1)
+        for note in task.notes():
+            reporter.note(note)
     finally:
         task.close()
     return reporter.exit_code()

@@ -301,6 +301,8 @@ def run_ray(task: Task, request: RuntimeRequest, reporter: Reporter, scale: Scal
             for item in runnable if not segmented else ():  # an assembler words its own missing segments
                 if item.index not in seen:
                     report(failure(item, LOST))
+        for note in task.notes():
+            reporter.note(note)
     except RayEngineError:
         raise
     except Exception as exc:
