@@ -29,8 +29,8 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 # The module's own clusters run their workers at this process's priority, as the engine's local cluster does
 # (Ray's default, 15 nicer, leaves them almost no CPU beside other work: the suite must pass on a busy machine).
 os.environ["RAY_worker_niceness"] = "0"
-ray = pytest.importorskip("ray")
-pytest.importorskip("ray.data")
+import ray  # noqa: E402 - the [ray] extra, which the test command installs
+import ray.data  # noqa: E402,F401
 
 from perceiver_cli.cli import main  # noqa: E402
 from perceiver_cli.tasks.base import Item, Result, Task  # noqa: E402
