@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.base import Item, Result, Task, failure, timed
-from perceiver_cli.tasks.report import Reporter, progress_bar
+from perceiver_cli.tasks.report import DEFAULT_PROGRESS_INTERVAL, Reporter, progress_bar
 
 # A progress bar is worth drawing from this many items on.
 PROGRESS_MIN_ITEMS = 2
@@ -61,6 +61,7 @@ class ScaleOptions:
     skip_existing: bool = False
     shard: Optional[str] = None
     engine: str = "local"
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL
     ray_address: Optional[str] = None
     workers: Optional[int] = None
     gpus_per_worker: float = 0.0
@@ -78,6 +79,8 @@ class ScaleOptions:
                                               ("--cpus-per-worker", self.cpus_per_worker)) if value is not None]
             if given:
                 raise UsageError(f"{given[0]} is for --engine ray")
+        if not 0 <= self.progress_interval <= 86400:
+            raise UsageError(f"--progress-interval must be between 0 and 86400 seconds, got {self.progress_interval:g}")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"--workers must be at least 1, got {self.workers}")
         if self.gpus_per_worker < 0:
@@ -123,7 +126,8 @@ def run_local(task: Task, runtime, reporter: Reporter, *, model=None, select: Op
     worker = worker_name()
     try:
         label = progress_label or task.progress_label or task.name
-        with progress_bar(label, total, PROGRESS_MIN_ITEMS, quiet=reporter.quiet) as advance:
+        with progress_bar(label, total, PROGRESS_MIN_ITEMS, quiet=reporter.quiet,
+                          log_every=reporter.progress_interval) as advance:
             for result in timed(results):
                 result.worker = result.worker or worker
                 reporter.result(result)
@@ -159,6 +163,7 @@ def run_engine(task: Task, request: RuntimeRequest, reporter: Reporter,
 
     scale = scale or ScaleOptions()
     scale.check()
+    reporter.progress_interval = scale.progress_interval
     shard = parse_shard(scale.shard)
     if scale.engine == "ray":
         from perceiver_cli.tasks.ray_engine import check_ray

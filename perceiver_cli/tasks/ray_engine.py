@@ -296,8 +296,8 @@ def run_ray(task: Task, request: RuntimeRequest, reporter: Reporter, scale: Scal
             assembler = task.assembler(runnable)
         remote = _remote_results(ray, task, request, scale, runnable, segmented) if runnable else iter(())
         label = task.progress_label or task.name
-        with progress_bar(label, None if segmented else len(items), PROGRESS_MIN_ITEMS,
-                          quiet=reporter.quiet) as advance, assembler or nullcontext() as assembled:
+        with progress_bar(label, None if segmented else len(items), PROGRESS_MIN_ITEMS, quiet=reporter.quiet,
+                          log_every=reporter.progress_interval) as advance, assembler or nullcontext() as assembled:
             for index, result in heapq.merge(known_bad, remote, key=lambda pair: pair[0]):
                 if index in seen:  # a retried batch delivered twice: the first record stands
                     continue
