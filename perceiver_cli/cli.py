@@ -25,7 +25,7 @@ if _launched_as_the_perceiver_script() and not interrupts.installed():
 import typer  # noqa: E402
 
 from perceiver_cli import __version__
-from perceiver_cli.errors import EXIT_USAGE, PerceiverError
+from perceiver_cli.errors import EXIT_INTERNAL, EXIT_USAGE, PerceiverError
 
 # name -> (module, attribute, one-line summary). A command's module is imported only when it runs or
 # shows its own help, so `perceiver --help` imports none of them (nor torch, cv2 or av).
@@ -118,6 +118,14 @@ def _reader_gone() -> int:
     return 0
 
 
+def _no_stdout() -> int:
+    """Started with standard output closed (`>&-`): results would have nowhere to go; say so, exit 2."""
+    if sys.stderr is not None:
+        print("perceiver: error: standard output is closed; redirect it to a file or to /dev/null",
+              file=sys.stderr, flush=True)
+    return EXIT_USAGE
+
+
 def _interrupted(as_script: bool) -> int:
     """Remove temporary files, say so and return 130. As a script, further Ctrl-C or SIGTERM are ignored from
     here on: one still pending must not turn the orderly exit into death by signal while the interpreter
@@ -141,7 +149,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if as_script:
             interrupts.started()  # from here a signal raises KeyboardInterrupt, answered here or in _run
-        code = _run(args, as_script)
+        code = _run(args, as_script) if sys.stdout is not None else _no_stdout()
     except KeyboardInterrupt:  # a signal that arrived while _run was answering another outcome
         code = _interrupted(as_script)
     if as_script and interrupts.requested() and code != interrupts.EXIT_INTERRUPTED:
@@ -195,10 +203,28 @@ def _run(args: list[str], as_script: bool) -> int:
         if not isinstance(exc.__context__, BrokenPipeError):
             raise
         code = _reader_gone()
-    except Exception as exc:  # an unexpected fault: one line unless --debug
+    except Exception as exc:  # what no command turned into its own words: one line; --debug adds the traceback
         if _state["debug"]:
-            raise
-        print(f"perceiver: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-              file=sys.stderr)
-        code = 3
+            import traceback
+
+            traceback.print_exc()
+        code = _unexpected(exc)
     return code
+
+
+def _unexpected(exc: Exception) -> int:
+    """The exit code and line of an error no command put into words: the system refusing (a file operation,
+    memory) is a setup error, exit 2; anything else is a bug of ours, exit 3."""
+    if isinstance(exc, MemoryError):
+        print("perceiver: error: out of memory: this run needs more memory than the machine gives it (a smaller "
+              "--batch-size or smaller inputs need less)", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(exc, OSError) and exc.strerror:
+        where = " -> ".join(os.fsdecode(name) for name in (exc.filename, exc.filename2) if name is not None)
+        message = f"{where}: {exc.strerror}" if where else exc.strerror
+        print(f"perceiver: error: {' '.join(message.split())}", file=sys.stderr)
+        return EXIT_USAGE
+    detail = " ".join(str(exc).split())
+    print(f"perceiver: internal error: {type(exc).__name__}: {detail} (run with --debug for the traceback)",
+          file=sys.stderr)
+    return EXIT_INTERNAL

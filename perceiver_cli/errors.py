@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 some inputs failed (the rest ran), 2 usage or setup err
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
 
 
 class PerceiverError(Exception):

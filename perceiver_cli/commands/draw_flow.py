@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import typer
 
+from perceiver_cli.bounds import OPTION_LIMITS, check_option
 from perceiver_cli.commands.common import JsonOption, QuietOption, examples
 from perceiver_cli.commands.flow import LegendOption, MaxFlowOption, StyleOption
 from perceiver_cli.errors import UsageError
@@ -31,7 +32,8 @@ def draw_flow(
     legend: Optional[str] = LegendOption,
     wheel: int = typer.Option(
         0, "--wheel", metavar="SIZE", show_default=False,
-        help="Write only the colour-wheel legend, SIZE pixels square, to -o (no FLOW): the rim is full scale."),
+        help="Write only the colour-wheel legend, SIZE pixels square (3 to "
+             f"{OPTION_LIMITS['--wheel']}), to -o (no FLOW): the rim is full scale."),
     json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> int:
@@ -58,8 +60,7 @@ def _write_wheel(size: int, inputs: Optional[List[str]], outputs: Optional[List[
         raise UsageError("--wheel writes the legend alone; give no flow files with it")
     if not outputs or len(outputs) != 1:
         raise UsageError("--wheel needs one -o picture file")
-    if size < 3:
-        raise UsageError(f"--wheel must be at least 3 pixels, got {size}")
+    check_option("--wheel", size, minimum=3)
     write_image(prepare_output(outputs[0]), color_wheel(size, check_style(style)))
     return 0
 

@@ -17,7 +17,7 @@ from perceiver_cli.commands.evaluation import (PAPER, percent, report_summary, r
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.classify import MODELS, ClassifyTask
 from perceiver_cli.labels import shipped_labels
-from perceiver_cli.io.inputs import files_under
+from perceiver_cli.io.inputs import files_under, require_regular_file
 from perceiver_cli.metrics import top_k_correct
 
 # The 1000 ImageNet-1k WordNet ids in class-index order; copied from timm 1.0.31,
@@ -56,6 +56,7 @@ def images_by_class_folder(dataset: Path) -> list[tuple[Path, int]]:
 def images_by_labels_file(dataset: Path, labels: Path, classes: int = 1000) -> list[tuple[Path, int]]:
     """(image, class index) from a file of `FILENAME LABEL_INDEX` lines, file names relative to `dataset`."""
     try:
+        require_regular_file(labels)
         text = labels.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{labels}: cannot read the labels file ({getattr(exc, 'strerror', None) or exc})") from None

@@ -10,6 +10,7 @@ import typer
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
                                            ScaleOptions, WeightsOption, check_source, examples, model_option,
                                            run_task, scale_options)
+from perceiver_cli.bounds import OPTION_LIMITS
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.fill_mask import MODELS, FillMaskTask
 
@@ -25,7 +26,8 @@ def fill_mask(
     top_k: int = typer.Option(5, "--top-k", "-k", metavar="K", help="Fillings to show per text, best first."),
     max_span: int = typer.Option(
         12, "--max-span", metavar="N",
-        help="Longest span, in bytes, that a bare [MASK] may stand for (one encoder pass per length)."),
+        help="Longest span, in bytes, that a bare [MASK] may stand for (one encoder pass per length; at most "
+             f"{OPTION_LIMITS['--max-span']})."),
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     numerics: str = NumericsOption,

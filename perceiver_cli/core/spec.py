@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from perceiver_cli.bounds import check_config_sizes
 from perceiver_cli.errors import UsageError
 
 # architectures[0] in config.json -> (kind, task)
@@ -194,6 +195,7 @@ def check_spec(spec: PerceiverSpec) -> None:
 def spec_from_config(config: dict[str, Any]) -> PerceiverSpec:
     """Build a PerceiverSpec from a parsed config.json (its sizes are checked by check_spec); InvalidConfig for a
     config that names no Perceiver IO class or holds values of the wrong type."""
+    check_config_sizes(config, InvalidConfig)
     archs = config.get("architectures") or []
     if not archs:
         raise InvalidConfig("config.json has no 'architectures' entry, so the model class is unknown")

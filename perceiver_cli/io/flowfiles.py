@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from perceiver_cli.errors import InputError, UsageError
+from perceiver_cli.io.inputs import special_file_kind
 from perceiver_cli.io.atomic import atomic_write, atomic_write_path
 from perceiver_cli.io.flo import MAX_FLO_SIDE, known_flow_mask, read_flo, write_flo
 from perceiver_cli.io.images import DEFAULT_MAX_PIXELS
@@ -61,7 +62,10 @@ FLOW_WRITE_SUFFIXES = (".flo", ".npy", ".png")
 
 
 def _open_for_reading(path: Path, what: str):
-    """Open path for binary reading; every failure is a one-line InputError."""
+    """Open path for binary reading; every failure is a one-line InputError (a FIFO or device at once)."""
+    kind = special_file_kind(path)
+    if kind is not None and kind != "a folder":
+        raise InputError(f"{path}: is {kind}, not {what}")
     try:
         return open(path, "rb")
     except FileNotFoundError:
@@ -119,6 +123,20 @@ def read_kitti_png(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(flow), valid
 
 
+# Adam7's seven passes: (first column, first row, column step, row step).
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _adam7_length(width: int, height: int) -> int:
+    """Bytes of an interlaced 16-bit RGB PNG's pixel stream: each non-empty pass's rows, a filter byte each."""
+    total = 0
+    for x0, y0, dx, dy in _ADAM7:
+        columns, rows = max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
+        if columns and rows:
+            total += rows * (1 + columns * 6)
+    return total
+
+
 def _png_stream_problem(data: bytes, width: int, height: int) -> Optional[str]:
     """Why a 16-bit RGB PNG's chunks or pixel stream are broken, or None; checked first so libpng never prints its complaints."""
     position, compressed, interlaced = 8, [], False
@@ -147,7 +165,7 @@ def _png_stream_problem(data: bytes, width: int, height: int) -> Optional[str]:
     except zlib.error:
         return "corrupt PNG pixel data"
     if interlaced:
-        return None
+        return None if len(raw) == _adam7_length(width, height) else "PNG pixel data of the wrong length"
     if len(raw) != stride * height:
         return "PNG pixel data of the wrong length"
     if np.frombuffer(raw, dtype=np.uint8)[::stride].max(initial=0) > 4:

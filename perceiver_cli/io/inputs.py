@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from perceiver_cli.errors import InputError
+from perceiver_cli.errors import InputError, PerceiverError, UsageError
 
 _GLOB_CHARACTERS = frozenset("*?[")
 
@@ -89,3 +90,28 @@ def expand_inputs(arguments: Iterable[str], extensions: Iterable[str], kind: str
                 seen.add(key)
                 items.append(path)
     return items
+
+
+_SPECIAL_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+
+
+def special_file_kind(path: str | os.PathLike[str]) -> str | None:
+    """What `path` is when it exists and is not a regular file ("a FIFO", "a folder", ...), else None;
+    links are followed and nothing is opened (a FIFO would block its reader)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _SPECIAL_KINDS if test(mode)), "a special file")
+
+
+def require_regular_file(path: str | os.PathLike[str], label: str = "",
+                         error: type[PerceiverError] = UsageError) -> None:
+    """Refuse at once (`error`, naming `label` or the path) a file to be read that exists and is not a regular
+    file; a missing one is left to the caller's own message."""
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise error(f"{label or path}: is {kind}, not a regular file")

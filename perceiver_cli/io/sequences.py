@@ -24,7 +24,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 from perceiver_cli.errors import InputError
 from perceiver_cli.io.flowfiles import png_layout
@@ -160,3 +160,16 @@ def frame_sequences(arguments: Iterable[str], recursive: bool = False) -> list[F
         name = files[0].parent.name or str(files[0].parent)
         sequences[file_slot] = FrameSequence(name=name, folder=folder, frames=tuple(files))
     return sequences
+
+
+def no_pairs_problem(sequences: Sequence[FrameSequence], step: int = 1) -> str:
+    """Why `sequences` give no frame pair, naming the cause: --step past every sequence, one frame per folder,
+    or too few frames (an image file, even an animated one, is one frame)."""
+    longest = max((len(s.frames) for s in sequences), default=0)
+    if longest >= 2:
+        return f"no two frames {step} apart (--step {step}): the longest sequence has {longest} frames"
+    if len(sequences) > 1:
+        return (f"frames are paired within one folder, and each of the {len(sequences)} sequences found has one "
+                "frame")
+    return (f"flow needs at least two frames, found {longest} (an image file is one frame, even an animated "
+            "one: give two images, a folder of frames, or a video)")

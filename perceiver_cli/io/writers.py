@@ -62,7 +62,7 @@ def classify_target(text: str, file_suffixes: Sequence[str], run_suffixes: Seque
     """What one -o argument names, from its spelling and what is on disk."""
     path = Path(text)
     suffix = path.suffix.lower()
-    if text.endswith(("/", os.sep)) or path.is_dir() or not suffix:
+    if text.endswith(("/", os.sep)) or os.path.isdir(path) or not suffix:
         return Target(path, FOLDER)
     if suffix in file_suffixes:
         return Target(path, FILE)

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from perceiver_cli.bounds import check_option
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.labels import KINETICS_LABELS, label_names as shared_label_names
 from perceiver_cli.tasks.base import Item, Result, Task, failure, problem_of
@@ -217,8 +218,7 @@ class AutoencodeTask(Task):
                  side_by_side: bool = False, numerics: str = "deepmind", show_clips: bool = False):
         if top_k < 1:
             raise UsageError(f"--top-k must be at least 1, got {top_k}")
-        if chunk_size < 1:
-            raise UsageError(f"--chunk-size must be at least 1, got {chunk_size}")
+        check_option("--chunk-size", chunk_size)
         self.inputs = [str(argument) for argument in inputs]
         self.source = source if source is not None else self.default_model
         self.top_k = top_k

@@ -15,6 +15,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
+from perceiver_cli.bounds import check_option
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.base import Item, Result, Task, failure, timed
 from perceiver_cli.tasks.report import DEFAULT_PROGRESS_INTERVAL, Reporter, progress_bar
@@ -41,8 +42,7 @@ class RuntimeRequest:
     batch_size: Optional[int] = None
 
     def __post_init__(self) -> None:
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        check_option("--batch-size", self.batch_size)
 
     def resolve(self, task: Task):
         """The Runtime for `task` in this process (device checked, threads set, the task's batch default)."""
@@ -169,7 +169,7 @@ def run_engine(task: Task, request: RuntimeRequest, reporter: Reporter,
         from perceiver_cli.tasks.ray_engine import check_ray
 
         check_ray()
-    manifest = Manifest(scale.manifest) if scale.manifest is not None else None
+    manifest = Manifest(scale.manifest, task.name) if scale.manifest is not None else None
     resume = Resume(manifest, scale.retry_failed, scale.skip_existing)
 
     def select(items: Iterable[Item]) -> Iterable[Item]:

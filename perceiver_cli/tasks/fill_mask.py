@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
+from perceiver_cli.bounds import check_option
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.base import Item, Result, Task, failure
 from perceiver_cli.tasks.report import row, visible
@@ -79,7 +80,8 @@ def _stdin_items(start: int, blank: list[int]) -> Iterator[Item]:
 
 
 def _finite(value: float) -> Optional[float]:
-    return value if math.isfinite(value) else None
+    """-inf (a length no valid filling has) as None; NaN is kept, so the record is reported as broken."""
+    return None if math.isinf(value) else value
 
 
 def _window_note(result) -> Optional[str]:
@@ -136,8 +138,7 @@ class FillMaskTask(Task):
                  max_span: int = 12, numerics: str = "deepmind"):
         if top_k < 1 or top_k > MAX_TOP_K:
             raise UsageError(f"--top-k must be between 1 and {MAX_TOP_K}, got {top_k}")
-        if max_span < 1:
-            raise UsageError(f"--max-span must be at least 1, got {max_span}")
+        check_option("--max-span", max_span)
         if list(texts).count(STDIN_ARGUMENT) > 1:
             raise UsageError("- (standard input) may be given only once")
         self.source = source if source is not None else self.default_model

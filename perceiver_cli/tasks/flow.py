@@ -19,9 +19,10 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from perceiver_cli.bounds import check_option, check_seconds
 from perceiver_cli.errors import InputError, UsageError
-from perceiver_cli.tasks.base import Item, Result, Task, failure
-from perceiver_cli.tasks.report import heading, progress_bar, visible
+from perceiver_cli.tasks.base import Item, Result, Task, failure, problem_of
+from perceiver_cli.tasks.report import NON_FINITE, heading, progress_bar, visible
 from perceiver_cli.metrics import end_point_error, occlusion_mask
 from perceiver_cli.tasks.classify import paths_from_stdin as read_paths, rgb_array
 from perceiver_cli.io.writers import (FLOW_FILE_SUFFIXES, FLOW_FORMATS, FOLDER, FlowOutputs, KITTI_FORMAT,
@@ -235,11 +236,8 @@ class FlowTask(Task):
             raise UsageError(f"--max-flow must be a positive number of pixels, got {max_flow}")
         if max_pixels is not None and max_pixels < 1:
             raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
-        if step < 1:
-            raise UsageError(f"--step must be at least 1, got {step}")
-        for value, flag in ((start, "--start"), (end, "--end")):
-            if value is not None and not (math.isfinite(value) and value >= 0):
-                raise UsageError(f"{flag} must be a non-negative number of seconds, got {value}")
+        check_option("--step", step)
+        check_seconds("--start", start), check_seconds("--end", end)
         if start is not None and end is not None and end <= start:
             raise UsageError(f"--end ({end} s) must be after --start ({start} s)")
         if direction not in DIRECTIONS:
@@ -254,10 +252,10 @@ class FlowTask(Task):
         self.source = source if source is not None else self.default_model
         self.outputs = list(outputs)
         self.formats_given = formats is not None
-        self.formats = parse_formats(formats or "flo", FLOW_FORMATS)
+        self.formats = parse_formats("flo" if formats is None else formats, FLOW_FORMATS)
         if KITTI_FORMAT in self.formats and ".png" in self.formats:
             raise UsageError("--format: kitti and png both write <stem>.png; choose one")
-        self.mask_formats = parse_formats(occlusion_formats or "png", MASK_SUFFIXES)
+        self.mask_formats = parse_formats("png" if occlusion_formats is None else occlusion_formats, MASK_SUFFIXES)
         self.gt = Path(gt) if gt is not None else None
         self.pictures = Pictures(check_style(style), max_flow, legend)
         self.resize = resize
@@ -348,7 +346,7 @@ class FlowTask(Task):
         return found, next((m for m in masks if m.is_file()), masks[0])
 
     def _image_items(self, arguments: list[str], problems: list[Item]) -> list[Item]:
-        from perceiver_cli.io.sequences import frame_sequences
+        from perceiver_cli.io.sequences import frame_sequences, no_pairs_problem
 
         good: list[str] = []
         for argument in arguments:  # a bad argument is reported; the others run
@@ -371,8 +369,7 @@ class FlowTask(Task):
         if not pairs:
             if problems:
                 return problems  # nothing can run, and the bad inputs say why
-            frames = sum(len(s.frames) for s in sequences)
-            raise UsageError(f"{arguments[0]}: flow needs at least two frames, found {frames}")
+            raise UsageError(f"{arguments[0]}: {no_pairs_problem(sequences, self.step)}")
         frames = [f for s in sequences for f in s.frames]
         self._check_targets(len(pairs), frames, video=False)
         outputs = self.outputs_writer()
@@ -450,7 +447,7 @@ class FlowTask(Task):
             return
         if segment.first == 0 and count == 0:
             wanted = "frames" if self.step == 1 else f"frames {self.step} apart"
-            part = "selected part of the " if self.start or self.end else ""
+            part = "selected part of the " if self.start is not None or self.end is not None else ""
             yield Item(0, name, error=f"no two {wanted} in the {part}video; flow needs a pair")
 
     def _expanded(self, items: Iterable[Item]) -> Iterator[Item]:
@@ -632,6 +629,9 @@ class FlowTask(Task):
                     continue
                 pair: FramePair = item.data
                 flow = pair_flow.main
+                if not np.isfinite(flow).all():  # never written: a file of NaN is no flow
+                    yield failure(item, NON_FINITE, input2=pair.name2)
+                    continue
                 record: dict[str, Any] = {"input": item.input, "input2": pair.name2, "outputs": [],
                                           **flow_statistics(flow)}
                 warnings = []
@@ -646,9 +646,13 @@ class FlowTask(Task):
                         record["epe_non_occluded"] = pair_epe(flow, truth, ~occluded)
                     if truth.warning:
                         warnings.append(truth.warning)
-                record["outputs"] = outputs.write(pair.stem, flow, record["max_magnitude"],
-                                                  backward=pair_flow.backward if self.direction == "both" else None,
-                                                  occlusion=occluded)
+                try:
+                    record["outputs"] = outputs.write(pair.stem, flow, record["max_magnitude"],
+                                                      backward=pair_flow.backward if self.direction == "both"
+                                                      else None, occlusion=occluded)
+                except InputError as exc:  # this pair's output cannot be written (a name too long): its failure
+                    yield failure(item, problem_of(exc), input2=pair.name2)
+                    continue
                 for warning in outputs.pictures.warnings:
                     if warning not in said:
                         said.add(warning)
@@ -714,7 +718,7 @@ class DrawFlowTask(Task):
             raise UsageError(f"--legend must be one of {', '.join(LEGEND_CORNERS)}, got '{legend}'")
         self.inputs, self.outputs = list(inputs), list(outputs)
         self.format_given = picture_format is not None
-        self.format = parse_formats(picture_format or "png", PICTURE_SUFFIXES)[0]
+        self.format = parse_formats("png" if picture_format is None else picture_format, PICTURE_SUFFIXES)[0]
         self.pictures = Pictures(check_style(style), max_flow, legend)
 
     def items(self) -> list[Item]:

@@ -1,9 +1,11 @@
 """The run manifest: one JSON line per finished item, appended as it ends, so a later run can resume.
 
-A record is `{"input", "key"?, "status", "outputs", "error", "seconds", "worker"}` with status ok, failed or
-skipped; "key" is written only where it differs from "input". Each line goes out in one write on a file
-opened for appending, so readers see whole lines while the run goes on, and a run killed at any moment
-leaves at most a torn last line, which the next run cuts off before it appends. One run at a time holds a
+A record is `{"input", "key"?, "command", "status", "outputs", "error", "seconds", "worker"}` with status ok,
+failed or skipped; "key" is written only where it differs from "input". Each line goes out in one write on a
+file opened for appending, so readers see whole lines while the run goes on, and a run killed at any moment
+leaves at most a torn last line, which the next run cuts off before it appends. A file that is not a manifest
+of this command (any line not a record, a record of another command, a tail that is no record's start) is
+refused untouched: only a manifest is ever repaired. One run at a time holds a
 manifest (an exclusive lock); when a key has been recorded more than once (a retried failure), the run
 that superseded it rewrites the file, atomically, with the last record of each key only.
 """
@@ -16,11 +18,16 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 from perceiver_cli.errors import UsageError
+from perceiver_cli.io.inputs import require_regular_file
 from perceiver_cli.tasks.base import Item, Result
+from perceiver_cli.tasks.report import json_line
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 # Statuses a resumed run does not redo.
 FINISHED = (OK, SKIPPED)
+# How every record this module writes begins (json.dumps of a dict whose first key is "input"): a torn last
+# line is cut only when it is such a beginning.
+RECORD_START = b'{"input": '
 
 
 def _lock(fd: int, path: Path) -> None:
@@ -52,10 +59,12 @@ def outputs_exist(item: Item) -> bool:
 class Manifest:
     """An open manifest: what earlier runs finished (by key), and the writer of this run's records."""
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], command: str = ""):
         self.path = Path(path)
+        self.command = command  # the command whose records these are ("": any, for tools reading a manifest)
         self.status: dict[str, str] = {}
         self.repeated = 0  # records that supersede an earlier record of the same key
+        require_regular_file(self.path, f"--manifest {path}")
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
         except OSError as exc:
@@ -68,33 +77,52 @@ class Manifest:
             raise
 
     def _load(self) -> None:
-        """Read earlier records; cut off a torn last line (a run killed while writing it)."""
+        """Read earlier records, checking every one before anything is changed; then cut off a torn last line
+        (a run killed while writing it)."""
         with open(self._fd, "rb", closefd=False) as stream:
             stream.seek(0)
             data = stream.read()
         end = data.rfind(b"\n") + 1
-        if end < len(data):
-            os.ftruncate(self._fd, end)
-        for number, line in enumerate(data[:end].splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                key = _key(record)
-                status = record["status"]
-            except (ValueError, KeyError, TypeError, AttributeError):
-                raise UsageError(f"--manifest {self.path}: line {number} is not a manifest record") from None
-            if key in self.status:
-                self.repeated += 1
-            self.status[key] = status
+        lines = data[:end].splitlines()
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                self._take(self._parse(line, number))
+        tail = data[end:]
+        if not tail:
+            return
+        if not (tail.startswith(RECORD_START) or RECORD_START.startswith(tail)):
+            raise UsageError(f"--manifest {self.path}: line {len(lines) + 1} is not a manifest record; "
+                             "give a new file or one an earlier run of this command wrote")
+        os.ftruncate(self._fd, end)
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Append one record as one line, in one write."""
+    def _parse(self, line: bytes, number: int) -> dict[str, Any]:
+        """One line as a record of this command, else a UsageError naming the line (the file left as it is)."""
+        try:
+            record = json.loads(line)
+            _key(record)
+            good = record["status"] in (OK, FAILED, SKIPPED)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            good = False
+        if not good:
+            raise UsageError(f"--manifest {self.path}: line {number} is not a manifest record; give a new file "
+                             "or one an earlier run of this command wrote")
+        written_by = record.get("command", self.command)
+        if self.command and written_by != self.command:
+            raise UsageError(f"--manifest {self.path}: it is the manifest of `{written_by}`, not of "
+                             f"`{self.command}`; give each command its own manifest")
+        return record
+
+    def _take(self, record: dict[str, Any]) -> None:
+        """Remember a record's status by key, counting records that supersede an earlier one."""
         key = _key(record)
         if key in self.status:
             self.repeated += 1
         self.status[key] = record["status"]
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape")
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record as one line, in one write."""
+        self._take(record)
+        data = (json_line(record) + "\n").encode("utf-8")
         while data:  # a regular file takes the whole line in one write; the loop covers the exotic rest
             data = data[os.write(self._fd, data):]
 
@@ -102,12 +130,13 @@ class Manifest:
         """Append the record of a finished item."""
         item = result.item
         status = OK if result.ok else FAILED
-        self.write(_record(item, result.record.get("input", item.input), status, list(result.outputs),
-                           result.record.get("error"), result.seconds, worker or result.worker))
+        self.write(_record(item, self.command, result.record.get("input", item.input), status,
+                           list(result.outputs), result.record.get("error"), result.seconds,
+                           worker or result.worker))
 
     def record_skipped(self, item: Item) -> None:
         """Append the record of an item skipped because its outputs exist."""
-        self.write(_record(item, item.input, SKIPPED, list(item.outputs), None, 0.0, ""))
+        self.write(_record(item, self.command, item.input, SKIPPED, list(item.outputs), None, 0.0, ""))
 
     def compact(self) -> None:
         """Rewrite the manifest with the last record of each key only (atomically), if any key repeats."""
@@ -139,11 +168,13 @@ class Manifest:
             self._fd = -1
 
 
-def _record(item: Item, shown: Optional[str], status: str, outputs: list[str], error: Optional[str],
-            seconds: float, worker: str) -> dict[str, Any]:
+def _record(item: Item, command: str, shown: Optional[str], status: str, outputs: list[str],
+            error: Optional[str], seconds: float, worker: str) -> dict[str, Any]:
     record: dict[str, Any] = {"input": shown}
     if item.key != shown:
         record["key"] = item.key
+    if command:
+        record["command"] = command
     record.update(status=status, outputs=[str(path) for path in outputs], error=error,
                   seconds=round(seconds, 4), worker=worker)
     return record

@@ -4,11 +4,17 @@ one line on stderr for each failure or warning. Every command reports through `R
 The text form is the same for every command: the input on its own line, then the task's rows indented by
 two spaces with fixed-width number columns, so rows line up without waiting for the rest of the run.
 Control characters in names and texts are written as escapes: a result never spans more lines than it has.
+
+Every JSON line is strict JSON in valid UTF-8: no NaN or Infinity (a record holding one is the item's failure;
+elsewhere it becomes null), and a file name's undecodable bytes (Python's surrogateescape) are written as
+escapes (a backslash, udcXX), which json.loads and os.fsencode turn back into the same bytes.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
 import time
 import unicodedata
@@ -19,6 +25,9 @@ from perceiver_cli.errors import EXIT_OK, EXIT_SOME_FAILED
 INDENT = "  "
 # Seconds between plain progress lines when stderr is a log, not a terminal (--progress-interval).
 DEFAULT_PROGRESS_INTERVAL = 30.0
+# The failure of an item whose results are not numbers (a checkpoint of NaN weights, an input that overflows).
+NON_FINITE = "the model's outputs are not finite numbers (NaN or infinity): its weights or this input are broken"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def visible(text: str) -> str:
@@ -31,9 +40,37 @@ def row(*cells: str) -> str:
     return INDENT + "  ".join(cells)
 
 
+def non_finite(obj: Any) -> bool:
+    """Whether a record holds a float that is NaN or infinite, at any depth."""
+    if isinstance(obj, float):
+        return not math.isfinite(obj)
+    if isinstance(obj, dict):
+        return any(non_finite(value) for value in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(non_finite(value) for value in obj)
+    return False
+
+
+def _finite_or_null(obj: Any) -> Any:
+    """obj with every non-finite float as None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: _finite_or_null(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(value) for value in obj]
+    return obj
+
+
+def json_line(obj: Any) -> str:
+    """One object as one line of strict JSON in valid UTF-8 (see the module's note), without the newline."""
+    text = json.dumps(_finite_or_null(obj) if non_finite(obj) else obj, ensure_ascii=False, allow_nan=False)
+    return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
 def emit_json(obj: Any) -> None:
     """Write one JSON object as one line to stdout and flush (pipelines read it at once)."""
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_line(obj) + "\n")
     sys.stdout.flush()
 
 
@@ -62,6 +99,9 @@ class Reporter:
 
     def result(self, result) -> None:
         """Report one finished item: its record or error, and its warnings."""
+        if result.ok and non_finite(result.record):  # changed in place: the manifest records the failure too
+            result.record = {key: result.record[key] for key in ("input", "input2", "line") if key in result.record}
+            result.record["error"] = NON_FINITE
         record = result.record
         for warning in result.warnings:
             warning_line(warning)

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
+from perceiver_cli.io.inputs import require_regular_file
 from perceiver_cli.errors import WeightsError
 from perceiver_cli.weights.registry import WEIGHT_FILES
 
@@ -35,6 +36,7 @@ def is_complete(directory: Path) -> bool:
 def read_config(directory: Path) -> dict[str, Any]:
     """Parse directory/config.json with one-line errors."""
     path = directory / "config.json"
+    require_regular_file(path, error=WeightsError)
     if not path.is_file():
         raise WeightsError(f"{directory}: no config.json in this weights folder")
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from perceiver_cli.errors import UsageError, WeightsError
-from perceiver_cli.io.atomic import atomic_folder, atomic_write
+from perceiver_cli.io.atomic import atomic_folder, atomic_write, check_output_folder
 from perceiver_cli.weights.folder import is_complete
 from perceiver_cli.weights.hub import display_path
 from perceiver_cli.weights.registry import Checkpoint, identify_original, sha256_file
@@ -192,6 +192,7 @@ def import_deepmind_file(source: Path, out_dir: Optional[Path] = None, name: Opt
         target = imported_dir() / name
     else:
         target = Path(out_dir)
+    check_output_folder(target)
     previous = read_manifest(target) if target.exists() else None
     if previous is not None and (previous.get("source") or {}).get("sha256") == digest and is_complete(target):
         if out_dir is not None and name:
