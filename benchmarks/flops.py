@@ -24,8 +24,8 @@ from torch import nn
 from perceiver_cli.core import build_model, spec_from_config
 from perceiver_cli.core.decoding import decoder_folds
 from perceiver_cli.core.layers import encoder_folds, stack_rows
-from perceiver_cli.core.models import DEFAULT_CHUNK_SIZE
-from perceiver_cli.core.position import fourier_size
+from perceiver_cli.choices import DEFAULT_CHUNK_SIZE
+from perceiver_cli.kinds import fourier_size
 from perceiver_cli.core.text import MAX_BATCH_ROWS, MAX_BATCH_TOKENS
 
 
@@ -205,7 +205,7 @@ def padded_texts(items: list[tuple[int, int]], num_latents: int,
 def vision_tokens(model: nn.Module) -> int:
     """Input tokens of a 224x224 image for a vision checkpoint under the model's numerics."""
     pre = model.perceiver.input_preprocessor
-    if pre.kind == "vision-conv":
+    if pre.stem == "conv":
         return 56 * 56 if pre.convnet.numerics.tf_same_conv else 55 * 55
     return 224 * 224
 
@@ -213,10 +213,10 @@ def vision_tokens(model: nn.Module) -> int:
 def _preprocessor_flops(model: nn.Module) -> tuple[int, int]:
     """(FLOPs per image, FLOPs per forward call whatever its batch) of the input adapter."""
     pre = model.perceiver.input_preprocessor
-    if pre.kind == "vision-learned":
+    if pre.stem == "learned":
         n = 224 * 224
         return 2 * n * 3 * 256, 2 * n * 256 * 256  # the position projection: once a call
-    if pre.kind == "vision-conv":
+    if pre.stem == "conv":
         conv = pre.convnet.conv
         return 2 * 112 * 112 * conv.out_channels * conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1], 0
     return 0, 0

@@ -17,12 +17,12 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from perceiver_cli.load import load_model
-from dataclasses import replace
-from perceiver_cli.tasks.fill_mask import FillMaskTask
-from perceiver_cli.tasks.base import Item
-from perceiver_cli.tasks.classify import ClassifyTask
-from perceiver_cli.tasks.flow import FlowTask, FramePair
-from perceiver_cli.tasks.autoencode import AutoencodeTask, ClipArrays
+from perceiver_cli.tasks.fill_mask import FillMaskTask, MaskFiller
+from perceiver_cli.tasks.classify import ClassifyTask, ImageClassifier
+from perceiver_cli.tasks.flow import FlowTask
+from perceiver_cli.tasks.flow_pairs import FlowPredictor
+from perceiver_cli.tasks.autoencode import DEFAULT_CHUNK_SIZE, AutoencodeTask
+from perceiver_cli.tasks.autoencode_clips import VideoAutoencoder
 
 ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # a path, a uint8 (H, W, 3) array or a PIL image
 
@@ -30,45 +30,26 @@ __all__ = ["load_model", "fill_mask", "classify", "flow", "autoencode"]
 
 
 def runtime_of(model, batch_size: int):
-    """The runtime a model loaded by load_model carries, with the task's batch size."""
+    """Where and how `model` runs (the device and dtype of its parameters, as load_model placed them or a
+    caller built them), with the task's batch size."""
     from perceiver_cli.runtime import Runtime, configure_threads
 
-    runtime = getattr(model, "runtime", None)
-    if runtime is None:  # a model built by hand: where its parameters are is where it runs
-        parameter = next(model.parameters())
-        runtime = Runtime(parameter.device, parameter.dtype, batch_size, configure_threads())
-    return replace(runtime, batch_size=batch_size)
-
-
-def _only(result) -> Any:
-    """The record of a one-item run, or the item's problem raised as a ValueError."""
-    if not result.ok:
-        name = result.item.key or result.item.input
-        raise ValueError(f"{name}: {result.record['error']}" if name else result.record["error"])
-    return result.record
+    parameter = next(model.parameters())
+    return Runtime(parameter.device, parameter.dtype, batch_size, configure_threads())
 
 
 def fill_mask(model, text: str, *, top_k: int = 5, max_span: int = 12) -> list[dict[str, Any]]:
     """The best fillings of `text`'s [MASK] / [MASK:n] spans: [{"text", "fills", "score", "log_prob"}], best
     first (the `predictions` of one `perceiver fill-mask --json` line)."""
-    task = FillMaskTask([text], top_k=top_k, max_span=max_span)
-    task.setup(runtime_of(model, FillMaskTask.cpu_batch_size), model)
-    (result,) = list(task.run(task.items()))
-    return _only(result)["predictions"]
+    runtime = runtime_of(model, FillMaskTask.cpu_batch_size)
+    return MaskFiller(model, runtime, top_k, max_span).fill(text)["predictions"]
 
 
 def classify(model, images: Sequence[ImageLike], *, top_k: int = 5) -> list[list[dict[str, Any]]]:
     """The best classes of each image: one list of {"label", "index", "score"} per image, best first.
     Images are paths, PIL images or uint8 (H, W, 3) arrays; one that cannot be read raises ValueError."""
-    task = ClassifyTask([], top_k=top_k)
-    items = [Item(i, str(image) if isinstance(image, (str, os.PathLike)) else f"image {i}",
-                  data=Path(image) if isinstance(image, (str, os.PathLike)) else image)
-             for i, image in enumerate(images)]
-    task.setup(runtime_of(model, ClassifyTask.cpu_batch_size), model)
-    try:
-        return [_only(result)["predictions"] for result in task.run(items)]
-    finally:
-        task.close()
+    runtime = runtime_of(model, ClassifyTask.cpu_batch_size)
+    return [record["predictions"] for record in ImageClassifier(model, runtime, top_k).classify(images)]
 
 
 FrameLike = Union[str, os.PathLike, np.ndarray]  # a path, or a uint8 (H, W, 3) array
@@ -82,15 +63,8 @@ def flow(model, frame1: FrameLike, frame2: FrameLike) -> np.ndarray:
         return (Path(value), str(value)) if isinstance(value, (str, os.PathLike)) else (value, f"frame {number}")
 
     (first, name1), (second, name2) = frame(frame1, 1), frame(frame2, 2)
-    task = FlowTask([])
-    task.setup(runtime_of(model, FlowTask.cpu_batch_size), model)
-    item = Item(0, name1, data=FramePair(first, second, "flow", name2))
-    ((_, pair_flow, problem),) = list(task.flows([item]))
-    if pair_flow is None:
-        if problem.problem_line:
-            raise ValueError(problem.problem_line)
-        _only(problem)
-    return pair_flow.forward
+    runtime = runtime_of(model, FlowTask.cpu_batch_size)
+    return FlowPredictor(model, runtime).flow(first, second, (name1, name2))
 
 
 def autoencode(model, frames: np.ndarray, audio: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
@@ -98,8 +72,5 @@ def autoencode(model, frames: np.ndarray, audio: Optional[np.ndarray] = None) ->
     resized as the CLI does), mono float samples in [-1, 1] at its 48 kHz (None: silence) ->
     {"video": (T, size, size, 3) float32 in [0, 1], "audio": (T * 1920,) float32, "label_logits":
     (clips, 700) float32} (the arrays of `perceiver autoencode-video -o FILE.npz`)."""
-    task = AutoencodeTask([])
-    task.setup(runtime_of(model, AutoencodeTask.cpu_batch_size), model)
-    gathered = ClipArrays()
-    _only(task.process(Item(0, "frames", data=(frames, audio)), gather=gathered))
-    return gathered.arrays()
+    runtime = runtime_of(model, AutoencodeTask.cpu_batch_size)
+    return VideoAutoencoder(model, runtime, DEFAULT_CHUNK_SIZE).arrays(frames, audio)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 # First: runtime imports torch with signals deferred (a signal inside torch's start-up would abort the process).
-from perceiver_cli.runtime import Runtime, configure_threads, pick_device, pick_dtype
+from perceiver_cli.runtime import pick_device, pick_dtype
 
 import torch
 from torch import nn
@@ -74,25 +74,15 @@ def load_model(name_or_path: str | os.PathLike, *, device: str | torch.device = 
         # cuDNN convolutions (vision-conv's stem), whose inputs would then be rounded to 10-bit mantissas.
         torch.backends.cudnn.allow_tf32 = False
     model = model.to(device=torch_device, dtype=torch_dtype)
-    model.runtime = Runtime(torch_device, torch_dtype, 1, configure_threads())  # where the Python API runs it
     return model
 
 
 def tiny_forward(model: nn.Module) -> torch.Tensor:
-    """Run the network once on the smallest input of its kind (CPU, zeros); returns its main output."""
+    """Run the network once on its kind's example input (CPU, zeros); returns its main output."""
     spec: PerceiverSpec = model.spec
+    inputs = [torch.zeros(shape, dtype=getattr(torch, dtype)) for shape, dtype in spec.row.example_input(spec)]
     with torch.inference_mode():
-        if spec.kind == "language":
-            return model(torch.zeros(1, min(8, spec.max_position_embeddings), dtype=torch.long))
-        if spec.kind.startswith("vision-"):
-            side = spec.image_size if spec.kind == "vision-learned" else 32
-            return model(torch.zeros(1, 3, side, side))
-        if spec.kind == "flow":
-            return model(torch.zeros(1, 2, 27, 2, 3))
-        frames = torch.zeros(1, spec.num_frames, 3, spec.output_shape[2], spec.output_shape[3])
-        audio = torch.zeros(1, spec.num_frames * spec.audio_samples_per_frame)
-        z = model.encode(frames, audio)
-        return model.decode(z, "label")
+        return model(*inputs)
 
 
 def load_checks(directory: Path) -> list[Check]:

@@ -1,4 +1,4 @@
-"""Scores, numpy only: flow end-point error and Fl-all, occlusion by forward-backward consistency, top-k, PSNR.
+"""Scores, numpy only: flow end-point error and Fl-all, occlusion by forward-backward consistency, top-k.
 
 Flow fields are float (H, W, 2) arrays of (u, v) in pixels (u to the right, v downwards). A pixel
 counts in a flow score when the `valid` mask given says so (all pixels when None) and the true flow
@@ -68,18 +68,6 @@ def fl_all(pred: np.ndarray, truth: np.ndarray, valid: Optional[np.ndarray] = No
     return float(100.0 * np.mean(outliers))
 
 
-def matched_unmatched_epe(pred: np.ndarray, truth: np.ndarray, occluded: np.ndarray,
-                          valid: Optional[np.ndarray] = None) -> tuple[Optional[float], Optional[float]]:
-    """(EPE over non-occluded pixels, EPE over occluded pixels), each None when it has no pixel."""
-    hidden = np.asarray(occluded, dtype=bool)
-    if hidden.shape != np.asarray(truth).shape[:2]:
-        return None, None
-    base = np.ones(hidden.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-    if base.shape != hidden.shape:
-        return None, None
-    return end_point_error(pred, truth, base & ~hidden), end_point_error(pred, truth, base & hidden)
-
-
 def sample_bilinear(field: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sample (H, W, C) field at float positions (x right, y down) bilinearly: (values (..., C), inside (...)).
 
@@ -135,6 +123,12 @@ def occlusion_mask(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     return ~trusted | (sum_sq > bound)
 
 
+def flow_statistics(flow: np.ndarray) -> dict[str, float]:
+    """The mean and largest motion of a flow field, in pixels."""
+    magnitude = np.hypot(flow[..., 0], flow[..., 1])
+    return {"mean_magnitude": float(magnitude.mean()), "max_magnitude": float(magnitude.max())}
+
+
 def top_k_correct(predicted: Iterable[Sequence[int]], truth: Iterable[int], ks: Sequence[int] = (1, 5)) -> dict[int, int]:
     """For each k, how many items have their true index among the first k of their ranked predictions."""
     counts = {int(k): 0 for k in ks}
@@ -144,19 +138,3 @@ def top_k_correct(predicted: Iterable[Sequence[int]], truth: Iterable[int], ks: 
             if int(expected) in ranked[:k]:
                 counts[k] += 1
     return counts
-
-
-def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB between two same-shape arrays; inf when they are equal."""
-    first = np.asarray(a, dtype=np.float64)
-    second = np.asarray(b, dtype=np.float64)
-    if first.shape != second.shape:
-        raise ValueError(f"psnr needs arrays of one shape, got {first.shape} and {second.shape}")
-    if first.size == 0:
-        raise ValueError("psnr of empty arrays is undefined")
-    if not data_range > 0:
-        raise ValueError(f"data_range must be positive, got {data_range}")
-    mse = float(np.mean((first - second) ** 2))
-    if mse == 0.0:
-        return float("inf")
-    return float(10.0 * np.log10(data_range * data_range / mse))

@@ -84,3 +84,18 @@ def write_sound_only(path: Path) -> Path:
         for packet in stream.encode(None):
             container.mux(packet)
     return path
+
+
+def iter_frames(path, start_s=None, end_s=None):
+    """A video's uint8 (H, W, 3) frames as displayed, within [start_s, end_s) seconds."""
+    from perceiver_cli.io.video import iter_timed_frames
+
+    return (picture for _, picture in iter_timed_frames(path, start_s, end_s))
+
+
+def is_kitti_flow_png(path) -> bool:
+    """Whether a file is a PNG with 16-bit RGB pixels, the layout of KITTI flow files."""
+    from perceiver_cli.io.flowfiles import png_layout
+
+    with open(path, "rb") as handle:
+        return png_layout(handle.read(26)) == (16, 2)  # colour type 2: RGB

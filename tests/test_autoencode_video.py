@@ -195,7 +195,7 @@ def test_clip_geometry_comes_from_the_config(ours):
 
 
 def test_label_names_prefer_config_names_else_shipped_kinetics():
-    from perceiver_cli.tasks.autoencode import label_names
+    from perceiver_cli.tasks.autoencode_clips import label_names
 
     kinetics = [line for line in SHIPPED_KINETICS.read_text(encoding="utf-8").splitlines() if line]
     assert len(kinetics) == 700 and kinetics[0] == "abseiling"

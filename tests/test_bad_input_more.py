@@ -421,12 +421,12 @@ def test_a_checkpoint_of_nan_weights_fails_each_item_and_prints_strict_json(cli,
 
 EMPTY_FORMATS = {
     "flow --format ''": (["flow", "A", "B", "-w", "@flow", "-o", "out/", "--format", ""],
-                         r"--format: give at least one format, e\.g\. --format flo,png"),
+                         r"--format: give at least one format \(use flo, npy, kitti, png, jpg, jpeg, webp, bmp\)"),
     "flow --occlusion-format ''": (["flow", "A", "B", "-w", "@flow", "-o", "out/", "--direction", "both",
-                                    "--occlusion-format", ""], r"--format: give at least one format, e\.g\. "
-                                                               r"--format flo,png"),
+                                    "--occlusion-format", ""],
+                                   r"--occlusion-format: give at least one format \(use png, npy\)"),
     "draw-flow --format ''": (["draw-flow", "F", "-o", "out/", "--format", ""],
-                              r"--format: give at least one format, e\.g\. --format flo,png"),
+                              r"--format: give at least one format \(use png, jpg, jpeg, webp, bmp\)"),
 }
 
 

@@ -21,8 +21,8 @@ from PIL import Image
 from perceiver_cli.cli import main
 from perceiver_cli.tasks.classify import class_names
 from perceiver_cli.load import load_model
-from perceiver_cli.core.vision import (centre_crop_box, prefetch_batches, preprocess_image, resize_crop,
-                                       top_k_softmax)
+from perceiver_cli.core.vision import prefetch_batches, top_k_softmax
+from perceiver_cli.io.imagenet import centre_crop_box, preprocess_image, resize_crop
 from perceiver_cli.io.images import read_image
 from tiny_models import TINY_CONFIGS, make_tiny_checkpoint
 

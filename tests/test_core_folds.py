@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from perceiver_cli.core.decoding import DecoderAttention
 from perceiver_cli.core.layers import AttentionLayer, EncoderCrossAttention, Linear
-from perceiver_cli.core.models import QueryDecoder
+from perceiver_cli.core.trunk import QueryDecoder
 from tiny_models import randomise
 
 # float64 shows the algebra exact up to rounding; float32 is what the models run (oneDNN or BLAS products)

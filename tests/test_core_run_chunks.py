@@ -1,4 +1,4 @@
-"""Decoder chunks shared out between single-threaded workers (core.models.run_chunks)."""
+"""Decoder chunks shared out between single-threaded workers (core.trunk.run_chunks)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from perceiver_cli.load import load_model
 from perceiver_cli.core.autoencode import decode_clip
-from perceiver_cli.core.models import run_chunks
+from perceiver_cli.core.trunk import run_chunks
 from tiny_models import make_tiny_checkpoint
 
 CPU = torch.device("cpu")

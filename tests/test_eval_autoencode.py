@@ -118,7 +118,7 @@ def test_the_table_shows_ours_beside_the_papers(checkpoint, clips, evaluate):
 
 
 def test_folder_names_match_kinetics_names_however_spelt():
-    from perceiver_cli.commands.eval_autoencode import class_key
+    from perceiver_cli.tasks.eval_autoencode import class_key
 
     names = SHIPPED_KINETICS.read_text(encoding="utf-8").splitlines()
     assert len({class_key(name) for name in names}) == len(names) == 700

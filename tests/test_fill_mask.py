@@ -19,8 +19,9 @@ import torch
 from perceiver_cli.cli import main
 from perceiver_cli.load import load_model
 from perceiver_cli.core.text import (MASK_ID, best_fillings, best_log_prob, byte_log_probs, fill_masks,
-                                     is_valid_utf8, masked_ids, plan_windows)
+                                     masked_ids, plan_windows)
 from tiny_models import make_tiny_checkpoint
+from utf8_automaton import is_valid_utf8
 
 TOL = 1e-4
 POSITIONS = 64  # the tiny checkpoint's max_position_embeddings

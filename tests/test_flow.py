@@ -302,6 +302,7 @@ def test_different_sizes_fail_clearly_unless_resized(tiny, tmp_path, capsys):
     (["-o", "{tmp}/x.mp4"], "needs a video input"),
     (["--max-flow", "0"], "--max-flow"),
     (["--format", "gif", "-o", "{tmp}/d/"], "--format"),
+    (["--format", "flo,png,flo", "-o", "{tmp}/d/"], "--format: 'flo' given twice"),
     (["-o", "{tmp}/x.txt"], "cannot tell what to write"),
 ])
 def test_usage_errors_exit_2_before_any_work(tiny, pair_files, tmp_path, capsys, extra, message):
@@ -324,6 +325,18 @@ def test_input_mistakes_are_named_before_the_model_loads(pair_files, tmp_path, c
     assert code == 2 and "at least two frames, found 1" in err
     code, _, err = run([tmp_path / "notes.txt", "-w", tmp_path / "no-weights"], capsys)
     assert code == 1 and "notes.txt: not a readable media file" in err and err.count("\n") == 1
+
+
+def test_video_extensions_are_those_of_every_command_and_a_gif_is_an_image(tiny, pair_files, tmp_path, capsys):
+    a, _, frame1, frame2 = pair_files
+    code, _, err = run([a, tmp_path / "clip.3gp", "-w", tmp_path / "no-weights"], capsys)
+    assert code == 2 and "clip.3gp: give one video on its own" in err
+    first, second = tmp_path / "a.gif", tmp_path / "b.gif"
+    Image.fromarray(frame1.numpy()).save(first)
+    Image.fromarray(frame2.numpy()).save(second)
+    code, _, err = run([first, second, "-w", tiny[0], "-o", tmp_path / "f.flo"], capsys)
+    assert code == 0, err
+    assert read_flo(tmp_path / "f.flo").shape == (8, 12, 2)
 
 
 def test_missing_frame_is_an_input_error(tiny, tmp_path, capsys):
@@ -645,7 +658,7 @@ def make_rotated_clip(path: Path, count: int, rotation: int) -> Path:
 
 def test_a_rotated_video_gives_flow_in_the_displayed_orientation_and_a_whole_video_npy(tiny, ours, tmp_path, capsys):
     import perceiver_cli as pc
-    from perceiver_cli.io.video import iter_frames
+    from synthetic_media import iter_frames
 
     directory, _ = tiny
     clip = make_rotated_clip(tmp_path / "phone.mp4", 4, 90)
@@ -729,7 +742,8 @@ def test_meaningless_options_are_refused_before_any_work(tiny, pair_files, tmp_p
 
 
 def test_kitti_format_writes_16_bit_flow_pngs_not_pictures(tiny, tmp_path, capsys):
-    from perceiver_cli.io.flowfiles import is_kitti_flow_png, read_flow
+    from perceiver_cli.io.flowfiles import read_flow
+    from synthetic_media import is_kitti_flow_png
 
     directory, _ = tiny
     frames_in(tmp_path / "seq", ["f1.png", "f2.png", "f3.png"], size=(20, 30))

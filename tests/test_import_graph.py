@@ -105,6 +105,81 @@ def test_no_cycle_among_the_subpackages():
     assert [c for c in cycles if c] == []
 
 
+def _package_module(name: str, modules: set[str]) -> str | None:
+    """The package module an imported name loads: itself, else the nearest enclosing module."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def module_edges(path: Path, modules: set[str]) -> set[str]:
+    """The package modules a file imports, wherever the statement sits."""
+    return edges_in(path.read_text(encoding="utf-8"), module_name(path), path.name == "__init__.py", modules)
+
+
+def edges_in(source: str, here: str, is_package: bool, modules: set[str]) -> set[str]:
+    """The package modules `source` (module `here`) imports: `from pkg import sub` is an edge to pkg.sub (the
+    package itself runs first in any case), `from mod import name` an edge to mod."""
+    package = here if is_package else here.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            root = node.module or ""
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                root = ".".join(base + ([node.module] if node.module else []))
+            names = [f"{root}.{alias.name}" if f"{root}.{alias.name}" in modules else root for alias in node.names]
+        else:
+            continue
+        found.update(target for name in names if (target := _package_module(name, modules)) not in (None, here))
+    return found
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the graph as [a, b, ..., a], or None (depth-first search, grey/black colouring)."""
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    for start in sorted(edges):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def test_find_cycle_finds_a_cycle_and_only_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"a", "c"}}) is None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_function_level_imports_are_edges_and_a_submodule_import_is_not_one_to_its_package():
+    modules = {"perceiver_cli", "perceiver_cli.x", "perceiver_cli.y", "perceiver_cli.sub", "perceiver_cli.sub.z"}
+    source = ("import numpy\nfrom perceiver_cli.y import thing\n\n"
+              "def f():\n    from perceiver_cli.sub import z\n    from . import y\n    import perceiver_cli.sub.z\n")
+    assert edges_in(source, "perceiver_cli.x", False, modules) == {"perceiver_cli.y", "perceiver_cli.sub.z"}
+    assert edges_in("from perceiver_cli import __version__\n", "perceiver_cli.x", False, modules) == {"perceiver_cli"}
+
+
+def test_no_import_cycle_between_package_modules():
+    paths = list(PACKAGE.rglob("*.py"))
+    modules = {module_name(path) for path in paths}
+    edges = {module_name(path): module_edges(path, modules) for path in paths}
+    assert find_cycle(edges) is None
+
+
 def test_importing_the_package_and_its_cli_imports_no_torch():
     script = ("import sys, perceiver_cli; a = 'torch' in sys.modules; import perceiver_cli.cli; "
               "import perceiver_cli.weights, perceiver_cli.weights.registry, perceiver_cli.core.spec; "

@@ -218,7 +218,7 @@ def test_flow_on_ray_over_frames_and_a_video_writes_the_local_engines_files(loca
 
 
 def _video_frames(path: Path) -> list[np.ndarray]:
-    from perceiver_cli.io.video import iter_frames
+    from synthetic_media import iter_frames
 
     return list(iter_frames(path))
 
@@ -272,7 +272,7 @@ def test_a_flow_video_output_is_refused_when_the_run_resumes_or_shards(local_ray
 @pytest.mark.parametrize("step", [1, 2, 3, 5])
 def test_video_segments_hold_every_pair_exactly_once(step):
     from perceiver_cli.io.video import stepped_pairs
-    from perceiver_cli.tasks.flow import pairs_in_range, segment_ranges
+    from perceiver_cli.tasks.flow_segments import pairs_in_range, segment_ranges
 
     for frames in range(0, 23):
         whole = [(t, a, b) for t, a, b in stepped_pairs(range(frames), step)]

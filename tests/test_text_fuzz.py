@@ -15,9 +15,20 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from perceiver_cli.core.text import best_fillings, is_valid_utf8
-from perceiver_cli.io.text import (BadLine, MaskSyntaxError, MaskedText, parse_masked_text, read_text_lines,
-                                   render_masked_text)
+from perceiver_cli.core.text import best_fillings
+from perceiver_cli.io.text import MASK_TOKEN, BadLine, MaskSyntaxError, MaskedText, parse_masked_text, read_text_lines
+from utf8_automaton import is_valid_utf8
+
+
+
+def render_masked_text(pieces: list[str], masks: list) -> str:
+    """The inverse of parse_masked_text: pieces joined by `[MASK]` or `[MASK:n]`."""
+    out = [pieces[0]]
+    for mask, piece in zip(masks, pieces[1:]):
+        out.append(MASK_TOKEN if mask is None else f"[MASK:{mask}]")
+        out.append(piece)
+    return "".join(out)
+
 
 MAX_EXAMPLES = int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "60"))
 FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,

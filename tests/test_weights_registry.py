@@ -35,7 +35,7 @@ def test_each_entry_fetches_config_and_exactly_one_weights_file_preferring_safet
         assert entry.files[0] == "config.json" and len(entry.files) == 2
         # only the language and flow repos publish model.safetensors on main
         expected = "model.safetensors" if entry.name in ("language", "flow") else "pytorch_model.bin"
-        assert entry.weights_file == expected
+        assert entry.files[1] == expected
 
 
 def test_architectures_and_tasks_agree_with_the_core_and_the_importer():

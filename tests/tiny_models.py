@@ -10,29 +10,11 @@ from pathlib import Path
 
 import torch
 
-ARCH = {
-    "language": "PerceiverForMaskedLM",
-    "vision-learned": "PerceiverForImageClassificationLearned",
-    "vision-fourier": "PerceiverForImageClassificationFourier",
-    "vision-conv": "PerceiverForImageClassificationConvProcessing",
-    "flow": "PerceiverForOpticalFlow",
-    "multimodal": "PerceiverForMultimodalAutoencoding",
-}
+from perceiver_cli.kinds import KINDS
 
-_COMMON = dict(num_latents=8, d_latents=32, num_self_attention_heads=4, num_cross_attention_heads=1,
-               num_self_attends_per_block=2, num_blocks=1, attention_probs_dropout_prob=0.0)
-
-TINY_CONFIGS = {
-    "language": dict(_COMMON, d_model=32, qk_channels=16, v_channels=32, num_cross_attention_heads=2,
-                     max_position_embeddings=64, vocab_size=262),
-    "vision-learned": dict(_COMMON, num_blocks=2, image_size=16, id2label={i: f"class {i}" for i in range(10)}),
-    "vision-fourier": dict(_COMMON, num_blocks=2, id2label={i: f"class {i}" for i in range(10)}),
-    "vision-conv": dict(_COMMON, num_blocks=2, id2label={i: f"class {i}" for i in range(10)}),
-    "flow": dict(_COMMON, num_latents=16, train_size=[8, 12]),
-    "multimodal": dict(_COMMON, num_frames=2, image_size=8, audio_samples_per_frame=32, samples_per_patch=16,
-                       output_shape=[1, 2, 16, 16], output_num_channels=32, _label_trainable_num_channels=16,
-                       id2label={i: f"action {i}" for i in range(10)}),
-}
+# Each kind's class and tiny sizes come from its row (perceiver_cli.kinds).
+ARCH = {kind.name: kind.architecture for kind in KINDS}
+TINY_CONFIGS = {kind.name: dict(kind.tiny) for kind in KINDS}
 
 
 def randomise(model: torch.nn.Module, seed: int = 0) -> None:

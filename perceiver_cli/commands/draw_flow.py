@@ -11,7 +11,7 @@ from perceiver_cli.commands.common import JsonOption, QuietOption, examples
 from perceiver_cli.commands.flow import LegendOption, MaxFlowOption, StyleOption
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.engine import run_local
-from perceiver_cli.tasks.flow import DrawFlowTask
+from perceiver_cli.tasks.draw_flow import DrawFlowTask
 from perceiver_cli.tasks.report import Reporter
 from perceiver_cli.io.atomic import prepare_output
 from perceiver_cli.io.writers import check_style

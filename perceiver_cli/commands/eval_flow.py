@@ -11,9 +11,9 @@ from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption
                                            WeightsOption, batch_size_option, check_source, examples,
                                            limit_option, model_option)
 from perceiver_cli.tasks.flow import MODELS, FlowTask
-from perceiver_cli.tasks.engine import RuntimeRequest, run_local
-from perceiver_cli.tasks.eval_flow import EvalFlowTask, summary_lines
-from perceiver_cli.tasks.report import Reporter, emit_json
+from perceiver_cli.tasks.engine import RuntimeRequest
+from perceiver_cli.tasks.eval_flow import EvalFlowTask
+from perceiver_cli.tasks.evaluation import evaluate
 
 
 def eval_flow(
@@ -44,16 +44,7 @@ def eval_flow(
     source = check_source(model, weights, FlowTask.default_model)
     task = EvalFlowTask(dataset, source=source, sintel_pass=sintel_pass, limit=limit, numerics=numerics,
                         quiet=quiet)
-    runtime = RuntimeRequest(device, dtype, batch_size).resolve(task)
-    records: list[dict] = []
-    code = run_local(task, runtime, Reporter(task, json_lines=json_lines, quiet=quiet),
-                     listeners=[lambda result: records.append(result.record)])
-    summary = task.summary(records)
-    if json_lines:
-        emit_json(summary)
-    else:
-        print("\n".join(summary_lines(summary)), flush=True)
-    return code
+    return evaluate(task, RuntimeRequest(device, dtype, batch_size), json_lines=json_lines, quiet=quiet)
 
 
 eval_flow.epilog = examples("perceiver eval flow MPI-Sintel-complete/ --pass final",

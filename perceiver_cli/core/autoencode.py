@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from perceiver_cli.core.models import DEFAULT_CHUNK_SIZE
+from perceiver_cli.choices import DEFAULT_CHUNK_SIZE
 from perceiver_cli.core.spec import PerceiverSpec
 from perceiver_cli.errors import UsageError
 

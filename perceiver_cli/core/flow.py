@@ -46,7 +46,7 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from perceiver_cli.core.models import DEFAULT_CHUNK_SIZE
+from perceiver_cli.choices import DEFAULT_CHUNK_SIZE
 from perceiver_cli.core.spec import FLOW_SCALE_FACTOR
 
 # DeepMind's minimum overlap between neighbouring windows, in pixels.

@@ -1,4 +1,4 @@
-"""The six Perceiver IO checkpoint classes over one generic encoder and one chunked decoder.
+"""The six Perceiver IO checkpoint classes over one generic encoder and one chunked decoder (core.trunk).
 
 Module names reproduce the hub checkpoints' state_dict keys exactly (tests/data/hub-keys lists them), so
 weights load strictly by name. Each model documents its forward inputs and outputs.
@@ -6,136 +6,19 @@ weights load strictly by name. Each model documents its forward inputs and outpu
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, Optional, Sequence, TypeVar
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from perceiver_cli.core.decoding import DecoderAttention, DecoderMemory
+from perceiver_cli.choices import DEFAULT_CHUNK_SIZE
+from perceiver_cli.core.decoding import DecoderMemory
 from perceiver_cli.core.layers import Encoder, LatentEmbeddings, Linear, in_passes, onednn_linear_available
-from perceiver_cli.core.position import fourier_features, fourier_size, grid_positions, subsampled_positions
-from perceiver_cli.core.spec import NUMERICS, Numerics, PerceiverSpec
-
-# Decoder queries per chunk: bounds decoder memory whatever the number of outputs, and keeps a chunk's
-# temporaries in the CPU's cache between one operation and the next.
-DEFAULT_CHUNK_SIZE = 4096
-
-Item = TypeVar("Item")
-Result = TypeVar("Result")
-
-
-def run_chunks(fn: Callable[[Item], Result], items: Sequence[Item], device: torch.device) -> list[Result]:
-    """[fn(item) for item in items], with the chunks shared out on a CPU that torch gives several threads.
-
-    Decoder chunks are independent, and a decoder pass is many operations, several of them too small to
-    keep several threads busy, so single-threaded workers each decoding their own chunks beat all threads on
-    every operation of one chunk at a time. torch's thread count is set to one while the workers run and
-    restored after (also on errors and Ctrl-C, when the chunks not yet started are dropped).
-    """
-    workers = torch.get_num_threads()
-    if device.type != "cpu" or workers < 2 or len(items) < 2:
-        return [fn(item) for item in items]
-    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
-
-    def job(item: Item) -> Result:
-        with torch.inference_mode(inference), torch.set_grad_enabled(grad):  # both are per thread
-            return fn(item)
-
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="perceiver-decode")
-    torch.set_num_threads(1)
-    try:
-        return list(pool.map(job, items))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(workers)
-
-
-class LearnedPositions(nn.Module):
-    """A learned position table (key `position_embeddings`), shape (N, C)."""
-
-    def __init__(self, num_positions: int, channels: int):
-        super().__init__()
-        self.position_embeddings = nn.Parameter(torch.zeros(num_positions, channels))
-
-
-class NamedParameters(nn.Module):
-    """A few parameters addressed by name (checkpoint keys such as `padding.audio`)."""
-
-    def __init__(self, shapes: dict[str, tuple[int, ...]]):
-        super().__init__()
-        for name, shape in shapes.items():
-            self.register_parameter(name, nn.Parameter(torch.zeros(shape)))
-
-
-class Trunk(nn.Module):
-    """The shared `perceiver.*` part: input adapter, latents, encoder, decoder, output adapter."""
-
-    def __init__(self, input_preprocessor: Optional[nn.Module], latents: LatentEmbeddings, encoder: Encoder,
-                 decoder: nn.Module, output_postprocessor: Optional[nn.Module] = None):
-        super().__init__()
-        if input_preprocessor is not None:
-            self.input_preprocessor = input_preprocessor
-        self.embeddings = latents
-        self.encoder = encoder
-        self.decoder = decoder
-        if output_postprocessor is not None:
-            self.output_postprocessor = output_postprocessor
-
-    def encode(self, inputs: torch.Tensor, inputs_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """inputs (B, N, C) -> latents (B, L, D); runs the encoder once."""
-        latents = self.embeddings.latents.to(inputs.dtype).expand(inputs.shape[0], -1, -1)
-        return self.encoder(latents, inputs, inputs_mask)
-
-
-class QueryDecoder(nn.Module):
-    """Cross-attends output queries to the latents, in chunks (queries never attend to each other)."""
-
-    def __init__(self, query_dim: int, d_latents: int, out_channels: Optional[int], *,
-                 qk_channels: Optional[int] = None, v_channels: Optional[int] = None, num_heads: int = 1,
-                 query_residual: bool = False, gelu_approximate: str = "none", cross_shape: str = "kv",
-                 learned_queries: Optional[tuple[int, int]] = None):
-        super().__init__()
-        if learned_queries is not None:
-            self.output_position_encodings = LearnedPositions(*learned_queries)
-        self.decoding_cross_attention = DecoderAttention(
-            query_dim, d_latents, qk_channels=qk_channels, v_channels=v_channels, num_heads=num_heads,
-            widening_factor=1, query_residual=query_residual, gelu_approximate=gelu_approximate,
-            cross_shape=cross_shape,
-        )
-        if out_channels is not None:
-            self.final_layer = Linear(query_dim, out_channels)
-
-    def memory(self, z: torch.Tensor, num_queries: Optional[int] = None,
-               query_tail: Optional[torch.Tensor] = None) -> DecoderMemory:
-        """The latents' keys and values, computed once and shared by every chunk of `num_queries` queries
-        (None: many); `query_tail`: constant last channels of every query (see DecoderAttention.memory)."""
-        return self.decoding_cross_attention.memory(z, query_tail=query_tail, num_queries=num_queries)
-
-    def forward(self, queries: torch.Tensor, z: Optional[torch.Tensor] = None, memory: Optional[DecoderMemory] = None,
-                post: Optional[nn.Linear] = None) -> torch.Tensor:
-        """queries (B, Q, query_dim) against latents z (B, L, D) (or their memory) -> (B, Q, out_channels).
-
-        `post` is a further linear layer applied to the output (an output adapter's projection).
-        """
-        memory = memory if memory is not None else self.memory(z, queries.shape[1])
-        head = None
-        if hasattr(self, "final_layer"):
-            weight, bias = self.final_layer.weight, self.final_layer.bias
-            if post is not None:
-                weight, bias = post.weight @ weight, post.weight @ bias + post.bias
-            head = (weight, bias)
-        return self.decoding_cross_attention.decode(queries, memory, head)
-
-    def decode_in_chunks(self, z: torch.Tensor, num_queries: int, make_queries: Callable[[int, int], torch.Tensor],
-                         chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[tuple[int, torch.Tensor]]:
-        """Yield (start, outputs) for queries [start, start+chunk) built by make_queries(start, stop)."""
-        memory = self.memory(z, num_queries)
-        starts = range(0, num_queries, chunk_size)
-        outputs = run_chunks(lambda start: self(make_queries(start, min(start + chunk_size, num_queries)),
-                                                memory=memory), starts, z.device)
-        yield from zip(starts, outputs)
+from perceiver_cli.core.position import fourier_features, grid_positions, subsampled_positions
+from perceiver_cli.core.spec import NUMERICS, Numerics, PerceiverSpec, input_channels
+from perceiver_cli.core.trunk import LearnedPositions, NamedParameters, QueryDecoder, Trunk, run_chunks
+from perceiver_cli.kinds import fourier_size, input_widths
 
 
 def _gelu(spec: PerceiverSpec, numerics: Numerics) -> str:
@@ -257,51 +140,48 @@ class ConvDownsample(nn.Module):
 
 
 class ImagePreprocessor(nn.Module):
-    """pixels (B, 3, H, W) -> tokens (B, N, C) with positions, for the three ImageNet checkpoints."""
+    """pixels (B, 3, H, W) -> tokens (B, N, C) with positions, for the three ImageNet checkpoints.
 
-    def __init__(self, spec: PerceiverSpec, numerics: Numerics):
+    `stem` is what meets the pixels: "learned" (a 1x1 conv, learned positions), "conv" (conv + max-pool,
+    Fourier positions) or "pixels" (the pixels themselves, Fourier positions).
+    """
+
+    def __init__(self, spec: PerceiverSpec, numerics: Numerics, stem: str):
         super().__init__()
-        self.kind = spec.kind
-        if self.kind == "vision-learned":
-            self.convnet_1x1 = nn.Conv2d(3, 256, kernel_size=1)
-            self.position_embeddings = LearnedPositions(spec.image_size ** 2, 256)
-            self.positions_projection = Linear(256, 256)
+        self.stem = stem
+        widths = input_widths(spec)
+        if stem == "learned":
+            self.convnet_1x1 = nn.Conv2d(3, widths["pixels"], kernel_size=1)
+            self.position_embeddings = LearnedPositions(spec.image_size ** 2, widths["positions"])
+            self.positions_projection = Linear(widths["positions"], widths["positions"])
             self.max_resolution = None
-        elif self.kind == "vision-conv":
-            self.convnet = ConvDownsample(64, numerics)
+        elif stem == "conv":
+            self.convnet = ConvDownsample(widths["pixels"], numerics)
             self.max_resolution = (56, 56)
         else:
             self.max_resolution = (224, 224)
 
     def positions(self, dtype: torch.dtype) -> Optional[torch.Tensor]:
-        """vision-learned's projected position embeddings (N, 256), the same for every image: compute them
+        """The learned stem's projected position embeddings (N, 256), the same for every image: compute them
         once for a batch and pass them to forward. None for the other kinds (their positions are cheap)."""
-        if self.kind != "vision-learned":
+        if self.stem != "learned":
             return None
         return self.positions_projection(self.position_embeddings.position_embeddings.to(dtype))
 
     def forward(self, pixels: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.kind == "vision-learned":
+        if self.stem == "learned":
             x = self.convnet_1x1(pixels)
-        elif self.kind == "vision-conv":
+        elif self.stem == "conv":
             x = self.convnet(pixels)
         else:
             x = pixels
         b, c, h, w = x.shape
         tokens = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
-        if self.kind == "vision-learned":
+        if self.stem == "learned":
             pos = self.positions(x.dtype) if positions is None else positions
         else:
             pos = fourier_features(grid_positions((h, w), device=x.device), 64, self.max_resolution).to(x.dtype)
         return torch.cat([tokens, pos.expand(b, -1, -1)], dim=-1)
-
-
-def _vision_input_channels(spec: PerceiverSpec) -> int:
-    if spec.kind == "vision-learned":
-        return 256 + 256
-    if spec.kind == "vision-conv":
-        return 64 + fourier_size(2, 64)
-    return 3 + fourier_size(2, 64)
 
 
 class ClassificationDecoder(nn.Module):
@@ -317,14 +197,14 @@ class ClassificationDecoder(nn.Module):
 class ImageClassifier(nn.Module):
     """deepmind/vision-perceiver-{learned,fourier,conv}: pixels (B, 3, 224, 224) normalised -> logits (B, labels)."""
 
-    def __init__(self, spec: PerceiverSpec, numerics: Numerics):
+    def __init__(self, spec: PerceiverSpec, numerics: Numerics, stem: str):
         super().__init__()
         self.spec = spec
         gelu = _gelu(spec, numerics)
-        residual = numerics.learned_decoder_query_residual if spec.kind == "vision-learned" else True
+        residual = numerics.learned_decoder_query_residual if stem == "learned" else True
         self.perceiver = Trunk(
-            ImagePreprocessor(spec, numerics), LatentEmbeddings(spec.num_latents, spec.d_latents),
-            Encoder(spec, kv_dim=_vision_input_channels(spec), gelu_approximate=gelu),
+            ImagePreprocessor(spec, numerics, stem), LatentEmbeddings(spec.num_latents, spec.d_latents),
+            Encoder(spec, kv_dim=input_channels(spec), gelu_approximate=gelu),
             ClassificationDecoder(spec, gelu, residual),
         )
 
@@ -357,7 +237,7 @@ class FlowPreprocessor(nn.Module):
     def __init__(self, spec: PerceiverSpec):
         super().__init__()
         self.train_size = tuple(spec.train_size)
-        self.conv_after_patches = Linear(54, 64)
+        self.conv_after_patches = Linear(54, input_widths(spec)["patches"])
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """patches (B, 2, 27, H, W) -> tokens (B, H*W, 64 + Fourier channels)."""
@@ -370,7 +250,8 @@ class FlowPreprocessor(nn.Module):
 class FlowDecoder(nn.Module):
     def __init__(self, spec: PerceiverSpec, gelu: str):
         super().__init__()
-        self.decoder = QueryDecoder(64 + fourier_size(2, 64), spec.d_latents, 2, query_residual=False,
+        # The decoder's queries are the encoder's input tokens.
+        self.decoder = QueryDecoder(input_channels(spec), spec.d_latents, 2, query_residual=False,
                                     gelu_approximate=gelu, cross_shape=spec.cross_attention_shape_for_attention)
 
 
@@ -384,7 +265,7 @@ class OpticalFlowModel(nn.Module):
         self.spec = spec
         gelu = _gelu(spec, numerics)
         self.perceiver = Trunk(FlowPreprocessor(spec), LatentEmbeddings(spec.num_latents, spec.d_latents),
-                               Encoder(spec, kv_dim=64 + fourier_size(2, 64), gelu_approximate=gelu),
+                               Encoder(spec, kv_dim=input_channels(spec), gelu_approximate=gelu),
                                FlowDecoder(spec, gelu))
 
     def forward(self, patches: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
@@ -409,13 +290,9 @@ class MultimodalPreprocessor(nn.Module):
     def __init__(self, spec: PerceiverSpec):
         super().__init__()
         self.spec = spec
-        self.audio_channels = spec.samples_per_patch + fourier_size(1, 192)
-        self.image_channels = 4 * 4 * 3 + fourier_size(3, 32)
-        self.label_channels = spec.num_labels
-        self.num_channels = max(self.audio_channels, self.image_channels, self.label_channels) + 4
-        c = self.num_channels
-        self.padding = NamedParameters({"audio": (1, c - self.audio_channels), "image": (1, c - self.image_channels),
-                                        "label": (1, c - self.label_channels)})
+        widths = input_widths(spec)
+        self.num_channels = c = widths["tokens"]
+        self.padding = NamedParameters({m: (1, c - widths[m]) for m in MODALITIES})
         self.mask = NamedParameters({m: (1, c) for m in MODALITIES})
 
     def forward(self, images: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
@@ -517,6 +394,11 @@ class MultimodalAutoencoder(nn.Module):
         return {"audio": s.num_frames * s.audio_samples_per_frame // s.samples_per_patch,
                 "image": s.output_shape[1] * s.output_shape[2] * s.output_shape[3], "label": 1}
 
+    def forward(self, images: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """images (B, T, 3, H, W), audio (B, S) -> the clip's label logits (B, 1, num_labels); reconstructions
+        are decoded per modality from encode()'s latents."""
+        return self.decode(self.encode(images, audio), "label")
+
     def encode(self, images: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """images (B, T, 3, H, W) in [0, 1], audio (B, S) in [-1, 1] -> latents (B, L, D). Runs once per clip."""
         return self.perceiver.encode(self.perceiver.input_preprocessor(images, audio))
@@ -548,14 +430,9 @@ class MultimodalAutoencoder(nn.Module):
         return torch.cat(parts, dim=1)
 
 
-_MODEL_CLASSES = {
-    "language": MaskedLanguageModel,
-    "vision-learned": ImageClassifier,
-    "vision-fourier": ImageClassifier,
-    "vision-conv": ImageClassifier,
-    "flow": OpticalFlowModel,
-    "multimodal": MultimodalAutoencoder,
-}
+# The classes the kinds' rows name (perceiver_cli.kinds.Kind.model).
+MODEL_CLASSES = {cls.__name__: cls for cls in (MaskedLanguageModel, ImageClassifier, OpticalFlowModel,
+                                               MultimodalAutoencoder)}
 
 
 def build_model(spec: PerceiverSpec, numerics: str | Numerics = "deepmind") -> nn.Module:
@@ -563,4 +440,5 @@ def build_model(spec: PerceiverSpec, numerics: str | Numerics = "deepmind") -> n
     if isinstance(numerics, str):
         numerics = NUMERICS[numerics]
     onednn_linear_available()  # the engine decided now: a bad PERCEIVER_CLI_CPU_MATMUL stops before any input
-    return _MODEL_CLASSES[spec.kind](spec, numerics)
+    row = spec.row
+    return MODEL_CLASSES[row.model](spec, numerics, **row.model_options)

@@ -23,7 +23,7 @@ def subsampled_positions(indices: torch.Tensor, index_dims: Sequence[int]) -> to
 
 
 def fourier_features(pos: torch.Tensor, num_bands: int, max_resolution: Sequence[int]) -> torch.Tensor:
-    """(N, D) positions -> (N, D + 2*D*num_bands): [pos, sin(pi*f*pos)..., cos(pi*f*pos)...].
+    """(N, D) positions -> (N, D + 2*D*num_bands) (kinds.fourier_size): [pos, sin(pi*f*pos)..., cos(pi*f*pos)...].
 
     Frequencies are linspace(1, res/2, num_bands) for each axis; features are ordered axis-major.
     """
@@ -32,8 +32,3 @@ def fourier_features(pos: torch.Tensor, num_bands: int, max_resolution: Sequence
     ])  # (D, num_bands)
     scaled = (pos[:, :, None] * bands[None, :, :]).reshape(pos.shape[0], -1) * math.pi
     return torch.cat([pos, torch.sin(scaled), torch.cos(scaled)], dim=-1)
-
-
-def fourier_size(num_dims: int, num_bands: int) -> int:
-    """Channels produced by fourier_features for num_dims axes."""
-    return num_dims + 2 * num_dims * num_bands

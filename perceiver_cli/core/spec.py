@@ -11,16 +11,10 @@ from typing import Any, Optional
 
 from perceiver_cli.bounds import check_config_sizes
 from perceiver_cli.errors import UsageError
+from perceiver_cli.kinds import BY_ARCHITECTURE, Kind, input_widths
 
-# architectures[0] in config.json -> (kind, task)
-ARCHITECTURES: dict[str, tuple[str, str]] = {
-    "PerceiverForMaskedLM": ("language", "fill-mask"),
-    "PerceiverForImageClassificationLearned": ("vision-learned", "classify"),
-    "PerceiverForImageClassificationFourier": ("vision-fourier", "classify"),
-    "PerceiverForImageClassificationConvProcessing": ("vision-conv", "classify"),
-    "PerceiverForOpticalFlow": ("flow", "flow"),
-    "PerceiverForMultimodalAutoencoding": ("multimodal", "autoencode-video"),
-}
+# architectures[0] in config.json -> (kind, task), from the kinds' rows
+ARCHITECTURES: dict[str, tuple[str, str]] = {arch: (row.name, row.task) for arch, row in BY_ARCHITECTURE.items()}
 
 # DeepMind's optical-flow colab multiplies the decoder output by this to get pixels.
 FLOW_SCALE_FACTOR = 20.0
@@ -92,12 +86,17 @@ class PerceiverSpec:
     id2label: dict[int, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
+    def row(self) -> Kind:
+        """Everything declared about this spec's kind (perceiver_cli.kinds)."""
+        return BY_ARCHITECTURE[self.architecture]
+
+    @property
     def kind(self) -> str:
-        return ARCHITECTURES[self.architecture][0]
+        return self.row.name
 
     @property
     def task(self) -> str:
-        return ARCHITECTURES[self.architecture][1]
+        return self.row.task
 
     def gelu_approximate(self, numerics: Numerics) -> str:
         """'tanh' or 'none' for torch.nn.functional.gelu under the given numerics."""
@@ -112,24 +111,9 @@ class InvalidConfig(UsageError):
     """A config that names no Perceiver IO class, or whose sizes the network cannot run; names the fields."""
 
 
-def _fourier_width(dims: int, bands: int) -> int:
-    """Channels of Fourier position features: the positions, then a sine and a cosine per band and axis."""
-    return dims * (2 * bands + 1)
-
-
 def input_channels(spec: PerceiverSpec) -> int:
     """The width of the tokens the encoder's cross-attention reads (its keys' and values' input width)."""
-    kind = spec.kind
-    if kind == "language":
-        return spec.d_model
-    if kind == "vision-learned":
-        return 256 + 256
-    if kind in ("vision-conv", "flow"):
-        return 64 + _fourier_width(2, 64)
-    if kind == "vision-fourier":
-        return 3 + _fourier_width(2, 64)
-    return max(spec.samples_per_patch + _fourier_width(1, 192), 4 * 4 * 3 + _fourier_width(3, 32),
-               spec.num_labels) + 4
+    return input_widths(spec)["tokens"]
 
 
 def _attention_widths(qk: Optional[int], v: Optional[int], default: int) -> tuple[int, int]:
@@ -143,9 +127,7 @@ def check_spec(spec: PerceiverSpec) -> None:
     positive = ["num_latents", "d_latents", "d_model", "num_blocks", "num_self_attends_per_block",
                 "num_self_attention_heads", "num_cross_attention_heads", "self_attention_widening_factor",
                 "cross_attention_widening_factor", "num_labels"]
-    positive += {"language": ["vocab_size", "max_position_embeddings"], "vision-learned": ["image_size"],
-                 "multimodal": ["num_frames", "audio_samples_per_frame", "samples_per_patch", "image_size",
-                                "output_num_channels", "label_trainable_num_channels"]}.get(spec.kind, [])
+    positive += spec.row.sizes
     for name in positive + ["qk_channels", "v_channels"]:
         value = getattr(spec, name)
         if value is None and name in ("qk_channels", "v_channels"):
@@ -172,22 +154,7 @@ def check_spec(spec: PerceiverSpec) -> None:
     if qk % heads or v % heads:
         problems.append(f"cross-attention widths qk {qk} and v {v} (qk_channels, v_channels, else the inputs' "
                         f"{kv_width} channels) do not split into num_cross_attention_heads {heads}")
-    if spec.kind == "language":
-        if spec.d_model % 8:  # the checkpoint's decoder has 8 heads whose values are d_model wide
-            problems.append(f"d_model {spec.d_model} does not split into the language decoder's 8 heads")
-        if spec.vocab_size < 262:
-            problems.append(f"vocab_size {spec.vocab_size} is smaller than the 262 byte-level tokens")
-    if spec.kind == "flow" and (len(spec.train_size) != 2 or min(spec.train_size) < 1):
-        problems.append(f"train_size {list(spec.train_size)} is not [height, width] in pixels")
-    if spec.kind == "multimodal":
-        shape = tuple(spec.output_shape)
-        if len(shape) != 4 or shape[1] != spec.num_frames or shape[2] != shape[3] or shape[2] % 4:
-            problems.append(f"output_shape {list(shape)} is not [1, num_frames, size, size] with num_frames "
-                            f"{spec.num_frames} and size a multiple of 4")
-        if (spec.num_frames * spec.audio_samples_per_frame) % spec.samples_per_patch:
-            problems.append(f"num_frames {spec.num_frames} x audio_samples_per_frame "
-                            f"{spec.audio_samples_per_frame} samples do not split into samples_per_patch "
-                            f"{spec.samples_per_patch}")
+    problems += spec.row.check(spec)
     if problems:
         raise InvalidConfig(f"config.json: {'; '.join(problems)}")
 

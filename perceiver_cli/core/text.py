@@ -71,16 +71,6 @@ UTF8_TRANSITIONS = _utf8_table()
 ANY_BYTES_TRANSITIONS = np.zeros((1, NUM_BYTES), dtype=np.int64)
 
 
-def is_valid_utf8(data: bytes) -> bool:
-    """Whether the automaton accepts `data` (the same verdict as bytes.decode('utf-8'))."""
-    state = 0
-    for byte in data:
-        state = int(UTF8_TRANSITIONS[state, byte])
-        if state == _DEAD:
-            return False
-    return state == 0
-
-
 @dataclass(frozen=True)
 class Filling:
     """One filling of every mask of a text: the bytes of each span, and its log-probability (natural log)."""

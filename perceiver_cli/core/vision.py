@@ -1,12 +1,7 @@
-"""ImageNet classification maths: the checkpoints' preprocessing, batching into the model, softmax top-k.
+"""ImageNet classification maths: batching prepared images into the model, softmax top-k.
 
-Preprocessing reproduces transformers' PerceiverImageProcessor (PIL backend) value for value:
-a centre square crop of int(224/256 * min(H, W)) pixels (offsets rounded down), a PIL bicubic
-resize of the uint8 crop to 224x224 (uint8 out), then x * (1/255) in float64 cast to float32, and
-(x - mean) / std in float32 with the ImageNet mean and std. The last two steps only ever see 256
-values per channel, so they are a per-channel lookup table computed with exactly those operations.
-
-Knows nothing of files: inputs are (H, W, 3) uint8 RGB arrays; failures are ValueErrors without a path.
+Images are prepared (cropped, resized, normalised) by perceiver_cli.io.imagenet, on a thread pool that
+prefetch_batches keeps ahead of the model. Knows nothing of files.
 """
 
 from __future__ import annotations
@@ -16,72 +11,17 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Generic, Optional, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
-from PIL import Image
 
-IMAGE_SIZE = 224
-# The crop keeps 224/256 of the short side, as ImageNet evaluation has since AlexNet.
-CROP_NUMERATOR, CROP_DENOMINATOR = 224, 256
-RESCALE_FACTOR = 1 / 255
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# The short side must give a crop of at least one pixel.
-MIN_SHORT_SIDE = 2
-
-
-def _normalise_table() -> np.ndarray:
-    """(3, 256) float32: uint8 value v of channel c -> ((float32(v * 1/255) - mean_c) / std_c) in float32."""
-    scaled = (np.arange(256, dtype=np.float64) * RESCALE_FACTOR).astype(np.float32)
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None]
-    std = np.asarray(IMAGENET_STD, dtype=np.float32)[:, None]
-    return np.ascontiguousarray((scaled[None, :] - mean) / std, dtype=np.float32)
-
-
-NORMALISE_TABLE = _normalise_table()
-
-
-def centre_crop_box(height: int, width: int) -> tuple[int, int, int]:
-    """(top, left, side) of the square crop the checkpoints were evaluated with."""
-    side = int((CROP_NUMERATOR / CROP_DENOMINATOR) * min(height, width))
-    return (height - side) // 2, (width - side) // 2, side
-
-
-def resize_crop(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> the centre crop resized to (224, 224, 3) uint8 with PIL's bicubic filter."""
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise TypeError(f"expected an (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}")
-    height, width = rgb.shape[:2]
-    if min(height, width) < MIN_SHORT_SIDE:
-        raise ValueError(f"image is {width}x{height} pixels, too small to classify "
-                         f"(the short side needs at least {MIN_SHORT_SIDE} pixels)")
-    top, left, side = centre_crop_box(height, width)
-    # Crop before resizing: PIL's resize(box=...) would let pixels outside the crop into the filter.
-    crop = Image.fromarray(np.ascontiguousarray(rgb[top:top + side, left:left + side]), mode="RGB")
-    if side == IMAGE_SIZE:  # PIL returns a copy unchanged at the same size; skip the work
-        return np.asarray(crop)
-    return np.asarray(crop.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC))
-
-
-def normalise_into(resized: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """(224, 224, 3) uint8 -> `out` (3, 224, 224) float32, rescaled and normalised; returns `out`."""
-    for channel in range(3):
-        np.take(NORMALISE_TABLE[channel], resized[:, :, channel], out=out[channel])
-    return out
-
-
-def preprocess_image(rgb: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, 224, 224) float32 model input, written into `out` when given."""
-    if out is None:
-        out = np.empty((3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    return normalise_into(resize_crop(rgb), out)
+from perceiver_cli.kinds import IMAGENET
 
 
 def empty_batch(size: int) -> np.ndarray:
-    """An uninitialised (B, 3, 224, 224) float32 batch for preprocess_image to fill in place."""
-    return np.empty((size, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    """An uninitialised (B, 3, 224, 224) float32 batch for io.imagenet.preprocess_image to fill in place."""
+    return np.empty((size, 3, IMAGENET.size, IMAGENET.size), dtype=np.float32)
 
 
 @torch.inference_mode()

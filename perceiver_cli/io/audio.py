@@ -1,4 +1,4 @@
-"""Sound and array outputs: WAV files and .npz archives (PSNR is `perceiver_cli.metrics.psnr`).
+"""Sound and array outputs: WAV files and .npz archives (PSNR: `perceiver_cli.core.autoencode.psnr_from_error`).
 
 - `write_wav` writes 16-bit PCM by default (what every player reads); samples outside [-1, 1] are
   clipped first, since PCM cannot hold them. `subtype="FLOAT"` keeps 32-bit float samples exactly.

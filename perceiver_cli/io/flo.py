@@ -82,22 +82,3 @@ def known_flow_mask(flow: np.ndarray) -> np.ndarray:
     # NaN fails the <= test, so it counts as unknown like the huge sentinel values.
     within = np.abs(field) <= UNKNOWN_FLOW_THRESHOLD
     return within[..., 0] & within[..., 1]
-
-
-def end_point_error(pred: np.ndarray, gt: np.ndarray, label: str = "ground truth") -> float:
-    """Mean end-point error over pixels where gt is known, as `perceiver_cli.metrics.end_point_error`.
-
-    The same figure, but a shape mismatch or a gt with no known pixel raises InputError naming
-    `label` instead of giving None.
-    """
-    from perceiver_cli.metrics import end_point_error as mean_end_point_error
-
-    predicted, truth = np.asarray(pred), np.asarray(gt)
-    if predicted.shape != truth.shape or truth.ndim != 3 or truth.shape[2] != 2:
-        raise InputError(
-            f"{label}: flow shape {tuple(truth.shape)} does not match the prediction's {tuple(predicted.shape)}"
-        )
-    error = mean_end_point_error(predicted, truth)
-    if error is None:
-        raise InputError(f"{label}: no pixel has known flow, end-point error is undefined")
-    return error

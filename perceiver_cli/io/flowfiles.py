@@ -12,11 +12,9 @@ Formats, recognised by their first bytes (the suffix is only used to name what w
   little-endian), then float32 rows stored bottom row first.
 - `.npy`: a numpy array of shape (H, W, 2); NaN marks invalid pixels.
 
-Writing (`write_flow`) picks the format from the suffix: `.flo`, `.npy`, and `.png` only with
-`kitti=True` (so a colour picture is never written where KITTI flow was meant, nor the reverse).
-Invalid pixels are stored as the format allows: 1e10 in `.flo`, NaN in `.npy`, valid flag 0 (and
-zero motion) in KITTI PNG. KITTI PNG keeps 1/64 px steps within about +-512 px; values beyond are
-clipped. Every writer is atomic (see `perceiver_cli.io.atomic`).
+Writers: `write_flo` (io.flo), `write_flow_npy` and `write_kitti_png`. Invalid pixels are stored as
+the format allows: NaN in `.npy`, valid flag 0 (and zero motion) in KITTI PNG. KITTI PNG keeps 1/64 px
+steps within about +-512 px; values beyond are clipped. Every writer is atomic (see `perceiver_cli.io.atomic`).
 
 `FlowVideoWriter` streams a whole video's flow into one `.npy` of shape (pairs, H, W, 2) through a
 memory map, so no more than one field is held in memory.
@@ -40,15 +38,13 @@ from PIL import Image
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.io.inputs import special_file_kind
 from perceiver_cli.io.atomic import atomic_write, atomic_write_path
-from perceiver_cli.io.flo import MAX_FLO_SIDE, known_flow_mask, read_flo, write_flo
+from perceiver_cli.io.flo import MAX_FLO_SIDE, known_flow_mask, read_flo
 from perceiver_cli.io.images import DEFAULT_MAX_PIXELS
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 KITTI_OFFSET = 2**15
 KITTI_SCALE = 64.0
-# Written in place of the flow at invalid pixels of a .flo file; above UNKNOWN_FLOW_THRESHOLD.
-FLO_UNKNOWN_VALUE = 1e10
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _NPY_SIGNATURE = b"\x93NUMPY"
@@ -81,16 +77,6 @@ def png_layout(head: bytes) -> Optional[tuple[int, int]]:
     if len(head) < 26 or not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
         return None
     return head[24], head[25]
-
-
-def is_kitti_flow_png(path: PathLike) -> bool:
-    """True if path is a PNG with 16-bit RGB pixels, the layout of KITTI flow files."""
-    try:
-        with open(path, "rb") as handle:
-            layout = png_layout(handle.read(26))
-    except OSError:
-        return False
-    return layout == (16, _PNG_RGB)
 
 
 def read_kitti_png(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -288,29 +274,6 @@ def read_flow(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not head:
         raise InputError(f"{path}: empty file, not flow")
     raise InputError(f"{path}: not a flow file we know (expected .flo, 16-bit KITTI PNG, .pfm or .npy)")
-
-
-def write_flow(path: PathLike, flow: np.ndarray, valid: Optional[np.ndarray] = None, kitti: bool = False) -> None:
-    """Write (H, W, 2) flow atomically in the format its suffix names (.flo, .npy; .png needs kitti=True)."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".png":
-        if not kitti:
-            raise UsageError(
-                f"{path}: a .png flow file is written only as KITTI 16-bit flow (kitti=True); "
-                "a colour picture of the flow is drawn by perceiver_cli.io.flowviz"
-            )
-        write_kitti_png(path, flow, valid)
-    elif kitti:
-        raise UsageError(f"{path}: KITTI flow is a .png file, not '{suffix or 'no extension'}'")
-    elif suffix == ".flo":
-        field = _checked_field(flow, "write_flow")
-        if valid is not None:
-            field = np.where(_checked_valid(valid, field)[..., None], field, FLO_UNKNOWN_VALUE)
-        write_flo(path, field)
-    elif suffix == ".npy":
-        write_flow_npy(path, flow, valid)
-    else:
-        raise UsageError(f"{path}: cannot write flow as '{suffix or 'no extension'}' (use .flo, .npy or KITTI .png)")
 
 
 def read_mask_png(path: PathLike) -> np.ndarray:

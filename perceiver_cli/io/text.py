@@ -83,15 +83,6 @@ def parse_masked_text(text: str) -> MaskedText:
     return MaskedText(text=text, pieces=tuple(pieces), masks=tuple(masks))
 
 
-def render_masked_text(pieces: list[str], masks: list[Optional[int]]) -> str:
-    """The inverse of parse_masked_text: pieces joined by `[MASK]` or `[MASK:n]`."""
-    out = [pieces[0]]
-    for mask, piece in zip(masks, pieces[1:]):
-        out.append(MASK_TOKEN if mask is None else f"[MASK:{mask}]")
-        out.append(piece)
-    return "".join(out)
-
-
 @dataclass(frozen=True)
 class BadLine:
     """A line of input that could not be read as text, and why."""

@@ -52,6 +52,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from perceiver_cli.choices import SILENT_VIDEO_FORMATS, VIDEO_FORMATS
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.io.atomic import atomic_write_path
 
@@ -77,8 +78,8 @@ _OUTPUT_KINDS = {
 _VIDEO_OPTIONS = {"libx264": _X264_OPTIONS, "libvpx-vp9": _VP9_OPTIONS, "mpeg4": _MPEG4_OPTIONS, "gif": {}}
 _PIXEL_FORMATS = {"libx264": "yuv420p", "libvpx-vp9": "yuv420p", "mpeg4": "yuv420p", "gif": "pal8"}
 # Video outputs that carry sound, and those that hold pictures only; VideoWriter writes all of them.
-SUPPORTED_VIDEO_OUTPUTS = tuple(suffix for suffix, kind in _OUTPUT_KINDS.items() if kind[2] is not None)
-SILENT_VIDEO_OUTPUTS = tuple(suffix for suffix, kind in _OUTPUT_KINDS.items() if kind[2] is None)
+SUPPORTED_VIDEO_OUTPUTS = tuple(f".{name}" for name in VIDEO_FORMATS)
+SILENT_VIDEO_OUTPUTS = tuple(f".{name}" for name in SILENT_VIDEO_FORMATS)
 ALL_VIDEO_OUTPUTS = SUPPORTED_VIDEO_OUTPUTS + SILENT_VIDEO_OUTPUTS
 
 
@@ -280,16 +281,6 @@ def _decoded_frames(container: "av.container.InputContainer", stream: "av.VideoS
         raise InputError(f"{name}: video decoding failed after {count} frames ({_reason(error)})") from None
     if count == 0:
         raise InputError(f"{name}: zero-length video (no decodable frames)")
-
-
-def iter_frames(path: PathLike, start_s: Optional[float] = None, end_s: Optional[float] = None) -> Iterator[np.ndarray]:
-    """Stream a video's frames at its own rate as uint8 (H, W, 3) RGB, turned as a player shows them.
-
-    With `start_s` / `end_s` (seconds from the first picture), only frames whose time t satisfies
-    start_s <= t < end_s come out; decoding stops at end_s.
-    """
-    for _, picture in iter_timed_frames(path, start_s, end_s):
-        yield picture
 
 
 def iter_timed_frames(path: PathLike, start_s: Optional[float] = None,
@@ -719,12 +710,6 @@ class VideoWriter:
         temporary, self._temporary = self._temporary, None
         self._video = self._audio = None
         return bool(temporary.__exit__(None, None, None))
-
-
-# What a folder or glob of videos picks up (a file named on its own is read whatever its extension).
-VIDEO_EXTENSIONS: frozenset[str] = frozenset(
-    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ogv"}
-)
 
 
 def clips_from_arrays(frames: np.ndarray, audio: Optional[np.ndarray] = None, frames_per_clip: int = 16,

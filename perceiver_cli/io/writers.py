@@ -42,22 +42,6 @@ class Target:
         return [self.path] if self.kind == FILE else [self.path / (stem + suffix) for suffix in formats]
 
 
-def parse_formats(text: str, allowed: Sequence[str]) -> list[str]:
-    """'flo,png' -> ['.flo', '.png'], each one of `allowed` (suffixes with their dot), duplicates dropped."""
-    formats: list[str] = []
-    for part in text.split(","):
-        suffix = "." + part.strip().lower().lstrip(".")
-        if suffix == ".":
-            continue
-        if suffix not in allowed:
-            raise UsageError(f"--format: unknown format '{part.strip()}' (use {', '.join(s[1:] for s in allowed)})")
-        if suffix not in formats:
-            formats.append(suffix)
-    if not formats:
-        raise UsageError("--format: give at least one format, e.g. --format flo,png")
-    return formats
-
-
 def classify_target(text: str, file_suffixes: Sequence[str], run_suffixes: Sequence[str]) -> Target:
     """What one -o argument names, from its spelling and what is on disk."""
     path = Path(text)
@@ -241,12 +225,6 @@ def write_mask(path: Path, mask: np.ndarray) -> None:
         write_array(path, np.asarray(mask, dtype=bool))
     else:
         write_mask_png(path, mask)
-
-
-def write_flow_file(path: Path, flow: np.ndarray, style: str = "middlebury", max_flow: Optional[float] = None,
-                    fmt: Optional[str] = None) -> None:
-    """Write one pair's flow (H, W, 2) to `path` in format `fmt` (default: the one its suffix names), atomically."""
-    FLOW_FILE_WRITERS[fmt or Path(path).suffix.lower()](Path(path), flow, Pictures(style, max_flow))
 
 
 class VideoColourScale:

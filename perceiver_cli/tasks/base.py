@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 from perceiver_cli.errors import InputError
@@ -42,10 +43,6 @@ class Result:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     worker: str = ""  # where it ran (host:pid), for the manifest
-    # A failure's stderr line when the error already names its file (not "key: error"), and whether an
-    # earlier item's failure said it already (a frame shared by two pairs): the record is still written.
-    problem_line: Optional[str] = None
-    repeated: bool = False
     # What the driver writes for this result into outputs spanning the whole run (see Task.assembler).
     parts: Any = None
 
@@ -59,25 +56,47 @@ def failure(item: Item, problem: str, **fields: Any) -> Result:
     return Result(item, {"input": item.input, **fields, "error": problem})
 
 
+def one_line(error: BaseException) -> str:
+    """An error's message on one line."""
+    return " ".join(str(error).split())
+
+
+def without_name(message: str, name: str) -> str:
+    """`message` without a leading `name: ` (a record names its input already)."""
+    return message[len(name) + 2:] if message.startswith(f"{name}: ") else message
+
+
+def named_problem(result: Result) -> str:
+    """A failed result's problem as `name: error`, named by its item's key or input."""
+    name = result.item.key or result.record.get("input") or ""
+    return f"{name}: {result.record['error']}" if name else result.record["error"]
+
+
+def record_or_raise(result: Result) -> dict[str, Any]:
+    """An ok result's record; a failed one raised as a ValueError saying `name: error` (the Python API)."""
+    if not result.ok:
+        raise ValueError(named_problem(result))
+    return result.record
+
+
 def problem_of(error: BaseException, name: str = "") -> str:
     """One line describing `error`, without a leading `name: ` (the record names the input already)."""
-    message = " ".join(str(error).split()) or type(error).__name__
+    message = one_line(error) or type(error).__name__
     if not isinstance(error, InputError):  # an unexpected fault: still one line, with its kind
         message = f"{type(error).__name__}: {message}"
-    if name and message.startswith(f"{name}: "):
-        message = message[len(name) + 2:]
-    return message
+    return without_name(message, name) if name else message
 
 
 class Task:
-    """Base of the four tasks. Subclasses set `name`, `default_model`, batch sizes, and implement
-    `items`, `setup` and `run`; `render` turns a record into the lines of the text table."""
+    """Base of every task. Subclasses set `name`, batch sizes, and implement `items`, `setup` and `run`;
+    `render` turns a record into the lines of the text table."""
 
     name: str = ""
     progress_label: str = ""  # what the progress bar says it is doing
-    default_model: str = ""
     cpu_batch_size: int = 1
     accelerator_batch_size: int = 8
+    # Whether an output spans the whole run (a flow video): such a run is neither resumed nor sharded.
+    whole_run_outputs: bool = False
 
     def items(self) -> Iterator[Item]:
         """The items of this run, in input order; cheap (no decoding, no model)."""
@@ -86,17 +105,6 @@ class Task:
     def setup(self, runtime, model=None) -> None:
         """Load the model (or take `model`, already loaded) for `runtime`; called once per worker."""
         raise NotImplementedError
-
-    def model_for(self, runtime, model=None):
-        """`model`, or the task's checkpoint (`self.source`) loaded for `runtime` and refused when it is of
-        another task's class; remembers the runtime."""
-        from perceiver_cli.load import load_model
-
-        self.runtime = runtime
-        if model is None:
-            model = load_model(self.source, device=runtime.device, dtype=runtime.dtype, numerics=self.numerics,
-                               task=self.name)
-        return model
 
     def run(self, items: Iterable[Item]) -> Iterator[Result]:
         """One Result per item, in the order given, as each is done (batched inside as the task likes)."""
@@ -109,6 +117,10 @@ class Task:
     def notes(self) -> list[str]:
         """Remarks for a person at the end of the run (inputs skipped on purpose), printed as notes."""
         return []
+
+    def failure_line(self, result: Result) -> Optional[str]:
+        """The stderr line of a failed result, `name: error`; None when an earlier line said it already."""
+        return named_problem(result)
 
     def close(self) -> None:
         """Release what `setup` or `run` holds (thread pools, open writers)."""
@@ -124,6 +136,29 @@ class Task:
         (an item split over segments: its one result once its last segment is in), and whose `finish()`
         returns the results of items whose segments did not all come back; None when nothing is assembled."""
         return None
+
+
+class ModelTask(Task):
+    """A task that runs a checkpoint: `source` names it (a kind or a folder, `default_model` when not given),
+    `numerics` how it computes; `setup` loads it through `model_for`."""
+
+    default_model: str = ""
+
+    def __init__(self, source: Optional[str | Path] = None, numerics: str = "deepmind"):
+        self.source = source if source is not None else self.default_model
+        self.numerics = numerics
+        self.model = None
+
+    def model_for(self, runtime, model=None):
+        """`model`, or the task's checkpoint (`self.source`) loaded for `runtime` and refused when it is of
+        another task's class; remembers the runtime."""
+        from perceiver_cli.load import load_model
+
+        self.runtime = runtime
+        if model is None:
+            model = load_model(self.source, device=runtime.device, dtype=runtime.dtype, numerics=self.numerics,
+                               task=self.name)
+        return model
 
 
 def timed(results: Iterable[Result]) -> Iterator[Result]:

@@ -4,76 +4,21 @@ model -> the ImageNet classifier -> `{"input", "predictions": [{"label", "index"
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from perceiver_cli.kinds import names_for_task
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.labels import IMAGENET_LABELS, label_names
-from perceiver_cli.tasks.base import Item, Result, Task, failure, problem_of
+from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, problem_of, record_or_raise
+from perceiver_cli.tasks.inputs import error_item, expand_arguments, rgb_array
 from perceiver_cli.tasks.report import heading, row, visible
 
-STDIN_ARGUMENT = "-"
 # Images prepared ahead of the model, in batches: enough to hide decoding, small enough for memory.
 BATCHES_AHEAD = 2
-MODELS = ("vision-conv", "vision-fourier", "vision-learned")
-
-
-def paths_from_stdin() -> list[str]:
-    """Read one path per line from stdin (bytes decoded as file names are, so any name round-trips), or,
-    when the input holds NUL bytes (`find -print0`), one path per NUL-terminated entry, newlines and all."""
-    stream = getattr(sys.stdin, "buffer", None)
-    data = stream.read() if stream is not None else os.fsencode(sys.stdin.read())
-    if b"\0" in data:
-        entries = data.split(b"\0")
-    else:
-        entries = [line.rstrip(b"\r") for line in data.split(b"\n")]
-    return [name for name in map(os.fsdecode, entries) if name.strip()]
-
-
-def expand_arguments(arguments: Sequence[str], expand: Optional[Callable[[list[str]], list]] = None,
-                     kind: str = "image") -> tuple[list[Path | InputError], list[str]]:
-    """Input paths (an InputError in place of an argument standing for none), in order, and every argument
-    with `-` expanded into the paths on stdin; `expand` turns arguments into paths (images by default)."""
-    if expand is None:
-        from perceiver_cli.io.images import expand_image_inputs as expand
-
-    found: list[Path | InputError] = []
-    given: list[str] = []
-    names: list[str] = [STDIN_ARGUMENT]
-    for argument in arguments:
-        if argument != STDIN_ARGUMENT:
-            given.append(argument)
-            continue
-        lines = paths_from_stdin()
-        if not lines:
-            found.extend(expand(given))
-            names.extend(given)
-            given = []
-            found.append(InputError(f"{STDIN_ARGUMENT}: no {kind} paths on standard input"))
-        given.extend(lines)
-    found.extend(expand(given))
-    return found, names + given
-
-
-def error_item(index: int, error: InputError, arguments: Sequence[str]) -> Item:
-    """An item for an argument that stands for no image; `input` is the argument its message names."""
-    message = " ".join(str(error).split())
-    for candidate in sorted(arguments, key=len, reverse=True):
-        if message.startswith(f"{candidate}: "):
-            return Item(index, candidate, error=message[len(candidate) + 2:])
-    return Item(index, "", error=message)
-
-
-def rgb_array(image) -> np.ndarray:
-    """(H, W, 3) uint8 from a uint8 (H, W, 3) array or a PIL image."""
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise InputError(f"an image array must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
-        return image
-    return np.asarray(image.convert("RGB"))
+MODELS = names_for_task("classify")  # the --model choices, from the kinds' rows
 
 
 def class_names(id2label: dict[int, str], num_labels: int) -> list[str]:
@@ -83,7 +28,7 @@ def class_names(id2label: dict[int, str], num_labels: int) -> list[str]:
 
 def check_classifier(spec, source: str) -> None:
     """Refuse a checkpoint whose input size is not the one images are prepared at."""
-    from perceiver_cli.core.vision import IMAGE_SIZE
+    from perceiver_cli.io.imagenet import IMAGE_SIZE
 
     if spec.kind == "vision-learned" and spec.image_size != IMAGE_SIZE:
         raise UsageError(f"{source}: this vision-learned checkpoint has image_size {spec.image_size}, "
@@ -95,49 +40,26 @@ def predictions(scores: np.ndarray, indices: np.ndarray, names: list[str]) -> li
     return [{"label": names[int(i)], "index": int(i), "score": float(s)} for s, i in zip(scores, indices)]
 
 
-class ClassifyTask(Task):
-    """Classify image files into the checkpoint's classes (ImageNet-1k for DeepMind's three)."""
+def check_top_k(top_k: int) -> None:
+    """A usage error for a top-k below 1."""
+    if top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {top_k}")
 
-    name = "classify"
-    progress_label = "classifying"
-    default_model = "vision-conv"
-    # On the CPU a bigger batch gains no speed (the latent matmuls are already large) but keeps every
-    # image's activations alive at once; accelerators want batches.
-    cpu_batch_size = 2
-    accelerator_batch_size = 8
 
-    def __init__(self, inputs: Sequence[str], *, source: Optional[str | Path] = None, top_k: int = 5,
-                 max_pixels: Optional[int] = None, numerics: str = "deepmind"):
-        if top_k < 1:
-            raise UsageError(f"--top-k must be at least 1, got {top_k}")
-        if max_pixels is not None and max_pixels < 1:
-            raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
-        self.inputs = list(inputs)
-        self.source = source if source is not None else self.default_model
-        self.top_k = top_k
-        self.max_pixels = max_pixels
-        self.numerics = numerics
-        self.model = None
-        self._pool = None
+class ImageClassifier:
+    """The classify predictor: images (paths, uint8 (H, W, 3) arrays, PIL images) in, records of their best
+    classes out, for one classifier on one runtime; the classify task and the Python API both run it."""
 
-    def items(self) -> list[Item]:
-        items = []
-        expanded, names = expand_arguments(self.inputs)
-        for index, found in enumerate(expanded):
-            if isinstance(found, InputError):
-                items.append(error_item(index, found, names))
-            else:
-                items.append(Item(index, str(found), data=found))
-        return items
-
-    def setup(self, runtime, model=None) -> None:
-        model = self.model_for(runtime, model)
-        check_classifier(model.spec, str(self.source))
-        self.model = model
+    def __init__(self, model, runtime, top_k: int = 5, max_pixels: Optional[int] = None,
+                 source: Optional[str] = None):
+        check_top_k(top_k)
+        check_classifier(model.spec, source or model.spec.kind)
+        self.model, self.runtime, self.top_k, self.max_pixels = model, runtime, top_k, max_pixels
         self.names = class_names(model.spec.id2label, model.spec.num_labels)
 
-    def _prepare(self, item: Item, out: np.ndarray) -> None:
-        from perceiver_cli.core.vision import preprocess_image
+    def prepare(self, item: Item, out: np.ndarray) -> None:
+        """Write the item's (3, 224, 224) model input into `out`; an InputError when it cannot be read."""
+        from perceiver_cli.io.imagenet import preprocess_image
         from perceiver_cli.io.images import DEFAULT_MAX_PIXELS, read_image
 
         if item.error is not None:
@@ -151,12 +73,11 @@ class ClassifyTask(Task):
         except ValueError as exc:
             raise InputError(f"{item.input}: {exc}") from None
 
-    def run(self, items: Iterable[Item]) -> Iterator[Result]:
+    def results(self, items: Iterable[Item], pool) -> Iterator[Result]:
+        """One Result per item, in order: images decoded on `pool`, batches ahead of the model."""
         from perceiver_cli.core.vision import classify_pixels, prefetch_batches
 
-        if self._pool is None:
-            self._pool = self.runtime.decode_pool()
-        batches = prefetch_batches(items, self._prepare, self.runtime.batch_size, self._pool, ahead=BATCHES_AHEAD)
+        batches = prefetch_batches(items, self.prepare, self.runtime.batch_size, pool, ahead=BATCHES_AHEAD)
         for batch in batches:
             scores = indices = None
             if batch.ok:
@@ -170,6 +91,59 @@ class ClassifyTask(Task):
                 yield Result(item, {"input": item.input,
                                     "predictions": predictions(scores[ok_row], indices[ok_row], self.names)})
                 ok_row += 1
+
+    def classify(self, images: Sequence[Any]) -> list[dict[str, Any]]:
+        """One record per image, in order; an image that cannot be read raises ValueError."""
+        items = [Item(i, str(image), data=Path(image)) if isinstance(image, (str, os.PathLike))
+                 else Item(i, f"image {i}", data=image) for i, image in enumerate(images)]
+        pool = self.runtime.decode_pool()
+        try:
+            return [record_or_raise(result) for result in self.results(items, pool)]
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+class ClassifyTask(ModelTask):
+    """Classify image files into the checkpoint's classes (ImageNet-1k for DeepMind's three)."""
+
+    name = "classify"
+    progress_label = "classifying"
+    default_model = "vision-conv"
+    # On the CPU a bigger batch gains no speed (the latent matmuls are already large) but keeps every
+    # image's activations alive at once; accelerators want batches.
+    cpu_batch_size = 2
+    accelerator_batch_size = 8
+
+    def __init__(self, inputs: Sequence[str], *, source: Optional[str | Path] = None, top_k: int = 5,
+                 max_pixels: Optional[int] = None, numerics: str = "deepmind"):
+        check_top_k(top_k)
+        if max_pixels is not None and max_pixels < 1:
+            raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
+        self.inputs = list(inputs)
+        super().__init__(source, numerics)
+        self.top_k = top_k
+        self.max_pixels = max_pixels
+        self._pool = None
+
+    def items(self) -> list[Item]:
+        items = []
+        expanded, names = expand_arguments(self.inputs)
+        for index, found in enumerate(expanded):
+            if isinstance(found, InputError):
+                items.append(error_item(index, found, names))
+            else:
+                items.append(Item(index, str(found), data=found))
+        return items
+
+    def setup(self, runtime, model=None) -> None:
+        self.model = self.model_for(runtime, model)
+        self.classifier = ImageClassifier(self.model, runtime, self.top_k, self.max_pixels, str(self.source))
+        self.names = self.classifier.names
+
+    def run(self, items: Iterable[Item]) -> Iterator[Result]:
+        if self._pool is None:
+            self._pool = self.runtime.decode_pool()
+        return self.classifier.results(items, self._pool)
 
     def render(self, record: dict[str, Any]) -> list[str]:
         return [heading(record)] + [row(f"{rank:>3}", f"{p['score']:.4f}", visible(p["label"]))

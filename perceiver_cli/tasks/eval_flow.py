@@ -25,7 +25,9 @@ import numpy as np
 
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.base import Item, Result
-from perceiver_cli.tasks.flow import FlowTask, FramePair, load_truth, pair_epe
+from perceiver_cli.tasks.flow import FlowTask
+from perceiver_cli.tasks.flow_pairs import FramePair
+from perceiver_cli.tasks.flow_truth import load_truth, pair_epe
 from perceiver_cli.metrics import fl_all
 
 SINTEL_PASSES = ("clean", "final")
@@ -129,12 +131,13 @@ class EvalFlowTask(FlowTask):
     def run(self, items: Iterable[Item]) -> Iterator[Result]:
         from perceiver_cli.io.flowfiles import read_mask_png
 
-        for item, pair_flow, problem in self.flows(items):
-            if pair_flow is None:
-                yield problem
+        for outcome in self.flows(items):
+            if outcome.failure is not None:
+                yield outcome.failure
                 continue
+            item = outcome.item
             pair: DatasetPair = item.data
-            truth, flow = pair_flow.truth, pair_flow.forward
+            truth, flow = outcome.flow.truth, outcome.flow.forward
             record: dict[str, Any] = {"input": item.input, "input2": pair.name2, "scene": pair.scene,
                                       "epe": pair_epe(flow, truth)}
             warnings = [truth.warning] if truth.warning else []
@@ -177,6 +180,10 @@ class EvalFlowTask(FlowTask):
             result["epe_noc"] = _mean(r["epe_noc"] for r in scored)
         result["paper"] = {"epe": PAPER_EPE[(self.kind, sintel_pass)], "source": PAPER}
         return result
+
+    def summary_lines(self, summary: dict[str, Any]) -> list[str]:
+        """The summary as the flow eval's table."""
+        return summary_lines(summary)
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:

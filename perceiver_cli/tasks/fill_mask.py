@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from perceiver_cli.bounds import check_option
+from perceiver_cli.kinds import names_for_task
 from perceiver_cli.errors import UsageError
-from perceiver_cli.tasks.base import Item, Result, Task, failure
+from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, record_or_raise
+from perceiver_cli.tasks.inputs import STDIN_ARGUMENT
 from perceiver_cli.tasks.report import row, visible
 from perceiver_cli.io.text import BadLine, MaskSyntaxError, parse_masked_text, read_text_lines
 
-STDIN_ARGUMENT = "-"
 # Texts run together: enough to batch well, few enough that a pipeline sees output early.
 TEXTS_PER_BATCH = 64
 # Beyond this, a search over 256^n byte strings would only print noise.
@@ -24,7 +25,7 @@ MAX_TOP_K = 1000
 # The table shows this much context around each filling of a long text.
 TABLE_CONTEXT_CHARS = 40
 TABLE_FULL_TEXT_CHARS = 160
-MODELS = ("language",)
+MODELS = names_for_task("fill-mask")  # the --model choices, from the kinds' rows
 
 
 @dataclass
@@ -79,7 +80,7 @@ def _stdin_items(start: int, blank: list[int]) -> Iterator[Item]:
         yield Item(index, "", data=Text(None), error="no text on standard input", key=STDIN_ARGUMENT)
 
 
-def _finite(value: float) -> Optional[float]:
+def _length_score(value: float) -> Optional[float]:
     """-inf (a length no valid filling has) as None; NaN is kept, so the record is reported as broken."""
     return None if math.isinf(value) else value
 
@@ -103,7 +104,7 @@ def record_of(text: Text, result) -> dict[str, Any]:
     for length, chosen, scores in zip(result.lengths, result.chosen, result.length_scores):
         mask: dict[str, Any] = {"length": length, "chosen": chosen}
         if scores is not None:
-            mask["length_scores"] = {str(n): _finite(s) for n, s in scores.items()}
+            mask["length_scores"] = {str(n): _length_score(s) for n, s in scores.items()}
         masks.append(mask)
     record: dict[str, Any] = {"input": text.text}
     if text.line is not None:
@@ -125,7 +126,51 @@ def _failure(item: Item, problem: str) -> Result:
     return result
 
 
-class FillMaskTask(Task):
+def check_options(top_k: int, max_span: int) -> None:
+    """A usage error for a top-k or a span length out of range."""
+    if top_k < 1 or top_k > MAX_TOP_K:
+        raise UsageError(f"--top-k must be between 1 and {MAX_TOP_K}, got {top_k}")
+    check_option("--max-span", max_span)
+
+
+class MaskFiller:
+    """The fill-mask predictor: parsed texts in, records of their best fillings out, for one language model
+    on one runtime; the fill-mask task and the Python API both run it."""
+
+    def __init__(self, model, runtime, top_k: int = 5, max_span: int = 12):
+        check_options(top_k, max_span)
+        self.model, self.runtime, self.top_k, self.max_span = model, runtime, top_k, max_span
+
+    def results(self, items: Iterable[Item]) -> Iterator[Result]:
+        """One Result per item, in order, texts filled together in batches of the runtime's size."""
+        from perceiver_cli.core.text import SpanError, fill_masks
+
+        source = iter(items)
+        while True:
+            batch = [item for _, item in zip(range(self.runtime.batch_size), source)]
+            if not batch:
+                return
+            runnable = [item for item in batch if item.error is None]
+            results = fill_masks(self.model, [(i.data.parsed.piece_bytes(), i.data.parsed.masks) for i in runnable],
+                                 self.top_k, self.max_span, device=self.runtime.device)
+            found = dict(zip(map(id, runnable), results))
+            for item in batch:
+                result = found.get(id(item))
+                if item.error is not None:
+                    yield _failure(item, item.error)
+                elif isinstance(result, SpanError):
+                    yield _failure(item, str(result))
+                else:
+                    yield Result(item, record_of(item.data, result))
+
+    def fill(self, text: str) -> dict[str, Any]:
+        """The record of one text with [MASK] spans; a text that cannot be filled raises ValueError."""
+        item = _argument_item(0, 1, text)
+        (result,) = list(self.results([item]))
+        return record_or_raise(result)
+
+
+class FillMaskTask(ModelTask):
     """Fill masked byte spans of texts with the language checkpoint, exact top-k."""
 
     name = "fill-mask"
@@ -136,16 +181,12 @@ class FillMaskTask(Task):
 
     def __init__(self, texts: Sequence[str], *, source: Optional[str | Path] = None, top_k: int = 5,
                  max_span: int = 12, numerics: str = "deepmind"):
-        if top_k < 1 or top_k > MAX_TOP_K:
-            raise UsageError(f"--top-k must be between 1 and {MAX_TOP_K}, got {top_k}")
-        check_option("--max-span", max_span)
+        check_options(top_k, max_span)
         if list(texts).count(STDIN_ARGUMENT) > 1:
             raise UsageError("- (standard input) may be given only once")
-        self.source = source if source is not None else self.default_model
+        super().__init__(source, numerics)
         self.top_k = top_k
         self.max_span = max_span
-        self.numerics = numerics
-        self.model = None
         # Arguments are parsed now: a bad one is a failed item, reported without running the model on it.
         self._arguments: list[Optional[Item]] = []
         self._blank = [0]
@@ -166,28 +207,10 @@ class FillMaskTask(Task):
 
     def setup(self, runtime, model=None) -> None:
         self.model = self.model_for(runtime, model)
+        self.filler = MaskFiller(self.model, runtime, self.top_k, self.max_span)
 
     def run(self, items: Iterable[Item]) -> Iterator[Result]:
-        from perceiver_cli.core.text import SpanError, fill_masks
-
-        batch: list[Item] = []
-        source = iter(items)
-        while True:
-            batch = [item for _, item in zip(range(self.runtime.batch_size), source)]
-            if not batch:
-                return
-            runnable = [item for item in batch if item.error is None]
-            results = fill_masks(self.model, [(i.data.parsed.piece_bytes(), i.data.parsed.masks) for i in runnable],
-                                 self.top_k, self.max_span, device=self.runtime.device)
-            found = dict(zip(map(id, runnable), results))
-            for item in batch:
-                result = found.get(id(item))
-                if item.error is not None:
-                    yield _failure(item, item.error)
-                elif isinstance(result, SpanError):
-                    yield _failure(item, str(result))
-                else:
-                    yield Result(item, record_of(item.data, result))
+        return self.filler.results(items)
 
     def notes(self) -> list[str]:
         blank = self._blank[0]

@@ -29,8 +29,8 @@ from typing import Any, Iterable, Iterator, Optional
 
 from perceiver_cli.errors import PerceiverError, UsageError
 from perceiver_cli.tasks.base import Item, Result, Task, failure, problem_of, timed
-from perceiver_cli.tasks.engine import (PROGRESS_MIN_ITEMS, Listener, RuntimeRequest, ScaleOptions, Select,
-                                        worker_name)
+from perceiver_cli.tasks.run_options import (PROGRESS_MIN_ITEMS, Listener, RuntimeRequest, ScaleOptions, Select,
+                                             worker_name)
 from perceiver_cli.tasks.report import Reporter, progress_bar
 
 RAY_EXTRA = "pip install 'perceiver-cli[ray]'"

@@ -107,12 +107,9 @@ class Reporter:
             warning_line(warning)
         if not result.ok:
             self.failed += 1
-            name = result.item.key or record.get("input") or ""
-            if result.problem_line is not None:
-                if not result.repeated:
-                    error_line(result.problem_line)
-            elif not result.repeated:
-                error_line(f"{name}: {record['error']}" if name else record["error"])
+            line = self.task.failure_line(result)
+            if line is not None:
+                error_line(line)
             if self.json_lines:
                 emit_json(record)
             return

@@ -53,6 +53,7 @@ from typing import Any, BinaryIO, Callable, Mapping, Optional
 
 from perceiver_cli.labels import IMAGENET_LABELS, KINETICS_LABELS, shipped_labels
 from perceiver_cli.errors import WeightsError
+from perceiver_cli.kinds import BY_NAME, KINDS as ROWS
 from perceiver_cli.weights.registry import CHECKPOINTS
 import numpy as np
 
@@ -181,20 +182,16 @@ def read_haiku_file(path: Path) -> HaikuParams:
 
 
 def detect_kind(params: Mapping[str, Any]) -> str:
-    """Name the checkpoint kind from its Haiku module paths (the names DeepMind's code gives them)."""
+    """Name the checkpoint kind from its Haiku module paths (the names DeepMind's code gives them): the first
+    row of perceiver_cli.kinds whose marker some module matches."""
     modules = set(params)
-    if "embedding_decoder" in modules or "embed" in modules:
-        return "language"
-    if any(m.startswith("flow_decoder/") for m in modules):
-        return "flow"
-    if any(m.startswith(("multimodal_preprocessor/", "multimodal_decoder/")) for m in modules):
-        return "multimodal"
-    if any(m.startswith("image_preprocessor/~/conv2_d_downsample/") for m in modules):
-        return "vision-conv"
-    if "image_preprocessor/~/conv2_d" in modules:
-        return "vision-learned"
-    if any(m.startswith("classification_decoder/") for m in modules):
-        return "vision-fourier"
+
+    def some(pattern: str) -> bool:
+        return bool(pattern) and any(re.fullmatch(pattern, module) for module in modules)
+
+    for row in ROWS:
+        if some(row.haiku.marker) and not some(row.haiku.unless):
+            return row.name
     shown = ", ".join(sorted(modules)[:4]) or "none"
     raise WeightsError(f"these parameters are not one of the six Perceiver IO networks (modules: {shown})")
 
@@ -224,76 +221,18 @@ _SELF_INNER = {
 
 _DENSE = {"w": "weight", "b": "bias"}
 _NORM = {"scale": "weight", "offset": "bias"}
-_MODALITY = "(?P<m>audio|image|label)"
 _ENCODER = "(?:perceiver_encoder|encoder)"
 
-# (module pattern, target, style, kinds it applies to or None for all)
+# (module pattern, target, style): every kind's encoder, then the kind's own rows (perceiver_cli.kinds).
 # styles: cross/self (an attention block, the rest of the path picks the layer), dense (w, b),
 # leaf:<param> (one array becomes the target itself), batchnorm (scale, offset), ema (average).
-_RULES: list[tuple[str, str, str, Optional[tuple[str, ...]]]] = [
-    (rf"{_ENCODER}/~/cross_attention/(?P<inner>.+)", "perceiver.encoder.cross_attention", "cross", None),
-    (rf"{_ENCODER}/~/self_attention(?:_(?P<i>\d+))?/(?P<inner>.+)", "perceiver.encoder.self_attends.{i}",
-     "self", None),
-    (rf"{_ENCODER}/~/trainable_position_encoding", "perceiver.embeddings.latents", "leaf:pos_embs", None),
-    # language
-    ("embed", "perceiver.input_preprocessor.embeddings.weight", "leaf:embeddings", ("language",)),
-    ("trainable_position_encoding", "perceiver.input_preprocessor.position_embeddings.weight",
-     "leaf:pos_embs", ("language",)),
-    ("basic_decoder/cross_attention/(?P<inner>.+)", "perceiver.decoder.decoding_cross_attention", "cross",
-     ("language",)),
-    ("basic_decoder/~/trainable_position_encoding", "perceiver.decoder.output_position_encodings."
-     "position_embeddings", "leaf:pos_embs", ("language",)),
-    ("embedding_decoder", "embedding_decoder.bias", "leaf:bias", ("language",)),
-    # image classifiers
-    ("image_preprocessor/~/conv2_d", "perceiver.input_preprocessor.convnet_1x1", "dense", ("vision-learned",)),
-    ("image_preprocessor/~_build_network_inputs/trainable_position_encoding",
-     "perceiver.input_preprocessor.position_embeddings.position_embeddings", "leaf:pos_embs",
-     ("vision-learned",)),
-    ("image_preprocessor/~_build_network_inputs/position_encoding_projector/linear",
-     "perceiver.input_preprocessor.positions_projection", "dense", ("vision-learned",)),
-    ("image_preprocessor/~/conv2_d_downsample/~/conv", "perceiver.input_preprocessor.convnet.conv", "dense",
-     ("vision-conv",)),
-    ("image_preprocessor/~/conv2_d_downsample/~/batchnorm", "perceiver.input_preprocessor.convnet.batchnorm",
-     "batchnorm", ("vision-conv",)),
-    ("image_preprocessor/~/conv2_d_downsample/~/batchnorm/~/mean_ema",
-     "perceiver.input_preprocessor.convnet.batchnorm.running_mean", "ema", ("vision-conv",)),
-    ("image_preprocessor/~/conv2_d_downsample/~/batchnorm/~/var_ema",
-     "perceiver.input_preprocessor.convnet.batchnorm.running_var", "ema", ("vision-conv",)),
-    ("classification_decoder/~/basic_decoder/cross_attention/(?P<inner>.+)",
-     "perceiver.decoder.decoder.decoding_cross_attention", "cross",
-     ("vision-learned", "vision-fourier", "vision-conv")),
-    ("classification_decoder/~/basic_decoder/output", "perceiver.decoder.decoder.final_layer", "dense",
-     ("vision-learned", "vision-fourier", "vision-conv")),
-    ("classification_decoder/~/basic_decoder/~/trainable_position_encoding",
-     "perceiver.decoder.decoder.output_position_encodings.position_embeddings", "leaf:pos_embs",
-     ("vision-learned", "vision-fourier", "vision-conv")),
-    # optical flow
-    ("image_preprocessor/patches_linear", "perceiver.input_preprocessor.conv_after_patches", "dense", ("flow",)),
-    ("flow_decoder/~/basic_decoder/cross_attention/(?P<inner>.+)",
-     "perceiver.decoder.decoder.decoding_cross_attention", "cross", ("flow",)),
-    ("flow_decoder/~/basic_decoder/output", "perceiver.decoder.decoder.final_layer", "dense", ("flow",)),
-    # multimodal autoencoding
-    (f"multimodal_preprocessor/{_MODALITY}_padding", "perceiver.input_preprocessor.padding.{m}",
-     "leaf:pos_embs", ("multimodal",)),
-    (f"multimodal_preprocessor/{_MODALITY}_mask_token", "perceiver.input_preprocessor.mask.{m}",
-     "leaf:pos_embs", ("multimodal",)),
-    ("multimodal_decoder/~/basic_decoder/cross_attention/(?P<inner>.+)",
-     "perceiver.decoder.decoder.decoding_cross_attention", "cross", ("multimodal",)),
-    ("multimodal_decoder/~/basic_decoder/output", "perceiver.decoder.decoder.final_layer", "dense",
-     ("multimodal",)),
-    (f"multimodal_decoder/~decoder_query/{_MODALITY}_padding", "perceiver.decoder.padding.{m}",
-     "leaf:pos_embs", ("multimodal",)),
-    ("classification_decoder/~/basic_decoder/~/trainable_position_encoding",
-     "perceiver.decoder.modalities.label.decoder.output_position_encodings.position_embeddings",
-     "leaf:pos_embs", ("multimodal",)),
-    ("audio_postprocessor/linear", "perceiver.output_postprocessor.modalities.audio.classifier", "dense",
-     ("multimodal",)),
-    ("projection_postprocessor/linear", "perceiver.output_postprocessor.modalities.image.classifier", "dense",
-     ("multimodal",)),
-    ("classification_postprocessor/linear", "perceiver.output_postprocessor.modalities.label.classifier",
-     "dense", ("multimodal",)),
+_ENCODER_RULES: list[tuple[str, str, str]] = [
+    (rf"{_ENCODER}/~/cross_attention/(?P<inner>.+)", "perceiver.encoder.cross_attention", "cross"),
+    (rf"{_ENCODER}/~/self_attention(?:_(?P<i>\d+))?/(?P<inner>.+)", "perceiver.encoder.self_attends.{i}", "self"),
+    (rf"{_ENCODER}/~/trainable_position_encoding", "perceiver.embeddings.latents", "leaf:pos_embs"),
 ]
-_COMPILED = [(re.compile(pattern), target, style, kinds) for pattern, target, style, kinds in _RULES]
+_COMPILED = {row.name: [(re.compile(pattern), target, style) for pattern, target, style
+                        in _ENCODER_RULES + list(row.haiku.rules)] for row in ROWS}
 
 _DROPPED = object()  # EMA bookkeeping that has no place in torch's BatchNorm
 
@@ -312,9 +251,7 @@ def _keep(a):
 
 def hub_name(module: str, param: str, kind: str) -> Any:
     """The hub key and array transform for one Haiku parameter; None if it has no place in `kind`."""
-    for pattern, target, style, kinds in _COMPILED:
-        if kinds is not None and kind not in kinds:
-            continue
+    for pattern, target, style in _COMPILED[kind]:
         match = pattern.fullmatch(module)
         if match is None:
             continue
@@ -370,7 +307,7 @@ def to_hub_state_dict(params: HaikuParams, kind: Optional[str] = None,
     if unplaced:
         raise WeightsError(f"{source}: {len(unplaced)} Haiku parameter(s) have no place in a {kind} checkpoint: "
                            f"{', '.join(unplaced[:3])}{' ...' if len(unplaced) > 3 else ''}")
-    if kind == "vision-conv" and "perceiver.input_preprocessor.convnet.batchnorm.weight" in state:
+    if "perceiver.input_preprocessor.convnet.batchnorm.weight" in state:
         # torch's BatchNorm counts training steps; the hub file stores 0, as a fresh module has it.
         state["perceiver.input_preprocessor.convnet.batchnorm.num_batches_tracked"] = np.array(0, dtype=np.int64)
     return kind, state
@@ -451,15 +388,16 @@ def build_config(state: Mapping[str, Any], kind: str, source: str = "checkpoint"
         "output_shape": [1, 16, 224, 224],
         "output_num_channels": 512,
     }
-    if kind == "language":
+    task = BY_NAME[kind].task
+    if task == "fill-mask":
         config["vocab_size"] = _shape(state, "perceiver.input_preprocessor.embeddings.weight", source)[0]
         config["max_position_embeddings"] = _shape(
             state, "perceiver.input_preprocessor.position_embeddings.weight", source)[0]
-    elif kind.startswith("vision-"):
+    elif task == "classify":
         num_labels = _shape(state, "perceiver.decoder.decoder.final_layer.weight", source)[0]
-        if kind == "vision-learned":
-            positions = _shape(state, "perceiver.input_preprocessor.position_embeddings.position_embeddings",
-                               source)[0]
+        learned = "perceiver.input_preprocessor.position_embeddings.position_embeddings"
+        if learned in state:
+            positions = _shape(state, learned, source)[0]
             side = int(round(positions ** 0.5))
             if side * side != positions:
                 raise WeightsError(f"{source}: {positions} learned positions do not form a square image")
@@ -467,7 +405,7 @@ def build_config(state: Mapping[str, Any], kind: str, source: str = "checkpoint"
         else:
             config.pop("image_size")  # only the learned-position classifier reads it
         config["id2label"] = _id2label(num_labels, IMAGENET_LABELS, "class")
-    elif kind == "multimodal":
+    elif task == "autoencode-video":
         prefix = "perceiver.output_postprocessor.modalities"
         num_labels, out_channels = _shape(state, f"{prefix}.label.classifier.weight", source)
         config["output_num_channels"] = out_channels

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from perceiver_cli.core.spec import ARCHITECTURES
+from perceiver_cli.kinds import BY_ARCHITECTURE
 
 # A checkpoint folder's weights file, in order of preference.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -33,7 +33,7 @@ class DeepMindOriginal:
 class Checkpoint:
     """A published checkpoint: its class, hub repo and revision, files, network shape and DeepMind's original.
 
-    Its short name and task are the class's (core.spec.ARCHITECTURES).
+    Its short name and task are its kind's (perceiver_cli.kinds).
 
     `self_heads`, `cross_heads` and `blocks` are what DeepMind's colabs build and the weights cannot tell;
     `params` counts parameters, `numel` every stored number (buffers included), `tensors` the state_dict entries.
@@ -55,17 +55,12 @@ class Checkpoint:
     @property
     def name(self) -> str:
         """The short name (language, vision-learned, ..., flow, multimodal)."""
-        return ARCHITECTURES[self.architecture][0]
+        return BY_ARCHITECTURE[self.architecture].name
 
     @property
     def task(self) -> str:
         """The command that runs this checkpoint."""
-        return ARCHITECTURES[self.architecture][1]
-
-    @property
-    def weights_file(self) -> str:
-        """The weights file fetched for this checkpoint (model.safetensors where the repo has it)."""
-        return next(f for f in self.files if f != "config.json")
+        return BY_ARCHITECTURE[self.architecture].task
 
 
 CHECKPOINTS: tuple[Checkpoint, ...] = (

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from perceiver_cli.errors import InputError
-from perceiver_cli.io.flo import UNKNOWN_FLOW_THRESHOLD, end_point_error, read_flo, write_flo
+from perceiver_cli.io.flo import UNKNOWN_FLOW_THRESHOLD, read_flo, write_flo
+from perceiver_cli.metrics import end_point_error
 
 REPO = Path(__file__).resolve().parents[2]
 SINTEL_GT = REPO.parent / "shared" / "data" / "flow" / "sintel_alley_1" / "frame_0002_gt.flo"
@@ -154,16 +155,6 @@ def test_flow_exactly_at_the_threshold_still_counts() -> None:
 
 def test_threshold_is_the_middlebury_one_billion() -> None:
     assert UNKNOWN_FLOW_THRESHOLD == 1e9
-
-
-def test_epe_of_mismatched_shapes_is_an_input_error() -> None:
-    with pytest.raises(InputError, match="gt.flo"):
-        end_point_error(np.zeros((4, 5, 2)), np.zeros((5, 4, 2)), label="gt.flo")
-
-
-def test_epe_without_any_known_pixel_is_an_input_error() -> None:
-    with pytest.raises(InputError):
-        end_point_error(np.zeros((1, 2, 2)), np.full((1, 2, 2), 1e10))
 
 
 def test_nan_prediction_at_a_known_pixel_is_not_hidden() -> None:

@@ -1,4 +1,4 @@
-"""Flow files in every format: KITTI 16-bit PNG, .pfm, .npy, .flo through read_flow/write_flow, whole-video .npy, masks."""
+"""Flow files in every format: KITTI 16-bit PNG, .pfm, .npy, .flo through read_flow, whole-video .npy, masks."""
 
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from perceiver_cli.errors import InputError, UsageError
+from perceiver_cli.errors import InputError
 from perceiver_cli.io.flo import write_flo
 from perceiver_cli.io.flowfiles import (
     FlowVideoWriter,
-    is_kitti_flow_png,
     read_flow,
     read_kitti_png,
     read_mask_png,
     read_pfm,
-    write_flow,
+    write_flow_npy,
     write_mask_png,
     write_kitti_png,
 )
+from synthetic_media import is_kitti_flow_png
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -155,24 +155,15 @@ def test_flo_values_over_1e9_and_nan_are_invalid(tmp_path):
     assert valid.tolist() == [[True, False], [False, True]]
 
 
-@pytest.mark.parametrize("suffix", [".flo", ".npy"])
-def test_write_flow_round_trips_and_keeps_invalid_pixels_invalid(tmp_path, suffix):
+def test_npy_flow_round_trips_and_keeps_invalid_pixels_invalid(tmp_path):
     rng = np.random.default_rng(1)
     flow = rng.normal(size=(3, 4, 2)).astype(np.float32)
     valid = np.ones((3, 4), bool)
     valid[1, 2] = False
-    write_flow(tmp_path / f"f{suffix}", flow, valid)
-    back, back_valid = read_flow(tmp_path / f"f{suffix}")
+    write_flow_npy(tmp_path / "f.npy", flow, valid)
+    back, back_valid = read_flow(tmp_path / "f.npy")
     np.testing.assert_array_equal(back_valid, valid)
     np.testing.assert_array_equal(back[valid], flow[valid])
-
-
-def test_write_flow_refuses_png_without_kitti_and_unknown_suffixes(tmp_path):
-    with pytest.raises(UsageError, match="kitti=True"):
-        write_flow(tmp_path / "f.png", np.zeros((2, 2, 2)))
-    with pytest.raises(UsageError, match=".txt"):
-        write_flow(tmp_path / "f.txt", np.zeros((2, 2, 2)))
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_npy_of_the_wrong_shape_and_unknown_bytes_are_input_errors(tmp_path):

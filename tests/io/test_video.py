@@ -18,10 +18,9 @@ from perceiver_cli.io.video import (
     VideoInfo,
     VideoWriter,
     iter_clips,
-    iter_frames,
     probe_video,
 )
-from synthetic_media import write_sound_only
+from synthetic_media import iter_frames, write_sound_only
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "video"
 AVI = DATA / "ucf101_applyeyemakeup.avi"  # 320x240 Xvid with packed B-frames, 25 fps, 164 frames, MP3

@@ -13,12 +13,11 @@ from perceiver_cli.io.video import (
     SUPPORTED_VIDEO_OUTPUTS,
     VideoWriter,
     iter_clips,
-    iter_frames,
     iter_timed_frames,
     probe_video,
     stepped_pairs,
 )
-from synthetic_media import write_frames
+from synthetic_media import iter_frames, write_frames
 
 STORED_HEIGHT, STORED_WIDTH = 32, 64
 

@@ -1,19 +1,35 @@
-"""What the `perceiver eval` subcommands for classify and autoencode-video share: a labelled dataset's items
-sampled over its classes, a task run whose records are kept (and printed as JSON lines with their truth only
-with --json), and the summary, ours beside the paper's, as a table or a last JSON line."""
+"""One design for every `perceiver eval` run: an eval task is its task over a dataset's items (each ok record
+given its truth), run on the local engine and reported through the one Reporter (a line per item with
+--json only; its `render` is empty), then summed up by the task's `summary` and printed as the task's
+table (`summary_lines`) or as a last JSON line. Also what the classify and autoencode evaluations share:
+items sampled over classes, a true class in a prediction's form, and the ours-beside-the-paper's table."""
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Callable, Hashable, Optional, Sequence, TypeVar
+from typing import Any, Hashable, Optional, Sequence, TypeVar
 
 from perceiver_cli.errors import UsageError
-from perceiver_cli.tasks.report import INDENT, Reporter, emit_json, error_line, visible, warning_line
 from perceiver_cli.tasks.engine import RuntimeRequest, run_local
+from perceiver_cli.tasks.report import INDENT, Reporter, emit_json, visible
 
 PAPER = "Perceiver IO (Jaegle et al., 2021)"
 T = TypeVar("T")
+
+
+def evaluate(task, request: RuntimeRequest, *, json_lines: bool = False, quiet: bool = False) -> int:
+    """Run eval `task` in this process, print its summary, and return the exit code."""
+    runtime = request.resolve(task)
+    records: list[dict[str, Any]] = []
+    code = run_local(task, runtime, Reporter(task, json_lines=json_lines, quiet=quiet),
+                     listeners=[lambda result: records.append(result.record)])
+    summary = task.summary(records)
+    if json_lines:
+        emit_json(summary)
+    else:
+        print("\n".join(task.summary_lines(summary)), flush=True)
+    return code
 
 
 def spread_over_classes(items: Sequence[T], classes: Sequence[Hashable], limit: Optional[int]) -> list[T]:
@@ -36,42 +52,6 @@ def spread_over_classes(items: Sequence[T], classes: Sequence[Hashable], limit: 
     return picked
 
 
-class RecordKeeper(Reporter):
-    """A reporter for evaluations: each failure is one line on stderr; every record is kept, given its truth
-    by `annotate` when it is ok, and printed only in --json mode (one line each, as the task's command would)."""
-
-    def __init__(self, task, json_lines: bool = False, quiet: bool = False,
-                 annotate: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None):
-        super().__init__(task, json_lines=json_lines, quiet=quiet)
-        self.annotate = annotate
-        self.records: dict[str, dict[str, Any]] = {}
-
-    def result(self, result) -> None:
-        for warning in result.warnings:
-            warning_line(warning)
-        record = result.record
-        if result.ok:
-            self.done += 1
-            record = self.annotate(record) if self.annotate is not None else record
-        else:
-            self.failed += 1
-            name = result.item.key or record.get("input") or ""
-            error_line(f"{name}: {record['error']}" if name else record["error"])
-        self.records[result.item.input] = record
-        if self.json_lines:
-            emit_json(record)
-
-
-def run_keeping_records(task, *, device: str, dtype: str, batch_size: Optional[int], json_lines: bool,
-                        quiet: bool, annotate: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None
-                        ) -> tuple[dict[str, dict[str, Any]], int]:
-    """Run `task` on the local engine with a progress bar of items: ({input: record}, exit code)."""
-    runtime = RuntimeRequest(device, dtype, batch_size).resolve(task)
-    keeper = RecordKeeper(task, json_lines=json_lines, quiet=quiet, annotate=annotate)
-    code = run_local(task, runtime, keeper, progress_label="evaluating")
-    return keeper.records, code
-
-
 def truth(index: Optional[int], names: Sequence[str]) -> Optional[dict[str, Any]]:
     """An item's true class as {"label", "index"} (the form of a prediction), None when it has none."""
     if index is None:
@@ -89,6 +69,13 @@ def mean(values: Sequence[float]) -> Optional[float]:
     return math.fsum(values) / len(values) if values else None
 
 
+def model_kind(task) -> Optional[str]:
+    """The kind of checkpoint an eval ran: the loaded model's, else the kind it was asked for (None for a folder)."""
+    if task.model is not None:
+        return task.model.spec.kind
+    return task.source if isinstance(task.source, str) else None
+
+
 def _cell(value: Optional[float], decimals: Optional[int] = None) -> str:
     """A number right-aligned in 8 characters: to `decimals` places, or as given (the paper's); '-' for none."""
     if value is None:
@@ -96,12 +83,9 @@ def _cell(value: Optional[float], decimals: Optional[int] = None) -> str:
     return (f"{value:.{decimals}f}" if decimals is not None else f"{value:g}").rjust(8)
 
 
-def report_summary(summary: dict[str, Any], rows: Sequence[tuple[str, str, int]], json_output: bool) -> None:
-    """Print the summary as one JSON line, or as a table: the counts, then each metric (label, summary key,
-    decimals) with ours beside the paper's figure (summary["paper"][key], '-' where it gives none)."""
-    if json_output:
-        emit_json(summary)
-        return
+def summary_table(summary: dict[str, Any], rows: Sequence[tuple[str, str, int]]) -> list[str]:
+    """The summary as a table: the counts, then each metric (label, summary key, decimals) with ours beside
+    the paper's figure (summary["paper"][key], '-' where it gives none)."""
     paper = summary.get("paper", {})
     lines = [visible(str(summary["dataset"]))]
     lines.append(f"{INDENT}model {visible(str(summary['model']))}")
@@ -112,4 +96,4 @@ def report_summary(summary: dict[str, Any], rows: Sequence[tuple[str, str, int]]
     for label, key, decimals in rows:
         lines.append(f"{INDENT}{label:<14}{_cell(summary.get(key), decimals)}{_cell(paper.get(key))}")
     lines.append(f"{INDENT}paper: {PAPER}, {paper.get('setting', 'as published')}")
-    print("\n".join(lines), flush=True)
+    return lines
