@@ -74,7 +74,8 @@ class ScaleOptions:
             if given:
                 raise UsageError(f"{given[0]} is for --engine ray")
         if not 0 <= self.progress_interval <= 86400:
-            raise UsageError(f"--progress-interval must be between 0 and 86400 seconds, got {self.progress_interval:g}")
+            raise UsageError("--progress-interval must be between 0 and 86400 seconds, "
+                             f"got {self.progress_interval:g}")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"--workers must be at least 1, got {self.workers}")
         if self.gpus_per_worker < 0:
