@@ -4,11 +4,16 @@
 CPU); the command tests always run wherever `--device auto` puts them (a GPU when there is one).
 """
 
+import os
+
 import pytest
 import torch
 
 # Tiny models gain nothing from threads, and on a busy 2-core machine extra threads make them much slower.
 torch.set_num_threads(1)
+# No run of the tests prints progress lines into its captured stderr, however slow a busy machine makes it
+# (tests of those lines give --progress-interval themselves); subprocesses inherit it.
+os.environ["PERCEIVER_PROGRESS_INTERVAL"] = "86400"
 
 
 def pytest_addoption(parser):

@@ -554,3 +554,14 @@ def test_a_portrait_phone_clip_is_autoencoded_upright(tiny, tmp_path, capsys):
     # the model saw the shown picture's centre square: the white band along its bottom, not its left side
     (clip,) = iter_clips(phone, frames_per_clip=T + 1, size=SIZE, samples_per_frame=SPF, on_warning=lambda _: None)
     assert clip.frames[:, -4:].min() > 0.95 and clip.frames[:, :-6, :4].min() < 0.5
+
+
+def test_a_still_image_is_one_failed_item_not_a_one_frame_video(tiny, tmp_path, capsys):
+    from PIL import Image
+
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(photo)
+    code, out, err = run([photo, "-w", tiny[0], "--json"], capsys)
+    assert code == 1
+    assert err == f"perceiver: error: {photo}: a still image, not a video\n"
+    assert json.loads(out) == {"input": str(photo), "error": "a still image, not a video"}

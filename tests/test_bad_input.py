@@ -416,17 +416,17 @@ def test_flow_folder_with_a_bad_frame_skips_its_two_pairs_only(cli, weights, tmp
     ("hello [MASK:x]", r"malformed mask '\[MASK:x\]' at character 6 .+"),
     ("", r"empty text"),
 ])
-def test_fill_mask_refuses_a_text_it_cannot_fill(cli, weights, text, problem):
+def test_fill_mask_fails_a_text_it_cannot_fill(cli, weights, text, problem):
     result = cli("fill-mask", text, "-w", weights["language"])
     label = f"text 1 {json.dumps(text)}" if text else "text 1"
-    assert_refused(result, 2, error_line(label, problem))
+    assert_refused(result, 1, error_line(label, problem))
     assert result.out == ""
 
 
-def test_fill_mask_refuses_an_argument_that_is_not_utf8(cli, weights):
+def test_fill_mask_fails_an_argument_that_is_not_utf8(cli, weights):
     # How Python hands over the argv bytes b"\xffab[MASK]" on Linux (surrogate escapes).
     result = cli("fill-mask", os.fsdecode(b"\xffab[MASK]"), "-w", weights["language"])
-    assert_refused(result, 2, error_line("text 1", r"not valid UTF-8 \(.+\)"))
+    assert_refused(result, 1, error_line("text 1", r"not valid UTF-8 \(.+\)"))
     assert result.out == ""
 
 

@@ -45,7 +45,7 @@ def crop(array: np.ndarray, y: int, x: int) -> np.ndarray:
 def sintel(tmp_path_factory) -> Path:
     """training/{clean,final}/SCENE/frame_%04d.png, flow/, occlusions/, invalid/: two scenes, three pairs."""
     if not ALLEY.is_dir():
-        pytest.skip("the shared Sintel alley_1 sample is not here")
+        pytest.skip(f"needs the shared data beside the checkout: {ALLEY}")
     frame2 = np.asarray(Image.open(ALLEY / "frame_0002.png").convert("RGB"))
     frame3 = np.asarray(Image.open(ALLEY / "frame_0003.png").convert("RGB"))
     truth = read_flo(ALLEY / "frame_0002_gt.flo")

@@ -289,16 +289,26 @@ def test_stdin_one_text_per_line_reports_bad_lines_and_goes_on(capsys, checkpoin
     data = b"first [MASK:2] line\n\xff\xfe broken\nno mask here\n\nlast [MASK:1]\r\n"
     code, records, err = run_json(capsys, checkpoint, "-", "-k", "1", stdin=data, monkeypatch=monkeypatch)
     assert code == 1
-    assert [r["line"] for r in records] == [1, 2, 3, 4, 5]
-    assert "predictions" in records[0] and "predictions" in records[4]
-    assert records[4]["input"] == "last [MASK:1]"
-    assert [r.get("error") is not None for r in records] == [False, True, True, True, False]
+    assert [r["line"] for r in records] == [1, 2, 3, 5]  # the blank line 4 is skipped, not an error
+    assert "predictions" in records[0] and "predictions" in records[3]
+    assert records[3]["input"] == "last [MASK:1]"
+    assert [r.get("error") is not None for r in records] == [False, True, True, False]
     lines = err.splitlines()
     assert len(lines) == 3
     assert lines[0].startswith("perceiver: error: -: line 2: not valid UTF-8")
     assert lines[1].startswith("perceiver: error: -: line 3: no [MASK]")
-    assert lines[2] == "perceiver: error: -: line 4: empty text"
+    assert lines[2] == "perceiver: 1 blank line of standard input skipped"
     assert "Traceback" not in err
+
+
+def test_stdin_blank_lines_alone_set_no_failure_and_quiet_hides_their_count(capsys, checkpoint, monkeypatch):
+    code, records, err = run_json(capsys, checkpoint, "-", "-k", "1", "-q", stdin=b"\n  \na [MASK:1] b\n\r\n",
+                                  monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert [r["line"] for r in records] == [3] and err == ""
+    code, records, err = run_json(capsys, checkpoint, "-", "-k", "1", stdin=b"\n\na [MASK:1] b\n",
+                                  monkeypatch=monkeypatch)
+    assert code == 0 and err == "perceiver: 2 blank lines of standard input skipped\n"
 
 
 def test_stdin_batch_equals_each_text_alone(capsys, checkpoint, monkeypatch):
@@ -399,12 +409,24 @@ def test_table_output_names_the_fillings_and_the_chosen_length(capsys, checkpoin
     assert "Say [MASK] now" in out and "chose" in out and "probability" in out
 
 
+@pytest.mark.parametrize("text,message", [
+    ("no mask here", "no [MASK] or [MASK:n] in the text"),
+    ("", "empty text"),
+    ("a [MASK:0] b", "masks no bytes"),
+    ("a [MASK:99999999999] b", "far more bytes"),
+    ("a [MASK:x] b", "malformed mask"),
+    ("x [MASK:65] y", "mask 1 spans 65 bytes, more than the model's 64 positions"),
+])
+def test_a_bad_text_argument_is_a_failed_record_and_the_next_text_runs(capsys, checkpoint, text, message):
+    code, records, err = run_json(capsys, checkpoint, text, "ok [MASK:1]", "-k", "1")
+    assert code == 1
+    assert records[0]["input"] == text and message in records[0]["error"] and "predictions" not in records[0]
+    assert "predictions" in records[1] and records[1]["input"] == "ok [MASK:1]"
+    (line,) = err.splitlines()
+    assert line.startswith("perceiver: error: text 1") and message in line
+
+
 @pytest.mark.parametrize("args,message", [
-    (["no mask here"], "no [MASK] or [MASK:n] in the text"),
-    ([""], "empty text"),
-    (["a [MASK:0] b"], "masks no bytes"),
-    (["a [MASK:99999999999] b"], "far more bytes"),
-    (["a [MASK:x] b"], "malformed mask"),
     (["a [MASK] b", "--top-k", "0"], "--top-k must be"),
     (["a [MASK] b", "--max-span", "0"], "--max-span must be"),
     (["-", "-"], "only once"),
@@ -416,9 +438,9 @@ def test_bad_arguments_are_one_line_usage_errors(capsys, checkpoint, args, messa
     assert len(err.splitlines()) == 1 and err.startswith("perceiver: error: ") and message in err
 
 
-def test_a_span_longer_than_the_model_is_a_usage_error_or_a_bad_line(capsys, checkpoint, monkeypatch):
+def test_a_span_longer_than_the_model_is_a_failed_text_or_a_bad_line(capsys, checkpoint, monkeypatch):
     code, out, err = run_cli(capsys, "x [MASK:65] y", "--weights", str(checkpoint[0]))
-    assert code == 2 and out == ""
+    assert code == 1 and out == ""
     assert err.strip() == 'perceiver: error: text 1 "x [MASK:65] y": mask 1 spans 65 bytes, more than the ' \
                           "model's 64 positions"
     code, records, err = run_json(capsys, checkpoint, "-", stdin=b"x [MASK:65] y\nok [MASK:1]\n",

@@ -350,7 +350,7 @@ def test_full_size_conversion_matches_transformers_and_the_hub_config(kind):
 def test_full_size_conversion_equals_the_recorded_hub_keys(kind):
     path = HUB_KEYS / f"{HUB_KEY_FILES[kind]}.keys.txt"
     if not path.is_file():
-        pytest.skip("the recorded hub key lists are not on this machine")
+        pytest.skip(f"the recorded hub key list {path} is missing from this checkout")
     recorded = {}
     for line in path.read_text().splitlines():
         if line.startswith("#") or not line.strip():

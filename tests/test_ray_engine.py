@@ -12,8 +12,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -27,8 +29,8 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 # The module's own clusters run their workers at this process's priority, as the engine's local cluster does
 # (Ray's default, 15 nicer, leaves them almost no CPU beside other work: the suite must pass on a busy machine).
 os.environ["RAY_worker_niceness"] = "0"
-ray = pytest.importorskip("ray")
-pytest.importorskip("ray.data")
+import ray  # noqa: E402 - the [ray] extra, which the test command installs
+import ray.data  # noqa: E402,F401
 
 from perceiver_cli.cli import main  # noqa: E402
 from perceiver_cli.tasks.base import Item, Result, Task  # noqa: E402
@@ -88,6 +90,67 @@ def test_classify_on_ray_gives_the_local_engines_records(local_ray, tmp_path, we
     assert [r["input"] for r in records] == [r["input"] for r in local]
     assert all(r["status"] == "ok" and r["worker"] and r["worker"].split(":")[1] != str(os.getpid())
                for r in records)  # run by a worker process, not this one
+
+
+def test_more_workers_than_a_call_needs_print_no_ray_warning_and_each_gets_items(local_ray, tmp_path, weights,
+                                                                                  capsys):
+    folder = _photos(tmp_path / "photos", 3)
+    common = [str(folder), "-w", str(weights), "--json", "-k", "2"]
+    code, local, _ = _classify(capsys, *common)
+    manifest = tmp_path / "run.jsonl"
+    with warnings.catch_warnings(record=True) as shown:  # what would have reached stderr
+        warnings.simplefilter("always")
+        code, remote, err = _classify(capsys, *common, "--engine", "ray", "--workers", "2", "--cpus-per-worker",
+                                      "1", "--manifest", str(manifest))
+    assert code == 0 and err == ""
+    assert [str(w.message) for w in shown if w.category is UserWarning] == []  # Ray's warnings go to its log
+    assert remote == local
+    log = Path(tempfile.gettempdir()) / "ray" / "perceiver-driver.log"
+    assert log.exists()
+
+
+def test_the_pool_is_no_larger_than_the_items_and_splits_them_into_calls_for_every_worker(monkeypatch):
+    from perceiver_cli.tasks import ray_engine
+
+    seen = {}
+
+    class FakeData:
+        class DataContext:
+            @staticmethod
+            def get_current():
+                class Options:
+                    preserve_order = False
+                context = type("Context", (), {})()
+                context.execution_options = Options()
+                return context
+
+        @staticmethod
+        def ActorPoolStrategy(size):
+            seen["workers"] = size
+            return size
+
+        @staticmethod
+        def from_items(rows, override_num_blocks):
+            seen["blocks"] = override_num_blocks
+
+            class Dataset:
+                def map_batches(self, *args, batch_size, **kwargs):
+                    seen["per_call"] = batch_size
+                    return self
+
+                def iter_batches(self, **kwargs):
+                    return iter(())
+            return Dataset()
+
+    fake = type("FakeRay", (), {"data": FakeData})
+    monkeypatch.setattr(ray_engine, "_pool_size", lambda ray, scale: (4, 1.0, 0.0))
+    task = type("T", (), {"accelerator_batch_size": 8, "cpu_batch_size": 8})()
+    items = [Item(i, f"x{i}") for i in range(3)]
+    list(ray_engine._remote_results(fake, task, RuntimeRequest(), ScaleOptions(engine="ray"), items))
+    assert seen == {"workers": 3, "blocks": 3, "per_call": 1}
+    items = [Item(i, f"x{i}") for i in range(100)]
+    list(ray_engine._remote_results(fake, task, RuntimeRequest(), ScaleOptions(engine="ray"), items))
+    assert seen == {"workers": 4, "blocks": 4, "per_call": 25}
 
 
 def test_a_bad_item_in_the_middle_is_a_failed_record_and_the_rest_completes(local_ray, tmp_path, weights, capsys):

@@ -50,7 +50,27 @@ def test_offline_download_of_a_missing_checkpoint_fails_cleanly(env, capsys):
     assert code == 2 and out == ""
     line = one_line_error(err)
     assert "is not in the local cache" in line and "HF_HUB_OFFLINE=1" in line
-    assert "run: perceiver weights download flow" in line
+    # The command that failed is not what it advises: it says how to bring the files here another way.
+    assert "perceiver weights download" not in line
+    assert "copy a huggingface hub cache that holds deepmind/optical-flow-perceiver into" in line
+    assert "perceiver weights import optical_flow_checkpoint.pystate" in line
+
+
+def test_a_model_command_offline_still_advises_the_download_command(env, capsys, tmp_path):
+    frame = tmp_path / "a.png"
+    frame.write_bytes(b"")
+    code, out, err = run(capsys, "flow", str(frame), str(frame), "-m", "flow")
+    assert code == 2 and "with network access run: perceiver weights download flow" in one_line_error(err)
+
+
+def test_verify_of_a_missing_path_is_no_such_file_not_a_hub_name(env, capsys, tmp_path):
+    for target in ("/nonexistent", str(tmp_path / "nothere"), "./some/folder", "~/nothere/x"):
+        code, out, err = run(capsys, "weights", "verify", target)
+        assert code == 2 and out == ""
+        line = one_line_error(err)
+        assert line == f"perceiver: error: {target}: no such file or folder", line
+    code, out, err = run(capsys, "weights", "verify", "someone/not-cached")  # a repo id is still a hub name
+    assert code == 2 and "run: perceiver weights download someone/not-cached" in one_line_error(err)
 
 
 def test_download_of_a_cached_checkpoint_is_a_no_op(env, capsys):

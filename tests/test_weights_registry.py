@@ -56,7 +56,7 @@ def test_deepmind_originals_have_sizes_and_digests():
 
 def test_deepmind_digests_equal_the_published_table():
     if not CHECKPOINTS_MD.is_file():
-        pytest.skip("the reference notes are not on this machine")
+        pytest.skip(f"needs the shared reference notes beside the checkout: {CHECKPOINTS_MD}")
     table = {}
     for line in CHECKPOINTS_MD.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

@@ -12,7 +12,7 @@ import typer
 from perceiver_cli.bounds import OPTION_LIMITS
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.engine import RuntimeRequest, ScaleOptions, run_engine
-from perceiver_cli.tasks.report import Reporter
+from perceiver_cli.tasks.report import DEFAULT_PROGRESS_INTERVAL, Reporter
 from perceiver_cli.tasks.report_html import REPORT_WORST_DEFAULT
 
 
@@ -99,13 +99,17 @@ _SCALE_OPTIONS: list[tuple[str, Any, Any]] = [
         None, "--cpus-per-worker", metavar="C", show_default=False,
         help="With --engine ray: CPUs each worker holds (default: 1 with GPUs, else a node's CPUs shared "
              "by the workers).")),
+    ("progress_interval", float, typer.Option(
+        DEFAULT_PROGRESS_INTERVAL, "--progress-interval", metavar="SECONDS", envvar="PERCEIVER_PROGRESS_INTERVAL",
+        help="When stderr is not a terminal (a log file, a Slurm job): a plain progress line (done/total items, "
+             "items/s, elapsed, ETA) at most this often, and one at the end; -q silences it.")),
 ]
 
 
 def scale_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command the options of dataset-scale runs (--manifest, --retry-failed, --skip-existing, --shard,
-    --engine, --ray-address, --workers, --gpus-per-worker, --cpus-per-worker), after its own; the command
-    receives them as one `scale: ScaleOptions` argument and hands it to `run_task`."""
+    --engine, --ray-address, --workers, --gpus-per-worker, --cpus-per-worker, --progress-interval), after its
+    own; the command receives them as one `scale: ScaleOptions` argument and hands it to `run_task`."""
     signature = inspect.signature(command)
     own = [p for name, p in signature.parameters.items() if name != "scale"]
     added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)

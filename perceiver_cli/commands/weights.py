@@ -80,7 +80,7 @@ def download(
             raise UsageError(f"unknown checkpoint '{name}': use one of {', '.join(SHORT_NAMES)} or a hub "
                              "repo id (owner/name)")
     for name in names:
-        folder, fetched = ensure_downloaded(name)
+        folder, fetched = ensure_downloaded(name, asked=True)
         _note(f"{name}: {'downloaded' if fetched else 'already in the cache'}")
         print(folder, flush=True)
     return 0

@@ -145,7 +145,16 @@ def _open_media(path: PathLike) -> "av.container.InputContainer":
         raise InputError(f"{name}: not a readable media file ({_reason(error)})") from None
 
 
+def _is_still_image(container: "av.container.InputContainer") -> bool:
+    """Whether FFmpeg opened the file with a still-image demuxer (image2, png_pipe, jpeg_pipe, ...): one picture,
+    not a video (an animated GIF has a demuxer of its own and stays a video)."""
+    format_name = container.format.name or ""
+    return format_name == "image2" or format_name.endswith("_pipe")
+
+
 def _video_stream(container: "av.container.InputContainer", name: str) -> "av.VideoStream":
+    if _is_still_image(container):
+        raise InputError(f"{name}: a still image, not a video")
     if not container.streams.video:
         raise InputError(f"{name}: no video stream")
     return container.streams.video[0]

@@ -117,6 +117,10 @@ class Task:
         """The text table's lines for one ok record (the heading line is the input)."""
         return []
 
+    def notes(self) -> list[str]:
+        """Remarks for a person at the end of the run (inputs skipped on purpose), printed as notes."""
+        return []
+
     def failure_line(self, result: Result) -> Optional[str]:
         """The stderr line of a failed result, `name: error`; None when an earlier line said it already."""
         return named_problem(result)

@@ -55,13 +55,16 @@ def run_local(task: Task, runtime, reporter: Reporter, *, model=None, select: Op
     worker = worker_name()
     try:
         label = progress_label or task.progress_label or task.name
-        with progress_bar(label, total, PROGRESS_MIN_ITEMS, quiet=reporter.quiet) as advance:
+        with progress_bar(label, total, PROGRESS_MIN_ITEMS, quiet=reporter.quiet,
+                          log_every=reporter.progress_interval) as advance:
             for result in timed(results):
                 result.worker = result.worker or worker
                 reporter.result(result)
                 for listener in listeners:
                     listener(result)
                 advance(1)
+        for note in task.notes():
+            reporter.note(note)
     finally:
         task.close()
     return reporter.exit_code()
@@ -90,6 +93,7 @@ def run_engine(task: Task, request: RuntimeRequest, reporter: Reporter,
 
     scale = scale or ScaleOptions()
     scale.check()
+    reporter.progress_interval = scale.progress_interval
     shard = parse_shard(scale.shard)
     if scale.engine == "ray":
         from perceiver_cli.tasks.ray_engine import check_ray

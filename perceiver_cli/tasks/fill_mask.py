@@ -43,20 +43,22 @@ def _excerpt(text: str, limit: int = 30) -> str:
 
 
 def _argument_item(index: int, number: int, text: str) -> Item:
-    """The item of the `number`th text argument; any fault in it is a usage error."""
+    """The item of the `number`th text argument; a fault in it makes it a failed item, as a bad stdin line is."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:  # argv bytes that are not UTF-8 arrive as surrogate escapes
-        raise UsageError(f"text {number}: not valid UTF-8 (an undecodable byte at character {exc.start})") from None
+        return Item(index, "", data=Text(None), key=f"text {number}",
+                    error=f"not valid UTF-8 (an undecodable byte at character {exc.start})")
     label = f"text {number} {_excerpt(text)}" if text else f"text {number}"
     try:
         return Item(index, text, data=Text(text, parsed=parse_masked_text(text)), key=label)
     except MaskSyntaxError as exc:
-        raise UsageError(f"{label}: {exc}") from None
+        return Item(index, text, data=Text(text), error=str(exc), key=label)
 
 
-def _stdin_items(start: int) -> Iterator[Item]:
-    """One item per line of stdin, lazily; unreadable lines carry their problem."""
+def _stdin_items(start: int, blank: list[int]) -> Iterator[Item]:
+    """One item per line of stdin, lazily; unreadable lines carry their problem; blank lines are skipped
+    and counted in `blank`."""
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:  # a text stream without bytes underneath (tests, embedding)
         stream = (line.encode("utf-8", "surrogateescape") for line in sys.stdin)
@@ -65,6 +67,9 @@ def _stdin_items(start: int) -> Iterator[Item]:
         key = f"{STDIN_ARGUMENT}: line {number}"
         if isinstance(text, BadLine):
             yield Item(index, "", data=Text(None, line=number), error=text.problem, key=key)
+        elif not text.strip():
+            blank[0] += 1
+            continue
         else:
             try:
                 yield Item(index, text, data=Text(text, number, parse_masked_text(text)), key=key)
@@ -136,15 +141,6 @@ class MaskFiller:
         check_options(top_k, max_span)
         self.model, self.runtime, self.top_k, self.max_span = model, runtime, top_k, max_span
 
-    def check(self, items: Iterable[Optional[Item]]) -> None:
-        """A usage error for a text argument whose mask spans more bytes than the model has positions."""
-        window = self.model.spec.max_position_embeddings
-        for item in items:
-            for number, length in enumerate(item.data.parsed.masks if item else (), start=1):
-                if length is not None and length > window:
-                    raise UsageError(f"{item.key}: mask {number} spans {length} bytes, more than the model's "
-                                     f"{window} positions")
-
     def results(self, items: Iterable[Item]) -> Iterator[Result]:
         """One Result per item, in order, texts filled together in batches of the runtime's size."""
         from perceiver_cli.core.text import SpanError, fill_masks
@@ -168,10 +164,8 @@ class MaskFiller:
                     yield Result(item, record_of(item.data, result))
 
     def fill(self, text: str) -> dict[str, Any]:
-        """The record of one text with [MASK] spans; a text that cannot be filled raises (UsageError for its
-        syntax, ValueError otherwise)."""
+        """The record of one text with [MASK] spans; a text that cannot be filled raises ValueError."""
         item = _argument_item(0, 1, text)
-        self.check([item])
         (result,) = list(self.results([item]))
         return record_or_raise(result)
 
@@ -193,8 +187,9 @@ class FillMaskTask(ModelTask):
         super().__init__(source, numerics)
         self.top_k = top_k
         self.max_span = max_span
-        # Arguments are parsed now: a bad one is a usage error before the model loads.
+        # Arguments are parsed now: a bad one is a failed item, reported without running the model on it.
         self._arguments: list[Optional[Item]] = []
+        self._blank = [0]
         for number, text in enumerate(texts, start=1):
             self._arguments.append(None if text == STDIN_ARGUMENT else _argument_item(number - 1, number, text))
 
@@ -202,7 +197,7 @@ class FillMaskTask(ModelTask):
         index = 0
         for item in self._arguments:
             if item is None:
-                for line_item in _stdin_items(index):
+                for line_item in _stdin_items(index, self._blank):
                     index = line_item.index + 1
                     yield line_item
             else:
@@ -211,13 +206,15 @@ class FillMaskTask(ModelTask):
                 yield item
 
     def setup(self, runtime, model=None) -> None:
-        model = self.model_for(runtime, model)
-        self.filler = MaskFiller(model, runtime, self.top_k, self.max_span)
-        self.filler.check(self._arguments)
-        self.model = model
+        self.model = self.model_for(runtime, model)
+        self.filler = MaskFiller(self.model, runtime, self.top_k, self.max_span)
 
     def run(self, items: Iterable[Item]) -> Iterator[Result]:
         return self.filler.results(items)
+
+    def notes(self) -> list[str]:
+        blank = self._blank[0]
+        return [f"{blank} blank line{'s' if blank != 1 else ''} of standard input skipped"] if blank else []
 
     def render(self, record: dict[str, Any]) -> list[str]:
         text = record["input"]

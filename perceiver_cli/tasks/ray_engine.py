@@ -22,6 +22,7 @@ import os
 import pickle
 import sys
 import tempfile
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import fields
 from typing import Any, Iterable, Iterator, Optional
@@ -171,11 +172,18 @@ def _ray_output_to(path: str) -> Iterator[None]:
         text = "".join(f"({data.get('pid', 'ray')}) {line}\n" for line in data.get("lines", ()))
         os.write(2, text.encode("utf-8", "backslashreplace"))
 
+    def warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:
+        os.write(2, warnings.formatwarning(message, category, filename, lineno, line).encode("utf-8",
+                                                                                           "backslashreplace"))
+
     if printer is not None:
         ray_worker.print_to_stdstream = to_log
+    shown = warnings.showwarning
+    warnings.showwarning = warning_to_log  # Ray's Python warnings are its output too: the log, not our stderr
     try:
         yield
     finally:
+        warnings.showwarning = shown
         if printer is not None:
             ray_worker.print_to_stdstream = printer
         sys.stderr.flush()
@@ -224,8 +232,10 @@ def _remote_results(ray, task: Task, request: RuntimeRequest, scale: ScaleOption
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # failures reach the user as records or one line
+    workers = max(1, min(workers, len(items)))  # no worker without an item (or a segment) to run
     step = request.batch_size or (task.accelerator_batch_size if gpus else task.cpu_batch_size)
-    per_call = 1 if segmented else max(1, step) * STEPS_PER_CALL
+    # Calls small enough that every worker gets one, large enough to batch.
+    per_call = 1 if segmented else max(1, min(max(1, step) * STEPS_PER_CALL, math.ceil(len(items) / workers)))
     rows = [{"index": item.index, "item": pickle.dumps(item)} for item in items]
     blocks = max(1, min(MAX_BLOCKS, math.ceil(len(rows) / per_call)))
     dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
@@ -286,8 +296,8 @@ def run_ray(task: Task, request: RuntimeRequest, reporter: Reporter, scale: Scal
             assembler = task.assembler(runnable)
         remote = _remote_results(ray, task, request, scale, runnable, segmented) if runnable else iter(())
         label = task.progress_label or task.name
-        with progress_bar(label, None if segmented else len(items), PROGRESS_MIN_ITEMS,
-                          quiet=reporter.quiet) as advance, assembler or nullcontext() as assembled:
+        with progress_bar(label, None if segmented else len(items), PROGRESS_MIN_ITEMS, quiet=reporter.quiet,
+                          log_every=reporter.progress_interval) as advance, assembler or nullcontext() as assembled:
             for index, result in heapq.merge(known_bad, remote, key=lambda pair: pair[0]):
                 if index in seen:  # a retried batch delivered twice: the first record stands
                     continue
@@ -301,6 +311,8 @@ def run_ray(task: Task, request: RuntimeRequest, reporter: Reporter, scale: Scal
             for item in runnable if not segmented else ():  # an assembler words its own missing segments
                 if item.index not in seen:
                     report(failure(item, LOST))
+        for note in task.notes():
+            reporter.note(note)
     except RayEngineError:
         raise
     except Exception as exc:

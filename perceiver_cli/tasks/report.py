@@ -16,12 +16,15 @@ import json
 import math
 import re
 import sys
+import time
 import unicodedata
 from typing import Any, Optional
 
 from perceiver_cli.errors import EXIT_OK, EXIT_SOME_FAILED
 
 INDENT = "  "
+# Seconds between plain progress lines when stderr is a log, not a terminal (--progress-interval).
+DEFAULT_PROGRESS_INTERVAL = 30.0
 # The failure of an item whose results are not numbers (a checkpoint of NaN weights, an input that overflows).
 NON_FINITE = "the model's outputs are not finite numbers (NaN or infinity): its weights or this input are broken"
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -84,10 +87,12 @@ def warning_line(message: str) -> None:
 class Reporter:
     """Streams results in the order they are handed in; counts failures for the exit code."""
 
-    def __init__(self, task, json_lines: bool = False, quiet: bool = False):
+    def __init__(self, task, json_lines: bool = False, quiet: bool = False,
+                 progress_interval: Optional[float] = DEFAULT_PROGRESS_INTERVAL):
         self.task = task
         self.json_lines = json_lines
         self.quiet = quiet
+        self.progress_interval = progress_interval  # seconds between progress lines in a log
         self.failed = 0
         self.done = 0
         self._blocks = 0
@@ -134,20 +139,68 @@ def heading(record: dict[str, Any], key: str = "input") -> str:
     return visible(str(value)) if value is not None else ""
 
 
-class progress_bar:
-    """A transient rich progress bar on stderr, only when stderr is a terminal, `quiet` is off and there are at
-    least `min_items` items (an unknown total always shows it); `with progress_bar(...) as advance: advance(n)`."""
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
-    def __init__(self, label: str, total: Optional[int], min_items: int = 0, quiet: bool = False):
+
+class ProgressLog:
+    """Progress as plain lines for a log (stderr that is not a terminal): `done/total items, rate, elapsed, ETA`
+    at most every `interval` seconds, and a closing line when any was printed (a short run prints none)."""
+
+    def __init__(self, label: str, total: Optional[int], interval: float, clock=time.monotonic):
+        self.label, self.total, self.interval, self.clock = label, total, interval, clock
+        self.done = 0
+        self.start = self.last = clock()
+        self.printed = False
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = self.clock()
+        if now - self.last >= self.interval:
+            self.last = now
+            self._line(now)
+
+    def finish(self) -> None:
+        if self.printed:
+            self._line(self.clock(), closing=True)
+
+    def _line(self, now: float, closing: bool = False) -> None:
+        elapsed = now - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        of = f"/{self.total}" if self.total is not None else ""
+        parts = [f"{self.label}: {self.done}{of} items", f"{rate:.3g} items/s", f"elapsed {_clock(elapsed)}"]
+        if closing:
+            parts.append("done")
+        elif self.total is not None and rate > 0:
+            parts.append(f"ETA {_clock(max(0, self.total - self.done) / rate)}")
+        print(f"perceiver: progress: {', '.join(parts)}", file=sys.stderr, flush=True)
+        self.printed = True
+
+
+class progress_bar:
+    """Progress on stderr unless `quiet`, for at least `min_items` items (an unknown total always counts): a
+    transient rich bar on a terminal; elsewhere (a log file, Slurm), with `log_every` seconds given, plain lines
+    (ProgressLog). `with progress_bar(...) as advance: advance(n)`."""
+
+    def __init__(self, label: str, total: Optional[int], min_items: int = 0, quiet: bool = False,
+                 log_every: Optional[float] = None):
         self.label, self.total, self.min_items, self.quiet = label, total, min_items, quiet
+        self.log_every = log_every
         self.bar = None
+        self.log: Optional[ProgressLog] = None
 
     def __enter__(self):
         from rich.console import Console
 
         console = Console(stderr=True)
-        if self.quiet or not console.is_terminal or (self.total is not None and self.total < self.min_items):
+        if self.quiet or (self.total is not None and self.total < self.min_items):
             return lambda n=1: None
+        if not console.is_terminal:
+            if self.log_every is None:
+                return lambda n=1: None
+            self.log = ProgressLog(self.label, self.total, self.log_every)
+            return self.log.advance
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -159,3 +212,5 @@ class progress_bar:
     def __exit__(self, *exc_info) -> None:
         if self.bar is not None:
             self.bar.stop()
+        if self.log is not None and exc_info[0] is None:
+            self.log.finish()

@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Optional
 
 from perceiver_cli.bounds import check_option
 from perceiver_cli.errors import UsageError
+from perceiver_cli.tasks.report import DEFAULT_PROGRESS_INTERVAL
 from perceiver_cli.tasks.base import Item, Result, Task
 
 # A progress bar is worth drawing from this many items on.
@@ -54,6 +55,7 @@ class ScaleOptions:
     skip_existing: bool = False
     shard: Optional[str] = None
     engine: str = "local"
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL
     ray_address: Optional[str] = None
     workers: Optional[int] = None
     gpus_per_worker: float = 0.0
@@ -71,6 +73,9 @@ class ScaleOptions:
                                               ("--cpus-per-worker", self.cpus_per_worker)) if value is not None]
             if given:
                 raise UsageError(f"{given[0]} is for --engine ray")
+        if not 0 <= self.progress_interval <= 86400:
+            raise UsageError("--progress-interval must be between 0 and 86400 seconds, "
+                             f"got {self.progress_interval:g}")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"--workers must be at least 1, got {self.workers}")
         if self.gpus_per_worker < 0:

@@ -29,6 +29,11 @@ from perceiver_cli.weights.registry import (DEEPMIND_SUFFIXES, Checkpoint, check
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
+def is_repo_id(text: str) -> bool:
+    """Whether `text` reads as a hub repo id (owner/name), never as a path (./x/y, /x, ~/x)."""
+    return bool(_REPO_ID.fullmatch(text)) and not text.startswith((".", "/", "~"))
+
+
 def find_local(name_or_repo: str) -> tuple[Optional[Path], Optional[str]]:
     """The lookup order, in one place: the hub cache, then an import of that name; (folder, "hub"/"imported")
     or (None, None). Never downloads."""
@@ -42,25 +47,32 @@ def find_local(name_or_repo: str) -> tuple[Optional[Path], Optional[str]]:
     imported = find_imported(name_or_repo)
     if imported is not None:
         return imported, "imported"
-    if _REPO_ID.fullmatch(name_or_repo) and not name_or_repo.startswith((".", "/")):
+    if is_repo_id(name_or_repo):
         cached = cached_snapshot(name_or_repo, "main")
         if cached is not None:
             return cached, "hub"
     return None, None
 
 
-def missing_message(label: str, repo: str, why: str, entry: Optional[Checkpoint]) -> str:
-    """The one line for a checkpoint that is neither cached nor fetchable now, with the commands that fix it."""
+def missing_message(label: str, repo: str, why: str, entry: Optional[Checkpoint], downloading: bool = False) -> str:
+    """The one line for a checkpoint that is neither cached nor fetchable now, with what fixes it: the download
+    command, or (when that command is what failed) how to bring the files onto this machine another way."""
     where = display_path(hub_cache_dir())
-    fetch = f"perceiver weights download {entry.name if entry else repo}"
-    hint = f"; with network access run: {fetch}"
-    if entry is not None:
-        hint += f"  (or import DeepMind's file: perceiver weights import {entry.original.file})"
+    if downloading:
+        hint = (f"; to bring it onto this machine, copy a huggingface hub cache that holds {repo} into {where} "
+                "(HF_HUB_CACHE) on a machine that has it, and set HF_HUB_OFFLINE=1 where there is no network")
+        if entry is not None:
+            hint += f", or import DeepMind's file: perceiver weights import {entry.original.file}"
+    else:
+        hint = f"; with network access run: perceiver weights download {entry.name if entry else repo}"
+        if entry is not None:
+            hint += f"  (or import DeepMind's file: perceiver weights import {entry.original.file})"
     return f"checkpoint {label} is not in the local cache ({where}) and {why}{hint}"
 
 
-def ensure_downloaded(name_or_repo: str) -> tuple[Path, bool]:
-    """The cached snapshot of a known checkpoint or repo id, downloading it once if needed; (dir, downloaded)."""
+def ensure_downloaded(name_or_repo: str, asked: bool = False) -> tuple[Path, bool]:
+    """The cached snapshot of a known checkpoint or repo id, downloading it once if needed; (dir, downloaded).
+    `asked`: the user ran the download command itself, so a failure does not advise running it."""
     entry = find_checkpoint(name_or_repo)
     repo = entry.repo if entry else name_or_repo.strip()
     revision = entry.revision if entry else "main"
@@ -69,7 +81,7 @@ def ensure_downloaded(name_or_repo: str) -> tuple[Path, bool]:
     if found is not None:
         return found, False
     if offline_mode():
-        raise WeightsError(missing_message(label, repo, "HF_HUB_OFFLINE=1 forbids downloading", entry))
+        raise WeightsError(missing_message(label, repo, "HF_HUB_OFFLINE=1 forbids downloading", entry, asked))
 
     def announce() -> None:
         print(f"perceiver: downloading {repo} into {display_path(hub_cache_dir())}", file=sys.stderr)
@@ -78,7 +90,7 @@ def ensure_downloaded(name_or_repo: str) -> tuple[Path, bool]:
         folder = download_snapshot(repo, revision, entry.files if entry else None, announce)
     except HubError as exc:
         if exc.reason == "unreachable":
-            raise WeightsError(missing_message(label, repo, str(exc), entry)) from None
+            raise WeightsError(missing_message(label, repo, str(exc), entry, asked)) from None
         raise WeightsError(f"checkpoint {label}: {exc}") from None
     return folder, True
 
@@ -162,7 +174,7 @@ def _resolve_name(text: str) -> Path:
     found, _ = find_local(text)
     if found is not None:
         return found
-    if find_checkpoint(text) is not None or (_REPO_ID.fullmatch(text) and not text.startswith((".", "/"))):
+    if find_checkpoint(text) is not None or is_repo_id(text):
         return ensure_downloaded(text)[0]
     if _looks_like_path(text):
         raise WeightsError(f"{text}: no such file or folder")

@@ -16,7 +16,8 @@ from perceiver_cli.weights.hub import blob_digest
 from perceiver_cli.weights.imported import import_deepmind_file, imported_checkpoints, read_manifest
 from perceiver_cli.weights.registry import (Checkpoint, checkpoints, find_checkpoint, identify_original,
                                             is_deepmind_file, key_list_digest, sha256_file)
-from perceiver_cli.weights.resolve import find_local, locate_checkpoint, means_local, missing_message
+from perceiver_cli.weights.resolve import (find_local, is_repo_id, locate_checkpoint, means_local,
+                                          missing_message)
 
 # Statuses: OK and NOTE pass; WARN (not the checkpoint its name says) makes verify exit 1; FAIL exit 2.
 STATUSES = ("OK", "NOTE", "WARN", "FAIL")
@@ -229,10 +230,13 @@ def verify(name_or_path: str, load_checks: Callable[[Path], list[Check]]) -> lis
     directory = locate_checkpoint(text)
     if directory is None:
         entry = find_checkpoint(text)
-        if entry is not None or ("/" in text and not path.exists()):
+        if entry is not None or is_repo_id(text):
             label = f"'{entry.name}' ({entry.repo})" if entry else f"'{text}'"
             raise WeightsError(missing_message(label, entry.repo if entry else text, "verify never downloads",
                                                entry))
-        raise WeightsError(f"{text}: no such checkpoint, folder or file")
+        if path.exists():
+            raise WeightsError(f"{text}: not a checkpoint folder or a DeepMind .pystate/.pickle file")
+        raise WeightsError(f"{text}: no such file or folder" if "/" in text or path.suffix else
+                           f"{text}: no such checkpoint, file or folder")
     entry = None if means_local(text) else find_checkpoint(text)
     return _directory_checks(directory, entry) + load_checks(directory)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -233,6 +234,31 @@ def test_a_file_without_pictures_is_refused(tmp_path, read):
     path = write_sound_only(tmp_path / "clip.mp4")
     with pytest.raises(InputError, match=r"^.*clip\.mp4: no video stream$"):
         read(path)
+
+
+def _still(tmp_path: Path, name: str) -> Path:
+    from PIL import Image
+
+    path = tmp_path / name
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    picture.save(path, format={".jpg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".mp4": "JPEG"}[path.suffix])
+    return path
+
+
+@pytest.mark.parametrize("name", ["photo.jpg", "picture.png", "picture.webp", "renamed.mp4"])
+@pytest.mark.parametrize("read", [probe_video, lambda p: list(iter_clips(p))], ids=["probe", "iter_clips"])
+def test_a_still_image_is_refused_as_not_a_video(tmp_path, name, read):
+    path = _still(tmp_path, name)
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}: a still image, not a video$"):
+        read(path)
+
+
+def test_an_animated_gif_is_still_a_video(tmp_path):
+    from PIL import Image
+
+    frames = [Image.fromarray(np.full((24, 32, 3), 40 * i, np.uint8)) for i in range(4)]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:], duration=40, loop=0)
+    assert probe_video(tmp_path / "moving.gif").width == 32
 
 
 def _empty(tmp_path: Path) -> Path:

@@ -147,8 +147,9 @@ def test_avi_keeps_sound_and_gif_refuses_it(tmp_path):
 
 
 def test_rotation_agrees_with_ffmpegs_own_autorotation(tmp_path):
-    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
     import subprocess
+
+    import imageio_ffmpeg  # the [test] extra installs it
 
     from perceiver_cli.io.images import read_image
 
