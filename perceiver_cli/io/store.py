@@ -124,17 +124,23 @@ def files_under(location: str, extensions: Iterable[str]) -> list[str]:
 
 
 def _glob(argument: str, wanted: frozenset[str], kind: str) -> list[str] | InputError:
-    """Files a wildcard URL matches: matched files with one of the extensions, matched prefixes expanded."""
+    """Files a wildcard URL matches: matched files with one of the extensions, matched prefixes expanded;
+    like the shell's glob, a wildcard matches no hidden name."""
     fs, pattern = filesystem(argument)
     with store_errors(argument):
         matches = fs.glob(pattern, detail=True)
+    parts = pattern.split("/")
+    fixed = next(i for i, part in enumerate(parts) if inputs.looks_like_glob(part))
+    root = "/".join(parts[:fixed])
     found: list[str] = []
     for name in sorted(matches):
-        url = url_of(argument, name)
+        relative = name[len(root):].lstrip("/")
+        if any(part.startswith(".") for part in relative.split("/")):
+            continue
         if matches[name].get("type") == "directory":
-            found.extend(files_under(url, wanted))
-        elif _wanted(PurePosixPath(name).name, wanted):
-            found.append(url)
+            found.extend(files_under(url_of(argument, name), wanted))
+        elif _wanted(relative, wanted):
+            found.append(url_of(argument, name))
     return found or InputError(f"{argument}: pattern matches no {kind} files")
 
 
@@ -153,7 +159,7 @@ def _expand_remote(argument: str, wanted: frozenset[str], kind: str) -> list[str
     if not found:
         return InputError(f"{argument}: no such file or folder")
     if list(found) == [path.rstrip("/")]:
-        return [argument]  # one object, whatever its extension (its reader judges it)
+        return [url_of(argument, path.rstrip("/"))]  # one object, whatever its extension (its reader judges it)
     files = files_under(argument, wanted)
     return files or InputError(f"{argument}: folder holds no {kind} files ({', '.join(sorted(wanted))})")
 

@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import IO, Any, Iterator
 
 from perceiver_cli import interrupts
 from perceiver_cli.errors import UsageError
-from perceiver_cli.io import atomic
+from perceiver_cli.io import atomic, location
 from perceiver_cli.io.location import filesystem, is_remote, is_writable_scheme, local_path, scheme_of
 from perceiver_cli.io.store_errors import store_errors
 
@@ -32,22 +33,47 @@ from perceiver_cli.io.store_errors import store_errors
 SINGLE_PUT_BYTES = 16 * 2**20
 PART_BYTES = 8 * 2**20
 
+# An upload slower than this counts as a store that stopped answering.
+SLOWEST_UPLOAD_BYTES_PER_S = 256 * 1024
+
 # Folder for spool files; None: the system's temporary folder ($TMPDIR).
 SPOOL_DIR: str | None = None
 
 
-def _run(fs: Any, coroutine: Any) -> Any:
-    """Run a driver coroutine on its event loop and wait; an exception here (Ctrl-C included) cancels it."""
+class StoreTimeout(TimeoutError):
+    """A request that outlived its whole allowance (the driver's own timeouts do not cover every wait)."""
+
+    def __init__(self, endpoint: str):
+        super().__init__(f"no answer from {endpoint or 'the store'}")
+        self.kwargs = {"endpoint_url": endpoint}
+
+
+def _allowance(sent_bytes: int) -> float:
+    """Seconds one request may take in all: every attempt's connect and read waits, and the upload itself."""
+    limits = location.TIMEOUTS
+    return limits.attempts * (limits.connect_s + limits.read_s + sent_bytes / SLOWEST_UPLOAD_BYTES_PER_S)
+
+
+def _run(fs: Any, coroutine: Any, sent_bytes: int = 0) -> Any:
+    """Run a driver coroutine on its event loop and wait, at most its allowance; an exception here (Ctrl-C
+    included) cancels it."""
     future = asyncio.run_coroutine_threadsafe(coroutine, fs.loop)
+    deadline = time.monotonic() + _allowance(sent_bytes)
     try:
         while True:
             try:
                 return future.result(timeout=0.5)  # short waits keep the main thread open to signals
             except concurrent.futures.TimeoutError:
-                continue
+                if time.monotonic() > deadline:
+                    raise StoreTimeout(_endpoint_of(fs)) from None
     except BaseException:
         future.cancel()
         raise
+
+
+def _endpoint_of(fs: Any) -> str:
+    client = getattr(fs, "_s3", None)
+    return str(getattr(getattr(client, "meta", None), "endpoint_url", "") or "")
 
 
 def _spool(target: str) -> tuple[int, Path]:
@@ -69,7 +95,7 @@ def _put_multipart(fs: Any, path: str, spool: Path) -> None:
         with open(spool, "rb") as source:
             for number, chunk in enumerate(iter(lambda: source.read(PART_BYTES), b""), start=1):
                 reply = _run(fs, fs._call_s3("upload_part", Bucket=bucket, Key=key, UploadId=upload,
-                                             PartNumber=number, Body=chunk))
+                                             PartNumber=number, Body=chunk), len(chunk))
                 parts.append({"PartNumber": number, "ETag": reply["ETag"]})
         interrupts.check()
         _run(fs, fs._call_s3("complete_multipart_upload", Bucket=bucket, Key=key, UploadId=upload,
@@ -95,12 +121,13 @@ def _publish(target: str, spool: Path) -> None:
         if scheme_of(target) in ("s3", "s3a"):
             if spool.stat().st_size <= SINGLE_PUT_BYTES:
                 bucket, key, _ = fs.split_path(path)
-                _run(fs, fs._call_s3("put_object", Bucket=bucket, Key=key, Body=spool.read_bytes()))
+                body = spool.read_bytes()
+                _run(fs, fs._call_s3("put_object", Bucket=bucket, Key=key, Body=body), len(body))
             else:
                 _put_multipart(fs, path, spool)
         elif getattr(fs, "async_impl", False):
             # gcsfs and adlfs commit an upload only at its end (resumable session, block list)
-            _run(fs, fs._put_file(str(spool), path))
+            _run(fs, fs._put_file(str(spool), path), spool.stat().st_size)
         else:
             fs.put_file(str(spool), path)
         fs.invalidate_cache(path)
