@@ -75,7 +75,8 @@ def local_path(location: str | os.PathLike[str]) -> Path | None:
         return Path(location)
     if scheme == "file":
         parts = urlsplit(os.fspath(location))
-        return Path(unquote(parts.netloc + parts.path) if parts.netloc not in ("", "localhost") else unquote(parts.path))
+        host = "" if parts.netloc in ("", "localhost") else parts.netloc  # file://dir/x: fsspec reads dir/x
+        return Path(unquote(host + parts.path))
     return None
 
 

@@ -105,18 +105,24 @@ def _walk_order(relative: str) -> tuple[tuple[int, str], ...]:
 
 def _wanted(relative: str, extensions: frozenset[str]) -> bool:
     """A file below a prefix that a folder expansion keeps: no hidden part, one of the extensions."""
-    parts = relative.split("/")
-    return not any(part.startswith(".") for part in parts) and PurePosixPath(parts[-1]).suffix.lower() in extensions
+    name = relative.rpartition("/")[2]
+    dot = name.rfind(".")
+    suffix = name[dot:].lower() if dot > 0 else ""  # as Path.suffix: a leading dot starts no extension
+    return suffix in extensions and not relative.startswith(".") and "/." not in relative
 
 
 def files_under(location: str, extensions: Iterable[str]) -> list[str]:
     """URLs of the files below a prefix whose extension is one of `extensions`, hidden ones skipped, in local
     walk order; one paginated listing."""
-    wanted = frozenset(extensions)
     fs, path = filesystem(location)
-    root = path.rstrip("/")
     with store_errors(location):
-        found = fs.find(root, detail=True)
+        found = fs.find(path.rstrip("/"), detail=True)
+    return _kept(location, path, found, frozenset(extensions))
+
+
+def _kept(location: str, path: str, found: dict[str, Any], wanted: frozenset[str]) -> list[str]:
+    """The files of a prefix's listing that a folder expansion keeps, as URLs in local walk order."""
+    root = path.rstrip("/")
     relative = {name[len(root) + 1:]: name for name, info in found.items()
                 if info.get("type") != "directory" and name.startswith(root + "/")}
     keep = sorted((rel for rel in relative if _wanted(rel, wanted)), key=_walk_order)
@@ -160,7 +166,7 @@ def _expand_remote(argument: str, wanted: frozenset[str], kind: str) -> list[str
         return InputError(f"{argument}: no such file or folder")
     if list(found) == [path.rstrip("/")]:
         return [url_of(argument, path.rstrip("/"))]  # one object, whatever its extension (its reader judges it)
-    files = files_under(argument, wanted)
+    files = _kept(argument, path, found, wanted)
     return files or InputError(f"{argument}: folder holds no {kind} files ({', '.join(sorted(wanted))})")
 
 

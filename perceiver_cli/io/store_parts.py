@@ -29,6 +29,13 @@ PART_SUFFIX = ".jsonl"
 Record = dict[str, Any]
 
 
+def _run_name() -> str:
+    """This run's part-name stem: its UTC start time to the nanosecond (so names sort by run), and a token."""
+    now = time.time_ns()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9))
+    return f"{stamp}{now % 10**9:09d}Z-{secrets.token_hex(3)}"
+
+
 class PartLog:
     """The parts under `location` (a folder or prefix): read them back, append records, commit them as parts."""
 
@@ -39,8 +46,11 @@ class PartLog:
         self.every_records = every_records
         local = local_path(self.location)
         if local is not None:
-            local.mkdir(parents=True, exist_ok=True)
-        self._run = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}{time.time_ns() % 10**9:09d}-{secrets.token_hex(3)}"
+            try:
+                local.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"{local}: cannot create the folder ({exc.strerror or type(exc).__name__})") from None
+        self._run = _run_name()
         self._number = 0
         self._buffer: list[Record] = []
         self._lock = threading.Lock()
@@ -55,13 +65,8 @@ class PartLog:
     def part_names(self) -> list[str]:
         """The committed parts' paths on the store, oldest first (one paginated listing)."""
         fs, path = filesystem(self.location)
-        try:
-            with store_errors(self.location, setup=True):
-                found = fs.find(path)
-        except UsageError:
-            if local_path(self.location) is None or local_path(self.location).exists():
-                raise
-            found = []  # a local log not yet written
+        with store_errors(self.location, setup=True):
+            found = fs.find(path)
         return sorted(name for name in found if name.rsplit("/", 1)[-1].startswith(PART_PREFIX)
                       and name.endswith(PART_SUFFIX))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import mimetypes
 import os
 import tempfile
 import time
@@ -86,10 +87,17 @@ def _spool(target: str) -> tuple[int, Path]:
     return fd, Path(name)
 
 
+def _content_type(key: str) -> dict[str, str]:
+    """The object's Content-Type from its extension, so a browser or CDN serves it right."""
+    guessed, _ = mimetypes.guess_type(key)
+    return {"ContentType": guessed} if guessed else {}
+
+
 def _put_multipart(fs: Any, path: str, spool: Path) -> None:
     """Upload the spool as parts and complete the upload; on any exception abort it, so nothing remains."""
     bucket, key, _ = fs.split_path(path)
-    upload = _run(fs, fs._call_s3("create_multipart_upload", Bucket=bucket, Key=key))["UploadId"]
+    upload = _run(fs, fs._call_s3("create_multipart_upload", Bucket=bucket, Key=key, **_content_type(key)))
+    upload = upload["UploadId"]
     try:
         parts = []
         with open(spool, "rb") as source:
@@ -122,7 +130,7 @@ def _publish(target: str, spool: Path) -> None:
             if spool.stat().st_size <= SINGLE_PUT_BYTES:
                 bucket, key, _ = fs.split_path(path)
                 body = spool.read_bytes()
-                _run(fs, fs._call_s3("put_object", Bucket=bucket, Key=key, Body=body), len(body))
+                _run(fs, fs._call_s3("put_object", Bucket=bucket, Key=key, Body=body, **_content_type(key)), len(body))
             else:
                 _put_multipart(fs, path, spool)
         elif getattr(fs, "async_impl", False):

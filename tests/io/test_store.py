@@ -120,6 +120,46 @@ def test_reads_a_whole_object_and_a_range_without_fetching_the_rest(bucket):
     assert fetched < len(data)
 
 
+def test_a_video_decodes_from_the_store_as_from_the_local_file(bucket, tmp_path):
+    av = pytest.importorskip("av")
+    import numpy as np
+    from synthetic_media import write_video
+
+    clip = write_video(tmp_path / "clip.mp4", n_frames=12, width=32, height=24)
+    bucket.put("clips/clip.mp4", clip.read_bytes())
+
+    def frames(source):
+        with av.open(source) as container:
+            return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+    with store.open_input(bucket.url("clips/clip.mp4")) as remote:
+        streamed = frames(remote)
+    local = frames(str(clip))
+    assert len(streamed) == len(local) == 12
+    assert all(np.array_equal(a, b) for a, b in zip(streamed, local))
+
+
+def test_web_urls_are_read_and_a_missing_one_fails_the_item(tmp_path):
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    (tmp_path / "cat.jpg").write_bytes(b"not really a jpeg")
+    handler = partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{web.server_address[1]}"
+        try:
+            assert store.read_bytes(f"{base}/cat.jpg") == b"not really a jpeg"
+            assert store.expand_inputs([f"{base}/cat.jpg?size=large"], IMAGES, "image") == [f"{base}/cat.jpg?size=large"]
+            with pytest.raises(InputError) as caught:
+                store.read_bytes(f"{base}/dog.jpg")
+            assert str(caught.value) == f"{base}/dog.jpg: no such file or folder"
+        finally:
+            web.shutdown()
+            location.forget_filesystems()
+
+
 def test_lists_a_prefix_of_2000_objects_with_one_paginated_listing(bucket):
     keys = [f"many/{number:05d}.jpg" for number in range(2000)]
     seed_objects(bucket.name, keys + ["many/.hidden.jpg", "many/notes.txt"])
@@ -349,6 +389,17 @@ def test_parts_are_committed_in_the_background_between_records(bucket):
     log.close()
     assert [r["input"] for r in PartLog(bucket.url("runs/m"), key=key, background=False).read_all()] == ["a.jpg"]
     assert len(bucket.keys()) == 1
+
+
+def test_a_parts_log_works_the_same_in_a_local_folder(tmp_path):
+    log = PartLog(tmp_path / "manifest", key=key, every_records=2, background=False)
+    for name, status in [("a.jpg", "failed"), ("b.jpg", "ok"), ("a.jpg", "ok")]:
+        log.append({"input": name, "status": status})
+    log.close()
+    assert len(list((tmp_path / "manifest").glob("part-*.jsonl"))) == 2
+    assert not list((tmp_path / "manifest").glob(".*"))  # no temporary file left beside the parts
+    records = PartLog(tmp_path / "manifest", key=key, background=False).read_all()
+    assert records == [{"input": "b.jpg", "status": "ok"}, {"input": "a.jpg", "status": "ok"}]
 
 
 def test_a_part_that_holds_no_records_is_a_usage_error(bucket):
