@@ -53,7 +53,7 @@ class Timeouts:
 # One setting for the whole process; tests lower it (then call forget_filesystems).
 TIMEOUTS = Timeouts()
 
-_filesystems: dict[str, Any] = {}
+_filesystems: dict[tuple[int, str], Any] = {}
 _lock = threading.Lock()
 
 
@@ -131,14 +131,15 @@ def filesystem(location: str | os.PathLike[str]) -> tuple[Any, str]:
     if importlib.util.find_spec(module) is None or importlib.util.find_spec("fsspec") is None:
         raise UsageError(f"{text}: {scheme_of(text)}:// locations need the {module} package: {CLOUD_EXTRA}")
     with _lock:
-        fs = _filesystems.get(protocol)
+        # Keyed by process too: a forked worker must not use its parent's event loop and connections.
+        fs = _filesystems.get((os.getpid(), protocol))
         if fs is None:
             import fsspec
 
             fs = fsspec.filesystem(protocol, **_options(protocol))
             if protocol == "s3":
                 fs.retries = 1  # s3fs's own retry loop on top of botocore's would multiply the attempts
-            _filesystems[protocol] = fs
+            _filesystems[(os.getpid(), protocol)] = fs
     return fs, (text if protocol == "http" else fs._strip_protocol(text))
 
 

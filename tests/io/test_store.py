@@ -160,6 +160,19 @@ def test_web_urls_are_read_and_a_missing_one_fails_the_item(tmp_path):
             location.forget_filesystems()
 
 
+def _read_in_child(url: str) -> bytes:
+    return store.read_bytes(url)
+
+
+def test_a_forked_worker_reads_with_its_own_connections(bucket):
+    import multiprocessing
+
+    bucket.put("a.jpg", b"forked")
+    assert store.read_bytes(bucket.url("a.jpg")) == b"forked"  # the parent's client exists before the fork
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_read_in_child, (bucket.url("a.jpg"),)).get(timeout=60) == b"forked"
+
+
 def test_lists_a_prefix_of_2000_objects_with_one_paginated_listing(bucket):
     keys = [f"many/{number:05d}.jpg" for number in range(2000)]
     seed_objects(bucket.name, keys + ["many/.hidden.jpg", "many/notes.txt"])
