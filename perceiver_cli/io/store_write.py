@@ -113,6 +113,16 @@ def _put_multipart(fs: Any, path: str, spool: Path) -> None:
         raise
 
 
+def _put_s3(fs: Any, path: str, spool: Path) -> None:
+    """One PUT for a small object, a multipart upload for a large one."""
+    if spool.stat().st_size > SINGLE_PUT_BYTES:
+        _put_multipart(fs, path, spool)
+        return
+    bucket, key, _ = fs.split_path(path)
+    body = spool.read_bytes()
+    _run(fs, fs._call_s3("put_object", Bucket=bucket, Key=key, Body=body, **_content_type(key)), len(body))
+
+
 def _abort_quietly(fs: Any, bucket: str, key: str, upload: str) -> None:
     """Abort a multipart upload; a store that is gone leaves it to the lifecycle rule or the next run."""
     try:
@@ -127,12 +137,7 @@ def _publish(target: str, spool: Path) -> None:
     with store_errors(target, setup=True):
         interrupts.check()
         if scheme_of(target) in ("s3", "s3a"):
-            if spool.stat().st_size <= SINGLE_PUT_BYTES:
-                bucket, key, _ = fs.split_path(path)
-                body = spool.read_bytes()
-                _run(fs, fs._call_s3("put_object", Bucket=bucket, Key=key, Body=body, **_content_type(key)), len(body))
-            else:
-                _put_multipart(fs, path, spool)
+            _put_s3(fs, path, spool)
         elif getattr(fs, "async_impl", False):
             # gcsfs and adlfs commit an upload only at its end (resumable session, block list)
             _run(fs, fs._put_file(str(spool), path), spool.stat().st_size)
@@ -142,9 +147,10 @@ def _publish(target: str, spool: Path) -> None:
 
 
 def _check_writable(target: str) -> None:
+    """Refuse read-only schemes and missing drivers before anything is written."""
     if not is_writable_scheme(target):
         raise UsageError(f"{target}: {scheme_of(target)}:// locations can be read, not written")
-    filesystem(target)  # a missing driver is a UsageError before anything is written
+    filesystem(target)
 
 
 @contextmanager
