@@ -6,6 +6,7 @@ failure's one-line message."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -289,7 +290,6 @@ def test_a_block_that_raises_leaves_the_old_object_and_no_new_one(bucket, tmp_pa
 def test_ctrl_c_during_a_multipart_upload_aborts_it(bucket, monkeypatch):
     monkeypatch.setattr(store_write, "SINGLE_PUT_BYTES", 1)
     monkeypatch.setattr(store_write, "PART_BYTES", 5 * MiB)
-    import os
 
     def interrupt(method, path, query):
         if method == "PUT" and "partNumber=2" in query:
