@@ -188,6 +188,16 @@ def remove_leftovers() -> None:
         _live.discard(path)
 
 
+def track_temporary(path: Path) -> None:
+    """Record a temporary file made elsewhere (a remote output's spool) so remove_leftovers removes it too."""
+    _live.add(path)
+
+
+def remove_temporary(path: Path) -> None:
+    """Delete a temporary file recorded with track_temporary, if it is still there."""
+    _remove_quietly(path)
+
+
 def _keep_existing_mode(temporary: Path, target: Path) -> None:
     """Give the new file the permission bits of the file it replaces, if there is one."""
     try:

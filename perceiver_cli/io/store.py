@@ -1,0 +1,199 @@
+"""Reading inputs from any location: open a file object, read a small file whole, expand arguments to files.
+
+The same calls serve local paths and URLs (see `location`), shaped like `inputs.expand_inputs` and `open()`
+so a caller switches by importing these. Remote files are read in ranges through fsspec's block cache, so a
+video is decoded while it streams and never lands whole on disk. A "folder" on a store is a key prefix,
+listed with one paginated listing (a request per thousand keys, not per object) and sorted in the order the
+local folder walk gives. A URL naming a file with one of the kind's extensions is taken as given without a
+request; its reader reports a missing key. Remote failures come as one-line PerceiverErrors (see
+`store_errors`); local ones as the OSError `open()` raises, which the readers already word.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from perceiver_cli.errors import InputError
+from perceiver_cli.io import inputs
+from perceiver_cli.io.location import filesystem, is_remote, local_path, scheme_of, url_of
+from perceiver_cli.io.store_errors import store_errors
+
+# Range reads of this size, a few kept, so seeking in a video (its index at the end) costs one request.
+READ_BLOCK_BYTES = 2 * 2**20
+READ_BLOCKS_KEPT = 16
+
+_READ_ONLY_SCHEMES = ("http", "https")
+
+
+class _StoreFile(io.RawIOBase):
+    """A seekable read-only file on a store whose failures are one-line errors naming its location."""
+
+    def __init__(self, location: str, handle: Any):
+        super().__init__()
+        self.name = location
+        self._handle = handle
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        with store_errors(self.name):
+            data = self._handle.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        with store_errors(self.name):
+            return self._handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._handle.close()
+        super().close()
+
+
+def open_input(location: str | os.PathLike[str]) -> IO[bytes]:
+    """Open a location for reading as a seekable binary file object (remote: range reads, nothing on disk)."""
+    local = local_path(location)
+    if local is not None:
+        return open(local, "rb")
+    text = os.fspath(location)
+    fs, path = filesystem(text)
+    with store_errors(text):
+        handle = fs.open(path, "rb", block_size=READ_BLOCK_BYTES, cache_type="blockcache",
+                         cache_options={"maxblocks": READ_BLOCKS_KEPT})
+    return io.BufferedReader(_StoreFile(text, handle), buffer_size=READ_BLOCK_BYTES)
+
+
+def read_bytes(location: str | os.PathLike[str]) -> bytes:
+    """The whole content of a small file (an image, a label list), in memory."""
+    local = local_path(location)
+    if local is not None:
+        return local.read_bytes()
+    text = os.fspath(location)
+    fs, path = filesystem(text)
+    with store_errors(text):
+        return fs.cat_file(path)
+
+
+def exists(location: str | os.PathLike[str]) -> bool:
+    """Whether a file is at the location (outputs are written atomically, so one that exists is complete)."""
+    local = local_path(location)
+    if local is not None:
+        return local.exists()
+    text = os.fspath(location)
+    fs, path = filesystem(text)
+    with store_errors(text, setup=True):
+        return bool(fs.exists(path))
+
+
+def _walk_order(relative: str) -> tuple[tuple[int, str], ...]:
+    """Sort key giving a local folder walk's order: a folder's own files (by name) before its subfolders."""
+    parts = relative.split("/")
+    return tuple((1, part) for part in parts[:-1]) + ((0, parts[-1]),)
+
+
+def _wanted(relative: str, extensions: frozenset[str]) -> bool:
+    """A file below a prefix that a folder expansion keeps: no hidden part, one of the extensions."""
+    name = relative.rpartition("/")[2]
+    dot = name.rfind(".")
+    suffix = name[dot:].lower() if dot > 0 else ""  # as Path.suffix: a leading dot starts no extension
+    return suffix in extensions and not relative.startswith(".") and "/." not in relative
+
+
+def files_under(location: str, extensions: Iterable[str]) -> list[str]:
+    """URLs of the files below a prefix whose extension is one of `extensions`, hidden ones skipped, in local
+    walk order; one paginated listing."""
+    fs, path = filesystem(location)
+    with store_errors(location):
+        found = fs.find(path.rstrip("/"), detail=True)
+    return _kept(location, path, found, frozenset(extensions))
+
+
+def _kept(location: str, path: str, found: dict[str, Any], wanted: frozenset[str]) -> list[str]:
+    """The files of a prefix's listing that a folder expansion keeps, as URLs in local walk order."""
+    root = path.rstrip("/")
+    relative = {name[len(root) + 1:]: name for name, info in found.items()
+                if info.get("type") != "directory" and name.startswith(root + "/")}
+    keep = sorted((rel for rel in relative if _wanted(rel, wanted)), key=_walk_order)
+    return [url_of(location, relative[rel]) for rel in keep]
+
+
+def _glob(argument: str, wanted: frozenset[str], kind: str) -> list[str] | InputError:
+    """Files a wildcard URL matches: matched files with one of the extensions, matched prefixes expanded;
+    like the shell's glob, a wildcard matches no hidden name."""
+    fs, pattern = filesystem(argument)
+    with store_errors(argument):
+        matches = fs.glob(pattern, detail=True)
+    parts = pattern.split("/")
+    fixed = next(i for i, part in enumerate(parts) if inputs.looks_like_glob(part))
+    root = "/".join(parts[:fixed])
+    found: list[str] = []
+    for name in sorted(matches):
+        relative = name[len(root):].lstrip("/")
+        if any(part.startswith(".") for part in relative.split("/")):
+            continue
+        if matches[name].get("type") == "directory":
+            found.extend(files_under(url_of(argument, name), wanted))
+        elif _wanted(relative, wanted):
+            found.append(url_of(argument, name))
+    return found or InputError(f"{argument}: pattern matches no {kind} files")
+
+
+def _expand_remote(argument: str, wanted: frozenset[str], kind: str) -> list[str] | InputError:
+    """The URLs one remote argument stands for, or the InputError saying why none."""
+    if scheme_of(argument) in _READ_ONLY_SCHEMES:
+        return [argument]  # a web server has no listing; "?" there starts a query, not a wildcard
+    if inputs.looks_like_glob(argument.split("://", 1)[1]):
+        return _glob(argument, wanted, kind)
+    name = PurePosixPath(argument.rstrip("/")).name
+    if not argument.endswith("/") and PurePosixPath(name).suffix.lower() in wanted:
+        return [argument]
+    fs, path = filesystem(argument)
+    with store_errors(argument):
+        found = fs.find(path.rstrip("/"), detail=True)
+    if not found:
+        return InputError(f"{argument}: no such file or folder")
+    if list(found) == [path.rstrip("/")]:
+        return [url_of(argument, path.rstrip("/"))]  # one object, whatever its extension (its reader judges it)
+    files = _kept(argument, path, found, wanted)
+    return files or InputError(f"{argument}: folder holds no {kind} files ({', '.join(sorted(wanted))})")
+
+
+def expand_inputs(arguments: Iterable[str], extensions: Iterable[str], kind: str) -> list[Path | str | InputError]:
+    """`inputs.expand_inputs` for any location: local arguments give Paths as there, URLs give URL strings.
+
+    Argument order is kept and a file reached twice is listed once. A setup failure of the store (bucket,
+    credentials, endpoint) raises UsageError; an argument that stands for no file gives an InputError."""
+    wanted = frozenset(extensions)
+    items: list[Path | str | InputError] = []
+    seen: set[Any] = set()
+    for argument in arguments:
+        text = os.fspath(argument)
+        if not is_remote(text):
+            local = local_path(text)
+            expanded: list[Any] | InputError = inputs.expand_inputs([str(local)], wanted, kind)
+        else:
+            try:
+                expanded = _expand_remote(text, wanted, kind)
+            except InputError as error:
+                expanded = error
+        for entry in [expanded] if isinstance(expanded, InputError) else expanded:
+            if isinstance(entry, InputError):
+                items.append(entry)
+                continue
+            key = entry.resolve() if isinstance(entry, Path) else entry
+            if key not in seen:
+                seen.add(key)
+                items.append(entry)
+    return items
