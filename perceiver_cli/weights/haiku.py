@@ -50,7 +50,7 @@ from typing import Any, Mapping, Optional
 
 from perceiver_cli.labels import IMAGENET_LABELS, KINETICS_LABELS, shipped_labels
 from perceiver_cli.errors import WeightsError
-from perceiver_cli.kinds import BY_NAME, KINDS as ROWS
+from perceiver_cli.kinds import AUTOENCODE_VIDEO, BY_NAME, CLASSIFY, FILL_MASK, KINDS as ROWS
 from perceiver_cli.weights.haiku_pickle import HaikuParams, read_haiku_file
 from perceiver_cli.weights.registry import CHECKPOINTS
 import numpy as np
@@ -272,11 +272,11 @@ def build_config(state: Mapping[str, Any], kind: str, source: str = "checkpoint"
         "output_num_channels": 512,
     }
     task = BY_NAME[kind].task
-    if task == "fill-mask":
+    if task == FILL_MASK:
         config["vocab_size"] = _shape(state, "perceiver.input_preprocessor.embeddings.weight", source)[0]
         config["max_position_embeddings"] = _shape(
             state, "perceiver.input_preprocessor.position_embeddings.weight", source)[0]
-    elif task == "classify":
+    elif task == CLASSIFY:
         num_labels = _shape(state, "perceiver.decoder.decoder.final_layer.weight", source)[0]
         learned = "perceiver.input_preprocessor.position_embeddings.position_embeddings"
         if learned in state:
@@ -288,7 +288,7 @@ def build_config(state: Mapping[str, Any], kind: str, source: str = "checkpoint"
         else:
             config.pop("image_size")  # only the learned-position classifier reads it
         config["id2label"] = _id2label(num_labels, IMAGENET_LABELS, "class")
-    elif task == "autoencode-video":
+    elif task == AUTOENCODE_VIDEO:
         prefix = "perceiver.output_postprocessor.modalities"
         num_labels, out_channels = _shape(state, f"{prefix}.label.classifier.weight", source)
         config["output_num_channels"] = out_channels
