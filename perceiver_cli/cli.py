@@ -27,17 +27,24 @@ import typer  # noqa: E402
 from perceiver_cli import __version__
 from perceiver_cli.errors import EXIT_INTERNAL, EXIT_USAGE, PerceiverError
 
+from perceiver_cli.commands.lazy import lazy_group  # noqa: E402
+from perceiver_cli.kinds import AUTOENCODE_VIDEO, CLASSIFY, FILL_MASK, FLOW  # noqa: E402
+
+
+def _command(name: str, summary: str) -> tuple[str, str, str]:
+    """A command whose module and function are named after it (fill-mask: commands.fill_mask.fill_mask)."""
+    function = name.replace("-", "_")
+    return f"perceiver_cli.commands.{function}", function, summary
+
+
 # name -> (module, attribute, one-line summary). A command's module is imported only when it runs or
 # shows its own help, so `perceiver --help` imports none of them (nor torch, cv2 or av).
-from perceiver_cli.commands.lazy import lazy_group  # noqa: E402
-
 COMMANDS = {
-    "fill-mask": ("perceiver_cli.commands.fill_mask", "fill_mask", "Fill masked byte spans of texts."),
-    "classify": ("perceiver_cli.commands.classify", "classify", "Classify images into the 1000 ImageNet classes."),
-    "flow": ("perceiver_cli.commands.flow", "flow", "Optical flow between frames of images, folders or videos."),
-    "draw-flow": ("perceiver_cli.commands.draw_flow", "draw_flow", "Draw flow files as colour pictures (no model)."),
-    "autoencode-video": ("perceiver_cli.commands.autoencode_video", "autoencode_video",
-                         "Reconstruct videos and their sound, and name the action."),
+    FILL_MASK: _command(FILL_MASK, "Fill masked byte spans of texts."),
+    CLASSIFY: _command(CLASSIFY, "Classify images into the 1000 ImageNet classes."),
+    FLOW: _command(FLOW, "Optical flow between frames of images, folders or videos."),
+    "draw-flow": _command("draw-flow", "Draw flow files as colour pictures (no model)."),
+    AUTOENCODE_VIDEO: _command(AUTOENCODE_VIDEO, "Reconstruct videos and their sound, and name the action."),
     "eval": ("perceiver_cli.commands.eval", "app", "Score a checkpoint on a dataset, beside the paper's figures."),
     "weights": ("perceiver_cli.commands.weights", "app", "List, download, verify and import checkpoints."),
 }

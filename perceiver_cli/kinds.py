@@ -69,6 +69,7 @@ class Kind:
     check: Callable[[Any], list[str]] = _no_problems
     model_options: dict[str, Any] = field(default_factory=dict, compare=False)
     preprocessing: Optional[ImagePreprocessing] = None
+    paper_top1: Optional[float] = None  # ImageNet top-1 (%) the paper gives, trained on ImageNet alone
 
 
 # ---------------------------------------------------------------------------------------------- input widths
@@ -202,28 +203,31 @@ def _clip_input(spec: Any) -> Shapes:
             ((1, spec.num_frames * spec.audio_samples_per_frame), "float32"))
 
 
+# The tasks' names, which are also their commands' names (`perceiver flow`, `perceiver eval flow`).
+FILL_MASK, CLASSIFY, FLOW, AUTOENCODE_VIDEO = "fill-mask", "classify", "flow", "autoencode-video"
+
 KINDS: tuple[Kind, ...] = (
-    Kind(name="language", architecture="PerceiverForMaskedLM", task="fill-mask", model="MaskedLanguageModel",
+    Kind(name="language", architecture="PerceiverForMaskedLM", task=FILL_MASK, model="MaskedLanguageModel",
          widths=_language_widths, example_input=lambda spec: (((1, min(8, spec.max_position_embeddings)), "long"),),
          haiku=_LANGUAGE_HAIKU, sizes=("vocab_size", "max_position_embeddings"), check=_check_language,
          tiny=dict(_TINY, d_model=32, qk_channels=16, v_channels=32, num_cross_attention_heads=2,
                    max_position_embeddings=64, vocab_size=262)),
-    Kind(name="vision-conv", architecture="PerceiverForImageClassificationConvProcessing", task="classify",
+    Kind(name="vision-conv", architecture="PerceiverForImageClassificationConvProcessing", task=CLASSIFY,
          model="ImageClassifier", model_options={"stem": "conv"}, preprocessing=IMAGENET,
          widths=_image_widths(64, fourier_size(2, 64)), example_input=_image_input(32), haiku=_CONV_HAIKU,
-         tiny=dict(_TINY, num_blocks=2, id2label=_tiny_labels("class"))),
-    Kind(name="vision-fourier", architecture="PerceiverForImageClassificationFourier", task="classify",
+         tiny=dict(_TINY, num_blocks=2, id2label=_tiny_labels("class")), paper_top1=82.1),
+    Kind(name="vision-fourier", architecture="PerceiverForImageClassificationFourier", task=CLASSIFY,
          model="ImageClassifier", model_options={"stem": "pixels"}, preprocessing=IMAGENET,
          widths=_image_widths(3, fourier_size(2, 64)), example_input=_image_input(32), haiku=_FOURIER_HAIKU,
-         tiny=dict(_TINY, num_blocks=2, id2label=_tiny_labels("class"))),
-    Kind(name="vision-learned", architecture="PerceiverForImageClassificationLearned", task="classify",
+         tiny=dict(_TINY, num_blocks=2, id2label=_tiny_labels("class")), paper_top1=79.0),
+    Kind(name="vision-learned", architecture="PerceiverForImageClassificationLearned", task=CLASSIFY,
          model="ImageClassifier", model_options={"stem": "learned"}, preprocessing=IMAGENET,
          widths=_image_widths(256, 256), example_input=_image_input(), haiku=_LEARNED_HAIKU, sizes=("image_size",),
-         tiny=dict(_TINY, num_blocks=2, image_size=16, id2label=_tiny_labels("class"))),
-    Kind(name="flow", architecture="PerceiverForOpticalFlow", task="flow", model="OpticalFlowModel",
+         tiny=dict(_TINY, num_blocks=2, image_size=16, id2label=_tiny_labels("class")), paper_top1=72.7),
+    Kind(name="flow", architecture="PerceiverForOpticalFlow", task=FLOW, model="OpticalFlowModel",
          widths=_flow_widths, example_input=lambda spec: (((1, 2, 27, 2, 3), "float32"),), haiku=_FLOW_HAIKU,
          check=_check_flow, tiny=dict(_TINY, num_latents=16, train_size=[8, 12])),
-    Kind(name="multimodal", architecture="PerceiverForMultimodalAutoencoding", task="autoencode-video",
+    Kind(name="multimodal", architecture="PerceiverForMultimodalAutoencoding", task=AUTOENCODE_VIDEO,
          model="MultimodalAutoencoder", widths=_multimodal_widths, example_input=_clip_input, haiku=_MULTIMODAL_HAIKU,
          sizes=("num_frames", "audio_samples_per_frame", "samples_per_patch", "image_size", "output_num_channels",
                 "label_trainable_num_channels"), check=_check_multimodal,

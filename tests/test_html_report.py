@@ -421,7 +421,7 @@ def test_the_page_keeps_only_the_worst_pictures_of_a_large_run(tmp_path):
         truth = rng.normal(0, 5, (48, 64, 2)).astype(np.float32)
         result = Result(Item(index, f"seq{index % 40}/frame_{index:05d}.png"),
                         {"input": f"seq{index % 40}/frame_{index:05d}.png", "input2": "next", "epe": float(epe)})
-        result.visuals = {"flow": truth + np.float32(epe), "truth": truth, "valid": np.ones((48, 64), bool)}
+        result.visuals = {"estimate": truth + np.float32(epe), "truth": truth, "valid": np.ones((48, 64), bool)}
         report.listen(result)
     report.write(flow_summary(report.records))
     page = Page((tmp_path / "big.html").read_text(encoding="utf-8"))

@@ -23,11 +23,24 @@ def _string_literals(path: Path) -> set[str]:
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings}
 
 
-# "flow" is also the flow command's and task's name and Sintel's folder name, so its spelling is everywhere.
-@pytest.mark.parametrize("name", [kind.name for kind in KINDS if kind.name != "flow"])
+# "flow" is also a task's and command's name (spelt once beside the rows, kinds.FLOW) and Sintel's folder name.
+@pytest.mark.parametrize("name", [kind.name for kind in KINDS])
 def test_a_kind_name_is_spelt_in_at_most_three_modules(name):
     spelt = sorted(str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py") if name in _string_literals(path))
     assert "kinds.py" in spelt and len(spelt) <= 3, spelt
+
+
+def test_every_task_of_the_rows_is_a_command_and_a_task_named_after_it():
+    from perceiver_cli.cli import COMMANDS
+    from perceiver_cli.tasks.autoencode import AutoencodeTask
+    from perceiver_cli.tasks.classify import ClassifyTask
+    from perceiver_cli.tasks.fill_mask import FillMaskTask
+    from perceiver_cli.tasks.flow import FlowTask
+
+    tasks = {task.name: task for task in (FillMaskTask, ClassifyTask, FlowTask, AutoencodeTask)}
+    assert sorted(tasks) == sorted({kind.task for kind in KINDS}) and set(tasks) <= set(COMMANDS)
+    for name, task in tasks.items():
+        assert task.default_model == next(kind.name for kind in KINDS if kind.task == name)
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=[kind.name for kind in KINDS])

@@ -8,13 +8,14 @@ from __future__ import annotations
 import typer
 
 from perceiver_cli.commands.lazy import lazy_group
+from perceiver_cli.kinds import AUTOENCODE_VIDEO, CLASSIFY, FLOW
 
 EVAL_COMMANDS = {
-    "flow": ("perceiver_cli.commands.eval_flow", "eval_flow",
+    FLOW: ("perceiver_cli.commands.eval_flow", "eval_flow",
              "Optical flow on Sintel or KITTI 2015 training: EPE, Fl-all."),
-    "classify": ("perceiver_cli.commands.eval_classify", "eval_classify",
+    CLASSIFY: ("perceiver_cli.commands.eval_classify", "eval_classify",
                  "ImageNet classifiers on a validation folder: top-1, top-5."),
-    "autoencode-video": ("perceiver_cli.commands.eval_autoencode", "eval_autoencode",
+    AUTOENCODE_VIDEO: ("perceiver_cli.commands.eval_autoencode", "eval_autoencode",
                          "The multimodal autoencoder on a folder of clips: PSNR, top-1, top-5."),
 }
 

@@ -11,13 +11,13 @@ import typer
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
                                            ReportOption, ReportWorstOption, WeightsOption, check_source, examples,
                                            limit_option, model_option)
+from perceiver_cli.kinds import AUTOENCODE_VIDEO
 from perceiver_cli.errors import UsageError
 from perceiver_cli.commands.autoencode_video import ChunkSizeOption
 from perceiver_cli.tasks.autoencode import MODELS, AutoencodeTask
 from perceiver_cli.tasks.engine import RuntimeRequest
 from perceiver_cli.tasks.eval_autoencode import EvalAutoencodeTask
-from perceiver_cli.tasks.evaluation import evaluate
-from perceiver_cli.tasks.report_html import html_report
+from perceiver_cli.tasks.evaluation import evaluate_with_report
 
 
 def eval_autoencode(
@@ -54,9 +54,8 @@ def eval_autoencode(
         raise UsageError("give the DATASET to evaluate on (a folder of videos)")
     source = check_source(model, weights, AutoencodeTask.default_model)
     task = EvalAutoencodeTask(dataset, source=source, limit=limit, chunk_size=chunk_size, numerics=numerics)
-    with html_report(report, report_worst, "autoencode", task, task.summary, str(dataset)) as page:
-        return evaluate(task, RuntimeRequest(device, dtype, None), json_lines=json_lines, quiet=quiet,
-                        listeners=[page.listen])
+    return evaluate_with_report(task, RuntimeRequest(device, dtype, None), AUTOENCODE_VIDEO, report,
+                                report_worst, dataset, json_lines=json_lines, quiet=quiet)
 
 
 eval_autoencode.epilog = examples("perceiver eval autoencode-video kinetics700/val --limit 50",

@@ -11,12 +11,12 @@ import typer
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
                                            ReportOption, ReportWorstOption, WeightsOption, batch_size_option,
                                            check_source, examples, limit_option, model_option)
+from perceiver_cli.kinds import CLASSIFY
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.classify import MODELS, ClassifyTask
 from perceiver_cli.tasks.engine import RuntimeRequest
 from perceiver_cli.tasks.eval_classify import EvalClassifyTask
-from perceiver_cli.tasks.evaluation import evaluate
-from perceiver_cli.tasks.report_html import html_report
+from perceiver_cli.tasks.evaluation import evaluate_with_report
 
 
 def eval_classify(
@@ -52,9 +52,8 @@ def eval_classify(
         raise UsageError("give the DATASET to evaluate on (an image folder)")
     source = check_source(model, weights, ClassifyTask.default_model)
     task = EvalClassifyTask(dataset, labels=labels, source=source, limit=limit, numerics=numerics)
-    with html_report(report, report_worst, "classify", task, task.summary, str(dataset)) as page:
-        return evaluate(task, RuntimeRequest(device, dtype, batch_size), json_lines=json_lines, quiet=quiet,
-                        listeners=[page.listen])
+    return evaluate_with_report(task, RuntimeRequest(device, dtype, batch_size), CLASSIFY, report,
+                                report_worst, dataset, json_lines=json_lines, quiet=quiet)
 
 
 eval_classify.epilog = examples("perceiver eval classify imagenet/val -m vision-conv",

@@ -10,11 +10,11 @@ import typer
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
                                            ReportOption, ReportWorstOption, WeightsOption, batch_size_option,
                                            check_source, examples, limit_option, model_option)
+from perceiver_cli.kinds import FLOW
 from perceiver_cli.tasks.flow import MODELS, FlowTask
 from perceiver_cli.tasks.engine import RuntimeRequest
 from perceiver_cli.tasks.eval_flow import EvalFlowTask
-from perceiver_cli.tasks.evaluation import evaluate
-from perceiver_cli.tasks.report_html import html_report
+from perceiver_cli.tasks.evaluation import evaluate_with_report
 
 
 def eval_flow(
@@ -49,9 +49,8 @@ def eval_flow(
     source = check_source(model, weights, FlowTask.default_model)
     task = EvalFlowTask(dataset, source=source, sintel_pass=sintel_pass, limit=limit, numerics=numerics,
                         quiet=quiet)
-    with html_report(report, report_worst, "flow", task, task.summary, str(dataset)) as page:
-        return evaluate(task, RuntimeRequest(device, dtype, batch_size), json_lines=json_lines, quiet=quiet,
-                        listeners=[page.listen])
+    return evaluate_with_report(task, RuntimeRequest(device, dtype, batch_size), FLOW, report,
+                                report_worst, dataset, json_lines=json_lines, quiet=quiet)
 
 
 eval_flow.epilog = examples("perceiver eval flow MPI-Sintel-complete/ --pass final",

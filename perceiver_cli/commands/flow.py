@@ -108,7 +108,7 @@ def flow(
     from perceiver_cli.tasks.report_html import html_report
     from perceiver_cli.tasks.report_pages import flow_summary
 
-    with html_report(report, report_worst, "flow", task, flow_summary, " ".join(inputs)) as page:
+    with html_report(report, report_worst, task.name, task, flow_summary, " ".join(inputs)) as page:
         return run_task(task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines,
                         quiet=quiet, scale=scale, listeners=[page.listen])
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from perceiver_cli.bounds import check_option
-from perceiver_cli.kinds import names_for_task
+from perceiver_cli.kinds import AUTOENCODE_VIDEO, names_for_task
 from perceiver_cli.choices import DEFAULT_CHUNK_SIZE, VIDEO_FORMATS, parse_formats as parse_format_list
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, problem_of
@@ -34,7 +34,7 @@ from perceiver_cli.io.inputs import expand_inputs, looks_like_glob
 from perceiver_cli.io.atomic import prepare_output
 from perceiver_cli.tasks.report import progress_bar
 
-MODELS = names_for_task("autoencode-video")  # the --model choices, from the kinds' rows
+MODELS = names_for_task(AUTOENCODE_VIDEO)  # the --model choices, from the kinds' rows
 AUDIO_FORMATS = ("wav",)
 ARRAY_FORMATS = ("npz",)
 FORMATS = VIDEO_FORMATS + AUDIO_FORMATS + ARRAY_FORMATS
@@ -73,9 +73,9 @@ def _db(value: Optional[float]) -> str:
 class AutoencodeTask(ModelTask):
     """Reconstruct videos and their sound with the multimodal checkpoint, and name the Kinetics-700 action."""
 
-    name = "autoencode-video"
+    name = AUTOENCODE_VIDEO
     progress_label = "autoencoding"
-    default_model = "multimodal"
+    default_model = MODELS[0]
     # One clip per forward pass: a clip is already 16 frames and about 800k decoder queries.
     cpu_batch_size = 1
     accelerator_batch_size = 1

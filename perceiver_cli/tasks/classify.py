@@ -9,7 +9,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from perceiver_cli.kinds import names_for_task
+from perceiver_cli.kinds import CLASSIFY, names_for_task
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.labels import IMAGENET_LABELS, label_names
 from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, problem_of, record_or_raise
@@ -18,7 +18,7 @@ from perceiver_cli.tasks.report import heading, row, visible
 
 # Images prepared ahead of the model, in batches: enough to hide decoding, small enough for memory.
 BATCHES_AHEAD = 2
-MODELS = names_for_task("classify")  # the --model choices, from the kinds' rows
+MODELS = names_for_task(CLASSIFY)  # the --model choices, from the kinds' rows
 
 
 def class_names(id2label: dict[int, str], num_labels: int) -> list[str]:
@@ -106,9 +106,9 @@ class ImageClassifier:
 class ClassifyTask(ModelTask):
     """Classify image files into the checkpoint's classes (ImageNet-1k for DeepMind's three)."""
 
-    name = "classify"
+    name = CLASSIFY
     progress_label = "classifying"
-    default_model = "vision-conv"
+    default_model = MODELS[0]
     # On the CPU a bigger batch gains no speed (the latent matmuls are already large) but keeps every
     # image's activations alive at once; accelerators want batches.
     cpu_batch_size = 2

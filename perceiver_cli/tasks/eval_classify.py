@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 from perceiver_cli.errors import UsageError
+from perceiver_cli.kinds import BY_NAME
 from perceiver_cli.io.inputs import files_under, require_regular_file
 from perceiver_cli.labels import shipped_labels
 from perceiver_cli.metrics import top_k_correct
@@ -20,8 +21,6 @@ from perceiver_cli.tasks.evaluation import PAPER, model_kind, percent, spread_ov
 # The 1000 ImageNet-1k WordNet ids in class-index order; copied from timm 1.0.31,
 # timm/data/_info/imagenet_synsets.txt (Apache-2.0).
 SYNSETS = "imagenet_synsets.txt"
-# ImageNet top-1 (%) of the three classifiers, trained on ImageNet alone, as the paper gives them.
-PAPER_TOP1 = {"vision-learned": 72.7, "vision-fourier": 79.0, "vision-conv": 82.1}
 TOP_KS = (1, 5)
 _WORDNET_ID = re.compile(r"n\d{8}")
 
@@ -115,7 +114,8 @@ class EvalClassifyTask(ClassifyTask):
         correct = top_k_correct([[p["index"] for p in record["predictions"]] for record in scored],
                                 [record["truth"]["index"] for record in scored], TOP_KS)
         kind = model_kind(self)
-        paper = {"top1": PAPER_TOP1.get(kind), "source": PAPER, "setting": "ImageNet top-1, no extra pre-training"}
+        paper = {"top1": BY_NAME[kind].paper_top1 if kind in BY_NAME else None, "source": PAPER,
+                 "setting": "ImageNet top-1, no extra pre-training"}
         return {"dataset": str(self.dataset), "model": kind, "items": len(self.class_of),
                 "failed": len(records) - len(scored), "top1": percent(correct[1], len(scored)),
                 "top5": percent(correct[5], len(scored)), "correct": {str(k): correct[k] for k in TOP_KS},

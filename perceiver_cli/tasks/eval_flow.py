@@ -28,7 +28,8 @@ from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.base import Item, Result
 from perceiver_cli.tasks.flow import FlowTask
 from perceiver_cli.tasks.flow_pairs import FramePair
-from perceiver_cli.tasks.flow_truth import load_truth, pair_epe
+from perceiver_cli.tasks.flow_truth import INVALID_FOLDER, SINTEL_FLOW_FOLDER, load_truth, pair_epe
+from perceiver_cli.tasks.report_pages import flow_visuals
 from perceiver_cli.metrics import fl_all
 
 SINTEL_PASSES = ("clean", "final")
@@ -57,7 +58,7 @@ def training_folder(dataset: Path) -> Path:
 
 def dataset_kind(training: Path) -> str:
     """'sintel' or 'kitti', from the folders present; a usage error for any other layout."""
-    if (training / "flow").is_dir() and any((training / p).is_dir() for p in SINTEL_PASSES):
+    if (training / SINTEL_FLOW_FOLDER).is_dir() and any((training / p).is_dir() for p in SINTEL_PASSES):
         return "sintel"
     if (training / "image_2").is_dir() and (training / "flow_occ").is_dir():
         return "kitti"
@@ -78,8 +79,8 @@ def sintel_pairs(training: Path, sintel_pass: str) -> list[DatasetPair]:
         for first, second in zip(frames, frames[1:]):
             stem = first.stem
             pairs.append(DatasetPair(first, second, f"{scene.name}/{stem}", str(second),
-                                     truth=training / "flow" / scene.name / f"{stem}.flo",
-                                     invalid=training / "invalid" / scene.name / f"{stem}.png",
+                                     truth=training / SINTEL_FLOW_FOLDER / scene.name / f"{stem}.flo",
+                                     invalid=training / INVALID_FOLDER / scene.name / f"{stem}.png",
                                      scene=scene.name, occlusions=training / "occlusions" / scene.name / f"{stem}.png"))
     return pairs
 
@@ -168,7 +169,7 @@ class EvalFlowTask(FlowTask):
                     record["epe_noc"] = pair_epe(flow, load_truth(pair.non_occluded, flow.shape))
             result = Result(item, record, warnings=warnings)
             if self.visuals and truth.flow is not None:
-                result.visuals = {"flow": flow, "truth": truth.flow, "valid": truth.valid}
+                result.visuals = flow_visuals(flow, truth)
             yield result
 
     def render(self, record: dict[str, Any]) -> list[str]:

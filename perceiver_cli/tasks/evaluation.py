@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Hashable, Iterable, Optional, Sequence, TypeVar
 
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.engine import RuntimeRequest, run_local
+from perceiver_cli.tasks.report_html import html_report
 from perceiver_cli.tasks.report import INDENT, Reporter, emit_json, visible
 from perceiver_cli.tasks.run_options import Listener
 
@@ -33,6 +35,14 @@ def evaluate(task, request: RuntimeRequest, *, json_lines: bool = False, quiet: 
     else:
         print("\n".join(task.summary_lines(summary)), flush=True)
     return code
+
+
+def evaluate_with_report(task, request: RuntimeRequest, pages: str, report: Optional[Path], report_worst: int,
+                         dataset: Path, *, json_lines: bool = False, quiet: bool = False) -> int:
+    """`evaluate`, writing the HTML page `report` names (None: no page) with the `pages` (a task's name in
+    report_pages.KINDS) of the dataset's run."""
+    with html_report(report, report_worst, pages, task, task.summary, str(dataset)) as page:
+        return evaluate(task, request, json_lines=json_lines, quiet=quiet, listeners=[page.listen])
 
 
 def spread_over_classes(items: Sequence[T], classes: Sequence[Hashable], limit: Optional[int]) -> list[T]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from perceiver_cli.bounds import check_option
-from perceiver_cli.kinds import names_for_task
+from perceiver_cli.kinds import FILL_MASK, names_for_task
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, record_or_raise
 from perceiver_cli.tasks.inputs import STDIN_ARGUMENT
@@ -25,7 +25,7 @@ MAX_TOP_K = 1000
 # The table shows this much context around each filling of a long text.
 TABLE_CONTEXT_CHARS = 40
 TABLE_FULL_TEXT_CHARS = 160
-MODELS = names_for_task("fill-mask")  # the --model choices, from the kinds' rows
+MODELS = names_for_task(FILL_MASK)  # the --model choices, from the kinds' rows
 
 
 @dataclass
@@ -173,9 +173,9 @@ class MaskFiller:
 class FillMaskTask(ModelTask):
     """Fill masked byte spans of texts with the language checkpoint, exact top-k."""
 
-    name = "fill-mask"
+    name = FILL_MASK
     progress_label = "filling masks"
-    default_model = "language"
+    default_model = MODELS[0]
     cpu_batch_size = TEXTS_PER_BATCH
     accelerator_batch_size = TEXTS_PER_BATCH
 

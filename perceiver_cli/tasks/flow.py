@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from perceiver_cli.bounds import check_option, check_seconds
-from perceiver_cli.kinds import names_for_task
+from perceiver_cli.kinds import FLOW, names_for_task
 from perceiver_cli.choices import VIDEO_EXTENSIONS, parse_formats
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, problem_of
@@ -31,13 +31,14 @@ from perceiver_cli.tasks.flow_segments import (FlowAssembler, FrameSelection, Vi
                                                segment_items, segment_ranges)
 from perceiver_cli.tasks.flow_truth import pair_epe, truth_paths
 from perceiver_cli.tasks.report import NON_FINITE, heading, progress_bar, visible
+from perceiver_cli.tasks.report_pages import flow_visuals
 from perceiver_cli.metrics import flow_statistics, occlusion_mask
 from perceiver_cli.tasks.inputs import STDIN_ARGUMENT, one_line, paths_from_stdin, problem_item
 from perceiver_cli.io.writers import (EPE_FORMAT, FLOW_FILE_SUFFIXES, FLOW_FORMATS, FOLDER, FlowOutputs,
                                       KITTI_FORMAT, MASK_SUFFIXES, Pictures, STACK_SUFFIX, check_error_maps,
                                       check_style, format_suffix, plan_targets, refuse_name_clashes)
 
-MODELS = names_for_task("flow")  # the --model choices, from the kinds' rows
+MODELS = names_for_task(FLOW)  # the --model choices, from the kinds' rows
 DIRECTIONS = ("forward", "backward", "both")
 # Video extensions, only to explain a mix of videos and images on the command line.
 VIDEO_SUFFIXES = VIDEO_EXTENSIONS
@@ -48,9 +49,9 @@ WINDOW_PROGRESS_MIN = 4
 class FlowTask(ModelTask):
     """Optical flow in pixels between the frames of each pair, written where -o says."""
 
-    name = "flow"
-    progress_label = "flow"
-    default_model = "flow"
+    name = FLOW
+    progress_label = name
+    default_model = MODELS[0]
     # On the CPU each real window costs about 1 GB and batching buys nothing; accelerators want batches.
     cpu_batch_size = 1
     accelerator_batch_size = 4
@@ -368,7 +369,7 @@ class FlowTask(ModelTask):
                 result = Result(item, record, warnings=warnings,
                                 parts=flow if deferred and self.whole_run_outputs else None)
                 if self.visuals and truth is not None and truth.flow is not None:
-                    result.visuals = {"flow": flow, "truth": truth.flow, "valid": truth.valid}
+                    result.visuals = flow_visuals(flow, truth)
                 yield result
 
     def _error_map(self, flow: np.ndarray, truth) -> Optional[np.ndarray]:

@@ -197,7 +197,7 @@ class FlowPredictor:
 
     def flow(self, frame1: Frame, frame2: Frame, names: tuple[str, str] = ("frame 1", "frame 2")) -> np.ndarray:
         """The forward flow from frame1 to frame2 as float32 (H, W, 2); a pair that fails raises ValueError."""
-        item = Item(0, names[0], data=FramePair(frame1, frame2, "flow", names[1]))
+        item = Item(0, names[0], data=FramePair(frame1, frame2, names[0], names[1]))
         (outcome,) = list(self.outcomes([item]))
         if outcome.failure is not None:
             raise ValueError(outcome.failure.record["error"])

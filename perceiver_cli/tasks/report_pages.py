@@ -17,6 +17,7 @@ from typing import Any, Optional
 import numpy as np
 
 from perceiver_cli.errors import InputError
+from perceiver_cli.kinds import AUTOENCODE_VIDEO, CLASSIFY, FLOW
 from perceiver_cli.io.html_report import BarChart, Card, Number, Page, Picture, Table, histogram, png_bytes
 
 PICTURE_WIDTH = 320  # worst items' pictures are shrunk to this width: the page's size stays a few MB
@@ -79,6 +80,11 @@ def _first_frame(pair) -> Optional[np.ndarray]:
     return np.asarray(first) if first is not None else None
 
 
+def flow_visuals(flow: np.ndarray, truth: Any) -> dict[str, np.ndarray]:
+    """A flow result's `visuals`: the estimate beside its ground truth (`truth.flow`) and valid mask."""
+    return {"estimate": flow, "truth": truth.flow, "valid": truth.valid}
+
+
 class FlowPages:
     """Flow scored against ground truth: worst = the largest EPE."""
 
@@ -91,7 +97,7 @@ class FlowPages:
         visuals = result.visuals
         if not visuals:
             return []
-        flow, truth, valid = visuals["flow"], visuals["truth"], visuals["valid"]
+        flow, truth, valid = visuals["estimate"], visuals["truth"], visuals["valid"]
         errors = end_point_errors(flow, truth, valid)
         shown = np.where(valid[..., None], truth, np.float32(np.nan))
         scale = float(np.nanmax(np.hypot(shown[..., 0], shown[..., 1]))) if np.isfinite(shown).any() else 1.0
@@ -304,4 +310,4 @@ def _video_class(record: dict) -> str:
 
 
 NO_CLASS = "(no class)"
-KINDS = {"flow": FlowPages(), "classify": ClassifyPages(), "autoencode": AutoencodePages()}
+KINDS = {FLOW: FlowPages(), CLASSIFY: ClassifyPages(), AUTOENCODE_VIDEO: AutoencodePages()}  # by task name
