@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Optional, TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +32,26 @@ def classify_pixels(model: torch.nn.Module, pixels: np.ndarray, top_k: int, devi
     # On the CPU in float32 this is the numpy buffer itself, not a copy.
     inputs = torch.from_numpy(pixels).to(device=device, dtype=dtype)
     return top_k_softmax(model(inputs), top_k)
+
+
+@torch.inference_mode()
+def classify_with_arrays(model: torch.nn.Module, pixels: np.ndarray, top_k: int, device: torch.device,
+                         dtype: torch.dtype = torch.float32, features: Optional[str] = None):
+    """As classify_pixels, plus the logits (B, labels) float32 and, with `features`, the latent features
+    (see latent_features) float32, or None."""
+    inputs = torch.from_numpy(pixels).to(device=device, dtype=dtype)
+    z = model.encode(inputs) if features else None
+    logits = model.decode(z) if z is not None else model(inputs)
+    scores, indices = top_k_softmax(logits, top_k)
+    return scores, indices, logits.float().cpu().numpy(), latent_features(z, features)
+
+
+def latent_features(z: Optional[torch.Tensor], kind: Optional[str]) -> Optional[np.ndarray]:
+    """latents (B, L, D) -> themselves ("latents") or their mean over L, (B, D) ("pooled"), as float32 numpy."""
+    if z is None or kind is None:
+        return None
+    chosen = z.float().mean(dim=1) if kind == "pooled" else z.float()
+    return chosen.cpu().numpy()
 
 
 def top_k_softmax(logits: torch.Tensor, top_k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,41 @@
+"""The options of packed outputs and features, shared by the commands that write them."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from perceiver_cli.choices import DEFAULT_ITEMS_PER_FILE, FEATURES, PACKED_FORMATS, parse_formats
+from perceiver_cli.errors import UsageError
+
+ItemsPerFileOption = typer.Option(
+    DEFAULT_ITEMS_PER_FILE, "--items-per-file", metavar="N",
+    help="With --format parquet or wds: at most N items per file (not --shard, which splits the inputs).")
+FeaturesOption = typer.Option(
+    None, "--features", metavar="KIND", show_default=False,
+    help=f"Add the model's features to each item: {FEATURES[1]} (num_latents x d_latents, the latent stack's "
+         f"output) or {FEATURES[0]} (their mean over the latents); a column of packed outputs.")
+PrecisionOption = typer.Option("float32", "--precision", metavar="DTYPE",
+                               help="Packed flow values: float32 (exact) or float16 (half the size).")
+PackedFormatOption = typer.Option(
+    None, "--format", "-f", metavar="NAME", show_default=False,
+    help=f"Write every item's record and arrays into the -o folder as {' or '.join(PACKED_FORMATS)} "
+         "(Parquet files or WebDataset .tar shards, part-00000.parquet, ...).")
+
+
+def split_packed(formats: Optional[str], allowed: tuple[str, ...]) -> tuple[Optional[str], Optional[str]]:
+    """A --format list as (the per-item formats, comma-joined, or None; the one packed format, or None)."""
+    if formats is None:
+        return None, None
+    chosen = parse_formats(formats, (*allowed, *PACKED_FORMATS))
+    packed = [name for name in chosen if name in PACKED_FORMATS]
+    if len(packed) > 1:
+        raise UsageError("--format: give one packed format, parquet or wds")
+    rest = [name.lstrip(".") for name in chosen if name not in PACKED_FORMATS]
+    return (",".join(rest) or None), (packed[0] if packed else None)
+
+
+def check_precision(precision: str) -> None:
+    if precision not in ("float32", "float16"):
+        raise UsageError(f"--precision must be float32 or float16, got '{precision}'")

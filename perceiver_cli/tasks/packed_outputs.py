@@ -1,0 +1,161 @@
+"""The packed-output listener: each ok result's record and arrays become one row of a Parquet file or one sample
+of a WebDataset shard (io.packed writes the files).
+
+Every field of a task's JSON record is a typed column (`RECORD_COLUMNS`, the schema the README documents),
+then `key` (the item's key), then each array the task hands over in `Result.arrays` as `<name>` (flattened
+values) and `<name>_shape`. The listener runs before the manifest: it tags each result with the shard it goes
+to (`Result.shard`), so the manifest records it, and a resumed run redoes an item whose shard was never
+committed (tasks.manifest). Failed items are not packed: their records are in the manifest and on stdout.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+
+from perceiver_cli.choices import DEFAULT_ITEMS_PER_FILE, FEATURES, PACKED_FORMATS, PACKED_PARQUET
+from perceiver_cli.errors import UsageError
+from perceiver_cli.tasks.base import Result
+
+# Array dtypes as Arrow value types.
+_VALUE_TYPES = {"float32": "float32", "float16": "float16"}
+
+
+def _record_columns(pa) -> dict[str, list]:
+    """The record fields of each task kind as Arrow fields, in record order."""
+    classify = pa.struct([("label", pa.string()), ("index", pa.int64()), ("score", pa.float64())])
+    filling = pa.struct([("text", pa.string()), ("fills", pa.list_(pa.string())), ("score", pa.float64()),
+                         ("log_prob", pa.float64())])
+    mask = pa.struct([("length", pa.int64()), ("chosen", pa.int64()),
+                      ("length_scores", pa.map_(pa.string(), pa.float64()))])
+    return {
+        "classify": [("input", pa.string()), ("predictions", pa.list_(classify))],
+        "flow": [("input", pa.string()), ("input2", pa.string()), ("outputs", pa.list_(pa.string())),
+                 ("mean_magnitude", pa.float64()), ("max_magnitude", pa.float64()), ("occluded", pa.float64()),
+                 ("epe", pa.float64()), ("epe_non_occluded", pa.float64())],
+        "fill-mask": [("input", pa.string()), ("line", pa.int64()), ("predictions", pa.list_(filling)),
+                      ("masks", pa.list_(mask)), ("windows", pa.list_(pa.list_(pa.int64()))), ("note", pa.string())],
+    }
+
+
+# The arrays each task kind hands over (`Result.arrays`), beside the optional `features`.
+TASK_ARRAYS = {"classify": ("logits",), "flow": ("flow",), "fill-mask": ()}
+PACKED_TASKS = tuple(TASK_ARRAYS)
+
+
+def packed_schema(task_name: str, array_types: dict[str, str]):
+    """The Arrow schema of a task's rows: record fields, key, then each array's values and shape."""
+    import pyarrow as pa
+
+    fields = [pa.field(name, kind) for name, kind in _record_columns(pa)[task_name]]
+    fields.append(pa.field("key", pa.string()))
+    for name, dtype in array_types.items():
+        fields += [pa.field(name, pa.list_(getattr(pa, _VALUE_TYPES[dtype])())),
+                   pa.field(f"{name}_shape", pa.list_(pa.int32()))]
+    return pa.schema(fields)
+
+
+def check_features(features: Optional[str]) -> None:
+    """A usage error for a --features value other than pooled or latents."""
+    if features is not None and features not in FEATURES:
+        raise UsageError(f"--features must be {' or '.join(FEATURES)}, got '{features}'")
+
+
+def array_dtypes(task_name: str, precision: str = "float32", features: Optional[str] = None) -> dict[str, str]:
+    """The arrays a task's rows carry and their dtypes: the task's own, then `features` (always float32)."""
+    arrays = {name: precision if name == "flow" else "float32" for name in TASK_ARRAYS[task_name]}
+    if features:
+        arrays["features"] = "float32"
+    return arrays
+
+
+def check_items_per_file(count: int) -> None:
+    if count < 1:
+        raise UsageError(f"--items-per-file must be at least 1, got {count}")
+
+
+class PackedOutputs:
+    """An engine listener writing ok results into shards of `fmt` in `folder`; `arrays` names the arrays each
+    row carries and their dtypes (float32/float16)."""
+
+    def __init__(self, folder: Path, fmt: str, task_name: str, arrays: dict[str, str],
+                 items_per_file: int = DEFAULT_ITEMS_PER_FILE, encoders: Optional[dict[str, Callable]] = None):
+        if fmt not in PACKED_FORMATS:
+            raise UsageError(f"--format: {fmt} is not a packed format ({', '.join(PACKED_FORMATS)})")
+        check_items_per_file(items_per_file)
+        self.folder, self.fmt, self.task_name, self.arrays = Path(folder), fmt, task_name, dict(arrays)
+        self.items_per_file = items_per_file
+        self.encoders = encoders or {}  # array name -> (suffix, bytes of the array) for WebDataset members
+        self.writer = None
+
+    def before_manifest(self, manifest, shard=None) -> None:
+        """Open the writer: names past those the manifest records, prefixed by the input shard (`--shard`)."""
+        from perceiver_cli.io.packed import ShardWriter, shard_prefix
+
+        reserved = manifest.shards.values() if manifest is not None else ()
+        prefix = shard_prefix(shard.index, shard.count) if shard is not None else ""
+        schema = packed_schema(self.task_name, self.arrays) if self.fmt == PACKED_PARQUET else None
+        self.writer = ShardWriter(self.folder, self.fmt, self.items_per_file, prefix, reserved, schema)
+
+    def __call__(self, result: Result) -> None:
+        if not result.ok:
+            return
+        if self.writer is None:
+            self.before_manifest(None)
+        shard = self.writer.shard()
+        result.shard = str(shard.path)
+        arrays = {name: np.asarray(result.arrays[name]).astype(dtype, copy=False)
+                  for name, dtype in self.arrays.items()}
+        if self.fmt == PACKED_PARQUET:
+            shard.add_row(self._row(result, arrays))
+        else:
+            shard.add_sample(f"{result.item.index:09d}", self._members(result, arrays))
+        if self.writer.full():
+            self.writer.commit()
+
+    def _row(self, result: Result, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        from perceiver_cli.io.packed import array_columns
+
+        row = {**result.record, "key": result.item.key}
+        for name, array in arrays.items():
+            row.update(array_columns(name, array))
+        return row
+
+    def _members(self, result: Result, arrays: dict[str, np.ndarray]) -> dict[str, bytes]:
+        from perceiver_cli.io.packed import json_bytes, npy_bytes
+
+        files = {"json": json_bytes({**result.record, "key": result.item.key})}
+        for name, array in arrays.items():
+            suffix, encode = self.encoders.get((name, array.dtype.name), (f"{name}.npy", npy_bytes))
+            files[suffix] = encode(array)
+        return files
+
+    def close(self) -> None:
+        """Commit the last shard (also on Ctrl-C: its items are recorded as done)."""
+        if self.writer is not None:
+            self.writer.commit()
+
+    @property
+    def committed(self) -> list[str]:
+        return self.writer.committed if self.writer is not None else []
+
+
+@contextmanager
+def packed_outputs(folder: Optional[Path], fmt: Optional[str], task, arrays: dict[str, str],
+                   items_per_file: int = DEFAULT_ITEMS_PER_FILE, encoders=None) -> Iterator[list]:
+    """The listeners of a run's packed output (none without `fmt`); the last shard is committed at the end.
+    Sets `task.arrays`, so the task hands its arrays over."""
+    if fmt is None:
+        yield []
+        return
+    if folder is None:
+        raise UsageError(f"--format {fmt} writes files: give the folder with -o DIR")
+    listener = PackedOutputs(folder, fmt, task.name, arrays, items_per_file, encoders)
+    task.arrays = True
+    try:
+        yield [listener]
+    finally:
+        listener.close()
