@@ -39,3 +39,17 @@ def split_packed(formats: Optional[str], allowed: tuple[str, ...]) -> tuple[Opti
 def check_precision(precision: str) -> None:
     if precision not in ("float32", "float16"):
         raise UsageError(f"--precision must be float32 or float16, got '{precision}'")
+
+
+def packed_folder(outputs, packed: Optional[str]):
+    """The one -o folder a packed format writes into (None without one)."""
+    from pathlib import Path
+
+    if packed is None:
+        return None
+    if not outputs or len(outputs) != 1:
+        raise UsageError(f"--format {packed}: give one folder with -o DIR for the packed files")
+    folder = Path(outputs[0])
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--format {packed}: -o {folder} is a file; give a folder")
+    return folder

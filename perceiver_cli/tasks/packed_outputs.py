@@ -46,6 +46,16 @@ TASK_ARRAYS = {"classify": ("logits",), "flow": ("flow",), "fill-mask": ()}
 PACKED_TASKS = tuple(TASK_ARRAYS)
 
 
+def _flo_bytes(flow: np.ndarray) -> bytes:
+    from perceiver_cli.io.flo import flo_bytes
+
+    return flo_bytes(flow)
+
+
+# WebDataset members of arrays that have a usual file of their own (name, dtype) -> (suffix, encoder).
+FLOW_ENCODERS = {("flow", "float32"): ("flo", _flo_bytes)}
+
+
 def packed_schema(task_name: str, array_types: dict[str, str]):
     """The Arrow schema of a task's rows: record fields, key, then each array's values and shape."""
     import pyarrow as pa
