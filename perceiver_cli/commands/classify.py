@@ -10,7 +10,8 @@ import typer
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption,
                                            QuietOption, ScaleOptions, WeightsOption, batch_size_option,
                                            check_source, examples, model_option, run_task, scale_options)
-from perceiver_cli.commands.packed import FeaturesOption, ItemsPerFileOption, PackedFormatOption, split_packed
+from perceiver_cli.commands.packed import (FeaturesOption, ItemsPerFileOption, PackedFormatOption,
+                                           check_packed_features, split_packed)
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.packed_outputs import array_dtypes, packed_outputs
 from perceiver_cli.tasks.classify import MODELS, ClassifyTask
@@ -56,6 +57,7 @@ def classify(
     task = ClassifyTask(inputs, source=source, top_k=top_k, max_pixels=max_pixels, numerics=numerics,
                         features=features)
     _, packed = split_packed(formats, ())
+    check_packed_features(features, packed)
     with packed_outputs(output, packed, task, array_dtypes(task.name, features=features),
                         items_per_file) as listeners:
         return run_task(task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines,

@@ -53,3 +53,9 @@ def packed_folder(outputs, packed: Optional[str]):
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--format {packed}: -o {folder} is a file; give a folder")
     return folder
+
+
+def check_packed_features(features: Optional[str], packed: Optional[str]) -> None:
+    """--features is a column of packed outputs: a usage error without --format parquet or wds."""
+    if features is not None and packed is None:
+        raise UsageError("--features adds a column to packed outputs: give -o DIR --format parquet or wds")

@@ -16,6 +16,7 @@ from typing import Generic, Optional, TypeVar
 import numpy as np
 import torch
 
+from perceiver_cli.core.trunk import latent_features
 from perceiver_cli.kinds import IMAGENET
 
 
@@ -44,14 +45,6 @@ def classify_with_arrays(model: torch.nn.Module, pixels: np.ndarray, top_k: int,
     logits = model.decode(z) if z is not None else model(inputs)
     scores, indices = top_k_softmax(logits, top_k)
     return scores, indices, logits.float().cpu().numpy(), latent_features(z, features)
-
-
-def latent_features(z: Optional[torch.Tensor], kind: Optional[str]) -> Optional[np.ndarray]:
-    """latents (B, L, D) -> themselves ("latents") or their mean over L, (B, D) ("pooled"), as float32 numpy."""
-    if z is None or kind is None:
-        return None
-    chosen = z.float().mean(dim=1) if kind == "pooled" else z.float()
-    return chosen.cpu().numpy()
 
 
 def top_k_softmax(logits: torch.Tensor, top_k: int) -> tuple[np.ndarray, np.ndarray]:

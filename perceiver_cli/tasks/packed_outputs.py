@@ -29,7 +29,7 @@ def _record_columns(pa) -> dict[str, list]:
     classify = pa.struct([("label", pa.string()), ("index", pa.int64()), ("score", pa.float64())])
     filling = pa.struct([("text", pa.string()), ("fills", pa.list_(pa.string())), ("score", pa.float64()),
                          ("log_prob", pa.float64())])
-    mask = pa.struct([("length", pa.int64()), ("chosen", pa.int64()),
+    mask = pa.struct([("length", pa.int64()), ("chosen", pa.bool_()),
                       ("length_scores", pa.map_(pa.string(), pa.float64()))])
     return {
         "classify": [("input", pa.string()), ("predictions", pa.list_(classify))],
