@@ -1,12 +1,12 @@
 """perceiver-cli: DeepMind's pretrained Perceiver IO models on your own files.
 
-The Python API (`load_model`, `fill_mask`, `classify`, `flow`, `autoencode`) is imported on first use, so
-`import perceiver_cli` stays light (no torch) for the command line.
+The Python API (`load_model`, `fill_mask`, `classify`, `flow`, `autoencode`, `features`) is imported on first
+use, so `import perceiver_cli` stays light (no torch) for the command line.
 """
 
 __version__ = "0.1.0"
 
-_API = ("load_model", "fill_mask", "classify", "flow", "autoencode")
+_API = ("load_model", "fill_mask", "classify", "flow", "autoencode", "features")
 
 
 def __getattr__(name: str):

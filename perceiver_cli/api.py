@@ -26,7 +26,7 @@ from perceiver_cli.tasks.autoencode_clips import VideoAutoencoder
 
 ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # a path, a uint8 (H, W, 3) array or a PIL image
 
-__all__ = ["load_model", "fill_mask", "classify", "flow", "autoencode"]
+__all__ = ["load_model", "fill_mask", "classify", "flow", "autoencode", "features"]
 
 
 def runtime_of(model, batch_size: int):
@@ -74,3 +74,23 @@ def autoencode(model, frames: np.ndarray, audio: Optional[np.ndarray] = None) ->
     (clips, 700) float32} (the arrays of `perceiver autoencode-video -o FILE.npz`)."""
     runtime = runtime_of(model, AutoencodeTask.cpu_batch_size)
     return VideoAutoencoder(model, runtime, DEFAULT_CHUNK_SIZE).arrays(frames, audio)
+
+
+def features(model, inputs: Sequence[Any], kind: str = "pooled") -> np.ndarray:
+    """The latent features of each input, stacked: (B, d_latents) for kind "pooled" (the mean over latents),
+    (B, num_latents, d_latents) for "latents" (the latent stack's output). A classifier takes images (paths or
+    uint8 (H, W, 3) arrays, prepared as `classify` prepares them), the language model texts (their UTF-8
+    bytes, no masks); an image that cannot be read raises ValueError."""
+    from perceiver_cli.tasks.packed_outputs import check_features
+
+    check_features(kind)
+    task = model.spec.task
+    if task == "classify":
+        runtime = runtime_of(model, ClassifyTask.cpu_batch_size)
+        return ImageClassifier(model, runtime, features=kind).latent_features(inputs)
+    if task == "fill-mask":
+        from perceiver_cli.core.text import masked_ids, text_features
+
+        ids = [masked_ids([str(text).encode("utf-8")], [])[0] for text in inputs]
+        return np.stack(text_features(model, ids, kind, runtime_of(model, 1).device))
+    raise ValueError(f"features: {model.spec.kind} models are not supported (classifiers and language only)")

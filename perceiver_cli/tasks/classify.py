@@ -101,11 +101,20 @@ class ImageClassifier:
 
     def classify(self, images: Sequence[Any]) -> list[dict[str, Any]]:
         """One record per image, in order; an image that cannot be read raises ValueError."""
+        return [record_or_raise(result) for result in self._results(images)]
+
+    def latent_features(self, images: Sequence[Any]) -> np.ndarray:
+        """The images' features (B, ...) stacked, as `self.features` names; an unreadable image raises ValueError."""
+        self.arrays = True
+        results = self._results(images)
+        return np.stack([record_or_raise(result) and result.arrays["features"] for result in results])
+
+    def _results(self, images: Sequence[Any]) -> list[Result]:
         items = [Item(i, str(image), data=Path(image)) if isinstance(image, (str, os.PathLike))
                  else Item(i, f"image {i}", data=image) for i, image in enumerate(images)]
         pool = self.runtime.decode_pool()
         try:
-            return [record_or_raise(result) for result in self.results(items, pool)]
+            return list(self.results(items, pool))
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
