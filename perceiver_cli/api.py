@@ -81,7 +81,7 @@ def features(model, inputs: Sequence[Any], kind: str = "pooled") -> np.ndarray:
     (B, num_latents, d_latents) for "latents" (the latent stack's output). A classifier takes images (paths or
     uint8 (H, W, 3) arrays, prepared as `classify` prepares them), the language model texts (their UTF-8
     bytes, no masks); an image that cannot be read raises ValueError."""
-    from perceiver_cli.tasks.packed_outputs import check_features
+    from perceiver_cli.choices import check_features
 
     check_features(kind)
     task = model.spec.task

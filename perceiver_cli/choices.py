@@ -4,7 +4,7 @@ and the one parser of a `--format` list. Standard library only: `perceiver --hel
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from perceiver_cli.errors import UsageError
 
@@ -49,3 +49,9 @@ PACKED_FORMATS = (PACKED_PARQUET, PACKED_WDS)
 DEFAULT_ITEMS_PER_FILE = 1000
 # What --features adds to each item: the latent array (num_latents, d_latents) or its mean over the latents.
 FEATURES = ("pooled", "latents")
+
+
+def check_features(features: Optional[str]) -> None:
+    """A usage error for a --features value other than pooled or latents."""
+    if features is not None and features not in FEATURES:
+        raise UsageError(f"--features must be {' or '.join(FEATURES)}, got '{features}'")

@@ -27,19 +27,11 @@ def empty_batch(size: int) -> np.ndarray:
 
 @torch.inference_mode()
 def classify_pixels(model: torch.nn.Module, pixels: np.ndarray, top_k: int, device: torch.device,
-                    dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, np.ndarray]:
+                    dtype: torch.dtype = torch.float32, features: Optional[str] = None):
     """pixels (B, 3, 224, 224) float32 -> softmax scores (B, k) float32 and class indices (B, k), best first,
+    the logits (B, labels) float32 and, with `features`, the latent features (trunk.latent_features) or None,
     for `model` on `device` in `dtype`."""
     # On the CPU in float32 this is the numpy buffer itself, not a copy.
-    inputs = torch.from_numpy(pixels).to(device=device, dtype=dtype)
-    return top_k_softmax(model(inputs), top_k)
-
-
-@torch.inference_mode()
-def classify_with_arrays(model: torch.nn.Module, pixels: np.ndarray, top_k: int, device: torch.device,
-                         dtype: torch.dtype = torch.float32, features: Optional[str] = None):
-    """As classify_pixels, plus the logits (B, labels) float32 and, with `features`, the latent features
-    (see latent_features) float32, or None."""
     inputs = torch.from_numpy(pixels).to(device=device, dtype=dtype)
     z = model.encode(inputs) if features else None
     logits = model.decode(z) if z is not None else model(inputs)

@@ -10,9 +10,9 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from perceiver_cli.kinds import names_for_task
+from perceiver_cli.choices import check_features
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.labels import IMAGENET_LABELS, label_names
-from perceiver_cli.tasks.packed_outputs import check_features
 from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, problem_of, record_or_raise
 from perceiver_cli.tasks.inputs import error_item, expand_arguments, rgb_array
 from perceiver_cli.tasks.report import heading, row, visible
@@ -77,13 +77,13 @@ class ImageClassifier:
 
     def results(self, items: Iterable[Item], pool) -> Iterator[Result]:
         """One Result per item, in order: images decoded on `pool`, batches ahead of the model."""
-        from perceiver_cli.core.vision import classify_with_arrays, prefetch_batches
+        from perceiver_cli.core.vision import classify_pixels, prefetch_batches
 
         batches = prefetch_batches(items, self.prepare, self.runtime.batch_size, pool, ahead=BATCHES_AHEAD)
         for batch in batches:
             scores = indices = logits = features = None
             if batch.ok:
-                scores, indices, logits, features = classify_with_arrays(
+                scores, indices, logits, features = classify_pixels(
                     self.model, batch.pixels, self.top_k, self.runtime.device, self.runtime.dtype, self.features)
             ok_row = 0
             for position, item in enumerate(batch.items):

@@ -12,8 +12,8 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from perceiver_cli.bounds import check_option
 from perceiver_cli.kinds import names_for_task
+from perceiver_cli.choices import check_features
 from perceiver_cli.errors import UsageError
-from perceiver_cli.tasks.packed_outputs import check_features
 from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, record_or_raise
 from perceiver_cli.tasks.inputs import STDIN_ARGUMENT
 from perceiver_cli.tasks.report import row, visible

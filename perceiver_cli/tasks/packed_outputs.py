@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from perceiver_cli.choices import DEFAULT_ITEMS_PER_FILE, FEATURES, PACKED_FORMATS, PACKED_PARQUET
+from perceiver_cli.choices import DEFAULT_ITEMS_PER_FILE, PACKED_FORMATS, PACKED_PARQUET
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.base import Result
 
@@ -68,18 +68,19 @@ def packed_schema(task_name: str, array_types: dict[str, str]):
     return pa.schema(fields)
 
 
-def check_features(features: Optional[str]) -> None:
-    """A usage error for a --features value other than pooled or latents."""
-    if features is not None and features not in FEATURES:
-        raise UsageError(f"--features must be {' or '.join(FEATURES)}, got '{features}'")
-
-
 def array_dtypes(task_name: str, precision: str = "float32", features: Optional[str] = None) -> dict[str, str]:
     """The arrays a task's rows carry and their dtypes: the task's own, then `features` (always float32)."""
     arrays = {name: precision if name == "flow" else "float32" for name in TASK_ARRAYS[task_name]}
     if features:
         arrays["features"] = "float32"
     return arrays
+
+
+def _require_pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise UsageError("--format parquet needs pyarrow: pip install 'perceiver-cli[packed]'") from None
 
 
 def check_items_per_file(count: int) -> None:
@@ -96,6 +97,8 @@ class PackedOutputs:
         if fmt not in PACKED_FORMATS:
             raise UsageError(f"--format: {fmt} is not a packed format ({', '.join(PACKED_FORMATS)})")
         check_items_per_file(items_per_file)
+        if fmt == PACKED_PARQUET:
+            _require_pyarrow()
         self.folder, self.fmt, self.task_name, self.arrays = Path(folder), fmt, task_name, dict(arrays)
         self.items_per_file = items_per_file
         self.encoders = encoders or {}  # array name -> (suffix, bytes of the array) for WebDataset members
