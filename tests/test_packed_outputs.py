@@ -326,3 +326,11 @@ def test_fill_mask_parquet_holds_records_and_latents(checkpoints, tmp_path, run_
         assert got == record
         tiny = TINY_CONFIGS["language"]
         assert row["features_shape"] == [tiny["num_latents"], tiny["d_latents"]]
+
+
+def test_output_folder_and_packed_format_go_together(checkpoints, images, tmp_path, run_main):
+    code, _, err = run_main("classify", images, "-w", checkpoints / "vision-conv", "-o", tmp_path / "x")
+    assert code == 2 and "go together" in err
+    code, _, err = run_main("classify", images, "-w", checkpoints / "vision-conv", "--format", "parquet")
+    assert code == 2 and "go together" in err
+    assert not (tmp_path / "x").exists()

@@ -11,7 +11,7 @@ from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption
                                            QuietOption, ScaleOptions, WeightsOption, batch_size_option,
                                            check_source, examples, model_option, run_task, scale_options)
 from perceiver_cli.commands.packed import (FeaturesOption, ItemsPerFileOption, PackedFormatOption,
-                                           check_packed_features, split_packed)
+                                           packed_only)
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.packed_outputs import array_dtypes, packed_outputs
 from perceiver_cli.tasks.classify import MODELS, ClassifyTask
@@ -56,8 +56,7 @@ def classify(
         raise UsageError("give image files, folders or glob patterns to classify (or - to read paths from stdin)")
     task = ClassifyTask(inputs, source=source, top_k=top_k, max_pixels=max_pixels, numerics=numerics,
                         features=features)
-    _, packed = split_packed(formats, ())
-    check_packed_features(features, packed)
+    packed = packed_only(output, formats, features)
     with packed_outputs(output, packed, task, array_dtypes(task.name, features=features),
                         items_per_file) as listeners:
         return run_task(task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines,

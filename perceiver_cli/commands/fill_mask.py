@@ -12,7 +12,7 @@ from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption
                                            run_task, scale_options)
 from perceiver_cli.bounds import OPTION_LIMITS
 from perceiver_cli.commands.packed import (FeaturesOption, ItemsPerFileOption, PackedFormatOption,
-                                           check_packed_features, split_packed)
+                                           packed_only)
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.packed_outputs import array_dtypes, packed_outputs
 from perceiver_cli.tasks.fill_mask import MODELS, FillMaskTask
@@ -56,8 +56,7 @@ def fill_mask(
         raise UsageError("give texts with [MASK] or [MASK:n] to fill (or - to read one text per line from stdin)")
     task = FillMaskTask(texts, source=source, top_k=top_k, max_span=max_span, numerics=numerics,
                         features=features)
-    _, packed = split_packed(formats, ())
-    check_packed_features(features, packed)
+    packed = packed_only(output, formats, features)
     with packed_outputs(output, packed, task, array_dtypes(task.name, features=features),
                         items_per_file) as listeners:
         return run_task(task, device=device, dtype=dtype, json_lines=json_lines, quiet=quiet,

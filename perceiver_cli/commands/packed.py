@@ -59,3 +59,13 @@ def check_packed_features(features: Optional[str], packed: Optional[str]) -> Non
     """--features is a column of packed outputs: a usage error without --format parquet or wds."""
     if features is not None and packed is None:
         raise UsageError("--features adds a column to packed outputs: give -o DIR --format parquet or wds")
+
+
+def packed_only(output, formats: Optional[str], features: Optional[str]) -> Optional[str]:
+    """The packed format of a command whose only files are packed ones (classify, fill-mask): -o DIR and
+    --format come together, and --features needs them."""
+    _, packed = split_packed(formats, ())
+    if (output is None) != (packed is None):
+        raise UsageError("-o DIR and --format parquet or wds go together (the packed files and their folder)")
+    check_packed_features(features, packed)
+    return packed
