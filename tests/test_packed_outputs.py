@@ -334,3 +334,24 @@ def test_output_folder_and_packed_format_go_together(checkpoints, images, tmp_pa
     code, _, err = run_main("classify", images, "-w", checkpoints / "vision-conv", "--format", "parquet")
     assert code == 2 and "go together" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_autoencode_video_parquet_holds_records_media_bytes_logits_and_features(tmp_path, run_main):
+    from synthetic_media import write_video
+
+    frames, size = 4, 16  # the tiny multimodal clip
+    make_tiny_checkpoint("multimodal", tmp_path / "mm", num_frames=frames, output_shape=[1, frames, size, size],
+                         audio_samples_per_frame=1920)
+    video = write_video(tmp_path / "clip.mp4", 6, size, size, "tone")
+    code, out, _ = run_main("autoencode-video", video, "-w", tmp_path / "mm", "--json", "-q", "-o", tmp_path / "o",
+                            "--format", "wav,parquet", "--features", "latents")
+    assert code == 0
+    (record,) = _records(out)
+    (row,) = _table(tmp_path / "o").to_pylist()
+    assert {k: row[k] for k in record} == record
+    (wav,) = record["outputs"]
+    assert row["wav"] == Path(wav).read_bytes()
+    clips = len(record["clips"])
+    tiny = TINY_CONFIGS["multimodal"]
+    assert row["label_logits_shape"] == [clips, len(tiny["id2label"])]
+    assert row["features_shape"] == [clips, tiny["num_latents"], tiny["d_latents"]]

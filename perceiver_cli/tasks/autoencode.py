@@ -20,9 +20,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
+import numpy as np
+
 from perceiver_cli.bounds import check_option
 from perceiver_cli.kinds import names_for_task
 from perceiver_cli.choices import DEFAULT_CHUNK_SIZE, VIDEO_FORMATS, parse_formats as parse_format_list
+from perceiver_cli.choices import check_features
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, problem_of
 from perceiver_cli.tasks.inputs import STDIN_ARGUMENT, error_item, expand_arguments
@@ -82,7 +85,8 @@ class AutoencodeTask(ModelTask):
 
     def __init__(self, inputs: Sequence[str], *, outputs: Sequence[str] = (), formats: Optional[str] = None,
                  source: Optional[str | Path] = None, top_k: int = 5, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 side_by_side: bool = False, numerics: str = "deepmind", show_clips: bool = False):
+                 side_by_side: bool = False, numerics: str = "deepmind", show_clips: bool = False,
+                 features: Optional[str] = None):
         if top_k < 1:
             raise UsageError(f"--top-k must be at least 1, got {top_k}")
         check_option("--chunk-size", chunk_size)
@@ -92,6 +96,8 @@ class AutoencodeTask(ModelTask):
         self.chunk_size = chunk_size
         self.side_by_side = side_by_side
         self.show_clips = show_clips
+        check_features(features)
+        self.features = features
         self.folder: Optional[Path] = None
         self.files: list[Path] = []
         self.formats: tuple[str, ...] = ()
@@ -192,17 +198,19 @@ class AutoencodeTask(ModelTask):
         frames and sound for a report's pictures."""
         warnings: list[str] = []
         visuals: Optional[dict] = {} if self.visuals else None
+        arrays: Optional[dict] = {} if self.arrays else None
         try:
-            record = self._autoencode(item, show_clips, warnings, visuals)
+            record = self._autoencode(item, show_clips, warnings, visuals, arrays)
         except InputError as error:
             result = failure(item, problem_of(error, item.input))
         else:
-            result = Result(item, record, outputs=list(item.outputs), visuals=visuals or None)
+            result = Result(item, record, outputs=list(item.outputs), visuals=visuals or None,
+                            arrays={name: np.stack(parts) for name, parts in (arrays or {}).items()})
         result.warnings = warnings
         return result
 
     def _autoencode(self, item: Item, show_clips: bool, warnings: list[str],
-                    visuals: Optional[dict] = None) -> dict[str, Any]:
+                    visuals: Optional[dict] = None, arrays: Optional[dict] = None) -> dict[str, Any]:
         from perceiver_cli.core import autoencode as core
 
         autoencoder, g = self.autoencoder, self.autoencoder.geometry
@@ -223,12 +231,21 @@ class AutoencodeTask(ModelTask):
                 if kept is not None:
                     kept.add(video, sound, result.label_logits.numpy())
                 clip_records.append(autoencoder.clip_record(clip, result))
+                if arrays is not None:  # per clip: its label logits, and its features when asked
+                    self._keep_arrays(arrays, result)
                 if visuals == {}:  # the first clip's frames and sound
                     visuals.update(clip_visuals(clip, video, sound))
                 advance(1)
             write_kept(wav_paths, npz_paths, kept, g.sample_rate)
         # Leaving the ExitStack finished the video files; an error above removed them.
         return video_record(item, clip_records, summary, autoencoder.names, self.top_k)
+
+    def _keep_arrays(self, arrays: dict, result) -> None:
+        from perceiver_cli.core.trunk import latent_features
+
+        arrays.setdefault("label_logits", []).append(result.label_logits.numpy())
+        if self.features:
+            arrays.setdefault("features", []).append(latent_features(result.latents[None], self.features)[0])
 
     def render(self, record: dict[str, Any]) -> list[str]:
         lines = [heading(record), row("   start", "video PSNR".rjust(PSNR_WIDTH), "audio PSNR".rjust(PSNR_WIDTH),

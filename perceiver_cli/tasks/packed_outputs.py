@@ -36,13 +36,20 @@ def _record_columns(pa) -> dict[str, list]:
         "flow": [("input", pa.string()), ("input2", pa.string()), ("outputs", pa.list_(pa.string())),
                  ("mean_magnitude", pa.float64()), ("max_magnitude", pa.float64()), ("occluded", pa.float64()),
                  ("epe", pa.float64()), ("epe_non_occluded", pa.float64())],
+        "autoencode-video": [("input", pa.string()), ("outputs", pa.list_(pa.string())),
+                             ("clips", pa.list_(pa.struct([("start_s", pa.float64()),
+                                                           ("predictions", pa.list_(classify)),
+                                                           ("psnr_video", pa.float64()),
+                                                           ("psnr_audio", pa.float64())]))),
+                             ("predictions", pa.list_(classify)), ("psnr_video", pa.float64()),
+                             ("psnr_audio", pa.float64())],
         "fill-mask": [("input", pa.string()), ("line", pa.int64()), ("predictions", pa.list_(filling)),
                       ("masks", pa.list_(mask)), ("windows", pa.list_(pa.list_(pa.int64()))), ("note", pa.string())],
     }
 
 
 # The arrays each task kind hands over (`Result.arrays`), beside the optional `features`.
-TASK_ARRAYS = {"classify": ("logits",), "flow": ("flow",), "fill-mask": ()}
+TASK_ARRAYS = {"classify": ("logits",), "flow": ("flow",), "fill-mask": (), "autoencode-video": ("label_logits",)}
 PACKED_TASKS = tuple(TASK_ARRAYS)
 
 
@@ -56,8 +63,9 @@ def _flo_bytes(flow: np.ndarray) -> bytes:
 FLOW_ENCODERS = {("flow", "float32"): ("flo", _flo_bytes)}
 
 
-def packed_schema(task_name: str, array_types: dict[str, str]):
-    """The Arrow schema of a task's rows: record fields, key, then each array's values and shape."""
+def packed_schema(task_name: str, array_types: dict[str, str], media: tuple[str, ...] = ()):
+    """The Arrow schema of a task's rows: record fields, key, each array's values and shape, then the bytes of
+    each per-item file format in `media` (a reconstruction's mp4, wav, npz)."""
     import pyarrow as pa
 
     fields = [pa.field(name, kind) for name, kind in _record_columns(pa)[task_name]]
@@ -65,6 +73,7 @@ def packed_schema(task_name: str, array_types: dict[str, str]):
     for name, dtype in array_types.items():
         fields += [pa.field(name, pa.list_(getattr(pa, _VALUE_TYPES[dtype])())),
                    pa.field(f"{name}_shape", pa.list_(pa.int32()))]
+    fields += [pa.field(fmt, pa.binary()) for fmt in media]
     return pa.schema(fields)
 
 
@@ -93,7 +102,8 @@ class PackedOutputs:
     row carries and their dtypes (float32/float16)."""
 
     def __init__(self, folder: Path, fmt: str, task_name: str, arrays: dict[str, str],
-                 items_per_file: int = DEFAULT_ITEMS_PER_FILE, encoders: Optional[dict[str, Callable]] = None):
+                 items_per_file: int = DEFAULT_ITEMS_PER_FILE, encoders: Optional[dict[str, Callable]] = None,
+                 media: tuple[str, ...] = ()):
         if fmt not in PACKED_FORMATS:
             raise UsageError(f"--format: {fmt} is not a packed format ({', '.join(PACKED_FORMATS)})")
         check_items_per_file(items_per_file)
@@ -101,6 +111,7 @@ class PackedOutputs:
             _require_pyarrow()
         self.folder, self.fmt, self.task_name, self.arrays = Path(folder), fmt, task_name, dict(arrays)
         self.items_per_file = items_per_file
+        self.media = tuple(media)  # per-item file formats whose bytes are packed too (autoencode-video's outputs)
         self.encoders = encoders or {}  # array name -> (suffix, bytes of the array) for WebDataset members
         self.writer = None
 
@@ -110,7 +121,7 @@ class PackedOutputs:
 
         reserved = manifest.shards.values() if manifest is not None else ()
         prefix = shard_prefix(shard.index, shard.count) if shard is not None else ""
-        schema = packed_schema(self.task_name, self.arrays) if self.fmt == PACKED_PARQUET else None
+        schema = packed_schema(self.task_name, self.arrays, self.media) if self.fmt == PACKED_PARQUET else None
         self.writer = ShardWriter(self.folder, self.fmt, self.items_per_file, prefix, reserved, schema)
 
     def __call__(self, result: Result) -> None:
@@ -135,7 +146,12 @@ class PackedOutputs:
         row = {**result.record, "key": result.item.key}
         for name, array in arrays.items():
             row.update(array_columns(name, array))
-        return row
+        return {**row, **self._media(result)}
+
+    def _media(self, result: Result) -> dict[str, bytes]:
+        """The bytes of the item's per-item files of the `media` formats, by format."""
+        return {Path(path).suffix.lower().lstrip("."): Path(path).read_bytes() for path in result.outputs
+                if Path(path).suffix.lower().lstrip(".") in self.media}
 
     def _members(self, result: Result, arrays: dict[str, np.ndarray]) -> dict[str, bytes]:
         from perceiver_cli.io.packed import json_bytes, npy_bytes
@@ -144,7 +160,7 @@ class PackedOutputs:
         for name, array in arrays.items():
             suffix, encode = self.encoders.get((name, array.dtype.name), (f"{name}.npy", npy_bytes))
             files[suffix] = encode(array)
-        return files
+        return {**files, **self._media(result)}
 
     def close(self) -> None:
         """Commit the last shard (also on Ctrl-C: its items are recorded as done)."""
@@ -158,7 +174,7 @@ class PackedOutputs:
 
 @contextmanager
 def packed_outputs(folder: Optional[Path], fmt: Optional[str], task, arrays: dict[str, str],
-                   items_per_file: int = DEFAULT_ITEMS_PER_FILE, encoders=None) -> Iterator[list]:
+                   items_per_file: int = DEFAULT_ITEMS_PER_FILE, encoders=None, media=()) -> Iterator[list]:
     """The listeners of a run's packed output (none without `fmt`); the last shard is committed at the end.
     Sets `task.arrays`, so the task hands its arrays over."""
     if fmt is None:
@@ -166,7 +182,7 @@ def packed_outputs(folder: Optional[Path], fmt: Optional[str], task, arrays: dic
         return
     if folder is None:
         raise UsageError(f"--format {fmt} writes files: give the folder with -o DIR")
-    listener = PackedOutputs(folder, fmt, task.name, arrays, items_per_file, encoders)
+    listener = PackedOutputs(folder, fmt, task.name, arrays, items_per_file, encoders, media)
     task.arrays = True
     try:
         yield [listener]
