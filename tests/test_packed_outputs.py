@@ -355,3 +355,45 @@ def test_autoencode_video_parquet_holds_records_media_bytes_logits_and_features(
     tiny = TINY_CONFIGS["multimodal"]
     assert row["label_logits_shape"] == [clips, len(tiny["id2label"])]
     assert row["features_shape"] == [clips, tiny["num_latents"], tiny["d_latents"]]
+
+
+def test_eval_classify_packs_each_record_with_its_truth(checkpoints, tmp_path, run_main):
+    synsets = (REPO / "perceiver_cli" / "data" / "imagenet_synsets.txt").read_text().split()
+    rng = np.random.default_rng(4)
+    for index in (0, 5):
+        (tmp_path / "val" / synsets[index]).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(tmp_path / "val" / synsets[index]
+                                                                                / "a.png")
+    code, out, _ = run_main("eval", "classify", tmp_path / "val", "-w", checkpoints / "vision-conv", "--json", "-q",
+                            "-o", tmp_path / "o", "--format", "parquet")
+    assert code == 0
+    records = _records(out)[:-1]  # the last line is the summary
+    rows = _table(tmp_path / "o").to_pylist()
+    assert [{k: row[k] for k in record} for row, record in zip(rows, records)] == records
+    assert sorted(row["truth"]["index"] for row in rows) == [0, 5]
+    assert _schema_of(sorted((tmp_path / "o").glob("*.parquet"))[0])[:3] == CLASSIFY_SCHEMA[:2] + [
+        ("truth", "struct<label: string, index: int64>")]
+
+
+def test_eval_flow_packs_each_pairs_record_and_flow(checkpoints, tmp_path, run_main):
+    from perceiver_cli.io.flowfiles import write_kitti_png
+
+    training = tmp_path / "data_scene_flow" / "training"
+    for folder in ("image_2", "flow_occ", "flow_noc"):
+        (training / folder).mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    for scene in range(2):
+        for frame in ("10", "11"):
+            Image.fromarray(rng.integers(0, 256, (10, 14, 3), dtype=np.uint8)).save(
+                training / "image_2" / f"{scene:06d}_{frame}.png")
+        field = np.round(rng.normal(0, 2, (10, 14, 2)) * 64) / 64
+        for folder in ("flow_occ", "flow_noc"):
+            write_kitti_png(training / folder / f"{scene:06d}_10.png", field, np.ones((10, 14), bool))
+    code, out, _ = run_main("eval", "flow", training.parent, "-w", checkpoints / "flow", "--json", "-q",
+                            "-o", tmp_path / "o", "--format", "parquet")
+    assert code == 0
+    records = _records(out)[:-1]
+    rows = _table(tmp_path / "o").to_pylist()
+    assert len(rows) == len(records) == 2
+    assert [{k: row[k] for k in record} for row, record in zip(rows, records)] == records
+    assert all(row["flow_shape"] == [10, 14, 2] for row in rows)

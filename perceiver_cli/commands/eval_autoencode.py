@@ -8,18 +8,22 @@ from typing import Optional
 
 import typer
 
+from perceiver_cli.choices import DEFAULT_ITEMS_PER_FILE
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
                                            ReportOption, ReportWorstOption, WeightsOption, check_source, examples,
                                            limit_option, model_option)
+from perceiver_cli.commands.packed import packed_options
 from perceiver_cli.errors import UsageError
 from perceiver_cli.commands.autoencode_video import ChunkSizeOption
 from perceiver_cli.tasks.autoencode import MODELS, AutoencodeTask
 from perceiver_cli.tasks.engine import RuntimeRequest
 from perceiver_cli.tasks.eval_autoencode import EvalAutoencodeTask
 from perceiver_cli.tasks.evaluation import evaluate
+from perceiver_cli.tasks.packed_outputs import array_dtypes, packed_outputs
 from perceiver_cli.tasks.report_html import html_report
 
 
+@packed_options
 def eval_autoencode(
     dataset: Optional[Path] = typer.Argument(None, metavar="DATASET", show_default=False,
                                    help="A folder of videos; videos in a subfolder are of the action it names "
@@ -36,6 +40,7 @@ def eval_autoencode(
     quiet: bool = QuietOption,
     report: Optional[Path] = ReportOption,
     report_worst: int = ReportWorstOption,
+    packed: Optional[tuple] = None,
 ) -> int:
     """Mean PSNR (dB) of the multimodal autoencoder's video and audio, and its Kinetics-700 top-1/top-5 (%),
     beside the paper's.
@@ -54,9 +59,11 @@ def eval_autoencode(
         raise UsageError("give the DATASET to evaluate on (a folder of videos)")
     source = check_source(model, weights, AutoencodeTask.default_model)
     task = EvalAutoencodeTask(dataset, source=source, limit=limit, chunk_size=chunk_size, numerics=numerics)
-    with html_report(report, report_worst, "autoencode", task, task.summary, str(dataset)) as page:
+    output, fmt, per_file = packed or (None, None, DEFAULT_ITEMS_PER_FILE)
+    with html_report(report, report_worst, "autoencode", task, task.summary, str(dataset)) as page, \
+            packed_outputs(output, fmt, task, array_dtypes("eval-autoencode"), per_file, kind="eval-autoencode") as packers:
         return evaluate(task, RuntimeRequest(device, dtype, None), json_lines=json_lines, quiet=quiet,
-                        listeners=[page.listen])
+                        listeners=[page.listen, *packers])
 
 
 eval_autoencode.epilog = examples("perceiver eval autoencode-video kinetics700/val --limit 50",

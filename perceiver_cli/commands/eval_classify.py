@@ -8,17 +8,21 @@ from typing import Optional
 
 import typer
 
+from perceiver_cli.choices import DEFAULT_ITEMS_PER_FILE
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
                                            ReportOption, ReportWorstOption, WeightsOption, batch_size_option,
                                            check_source, examples, limit_option, model_option)
+from perceiver_cli.commands.packed import packed_options
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.classify import MODELS, ClassifyTask
 from perceiver_cli.tasks.engine import RuntimeRequest
 from perceiver_cli.tasks.eval_classify import EvalClassifyTask
 from perceiver_cli.tasks.evaluation import evaluate
+from perceiver_cli.tasks.packed_outputs import array_dtypes, packed_outputs
 from perceiver_cli.tasks.report_html import html_report
 
 
+@packed_options
 def eval_classify(
     dataset: Optional[Path] = typer.Argument(None, metavar="DATASET", show_default=False,
                                    help="An ImageNet validation folder: one folder of images per WordNet id, or "
@@ -38,6 +42,7 @@ def eval_classify(
     quiet: bool = QuietOption,
     report: Optional[Path] = ReportOption,
     report_worst: int = ReportWorstOption,
+    packed: Optional[tuple] = None,
 ) -> int:
     """Top-1 and top-5 accuracy (%) of an ImageNet classifier on a labelled folder, beside the paper's top-1.
 
@@ -52,9 +57,11 @@ def eval_classify(
         raise UsageError("give the DATASET to evaluate on (an image folder)")
     source = check_source(model, weights, ClassifyTask.default_model)
     task = EvalClassifyTask(dataset, labels=labels, source=source, limit=limit, numerics=numerics)
-    with html_report(report, report_worst, "classify", task, task.summary, str(dataset)) as page:
+    output, fmt, per_file = packed or (None, None, DEFAULT_ITEMS_PER_FILE)
+    with html_report(report, report_worst, "classify", task, task.summary, str(dataset)) as page, \
+            packed_outputs(output, fmt, task, array_dtypes("eval-classify"), per_file, kind="eval-classify") as packers:
         return evaluate(task, RuntimeRequest(device, dtype, batch_size), json_lines=json_lines, quiet=quiet,
-                        listeners=[page.listen])
+                        listeners=[page.listen, *packers])
 
 
 eval_classify.epilog = examples("perceiver eval classify imagenet/val -m vision-conv",

@@ -7,16 +7,20 @@ from typing import Optional
 
 import typer
 
+from perceiver_cli.choices import DEFAULT_ITEMS_PER_FILE
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
                                            ReportOption, ReportWorstOption, WeightsOption, batch_size_option,
                                            check_source, examples, limit_option, model_option)
+from perceiver_cli.commands.packed import packed_options
 from perceiver_cli.tasks.flow import MODELS, FlowTask
 from perceiver_cli.tasks.engine import RuntimeRequest
-from perceiver_cli.tasks.eval_flow import EvalFlowTask
+from perceiver_cli.tasks.eval_flow import SPEED_BANDS, EvalFlowTask
 from perceiver_cli.tasks.evaluation import evaluate
+from perceiver_cli.tasks.packed_outputs import array_dtypes, packed_outputs
 from perceiver_cli.tasks.report_html import html_report
 
 
+@packed_options
 def eval_flow(
     dataset: Path = typer.Argument(
         ..., metavar="DATASET", show_default=False,
@@ -33,6 +37,7 @@ def eval_flow(
     quiet: bool = QuietOption,
     report: Optional[Path] = ReportOption,
     report_worst: int = ReportWorstOption,
+    packed: Optional[tuple] = None,
 ) -> int:
     """End-point error of optical flow on a dataset's training pairs, beside the paper's.
 
@@ -49,9 +54,12 @@ def eval_flow(
     source = check_source(model, weights, FlowTask.default_model)
     task = EvalFlowTask(dataset, source=source, sintel_pass=sintel_pass, limit=limit, numerics=numerics,
                         quiet=quiet)
-    with html_report(report, report_worst, "flow", task, task.summary, str(dataset)) as page:
+    output, fmt, per_file = packed or (None, None, DEFAULT_ITEMS_PER_FILE)
+    with html_report(report, report_worst, "flow", task, task.summary, str(dataset)) as page, \
+            packed_outputs(output, fmt, task, array_dtypes("eval-flow"), per_file, kind="eval-flow",
+                           more_doubles=tuple(SPEED_BANDS)) as packers:
         return evaluate(task, RuntimeRequest(device, dtype, batch_size), json_lines=json_lines, quiet=quiet,
-                        listeners=[page.listen])
+                        listeners=[page.listen, *packers])
 
 
 eval_flow.epilog = examples("perceiver eval flow MPI-Sintel-complete/ --pass final",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -69,3 +70,27 @@ def packed_only(output, formats: Optional[str], features: Optional[str]) -> Opti
         raise UsageError("-o DIR and --format parquet or wds go together (the packed files and their folder)")
     check_packed_features(features, packed)
     return packed
+
+
+def packed_options(command):
+    """Give an eval command -o DIR, --format parquet|wds and --items-per-file (its per-item records packed)."""
+    import functools
+    import inspect
+
+    added = [("output", Optional[Path], typer.Option(None, "--output", "-o", metavar="DIR", show_default=False,
+                                                     help="With --format: the folder the packed files go into.")),
+             ("formats", Optional[str], PackedFormatOption), ("items_per_file", int, ItemsPerFileOption)]
+    signature = inspect.signature(command)
+    params = [p for name, p in signature.parameters.items() if name != "packed"]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+               for name, kind, option in added]
+
+    @functools.wraps(command)
+    def with_packed(*args, **kwargs):
+        output, formats, per_file = (kwargs.pop(name) for name in ("output", "formats", "items_per_file"))
+        return command(*args, packed=(output, packed_only(output, formats, None), per_file), **kwargs)
+
+    with_packed.__signature__ = signature.replace(parameters=params)
+    with_packed.__annotations__ = {**{k: v for k, v in command.__annotations__.items() if k != "packed"},
+                                   **{name: kind for name, kind, _ in added}}
+    return with_packed

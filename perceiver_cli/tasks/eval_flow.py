@@ -167,6 +167,8 @@ class EvalFlowTask(FlowTask):
                 if pair.non_occluded is not None and pair.non_occluded.is_file():
                     record["epe_noc"] = pair_epe(flow, load_truth(pair.non_occluded, flow.shape))
             result = Result(item, record, warnings=warnings)
+            if self.arrays:
+                result.arrays = {"flow": flow}
             if self.visuals and truth.flow is not None:
                 result.visuals = {"flow": flow, "truth": truth.flow, "valid": truth.valid}
             yield result

@@ -31,7 +31,9 @@ def _record_columns(pa) -> dict[str, list]:
                          ("log_prob", pa.float64())])
     mask = pa.struct([("length", pa.int64()), ("chosen", pa.bool_()),
                       ("length_scores", pa.map_(pa.string(), pa.float64()))])
-    return {
+    truth = ("truth", pa.struct([("label", pa.string()), ("index", pa.int64())]))
+    double = pa.float64()
+    columns = {
         "classify": [("input", pa.string()), ("predictions", pa.list_(classify))],
         "flow": [("input", pa.string()), ("input2", pa.string()), ("outputs", pa.list_(pa.string())),
                  ("mean_magnitude", pa.float64()), ("max_magnitude", pa.float64()), ("occluded", pa.float64()),
@@ -46,10 +48,17 @@ def _record_columns(pa) -> dict[str, list]:
         "fill-mask": [("input", pa.string()), ("line", pa.int64()), ("predictions", pa.list_(filling)),
                       ("masks", pa.list_(mask)), ("windows", pa.list_(pa.list_(pa.int64()))), ("note", pa.string())],
     }
+    columns["eval-classify"] = columns["classify"] + [truth]
+    columns["eval-autoencode"] = columns["autoencode-video"] + [truth]
+    columns["eval-flow"] = [("input", pa.string()), ("input2", pa.string()), ("scene", pa.string()), ("epe", double),
+                            ("epe_matched", double), ("epe_unmatched", double), ("fl_all", double),
+                            ("valid_pixels", pa.int64()), ("epe_noc", double)]
+    return columns
 
 
 # The arrays each task kind hands over (`Result.arrays`), beside the optional `features`.
-TASK_ARRAYS = {"classify": ("logits",), "flow": ("flow",), "fill-mask": (), "autoencode-video": ("label_logits",)}
+TASK_ARRAYS = {"classify": ("logits",), "flow": ("flow",), "fill-mask": (), "autoencode-video": ("label_logits",),
+               "eval-classify": ("logits",), "eval-flow": ("flow",), "eval-autoencode": ("label_logits",)}
 PACKED_TASKS = tuple(TASK_ARRAYS)
 
 
@@ -63,12 +72,15 @@ def _flo_bytes(flow: np.ndarray) -> bytes:
 FLOW_ENCODERS = {("flow", "float32"): ("flo", _flo_bytes)}
 
 
-def packed_schema(task_name: str, array_types: dict[str, str], media: tuple[str, ...] = ()):
-    """The Arrow schema of a task's rows: record fields, key, each array's values and shape, then the bytes of
-    each per-item file format in `media` (a reconstruction's mp4, wav, npz)."""
+def packed_schema(task_name: str, array_types: dict[str, str], media: tuple[str, ...] = (),
+                  more_doubles: tuple[str, ...] = ()):
+    """The Arrow schema of a task's rows: record fields (then `more_doubles`, numbers a task declares itself),
+    key, each array's values and shape, then the bytes of each per-item file format in `media` (a
+    reconstruction's mp4, wav, npz)."""
     import pyarrow as pa
 
     fields = [pa.field(name, kind) for name, kind in _record_columns(pa)[task_name]]
+    fields += [pa.field(name, pa.float64()) for name in more_doubles]
     fields.append(pa.field("key", pa.string()))
     for name, dtype in array_types.items():
         fields += [pa.field(name, pa.list_(getattr(pa, _VALUE_TYPES[dtype])())),
@@ -103,7 +115,7 @@ class PackedOutputs:
 
     def __init__(self, folder: Path, fmt: str, task_name: str, arrays: dict[str, str],
                  items_per_file: int = DEFAULT_ITEMS_PER_FILE, encoders: Optional[dict[str, Callable]] = None,
-                 media: tuple[str, ...] = ()):
+                 media: tuple[str, ...] = (), more_doubles: tuple[str, ...] = ()):
         if fmt not in PACKED_FORMATS:
             raise UsageError(f"--format: {fmt} is not a packed format ({', '.join(PACKED_FORMATS)})")
         check_items_per_file(items_per_file)
@@ -111,6 +123,7 @@ class PackedOutputs:
             _require_pyarrow()
         self.folder, self.fmt, self.task_name, self.arrays = Path(folder), fmt, task_name, dict(arrays)
         self.items_per_file = items_per_file
+        self.more_doubles = tuple(more_doubles)
         self.media = tuple(media)  # per-item file formats whose bytes are packed too (autoencode-video's outputs)
         self.encoders = encoders or {}  # array name -> (suffix, bytes of the array) for WebDataset members
         self.writer = None
@@ -121,7 +134,8 @@ class PackedOutputs:
 
         reserved = manifest.shards.values() if manifest is not None else ()
         prefix = shard_prefix(shard.index, shard.count) if shard is not None else ""
-        schema = packed_schema(self.task_name, self.arrays, self.media) if self.fmt == PACKED_PARQUET else None
+        schema = (packed_schema(self.task_name, self.arrays, self.media, self.more_doubles)
+                  if self.fmt == PACKED_PARQUET else None)
         self.writer = ShardWriter(self.folder, self.fmt, self.items_per_file, prefix, reserved, schema)
 
     def __call__(self, result: Result) -> None:
@@ -174,15 +188,16 @@ class PackedOutputs:
 
 @contextmanager
 def packed_outputs(folder: Optional[Path], fmt: Optional[str], task, arrays: dict[str, str],
-                   items_per_file: int = DEFAULT_ITEMS_PER_FILE, encoders=None, media=()) -> Iterator[list]:
-    """The listeners of a run's packed output (none without `fmt`); the last shard is committed at the end.
-    Sets `task.arrays`, so the task hands its arrays over."""
+                   items_per_file: int = DEFAULT_ITEMS_PER_FILE, encoders=None, media=(), kind: Optional[str] = None,
+                   more_doubles: tuple[str, ...] = ()) -> Iterator[list]:
+    """The listeners of a run's packed output (none without `fmt`), rows of `kind` (default the task's name);
+    the last shard is committed at the end. Sets `task.arrays`, so the task hands its arrays over."""
     if fmt is None:
         yield []
         return
     if folder is None:
         raise UsageError(f"--format {fmt} writes files: give the folder with -o DIR")
-    listener = PackedOutputs(folder, fmt, task.name, arrays, items_per_file, encoders, media)
+    listener = PackedOutputs(folder, fmt, kind or task.name, arrays, items_per_file, encoders, media, more_doubles)
     task.arrays = True
     try:
         yield [listener]
