@@ -519,7 +519,7 @@ def test_ray_workers_results_are_packed_once_each_into_the_commands_parquet_file
 
     folder = _photos(tmp_path / "photos", 7)
     manifest = tmp_path / "run.jsonl"
-    code, _, _ = _classify(capsys, str(folder), "-w", str(weights), "-q", "-o", str(tmp_path / "out"), "--format",
+    code, _, _ = _classify(capsys, str(folder), "-w", str(weights), "--json", "-o", str(tmp_path / "out"), "--format",
                            "parquet", "--items-per-file", "3", "--engine", "ray", "--workers", "2",
                            "--cpus-per-worker", "1", "--manifest", str(manifest))
     assert code == 0
