@@ -61,7 +61,8 @@ def eval_autoencode(
     task = EvalAutoencodeTask(dataset, source=source, limit=limit, chunk_size=chunk_size, numerics=numerics)
     output, fmt, per_file = packed or (None, None, DEFAULT_ITEMS_PER_FILE)
     with html_report(report, report_worst, "autoencode", task, task.summary, str(dataset)) as page, \
-            packed_outputs(output, fmt, task, array_dtypes("eval-autoencode"), per_file, kind="eval-autoencode") as packers:
+            packed_outputs(output, fmt, task, array_dtypes("eval-autoencode"), per_file,
+                           kind="eval-autoencode") as packers:
         return evaluate(task, RuntimeRequest(device, dtype, None), json_lines=json_lines, quiet=quiet,
                         listeners=[page.listen, *packers])
 
