@@ -336,14 +336,21 @@ def test_output_folder_and_packed_format_go_together(checkpoints, images, tmp_pa
     assert not (tmp_path / "x").exists()
 
 
-def test_autoencode_video_parquet_holds_records_media_bytes_logits_and_features(tmp_path, run_main):
+@pytest.fixture(scope="module")
+def multimodal(tmp_path_factory):
+    """(tiny multimodal checkpoint, a 6-frame video with sound) at the checkpoint's 16 x 16 frame size."""
     from synthetic_media import write_video
 
+    root = tmp_path_factory.mktemp("multimodal")
     frames, size = 4, 16  # the tiny multimodal clip
-    make_tiny_checkpoint("multimodal", tmp_path / "mm", num_frames=frames, output_shape=[1, frames, size, size],
+    make_tiny_checkpoint("multimodal", root / "mm", num_frames=frames, output_shape=[1, frames, size, size],
                          audio_samples_per_frame=1920)
-    video = write_video(tmp_path / "clip.mp4", 6, size, size, "tone")
-    code, out, _ = run_main("autoencode-video", video, "-w", tmp_path / "mm", "--json", "-q", "-o", tmp_path / "o",
+    return root / "mm", write_video(root / "clip.mp4", 6, size, size, "tone")
+
+
+def test_autoencode_video_parquet_holds_records_media_bytes_logits_and_features(multimodal, tmp_path, run_main):
+    weights, video = multimodal
+    code, out, _ = run_main("autoencode-video", video, "-w", weights, "--json", "-q", "-o", tmp_path / "o",
                             "--format", "wav,parquet", "--features", "latents")
     assert code == 0
     (record,) = _records(out)
@@ -397,3 +404,29 @@ def test_eval_flow_packs_each_pairs_record_and_flow(checkpoints, tmp_path, run_m
     assert len(rows) == len(records) == 2
     assert [{k: row[k] for k in record} for row, record in zip(rows, records)] == records
     assert all(row["flow_shape"] == [10, 14, 2] for row in rows)
+
+
+def test_autoencode_video_features_without_packing_are_a_npy_beside_the_outputs(multimodal, tmp_path, run_main):
+    weights, video = multimodal
+    code, out, _ = run_main("autoencode-video", video, "-w", weights, "--json", "-q", "-o", tmp_path / "files",
+                            "--format", "wav", "--features", "pooled")
+    assert code == 0
+    (record,) = _records(out)
+    npy = tmp_path / "files" / "clip.features.npy"
+    assert str(npy) in record["outputs"]
+    code, _, _ = run_main("autoencode-video", video, "-w", weights, "-q", "-o", tmp_path / "packed", "--format",
+                          "wav,parquet", "--features", "pooled")
+    assert code == 0
+    (row,) = _table(tmp_path / "packed").to_pylist()
+    np.testing.assert_array_equal(np.load(npy), _array(row, "features").astype(np.float32))
+    assert np.load(npy).shape == (len(record["clips"]), TINY_CONFIGS["multimodal"]["d_latents"])
+    code, _, err = run_main("autoencode-video", video, "-w", weights, "--features", "pooled")
+    assert code == 2 and "-o DIR" in err
+
+
+def test_a_file_as_the_packed_folder_is_a_usage_error_and_stays(checkpoints, images, tmp_path, run_main):
+    target = tmp_path / "taken"
+    target.write_text("mine")
+    code, _, err = run_main("classify", images, "-w", checkpoints / "vision-conv", "-o", target, "--format", "wds")
+    assert code == 2 and "is a file" in err
+    assert target.read_text() == "mine"

@@ -11,8 +11,7 @@ import typer
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
                                            ScaleOptions, WeightsOption, check_source, examples, model_option,
                                            run_task, scale_options)
-from perceiver_cli.commands.packed import (FeaturesOption, ItemsPerFileOption, check_packed_features,
-                                           packed_folder, split_packed)
+from perceiver_cli.commands.packed import FeaturesOption, ItemsPerFileOption, packed_folder, split_packed
 from perceiver_cli.errors import UsageError
 from perceiver_cli.io.writers import refuse_repeated
 from perceiver_cli.tasks.packed_outputs import array_dtypes, packed_outputs
@@ -72,10 +71,12 @@ def autoencode_video(
     refuse_repeated(outputs)
     formats, packed = split_packed(formats, FORMATS)
     folder = packed_folder(outputs, packed)
-    check_packed_features(features, packed)
     task = AutoencodeTask(inputs, outputs=outputs, formats=formats, source=source, top_k=top_k,
                           chunk_size=chunk_size, side_by_side=side_by_side, numerics=numerics, show_clips=not quiet,
                           features=features)
+    if features is not None and packed is None and task.folder is None:
+        raise UsageError("--features writes a .npy per video into an output folder (-o DIR), or a column of "
+                         "--format parquet or wds")
     with packed_outputs(folder, packed, task, array_dtypes(task.name, features=features), items_per_file,
                         media=task.formats) as listeners:
         return run_task(task, device=device, dtype=dtype, json_lines=json_lines, quiet=quiet,

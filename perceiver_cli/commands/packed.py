@@ -44,16 +44,11 @@ def check_precision(precision: str) -> None:
 
 def packed_folder(outputs, packed: Optional[str]):
     """The one -o folder a packed format writes into (None without one)."""
-    from pathlib import Path
-
     if packed is None:
         return None
     if not outputs or len(outputs) != 1:
         raise UsageError(f"--format {packed}: give one folder with -o DIR for the packed files")
-    folder = Path(outputs[0])
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"--format {packed}: -o {folder} is a file; give a folder")
-    return folder
+    return Path(outputs[0])
 
 
 def check_packed_features(features: Optional[str], packed: Optional[str]) -> None:

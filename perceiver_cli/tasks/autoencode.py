@@ -43,6 +43,7 @@ ARRAY_FORMATS = ("npz",)
 FORMATS = VIDEO_FORMATS + AUDIO_FORMATS + ARRAY_FORMATS
 DEFAULT_FOLDER_FORMATS = ("mp4",)
 PSNR_WIDTH = 10
+FEATURES_SUFFIX = ".features.npy"  # a video's --features beside its other outputs in a folder
 
 
 def expand_video_inputs(arguments: list[str]) -> list[Path | InputError]:
@@ -137,7 +138,8 @@ class AutoencodeTask(ModelTask):
 
     def _outputs_of(self, video: Path) -> tuple[str, ...]:
         if self.folder is not None:
-            return tuple(str(self.folder / f"{video.stem}.{f}") for f in self.formats)
+            features = (f"{video.stem}{FEATURES_SUFFIX}",) if self.features and not self.arrays else ()
+            return tuple(str(self.folder / name) for name in (*(f"{video.stem}.{f}" for f in self.formats), *features))
         return tuple(str(path) for path in self.files)
 
     def items(self) -> list[Item]:
@@ -198,7 +200,7 @@ class AutoencodeTask(ModelTask):
         frames and sound for a report's pictures."""
         warnings: list[str] = []
         visuals: Optional[dict] = {} if self.visuals else None
-        arrays: Optional[dict] = {} if self.arrays else None
+        arrays: Optional[dict] = {} if self.arrays or self.features else None
         try:
             record = self._autoencode(item, show_clips, warnings, visuals, arrays)
         except InputError as error:
@@ -206,6 +208,7 @@ class AutoencodeTask(ModelTask):
         else:
             result = Result(item, record, outputs=list(item.outputs), visuals=visuals or None,
                             arrays={name: np.stack(parts) for name, parts in (arrays or {}).items()})
+            self._write_features(item, result.arrays)
         result.warnings = warnings
         return result
 
@@ -239,6 +242,14 @@ class AutoencodeTask(ModelTask):
             write_kept(wav_paths, npz_paths, kept, g.sample_rate)
         # Leaving the ExitStack finished the video files; an error above removed them.
         return video_record(item, clip_records, summary, autoencoder.names, self.top_k)
+
+    def _write_features(self, item: Item, arrays: dict) -> None:
+        """The video's per-clip features as the .npy its outputs name (a folder output without packing)."""
+        from perceiver_cli.io.writers import write_array
+
+        for output in item.outputs:
+            if output.endswith(FEATURES_SUFFIX):
+                write_array(Path(output), arrays["features"])
 
     def _keep_arrays(self, arrays: dict, result) -> None:
         from perceiver_cli.core.trunk import latent_features

@@ -197,6 +197,8 @@ def packed_outputs(folder: Optional[Path], fmt: Optional[str], task, arrays: dic
         return
     if folder is None:
         raise UsageError(f"--format {fmt} writes files: give the folder with -o DIR")
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise UsageError(f"--format {fmt}: -o {folder} is a file; give a folder")
     listener = PackedOutputs(folder, fmt, kind or task.name, arrays, items_per_file, encoders, media, more_doubles)
     task.arrays = True
     try:
