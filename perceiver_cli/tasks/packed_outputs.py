@@ -59,7 +59,6 @@ def _record_columns(pa) -> dict[str, list]:
 # The arrays each task kind hands over (`Result.arrays`), beside the optional `features`.
 TASK_ARRAYS = {"classify": ("logits",), "flow": ("flow",), "fill-mask": (), "autoencode-video": ("label_logits",),
                "eval-classify": ("logits",), "eval-flow": ("flow",), "eval-autoencode": ("label_logits",)}
-PACKED_TASKS = tuple(TASK_ARRAYS)
 
 
 def _flo_bytes(flow: np.ndarray) -> bytes:
