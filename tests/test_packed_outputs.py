@@ -189,6 +189,9 @@ def test_datasets_and_webdataset_read_the_shards(checkpoints, images, tmp_path, 
         code, _, _ = run_main("classify", images, "-w", checkpoints / "vision-conv", "-q", "-o", tmp_path / fmt,
                               "--format", fmt, "--items-per-file", "2")
         assert code == 0
+    import pandas
+
+    assert sorted(pandas.read_parquet(tmp_path / "parquet")["input"]) == sorted(str(p) for p in images.glob("*.png"))
     loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "parquet" / "*.parquet"), split="train",
                                    cache_dir=str(tmp_path / "cache"))
     assert sorted(loaded["input"]) == sorted(str(p) for p in images.glob("*.png"))

@@ -529,3 +529,4 @@ def test_ray_workers_results_are_packed_once_each_into_the_commands_parquet_file
     for line in manifest.read_text().splitlines():
         record = json.loads(line)
         assert record["input"] in shards[record["shard"]]
+    assert ray.data.read_parquet(str(tmp_path / "out")).count() == 7  # the README's read-back line
