@@ -433,3 +433,10 @@ def test_a_file_as_the_packed_folder_is_a_usage_error_and_stays(checkpoints, ima
     code, _, err = run_main("classify", images, "-w", checkpoints / "vision-conv", "-o", target, "--format", "wds")
     assert code == 2 and "is a file" in err
     assert target.read_text() == "mine"
+
+
+def test_an_output_named_like_a_file_is_no_packed_folder(checkpoints, frames, tmp_path, run_main):
+    code, _, err = run_main("flow", frames, "-w", checkpoints / "flow", "-o", tmp_path / "flow.mp4", "--format",
+                            "parquet")
+    assert code == 2 and "names a file" in err
+    assert not (tmp_path / "flow.mp4").exists()

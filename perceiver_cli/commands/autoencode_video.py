@@ -70,7 +70,7 @@ def autoencode_video(
     outputs = list(output or [])
     refuse_repeated(outputs)
     formats, packed = split_packed(formats, FORMATS)
-    folder = packed_folder(outputs, packed)
+    folder = packed_folder(outputs, packed, FORMATS)
     task = AutoencodeTask(inputs, outputs=outputs, formats=formats, source=source, top_k=top_k,
                           chunk_size=chunk_size, side_by_side=side_by_side, numerics=numerics, show_clips=not quiet,
                           features=features)

@@ -107,7 +107,7 @@ def flow(
     if not inputs:
         raise UsageError("give two images, a folder of frames, or a video (or - to read paths from stdin)")
     formats, packed = split_packed(formats, FLOW_FORMATS)
-    folder = packed_folder(outputs, packed)
+    folder = packed_folder(outputs, packed, FLOW_FORMATS)
     check_precision(precision)
     if packed and formats is None:  # packed files only: no per-pair files
         outputs = []

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from perceiver_cli.choices import DEFAULT_ITEMS_PER_FILE, FEATURES, PACKED_FORMATS, parse_formats
+from perceiver_cli.choices import DEFAULT_ITEMS_PER_FILE, FEATURES, PACKED_FORMATS, VIDEO_FORMATS, parse_formats
 from perceiver_cli.errors import UsageError
 
 ItemsPerFileOption = typer.Option(
@@ -42,13 +42,17 @@ def check_precision(precision: str) -> None:
         raise UsageError(f"--precision must be float32 or float16, got '{precision}'")
 
 
-def packed_folder(outputs, packed: Optional[str]):
-    """The one -o folder a packed format writes into (None without one)."""
+def packed_folder(outputs, packed: Optional[str], file_formats: tuple[str, ...] = ()):
+    """The one -o folder a packed format writes into (None without one); an -o named like one of the
+    command's output files (`file_formats`, a video) is refused rather than made a folder."""
     if packed is None:
         return None
     if not outputs or len(outputs) != 1:
         raise UsageError(f"--format {packed}: give one folder with -o DIR for the packed files")
-    return Path(outputs[0])
+    folder = Path(outputs[0])
+    if folder.suffix.lower().lstrip(".") in (*file_formats, *VIDEO_FORMATS) and not folder.is_dir():
+        raise UsageError(f"--format {packed}: -o {folder} names a file; the packed files go into a folder")
+    return folder
 
 
 def check_packed_features(features: Optional[str], packed: Optional[str]) -> None:
