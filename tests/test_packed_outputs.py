@@ -440,3 +440,24 @@ def test_an_output_named_like_a_file_is_no_packed_folder(checkpoints, frames, tm
                             "parquet")
     assert code == 2 and "names a file" in err
     assert not (tmp_path / "flow.mp4").exists()
+
+
+def test_ctrl_c_commits_the_open_file_with_exactly_the_items_the_manifest_records(checkpoints, images, tmp_path,
+                                                                                    run_main, monkeypatch):
+    from perceiver_cli.tasks.report import Reporter
+
+    seen, original = [], Reporter.result
+
+    def interrupted(self, result):
+        seen.append(result)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+        return original(self, result)
+
+    monkeypatch.setattr(Reporter, "result", interrupted)
+    manifest = tmp_path / "run.jsonl"
+    code, _, _ = run_main("classify", images, "-w", checkpoints / "vision-conv", "-q", "-o", tmp_path / "o",
+                          "--format", "parquet", "--manifest", manifest)
+    assert code == 130
+    packed = [key for keys in _keys_by_shard(tmp_path / "o").values() for key in keys]
+    assert sorted(packed) == sorted(_last_records(manifest)) and len(packed) == 2
