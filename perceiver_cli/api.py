@@ -67,13 +67,18 @@ def flow(model, frame1: FrameLike, frame2: FrameLike) -> np.ndarray:
     return FlowPredictor(model, runtime).flow(first, second, (name1, name2))
 
 
-def autoencode(model, frames: np.ndarray, audio: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+def autoencode(model, frames: np.ndarray, audio: Optional[np.ndarray] = None,
+               features: Optional[str] = None) -> dict[str, np.ndarray]:
     """Reconstruct a video and its sound: frames uint8 (T, H, W, 3) at the model's 25 fps (centre-cropped and
     resized as the CLI does), mono float samples in [-1, 1] at its 48 kHz (None: silence) ->
     {"video": (T, size, size, 3) float32 in [0, 1], "audio": (T * 1920,) float32, "label_logits":
-    (clips, 700) float32} (the arrays of `perceiver autoencode-video -o FILE.npz`)."""
+    (clips, 700) float32} (the arrays of `perceiver autoencode-video -o FILE.npz`); with `features` ("pooled" or
+    "latents") also "features": each clip's, (clips, 512) or (clips, 784, 512) float32."""
+    from perceiver_cli.choices import check_features
+
+    check_features(features)
     runtime = runtime_of(model, AutoencodeTask.cpu_batch_size)
-    return VideoAutoencoder(model, runtime, DEFAULT_CHUNK_SIZE).arrays(frames, audio)
+    return VideoAutoencoder(model, runtime, DEFAULT_CHUNK_SIZE).arrays(frames, audio, features=features)
 
 
 def features(model, inputs: Sequence[Any], kind: str = "pooled") -> np.ndarray:

@@ -461,3 +461,27 @@ def test_ctrl_c_commits_the_open_file_with_exactly_the_items_the_manifest_record
     assert code == 130
     packed = [key for keys in _keys_by_shard(tmp_path / "o").values() for key in keys]
     assert sorted(packed) == sorted(_last_records(manifest)) and len(packed) == 2
+
+
+def test_python_autoencode_features_equal_the_clis_features_file(tmp_path, run_main):
+    import av
+
+    import perceiver_cli as pc
+    from synthetic_media import write_video
+
+    make_tiny_checkpoint("multimodal", tmp_path / "mm", num_frames=4, output_shape=[1, 4, 16, 16],
+                         audio_samples_per_frame=1920)
+    video = write_video(tmp_path / "quiet.mp4", 6, 16, 16, None)  # no sound: both reconstruct from silence
+    code, _, _ = run_main("autoencode-video", video, "-w", tmp_path / "mm", "-q", "-o", tmp_path / "o", "--format",
+                          "npz", "--features", "latents")
+    assert code == 0
+    expected = np.load(tmp_path / "o" / "quiet.features.npy")
+    with av.open(str(video)) as container:
+        frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    model = pc.load_model(str(tmp_path / "mm"), device="cpu")
+    latents = pc.autoencode(model, frames, None, features="latents")["features"]
+    tiny = TINY_CONFIGS["multimodal"]
+    assert latents.shape == (2, tiny["num_latents"], tiny["d_latents"])  # 6 frames: two 4-frame clips
+    np.testing.assert_allclose(latents, expected, rtol=0, atol=1e-6)
+    pooled = pc.autoencode(model, frames, None, features="pooled")["features"]
+    np.testing.assert_allclose(pooled, expected.mean(axis=1), rtol=0, atol=1e-6)
