@@ -1,7 +1,8 @@
 """perceiver-cli: DeepMind's pretrained Perceiver IO models on your own files.
 
 The Python API (the names in `perceiver_cli.api.__all__`: `load_model`, `fill_mask`, `classify`, `flow`,
-`autoencode`) is imported on first use, so `import perceiver_cli` stays light (no torch) for the command line.
+`autoencode`, `features`) is imported on first use, so `import perceiver_cli` stays light (no torch) for the
+command line.
 """
 
 from importlib.util import find_spec

@@ -26,7 +26,7 @@ from perceiver_cli.tasks.autoencode_clips import VideoAutoencoder
 
 ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # a path, a uint8 (H, W, 3) array or a PIL image
 
-__all__ = ["load_model", "fill_mask", "classify", "flow", "autoencode"]
+__all__ = ["load_model", "fill_mask", "classify", "flow", "autoencode", "features"]
 
 
 def runtime_of(model, batch_size: int):
@@ -67,10 +67,35 @@ def flow(model, frame1: FrameLike, frame2: FrameLike) -> np.ndarray:
     return FlowPredictor(model, runtime).flow(first, second, (name1, name2))
 
 
-def autoencode(model, frames: np.ndarray, audio: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+def autoencode(model, frames: np.ndarray, audio: Optional[np.ndarray] = None,
+               features: Optional[str] = None) -> dict[str, np.ndarray]:
     """Reconstruct a video and its sound: frames uint8 (T, H, W, 3) at the model's 25 fps (centre-cropped and
     resized as the CLI does), mono float samples in [-1, 1] at its 48 kHz (None: silence) ->
     {"video": (T, size, size, 3) float32 in [0, 1], "audio": (T * 1920,) float32, "label_logits":
-    (clips, 700) float32} (the arrays of `perceiver autoencode-video -o FILE.npz`)."""
+    (clips, 700) float32} (the arrays of `perceiver autoencode-video -o FILE.npz`); with `features` ("pooled" or
+    "latents") also "features": each clip's, (clips, 512) or (clips, 784, 512) float32."""
+    from perceiver_cli.choices import check_features
+
+    check_features(features)
     runtime = runtime_of(model, AutoencodeTask.cpu_batch_size)
-    return VideoAutoencoder(model, runtime, DEFAULT_CHUNK_SIZE).arrays(frames, audio)
+    return VideoAutoencoder(model, runtime, DEFAULT_CHUNK_SIZE).arrays(frames, audio, features=features)
+
+
+def features(model, inputs: Sequence[Any], kind: str = "pooled") -> np.ndarray:
+    """The latent features of each input, stacked: (B, d_latents) for kind "pooled" (the mean over latents),
+    (B, num_latents, d_latents) for "latents" (the latent stack's output). A classifier takes images (paths or
+    uint8 (H, W, 3) arrays, prepared as `classify` prepares them), the language model texts (their UTF-8
+    bytes, no masks); an image that cannot be read raises ValueError."""
+    from perceiver_cli.choices import check_features
+
+    check_features(kind)
+    task = model.spec.task
+    if task == "classify":
+        runtime = runtime_of(model, ClassifyTask.cpu_batch_size)
+        return ImageClassifier(model, runtime, features=kind).latent_features(inputs)
+    if task == "fill-mask":
+        from perceiver_cli.core.text import masked_ids, text_features
+
+        ids = [masked_ids([str(text).encode("utf-8")], [])[0] for text in inputs]
+        return np.stack(text_features(model, ids, kind, runtime_of(model, 1).device))
+    raise ValueError(f"features: {model.spec.kind} models are not supported (classifiers and language only)")

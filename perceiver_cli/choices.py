@@ -4,7 +4,7 @@ and the one parser of a `--format` list. Standard library only: `perceiver --hel
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from perceiver_cli.errors import UsageError
 
@@ -40,3 +40,18 @@ def parse_formats(text: str, allowed: Sequence[str], option: str = "--format") -
     if not chosen:
         raise UsageError(f"{option}: give at least one format (use {', '.join(by_name)})")
     return tuple(chosen)
+
+# Packed outputs: many items per file, as Parquet files or WebDataset .tar shards (io.packed writes them).
+PACKED_PARQUET, PACKED_WDS = "parquet", "wds"
+PACKED_FORMATS = (PACKED_PARQUET, PACKED_WDS)
+# Items per packed file: big enough that a file is worth opening (about 100 MB of flow at Sintel's size in
+# float16), small enough that a killed run loses little and a reader streams it.
+DEFAULT_ITEMS_PER_FILE = 1000
+# What --features adds to each item: the latent array (num_latents, d_latents) or its mean over the latents.
+FEATURES = ("pooled", "latents")
+
+
+def check_features(features: Optional[str]) -> None:
+    """A usage error for a --features value other than pooled or latents."""
+    if features is not None and features not in FEATURES:
+        raise UsageError(f"--features must be {' or '.join(FEATURES)}, got '{features}'")

@@ -511,3 +511,22 @@ def test_the_local_cluster_of_a_run_works_at_the_command_s_priority():
         assert done.returncode == 0, done.stderr[-2000:]
         mine, task, actor = map(int, done.stdout.split())
         assert (task - mine, actor - mine) == (expected, expected), done.stdout
+
+
+def test_ray_workers_results_are_packed_once_each_into_the_commands_parquet_files(local_ray, tmp_path, weights,
+                                                                                  capsys):
+    import pyarrow.parquet as pq
+
+    folder = _photos(tmp_path / "photos", 7)
+    manifest = tmp_path / "run.jsonl"
+    code, _, _ = _classify(capsys, str(folder), "-w", str(weights), "--json", "-o", str(tmp_path / "out"), "--format",
+                           "parquet", "--items-per-file", "3", "--engine", "ray", "--workers", "2",
+                           "--cpus-per-worker", "1", "--manifest", str(manifest))
+    assert code == 0
+    shards = {str(p): pq.read_table(p, columns=["key"]).column("key").to_pylist()
+              for p in sorted((tmp_path / "out").glob("part-*.parquet"))}
+    assert sorted(key for keys in shards.values() for key in keys) == sorted(str(p) for p in folder.glob("*.png"))
+    for line in manifest.read_text().splitlines():
+        record = json.loads(line)
+        assert record["input"] in shards[record["shard"]]
+    assert ray.data.read_parquet(str(tmp_path / "out")).count() == 7  # the README's read-back line

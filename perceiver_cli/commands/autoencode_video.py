@@ -11,8 +11,10 @@ import typer
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
                                            ScaleOptions, WeightsOption, check_source, examples, model_option,
                                            run_task, scale_options)
+from perceiver_cli.commands.packed import FeaturesOption, ItemsPerFileOption, packed_folder, split_packed
 from perceiver_cli.errors import UsageError
 from perceiver_cli.io.writers import refuse_repeated
+from perceiver_cli.tasks.packed_outputs import array_dtypes, packed_outputs
 from perceiver_cli.tasks.autoencode import (DEFAULT_CHUNK_SIZE, DEFAULT_FOLDER_FORMATS, FORMATS, MODELS,
                                             VIDEO_FORMATS, AutoencodeTask)
 
@@ -42,6 +44,8 @@ def autoencode_video(
         False, "--side-by-side", help="Video outputs show the model's input and its reconstruction side by side."),
     top_k: int = typer.Option(5, "--top-k", "-k", metavar="K", help="Labels to show per clip and per video."),
     chunk_size: int = ChunkSizeOption,
+    items_per_file: int = ItemsPerFileOption,
+    features: Optional[str] = FeaturesOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     numerics: str = NumericsOption,
@@ -65,10 +69,18 @@ def autoencode_video(
         raise UsageError("give video files, folders or glob patterns to autoencode (or - to read paths from stdin)")
     outputs = list(output or [])
     refuse_repeated(outputs)
+    formats, packed = split_packed(formats, FORMATS)
+    folder = packed_folder(outputs, packed, FORMATS)
     task = AutoencodeTask(inputs, outputs=outputs, formats=formats, source=source, top_k=top_k,
-                          chunk_size=chunk_size, side_by_side=side_by_side, numerics=numerics, show_clips=not quiet)
-    return run_task(task, device=device, dtype=dtype, json_lines=json_lines, quiet=quiet,
-                    scale=scale)
+                          chunk_size=chunk_size, side_by_side=side_by_side, numerics=numerics, show_clips=not quiet,
+                          features=features)
+    if features is not None and packed is None and task.folder is None:
+        raise UsageError("--features writes a .npy per video into an output folder (-o DIR), or a column of "
+                         "--format parquet or wds")
+    with packed_outputs(folder, packed, task, array_dtypes(task.name, features=features), items_per_file,
+                        media=task.formats) as listeners:
+        return run_task(task, device=device, dtype=dtype, json_lines=json_lines, quiet=quiet,
+                        scale=scale, listeners=listeners)
 
 
 autoencode_video.epilog = examples("perceiver autoencode-video clip.mp4 -o clip-recon.mp4 --side-by-side",

@@ -10,7 +10,10 @@ import typer
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption,
                                            QuietOption, ScaleOptions, WeightsOption, batch_size_option,
                                            check_source, examples, model_option, run_task, scale_options)
+from perceiver_cli.commands.packed import (FeaturesOption, ItemsPerFileOption, PackedFormatOption,
+                                           packed_only)
 from perceiver_cli.errors import UsageError
+from perceiver_cli.tasks.packed_outputs import array_dtypes, packed_outputs
 from perceiver_cli.tasks.classify import MODELS, ClassifyTask
 
 
@@ -31,6 +34,12 @@ def classify(
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     numerics: str = NumericsOption,
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", metavar="DIR", show_default=False,
+        help="With --format: the folder the packed files go into."),
+    formats: Optional[str] = PackedFormatOption,
+    items_per_file: int = ItemsPerFileOption,
+    features: Optional[str] = FeaturesOption,
     json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
     scale: Optional[ScaleOptions] = None,
@@ -45,9 +54,13 @@ def classify(
     source = check_source(model, weights, ClassifyTask.default_model)
     if not inputs:
         raise UsageError("give image files, folders or glob patterns to classify (or - to read paths from stdin)")
-    task = ClassifyTask(inputs, source=source, top_k=top_k, max_pixels=max_pixels, numerics=numerics)
-    return run_task(task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines, quiet=quiet,
-                    scale=scale)
+    task = ClassifyTask(inputs, source=source, top_k=top_k, max_pixels=max_pixels, numerics=numerics,
+                        features=features)
+    packed = packed_only(output, formats, features)
+    with packed_outputs(output, packed, task, array_dtypes(task.name, features=features),
+                        items_per_file) as listeners:
+        return run_task(task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines,
+                        quiet=quiet, scale=scale, listeners=listeners)
 
 
 classify.epilog = examples("perceiver classify photo.jpg", "perceiver classify photos/ --json > labels.jsonl",

@@ -12,6 +12,7 @@ from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption
                                            ReportOption, ReportWorstOption, WeightsOption, check_source, examples,
                                            limit_option, model_option)
 from perceiver_cli.kinds import AUTOENCODE_VIDEO
+from perceiver_cli.commands.packed import packed_options
 from perceiver_cli.errors import UsageError
 from perceiver_cli.commands.autoencode_video import ChunkSizeOption
 from perceiver_cli.tasks.autoencode import MODELS, AutoencodeTask
@@ -20,6 +21,7 @@ from perceiver_cli.tasks.eval_autoencode import EvalAutoencodeTask
 from perceiver_cli.tasks.evaluation import evaluate_with_report
 
 
+@packed_options
 def eval_autoencode(
     dataset: Optional[Path] = typer.Argument(None, metavar="DATASET", show_default=False,
                                    help="A folder of videos; videos in a subfolder are of the action it names "
@@ -36,6 +38,7 @@ def eval_autoencode(
     quiet: bool = QuietOption,
     report: Optional[Path] = ReportOption,
     report_worst: int = ReportWorstOption,
+    packed: Optional[tuple] = None,
 ) -> int:
     """Mean PSNR (dB) of the multimodal autoencoder's video and audio, and its Kinetics-700 top-1/top-5 (%),
     beside the paper's.
@@ -55,7 +58,7 @@ def eval_autoencode(
     source = check_source(model, weights, AutoencodeTask.default_model)
     task = EvalAutoencodeTask(dataset, source=source, limit=limit, chunk_size=chunk_size, numerics=numerics)
     return evaluate_with_report(task, RuntimeRequest(device, dtype, None), AUTOENCODE_VIDEO, report,
-                                report_worst, dataset, json_lines=json_lines, quiet=quiet)
+                                report_worst, dataset, packed=packed, json_lines=json_lines, quiet=quiet)
 
 
 eval_autoencode.epilog = examples("perceiver eval autoencode-video kinetics700/val --limit 50",

@@ -12,6 +12,7 @@ from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption
                                            ReportOption, ReportWorstOption, WeightsOption, batch_size_option,
                                            check_source, examples, limit_option, model_option)
 from perceiver_cli.kinds import CLASSIFY
+from perceiver_cli.commands.packed import packed_options
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.classify import MODELS, ClassifyTask
 from perceiver_cli.tasks.engine import RuntimeRequest
@@ -19,6 +20,7 @@ from perceiver_cli.tasks.eval_classify import EvalClassifyTask
 from perceiver_cli.tasks.evaluation import evaluate_with_report
 
 
+@packed_options
 def eval_classify(
     dataset: Optional[Path] = typer.Argument(None, metavar="DATASET", show_default=False,
                                    help="An ImageNet validation folder: one folder of images per WordNet id, or "
@@ -38,6 +40,7 @@ def eval_classify(
     quiet: bool = QuietOption,
     report: Optional[Path] = ReportOption,
     report_worst: int = ReportWorstOption,
+    packed: Optional[tuple] = None,
 ) -> int:
     """Top-1 and top-5 accuracy (%) of an ImageNet classifier on a labelled folder, beside the paper's top-1.
 
@@ -53,7 +56,7 @@ def eval_classify(
     source = check_source(model, weights, ClassifyTask.default_model)
     task = EvalClassifyTask(dataset, labels=labels, source=source, limit=limit, numerics=numerics)
     return evaluate_with_report(task, RuntimeRequest(device, dtype, batch_size), CLASSIFY, report,
-                                report_worst, dataset, json_lines=json_lines, quiet=quiet)
+                                report_worst, dataset, packed=packed, json_lines=json_lines, quiet=quiet)
 
 
 eval_classify.epilog = examples("perceiver eval classify imagenet/val -m vision-conv",

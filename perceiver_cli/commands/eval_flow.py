@@ -13,10 +13,12 @@ from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption
 from perceiver_cli.kinds import FLOW
 from perceiver_cli.tasks.flow import MODELS, FlowTask
 from perceiver_cli.tasks.engine import RuntimeRequest
-from perceiver_cli.tasks.eval_flow import EvalFlowTask
+from perceiver_cli.tasks.eval_flow import SPEED_BANDS, EvalFlowTask
 from perceiver_cli.tasks.evaluation import evaluate_with_report
+from perceiver_cli.commands.packed import packed_options
 
 
+@packed_options
 def eval_flow(
     dataset: Path = typer.Argument(
         ..., metavar="DATASET", show_default=False,
@@ -33,6 +35,7 @@ def eval_flow(
     quiet: bool = QuietOption,
     report: Optional[Path] = ReportOption,
     report_worst: int = ReportWorstOption,
+    packed: Optional[tuple] = None,
 ) -> int:
     """End-point error of optical flow on a dataset's training pairs, beside the paper's.
 
@@ -50,7 +53,8 @@ def eval_flow(
     task = EvalFlowTask(dataset, source=source, sintel_pass=sintel_pass, limit=limit, numerics=numerics,
                         quiet=quiet)
     return evaluate_with_report(task, RuntimeRequest(device, dtype, batch_size), FLOW, report,
-                                report_worst, dataset, json_lines=json_lines, quiet=quiet)
+                                report_worst, dataset, packed=packed, more_doubles=tuple(SPEED_BANDS),
+                                json_lines=json_lines, quiet=quiet)
 
 
 eval_flow.epilog = examples("perceiver eval flow MPI-Sintel-complete/ --pass final",

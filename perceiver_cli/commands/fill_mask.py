@@ -11,7 +11,10 @@ from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption
                                            ScaleOptions, WeightsOption, check_source, examples, model_option,
                                            run_task, scale_options)
 from perceiver_cli.bounds import OPTION_LIMITS
+from perceiver_cli.commands.packed import (FeaturesOption, ItemsPerFileOption, PackedFormatOption,
+                                           packed_only)
 from perceiver_cli.errors import UsageError
+from perceiver_cli.tasks.packed_outputs import array_dtypes, packed_outputs
 from perceiver_cli.tasks.fill_mask import MODELS, FillMaskTask
 
 
@@ -31,6 +34,12 @@ def fill_mask(
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     numerics: str = NumericsOption,
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", metavar="DIR", show_default=False,
+        help="With --format: the folder the packed files go into."),
+    formats: Optional[str] = PackedFormatOption,
+    items_per_file: int = ItemsPerFileOption,
+    features: Optional[str] = FeaturesOption,
     json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
     scale: Optional[ScaleOptions] = None,
@@ -45,9 +54,13 @@ def fill_mask(
     source = check_source(model, weights, FillMaskTask.default_model)
     if not texts:
         raise UsageError("give texts with [MASK] or [MASK:n] to fill (or - to read one text per line from stdin)")
-    task = FillMaskTask(texts, source=source, top_k=top_k, max_span=max_span, numerics=numerics)
-    return run_task(task, device=device, dtype=dtype, json_lines=json_lines, quiet=quiet,
-                    scale=scale)
+    task = FillMaskTask(texts, source=source, top_k=top_k, max_span=max_span, numerics=numerics,
+                        features=features)
+    packed = packed_only(output, formats, features)
+    with packed_outputs(output, packed, task, array_dtypes(task.name, features=features),
+                        items_per_file) as listeners:
+        return run_task(task, device=device, dtype=dtype, json_lines=json_lines, quiet=quiet,
+                        scale=scale, listeners=listeners)
 
 
 fill_mask.epilog = examples('perceiver fill-mask "This is an [MASK] sentence."',

@@ -11,7 +11,11 @@ from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption
                                            ReportOption, ReportWorstOption, ScaleOptions, WeightsOption,
                                            batch_size_option, check_source, examples, model_option, run_task,
                                            scale_options)
+from perceiver_cli.commands.packed import (ItemsPerFileOption, PrecisionOption, check_precision, packed_folder,
+                                           split_packed)
 from perceiver_cli.errors import UsageError
+from perceiver_cli.io.writers import FLOW_FORMATS
+from perceiver_cli.tasks.packed_outputs import FLOW_ENCODERS, array_dtypes, packed_outputs
 from perceiver_cli.tasks.flow import MODELS, FlowTask
 
 LegendOption = typer.Option(
@@ -44,7 +48,8 @@ def flow(
         None, "--format", "-f", metavar="LIST", show_default=False,
         help="What goes into folder outputs, comma-separated (default flo): flo, npy, kitti (16-bit KITTI PNG), "
              "or a picture: png, jpg, webp, bmp; with --gt also epe (<stem>_epe.png, the end-point-error "
-             "map with a scale bar)."),
+             "map with a scale bar); or parquet / wds: every pair's record and flow packed into the -o folder "
+             "(part-00000.parquet, ...; see --items-per-file, --precision)."),
     recursive: bool = typer.Option(False, "--recursive", "-r",
                                    help="Read every folder below a folder argument that holds frames, each as its "
                                         "own sequence (folders of masks or KITTI flow are skipped)."),
@@ -86,6 +91,8 @@ def flow(
     quiet: bool = QuietOption,
     report: Optional[Path] = ReportOption,
     report_worst: int = ReportWorstOption,
+    items_per_file: int = ItemsPerFileOption,
+    precision: str = PrecisionOption,
     scale: Optional[ScaleOptions] = None,
 ) -> int:
     """Optical flow, in pixels, between consecutive frames of image sequences or a video.
@@ -99,6 +106,11 @@ def flow(
     source = check_source(model, weights, FlowTask.default_model)
     if not inputs:
         raise UsageError("give two images, a folder of frames, or a video (or - to read paths from stdin)")
+    formats, packed = split_packed(formats, FLOW_FORMATS)
+    folder = packed_folder(outputs, packed, FLOW_FORMATS)
+    check_precision(precision)
+    if packed and formats is None:  # packed files only: no per-pair files
+        outputs = []
     task = FlowTask(inputs, source=source, outputs=outputs or [], formats=formats, gt=gt, max_flow=max_flow,
                     style=style, legend=legend, resize=resize, max_pixels=max_pixels, recursive=recursive,
                     start=start, end=end, step=step, direction=direction, occlusion_formats=occlusion_formats,
@@ -108,9 +120,11 @@ def flow(
     from perceiver_cli.tasks.report_html import html_report
     from perceiver_cli.tasks.report_pages import flow_summary
 
-    with html_report(report, report_worst, task.name, task, flow_summary, " ".join(inputs)) as page:
+    with html_report(report, report_worst, task.name, task, flow_summary, " ".join(inputs)) as page, \
+            packed_outputs(folder, packed, task, array_dtypes(task.name, precision), items_per_file,
+                           FLOW_ENCODERS) as packers:
         return run_task(task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines,
-                        quiet=quiet, scale=scale, listeners=[page.listen])
+                        quiet=quiet, scale=scale, listeners=[page.listen, *packers])
 
 
 flow.epilog = examples("perceiver flow frame1.png frame2.png -o flow.png --legend bottom-right",

@@ -93,6 +93,7 @@ class ClipResult:
     probabilities: torch.Tensor  # (num_labels,) float32, softmax of label_logits
     video_squared_error: float
     audio_squared_error: float
+    latents: Optional[torch.Tensor] = None  # (L, D) float32, the latent stack's output the decoder read
 
     @property
     def psnr_video(self) -> float:
@@ -151,7 +152,7 @@ def autoencode_clip(model: torch.nn.Module, frames: torch.Tensor, audio: torch.T
     return ClipResult(
         video=video, audio=recon_audio, label_logits=logits, probabilities=torch.softmax(logits, dim=0),
         video_squared_error=_squared_error(video, frames[:valid]),
-        audio_squared_error=_squared_error(recon_audio, audio[:n_samples]),
+        audio_squared_error=_squared_error(recon_audio, audio[:n_samples]), latents=z[0].float().cpu(),
     )
 
 

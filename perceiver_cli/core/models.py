@@ -215,16 +215,25 @@ class ImageClassifier(nn.Module):
         so memory does not grow with the batch.
         """
         positions = self.perceiver.input_preprocessor.positions(pixel_values.dtype)  # once a call
-        return in_passes(lambda part: self._logits(part, positions), self.spec.num_latents, pixel_values)
+        return in_passes(lambda part: self.decode(self._latents(part, positions)), self.spec.num_latents,
+                         pixel_values)
 
-    def _logits(self, pixel_values: torch.Tensor, positions: Optional[torch.Tensor]) -> torch.Tensor:
+    def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """pixel_values (B, 3, H, W) -> latents (B, L, D), the latent stack's output the decoder reads."""
+        positions = self.perceiver.input_preprocessor.positions(pixel_values.dtype)
+        return in_passes(lambda part: self._latents(part, positions), self.spec.num_latents, pixel_values)
+
+    def _latents(self, pixel_values: torch.Tensor, positions: Optional[torch.Tensor]) -> torch.Tensor:
         trunk = self.perceiver
         latents = trunk.embeddings.latents.to(pixel_values.dtype)[None]
         # An image's input tokens are the largest tensors (50,176 x 261 for vision-fourier): cross-attend one
         # image at a time, then run the latent stack on the images together.
         z = torch.cat([trunk.encoder.cross_attention(latents, kv=trunk.input_preprocessor(image[None], positions))
                        for image in pixel_values])
-        z = trunk.encoder.process(z)
+        return trunk.encoder.process(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """latents (B, L, D) -> logits (B, num_labels)."""
         decoder = self.perceiver.decoder.decoder
         query = decoder.output_position_encodings.position_embeddings.to(z.dtype).expand(z.shape[0], -1, -1)
         return decoder(query, z)[:, 0, :]

@@ -432,3 +432,14 @@ def fill_masks(model: torch.nn.Module, texts: Sequence[tuple[Sequence[bytes], Se
         for i, (plan, request) in waiting.items():
             advance(i, plan, [np.concatenate([outputs[j] for j in job_keys]) for job_keys in layout[i]])
     return results  # type: ignore[return-value]
+
+
+@torch.inference_mode()
+def text_features(model: torch.nn.Module, texts: Sequence[np.ndarray], kind: str,
+                  device: torch.device = CPU) -> list[np.ndarray]:
+    """Latent features (see trunk.latent_features) of each text's ids (N,), cut to the model's positions: one
+    encoder pass per text, unpadded."""
+    from perceiver_cli.core.trunk import latent_features
+
+    limit = model.spec.max_position_embeddings
+    return [latent_features(model.encode(torch.from_numpy(ids[:limit])[None].to(device)), kind)[0] for ids in texts]

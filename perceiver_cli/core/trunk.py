@@ -8,6 +8,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -129,3 +130,11 @@ class QueryDecoder(nn.Module):
         outputs = run_chunks(lambda start: self(make_queries(start, min(start + chunk_size, num_queries)),
                                                 memory=memory), starts, z.device)
         yield from zip(starts, outputs)
+
+
+def latent_features(z: Optional[torch.Tensor], kind: Optional[str]) -> Optional[np.ndarray]:
+    """latents (B, L, D) -> themselves ("latents") or their mean over L, (B, D) ("pooled"), as float32 numpy."""
+    if z is None or kind is None:
+        return None
+    chosen = z.float().mean(dim=1) if kind == "pooled" else z.float()
+    return chosen.cpu().numpy()

@@ -11,11 +11,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Optional, TypeVar
 
 import numpy as np
 import torch
 
+from perceiver_cli.core.trunk import latent_features
 from perceiver_cli.kinds import IMAGENET
 
 
@@ -26,12 +27,16 @@ def empty_batch(size: int) -> np.ndarray:
 
 @torch.inference_mode()
 def classify_pixels(model: torch.nn.Module, pixels: np.ndarray, top_k: int, device: torch.device,
-                    dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, np.ndarray]:
+                    dtype: torch.dtype = torch.float32, features: Optional[str] = None):
     """pixels (B, 3, 224, 224) float32 -> softmax scores (B, k) float32 and class indices (B, k), best first,
+    the logits (B, labels) float32 and, with `features`, the latent features (trunk.latent_features) or None,
     for `model` on `device` in `dtype`."""
     # On the CPU in float32 this is the numpy buffer itself, not a copy.
     inputs = torch.from_numpy(pixels).to(device=device, dtype=dtype)
-    return top_k_softmax(model(inputs), top_k)
+    z = model.encode(inputs) if features else None
+    logits = model.decode(z) if z is not None else model(inputs)
+    scores, indices = top_k_softmax(logits, top_k)
+    return scores, indices, logits.float().cpu().numpy(), latent_features(z, features)
 
 
 def top_k_softmax(logits: torch.Tensor, top_k: int) -> tuple[np.ndarray, np.ndarray]:

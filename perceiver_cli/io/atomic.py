@@ -119,6 +119,12 @@ def _remove_stale_temporaries(target: Path) -> None:
             os.close(fd)
 
 
+def remove_stale_temporaries(folder: Path, stem_prefix: str) -> None:
+    """Remove the temporaries a killed run left in `folder` for targets whose stem begins with `stem_prefix`."""
+    for stem, suffix in [key for key in _stale_candidates(folder) if key[0].startswith(stem_prefix)]:
+        _remove_stale_temporaries(folder / f"{stem}{suffix}")
+
+
 def _name_limit(folder: Path) -> int:
     """The longest file name, in bytes, the file system holding `folder` takes."""
     try:

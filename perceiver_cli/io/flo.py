@@ -65,15 +65,20 @@ def read_flo(path: str | os.PathLike[str]) -> np.ndarray:
 
 def write_flo(path: str | os.PathLike[str], flow: np.ndarray) -> None:
     """Write a (H, W, 2) flow field atomically as a Middlebury .flo file (stored as float32)."""
+    data = flo_bytes(flow)
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
+
+
+def flo_bytes(flow: np.ndarray) -> bytes:
+    """A (H, W, 2) flow field as the bytes of a Middlebury .flo file (float32)."""
     field = np.asarray(flow)
     if field.ndim != 3 or field.shape[2] != 2:
         raise ValueError(f"write_flo needs shape (H, W, 2), got {field.shape}")
     height, width = field.shape[:2]
     if height == 0 or width == 0:
         raise ValueError(f"write_flo needs a non-empty flow field, got shape {field.shape}")
-    with atomic_write(path, "wb") as handle:
-        handle.write(_HEADER.pack(FLO_MAGIC, width, height))
-        handle.write(np.ascontiguousarray(field, dtype="<f4").tobytes())
+    return _HEADER.pack(FLO_MAGIC, width, height) + np.ascontiguousarray(field, dtype="<f4").tobytes()
 
 
 def known_flow_mask(flow: np.ndarray) -> np.ndarray:

@@ -20,9 +20,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
+import numpy as np
+
 from perceiver_cli.bounds import check_option
 from perceiver_cli.kinds import AUTOENCODE_VIDEO, names_for_task
 from perceiver_cli.choices import DEFAULT_CHUNK_SIZE, VIDEO_FORMATS, parse_formats as parse_format_list
+from perceiver_cli.choices import check_features
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, problem_of
 from perceiver_cli.tasks.inputs import STDIN_ARGUMENT, error_item, expand_arguments
@@ -40,6 +43,7 @@ ARRAY_FORMATS = ("npz",)
 FORMATS = VIDEO_FORMATS + AUDIO_FORMATS + ARRAY_FORMATS
 DEFAULT_FOLDER_FORMATS = ("mp4",)
 PSNR_WIDTH = 10
+FEATURES_SUFFIX = ".features.npy"  # a video's --features beside its other outputs in a folder
 
 
 def expand_video_inputs(arguments: list[str]) -> list[Path | InputError]:
@@ -82,7 +86,8 @@ class AutoencodeTask(ModelTask):
 
     def __init__(self, inputs: Sequence[str], *, outputs: Sequence[str] = (), formats: Optional[str] = None,
                  source: Optional[str | Path] = None, top_k: int = 5, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 side_by_side: bool = False, numerics: str = "deepmind", show_clips: bool = False):
+                 side_by_side: bool = False, numerics: str = "deepmind", show_clips: bool = False,
+                 features: Optional[str] = None):
         if top_k < 1:
             raise UsageError(f"--top-k must be at least 1, got {top_k}")
         check_option("--chunk-size", chunk_size)
@@ -92,6 +97,8 @@ class AutoencodeTask(ModelTask):
         self.chunk_size = chunk_size
         self.side_by_side = side_by_side
         self.show_clips = show_clips
+        check_features(features)
+        self.features = features
         self.folder: Optional[Path] = None
         self.files: list[Path] = []
         self.formats: tuple[str, ...] = ()
@@ -131,7 +138,8 @@ class AutoencodeTask(ModelTask):
 
     def _outputs_of(self, video: Path) -> tuple[str, ...]:
         if self.folder is not None:
-            return tuple(str(self.folder / f"{video.stem}.{f}") for f in self.formats)
+            features = (f"{video.stem}{FEATURES_SUFFIX}",) if self.features and not self.arrays else ()
+            return tuple(str(self.folder / name) for name in (*(f"{video.stem}.{f}" for f in self.formats), *features))
         return tuple(str(path) for path in self.files)
 
     def items(self) -> list[Item]:
@@ -192,17 +200,20 @@ class AutoencodeTask(ModelTask):
         frames and sound for a report's pictures."""
         warnings: list[str] = []
         visuals: Optional[dict] = {} if self.visuals else None
+        arrays: Optional[dict] = {} if self.arrays or self.features else None
         try:
-            record = self._autoencode(item, show_clips, warnings, visuals)
+            record = self._autoencode(item, show_clips, warnings, visuals, arrays)
         except InputError as error:
             result = failure(item, problem_of(error, item.input))
         else:
-            result = Result(item, record, outputs=list(item.outputs), visuals=visuals or None)
+            result = Result(item, record, outputs=list(item.outputs), visuals=visuals or None,
+                            arrays={name: np.stack(parts) for name, parts in (arrays or {}).items()})
+            self._write_features(item, result.arrays)
         result.warnings = warnings
         return result
 
     def _autoencode(self, item: Item, show_clips: bool, warnings: list[str],
-                    visuals: Optional[dict] = None) -> dict[str, Any]:
+                    visuals: Optional[dict] = None, arrays: Optional[dict] = None) -> dict[str, Any]:
         from perceiver_cli.core import autoencode as core
 
         autoencoder, g = self.autoencoder, self.autoencoder.geometry
@@ -223,12 +234,29 @@ class AutoencodeTask(ModelTask):
                 if kept is not None:
                     kept.add(video, sound, result.label_logits.numpy())
                 clip_records.append(autoencoder.clip_record(clip, result))
+                if arrays is not None:  # per clip: its label logits, and its features when asked
+                    self._keep_arrays(arrays, result)
                 if visuals == {}:  # the first clip's frames and sound
                     visuals.update(clip_visuals(clip, video, sound))
                 advance(1)
             write_kept(wav_paths, npz_paths, kept, g.sample_rate)
         # Leaving the ExitStack finished the video files; an error above removed them.
         return video_record(item, clip_records, summary, autoencoder.names, self.top_k)
+
+    def _write_features(self, item: Item, arrays: dict) -> None:
+        """The video's per-clip features as the .npy its outputs name (a folder output without packing)."""
+        from perceiver_cli.io.writers import write_array
+
+        for output in item.outputs:
+            if output.endswith(FEATURES_SUFFIX):
+                write_array(Path(output), arrays["features"])
+
+    def _keep_arrays(self, arrays: dict, result) -> None:
+        from perceiver_cli.core.trunk import latent_features
+
+        arrays.setdefault("label_logits", []).append(result.label_logits.numpy())
+        if self.features:
+            arrays.setdefault("features", []).append(latent_features(result.latents[None], self.features)[0])
 
     def render(self, record: dict[str, Any]) -> list[str]:
         lines = [heading(record), row("   start", "video PSNR".rjust(PSNR_WIDTH), "audio PSNR".rjust(PSNR_WIDTH),

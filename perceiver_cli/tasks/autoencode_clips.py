@@ -174,15 +174,20 @@ class VideoAutoencoder:
                 "predictions": _predictions(core.top_k(result.probabilities, self.top_k), self.names),
                 "psnr_video": finite(result.psnr_video), "psnr_audio": finite(result.psnr_audio)}
 
-    def arrays(self, frames: np.ndarray, audio: Optional[np.ndarray], name: str = "frames") -> dict[str, np.ndarray]:
-        """The reconstruction of a video in memory, as an .npz output holds it; a video that cannot be cut
-        into clips raises ValueError."""
-        gathered = ClipArrays()
+    def arrays(self, frames: np.ndarray, audio: Optional[np.ndarray], name: str = "frames",
+               features: Optional[str] = None) -> dict[str, np.ndarray]:
+        """The reconstruction of a video in memory, as an .npz output holds it, and with `features` each clip's
+        latent features ("features": (clips, ...)); a video that cannot be cut into clips raises ValueError."""
+        from perceiver_cli.core.trunk import latent_features
+
+        gathered, kept = ClipArrays(), []
         try:
             clips, _ = self.clips((frames, audio), [])
             for clip in read_guarded(clips, name):
                 result = self.encode(clip)
                 gathered.add(result.video.numpy(), result.audio.numpy(), result.label_logits.numpy())
+                if features:
+                    kept.append(latent_features(result.latents[None], features)[0])
         except InputError as error:
             raise ValueError(f"{name}: {problem_of(error, name)}") from None
-        return gathered.arrays()
+        return {**gathered.arrays(), **({"features": np.stack(kept)} if features else {})}

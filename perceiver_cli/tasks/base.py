@@ -47,6 +47,9 @@ class Result:
     parts: Any = None
     # Arrays a report draws the item's pictures from; filled only when the task's `visuals` is set.
     visuals: Any = None
+    # Arrays a packed output stores beside the record ({"flow": ..., "logits": ...}); filled when `arrays` is set.
+    arrays: Any = None
+    shard: str = ""  # the packed file this result went into (the manifest records it)
 
     @property
     def ok(self) -> bool:
@@ -100,6 +103,7 @@ class Task:
     # Whether an output spans the whole run (a flow video): such a run is neither resumed nor sharded.
     whole_run_outputs: bool = False
     visuals: bool = False  # hand each result's arrays for pictures in Result.visuals (an HTML report asks)
+    arrays: bool = False  # hand each result's arrays in Result.arrays (a packed output asks)
 
     def items(self) -> Iterator[Item]:
         """The items of this run, in input order; cheap (no decoding, no model)."""

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from perceiver_cli.kinds import CLASSIFY, names_for_task
+from perceiver_cli.choices import check_features
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.labels import IMAGENET_LABELS, label_names
 from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, problem_of, record_or_raise
@@ -51,10 +52,11 @@ class ImageClassifier:
     classes out, for one classifier on one runtime; the classify task and the Python API both run it."""
 
     def __init__(self, model, runtime, top_k: int = 5, max_pixels: Optional[int] = None,
-                 source: Optional[str] = None):
+                 source: Optional[str] = None, features: Optional[str] = None, arrays: bool = False):
         check_top_k(top_k)
         check_classifier(model.spec, source or model.spec.kind)
         self.model, self.runtime, self.top_k, self.max_pixels = model, runtime, top_k, max_pixels
+        self.features, self.arrays = features, arrays  # hand logits (and features) over in Result.arrays
         self.names = class_names(model.spec.id2label, model.spec.num_labels)
 
     def prepare(self, item: Item, out: np.ndarray) -> None:
@@ -79,26 +81,40 @@ class ImageClassifier:
 
         batches = prefetch_batches(items, self.prepare, self.runtime.batch_size, pool, ahead=BATCHES_AHEAD)
         for batch in batches:
-            scores = indices = None
+            scores = indices = logits = features = None
             if batch.ok:
-                scores, indices = classify_pixels(self.model, batch.pixels, self.top_k, self.runtime.device,
-                                                  self.runtime.dtype)
+                scores, indices, logits, features = classify_pixels(
+                    self.model, batch.pixels, self.top_k, self.runtime.device, self.runtime.dtype, self.features)
             ok_row = 0
             for position, item in enumerate(batch.items):
                 if position in batch.errors:
                     yield failure(item, item.error or problem_of(batch.errors[position], item.input))
                     continue
-                yield Result(item, {"input": item.input,
-                                    "predictions": predictions(scores[ok_row], indices[ok_row], self.names)})
+                result = Result(item, {"input": item.input,
+                                       "predictions": predictions(scores[ok_row], indices[ok_row], self.names)})
+                if self.arrays:
+                    result.arrays = {"logits": logits[ok_row]}
+                    if features is not None:
+                        result.arrays["features"] = features[ok_row]
+                yield result
                 ok_row += 1
 
     def classify(self, images: Sequence[Any]) -> list[dict[str, Any]]:
         """One record per image, in order; an image that cannot be read raises ValueError."""
+        return [record_or_raise(result) for result in self._results(images)]
+
+    def latent_features(self, images: Sequence[Any]) -> np.ndarray:
+        """The images' features (B, ...) stacked, as `self.features` names; an unreadable image raises ValueError."""
+        self.arrays = True
+        results = self._results(images)
+        return np.stack([record_or_raise(result) and result.arrays["features"] for result in results])
+
+    def _results(self, images: Sequence[Any]) -> list[Result]:
         items = [Item(i, str(image), data=Path(image)) if isinstance(image, (str, os.PathLike))
                  else Item(i, f"image {i}", data=image) for i, image in enumerate(images)]
         pool = self.runtime.decode_pool()
         try:
-            return [record_or_raise(result) for result in self.results(items, pool)]
+            return list(self.results(items, pool))
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
@@ -115,14 +131,16 @@ class ClassifyTask(ModelTask):
     accelerator_batch_size = 8
 
     def __init__(self, inputs: Sequence[str], *, source: Optional[str | Path] = None, top_k: int = 5,
-                 max_pixels: Optional[int] = None, numerics: str = "deepmind"):
+                 max_pixels: Optional[int] = None, numerics: str = "deepmind", features: Optional[str] = None):
         check_top_k(top_k)
+        check_features(features)
         if max_pixels is not None and max_pixels < 1:
             raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
         self.inputs = list(inputs)
         super().__init__(source, numerics)
         self.top_k = top_k
         self.max_pixels = max_pixels
+        self.features = features
         self._pool = None
 
     def items(self) -> list[Item]:
@@ -137,7 +155,8 @@ class ClassifyTask(ModelTask):
 
     def setup(self, runtime, model=None) -> None:
         self.model = self.model_for(runtime, model)
-        self.classifier = ImageClassifier(self.model, runtime, self.top_k, self.max_pixels, str(self.source))
+        self.classifier = ImageClassifier(self.model, runtime, self.top_k, self.max_pixels, str(self.source),
+                                          self.features, self.arrays)
         self.names = self.classifier.names
 
     def run(self, items: Iterable[Item]) -> Iterator[Result]:

@@ -108,7 +108,12 @@ def run_engine(task: Task, request: RuntimeRequest, reporter: Reporter,
             items = shard.select(items)
         return resume.select(items)
 
-    listeners = ([manifest.record] if manifest is not None else []) + list(listeners)
+    listeners = list(listeners)
+    packers = [listener for listener in listeners if hasattr(listener, "before_manifest")]
+    for packer in packers:  # they tag each result with its packed file, which the manifest records
+        packer.before_manifest(manifest, shard)
+    listeners = packers + ([manifest.record] if manifest is not None else []) + \
+        [listener for listener in listeners if listener not in packers]
     try:
         if scale.engine == "ray":
             from perceiver_cli.tasks.ray_engine import run_ray

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator, Optional
 import numpy as np
 
 from perceiver_cli.errors import UsageError
+from perceiver_cli.kinds import FLOW
 from perceiver_cli.tasks.base import Item, Result
 from perceiver_cli.tasks.flow import FlowTask
 from perceiver_cli.tasks.flow_pairs import FramePair
@@ -168,6 +169,8 @@ class EvalFlowTask(FlowTask):
                 if pair.non_occluded is not None and pair.non_occluded.is_file():
                     record["epe_noc"] = pair_epe(flow, load_truth(pair.non_occluded, flow.shape))
             result = Result(item, record, warnings=warnings)
+            if self.arrays:
+                result.arrays = {FLOW: flow}
             if self.visuals and truth.flow is not None:
                 result.visuals = flow_visuals(flow, truth)
             yield result

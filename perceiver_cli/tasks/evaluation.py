@@ -11,6 +11,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Hashable, Iterable, Optional, Sequence, TypeVar
 
+from perceiver_cli.choices import DEFAULT_ITEMS_PER_FILE
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.engine import RuntimeRequest, run_local
 from perceiver_cli.tasks.report_html import html_report
@@ -38,11 +39,19 @@ def evaluate(task, request: RuntimeRequest, *, json_lines: bool = False, quiet: 
 
 
 def evaluate_with_report(task, request: RuntimeRequest, pages: str, report: Optional[Path], report_worst: int,
-                         dataset: Path, *, json_lines: bool = False, quiet: bool = False) -> int:
+                         dataset: Path, *, packed: Optional[tuple] = None, more_doubles: tuple[str, ...] = (),
+                         json_lines: bool = False, quiet: bool = False) -> int:
     """`evaluate`, writing the HTML page `report` names (None: no page) with the `pages` (a task's name in
-    report_pages.KINDS) of the dataset's run."""
-    with html_report(report, report_worst, pages, task, task.summary, str(dataset)) as page:
-        return evaluate(task, request, json_lines=json_lines, quiet=quiet, listeners=[page.listen])
+    report_pages.KINDS) of the dataset's run, and packing its records as `packed` (folder, format, items per
+    file) asks, in rows of kind `eval-<pages>`."""
+    from perceiver_cli.tasks.packed_outputs import array_dtypes, packed_outputs
+
+    output, fmt, per_file = packed or (None, None, DEFAULT_ITEMS_PER_FILE)
+    kind = f"eval-{pages}"
+    with html_report(report, report_worst, pages, task, task.summary, str(dataset)) as page, \
+            packed_outputs(output, fmt, task, array_dtypes(kind), per_file, kind=kind,
+                           more_doubles=more_doubles) as packers:
+        return evaluate(task, request, json_lines=json_lines, quiet=quiet, listeners=[page.listen, *packers])
 
 
 def spread_over_classes(items: Sequence[T], classes: Sequence[Hashable], limit: Optional[int]) -> list[T]:

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from perceiver_cli.bounds import check_option
 from perceiver_cli.kinds import FILL_MASK, names_for_task
+from perceiver_cli.choices import check_features
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, record_or_raise
 from perceiver_cli.tasks.inputs import STDIN_ARGUMENT
@@ -137,9 +138,10 @@ class MaskFiller:
     """The fill-mask predictor: parsed texts in, records of their best fillings out, for one language model
     on one runtime; the fill-mask task and the Python API both run it."""
 
-    def __init__(self, model, runtime, top_k: int = 5, max_span: int = 12):
+    def __init__(self, model, runtime, top_k: int = 5, max_span: int = 12, features: Optional[str] = None):
         check_options(top_k, max_span)
         self.model, self.runtime, self.top_k, self.max_span = model, runtime, top_k, max_span
+        self.features = features  # hand each text's features over in Result.arrays
 
     def results(self, items: Iterable[Item]) -> Iterator[Result]:
         """One Result per item, in order, texts filled together in batches of the runtime's size."""
@@ -161,7 +163,16 @@ class MaskFiller:
                 elif isinstance(result, SpanError):
                     yield _failure(item, str(result))
                 else:
-                    yield Result(item, record_of(item.data, result))
+                    yield Result(item, record_of(item.data, result), arrays=self._arrays(item, result))
+
+    def _arrays(self, item: Item, result) -> Optional[dict[str, Any]]:
+        """The text's features: its bytes with each mask at the length filled (the best filling's)."""
+        if not self.features:
+            return None
+        from perceiver_cli.core.text import masked_ids, text_features
+
+        ids, _ = masked_ids(item.data.parsed.piece_bytes(), result.lengths)
+        return {"features": text_features(self.model, [ids], self.features, self.runtime.device)[0]}
 
     def fill(self, text: str) -> dict[str, Any]:
         """The record of one text with [MASK] spans; a text that cannot be filled raises ValueError."""
@@ -180,8 +191,10 @@ class FillMaskTask(ModelTask):
     accelerator_batch_size = TEXTS_PER_BATCH
 
     def __init__(self, texts: Sequence[str], *, source: Optional[str | Path] = None, top_k: int = 5,
-                 max_span: int = 12, numerics: str = "deepmind"):
+                 max_span: int = 12, numerics: str = "deepmind", features: Optional[str] = None):
         check_options(top_k, max_span)
+        check_features(features)
+        self.features = features
         if list(texts).count(STDIN_ARGUMENT) > 1:
             raise UsageError("- (standard input) may be given only once")
         super().__init__(source, numerics)
@@ -207,7 +220,7 @@ class FillMaskTask(ModelTask):
 
     def setup(self, runtime, model=None) -> None:
         self.model = self.model_for(runtime, model)
-        self.filler = MaskFiller(self.model, runtime, self.top_k, self.max_span)
+        self.filler = MaskFiller(self.model, runtime, self.top_k, self.max_span, self.features)
 
     def run(self, items: Iterable[Item]) -> Iterator[Result]:
         return self.filler.results(items)

@@ -370,6 +370,8 @@ class FlowTask(ModelTask):
                                 parts=flow if deferred and self.whole_run_outputs else None)
                 if self.visuals and truth is not None and truth.flow is not None:
                     result.visuals = flow_visuals(flow, truth)
+                if self.arrays:
+                    result.arrays = {FLOW: flow}
                 yield result
 
     def _error_map(self, flow: np.ndarray, truth) -> Optional[np.ndarray]:

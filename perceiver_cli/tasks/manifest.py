@@ -63,6 +63,7 @@ class Manifest:
         self.path = Path(path)
         self.command = command  # the command whose records these are ("": any, for tools reading a manifest)
         self.status: dict[str, str] = {}
+        self.shards: dict[str, str] = {}  # the packed file each item went into, where it went into one
         self.repeated = 0  # records that supersede an earlier record of the same key
         require_regular_file(self.path, f"--manifest {path}")
         try:
@@ -118,6 +119,10 @@ class Manifest:
         if key in self.status:
             self.repeated += 1
         self.status[key] = record["status"]
+        if record.get("shard"):
+            self.shards[key] = record["shard"]
+        else:
+            self.shards.pop(key, None)
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record as one line, in one write."""
@@ -132,7 +137,7 @@ class Manifest:
         status = OK if result.ok else FAILED
         self.write(_record(item, self.command, result.record.get("input", item.input), status,
                            list(result.outputs), result.record.get("error"), result.seconds,
-                           worker or result.worker))
+                           worker or result.worker, result.shard))
 
     def record_skipped(self, item: Item) -> None:
         """Append the record of an item skipped because its outputs exist."""
@@ -169,7 +174,7 @@ class Manifest:
 
 
 def _record(item: Item, command: str, shown: Optional[str], status: str, outputs: list[str],
-            error: Optional[str], seconds: float, worker: str) -> dict[str, Any]:
+            error: Optional[str], seconds: float, worker: str, shard: str = "") -> dict[str, Any]:
     record: dict[str, Any] = {"input": shown}
     if item.key != shown:
         record["key"] = item.key
@@ -177,6 +182,8 @@ def _record(item: Item, command: str, shown: Optional[str], status: str, outputs
         record["command"] = command
     record.update(status=status, outputs=[str(path) for path in outputs], error=error,
                   seconds=round(seconds, 4), worker=worker)
+    if shard:
+        record["shard"] = shard
     return record
 
 
@@ -198,7 +205,7 @@ class Resume:
         status = self.manifest.status if self.manifest is not None else {}
         for item in items:
             earlier = status.get(item.key)
-            if earlier in FINISHED:
+            if earlier in FINISHED and self._committed(item.key):
                 self.finished += 1
                 continue
             if earlier == FAILED and not self.retry_failed:
@@ -213,6 +220,11 @@ class Resume:
                         self.manifest.record_skipped(item)
                     continue
             yield item
+
+    def _committed(self, key: str) -> bool:
+        """Whether a finished item's packed file, if it went into one, was committed (a killed run's was not)."""
+        shard = self.manifest.shards.get(key) if self.manifest is not None else None
+        return shard is None or os.path.exists(shard)
 
     def notes(self, task_name: str) -> list[str]:
         """What was skipped, for a person: one sentence per reason."""

@@ -1,0 +1,95 @@
+"""The options of packed outputs and features, shared by the commands that write them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from perceiver_cli.choices import DEFAULT_ITEMS_PER_FILE, FEATURES, PACKED_FORMATS, VIDEO_FORMATS, parse_formats
+from perceiver_cli.errors import UsageError
+
+ItemsPerFileOption = typer.Option(
+    DEFAULT_ITEMS_PER_FILE, "--items-per-file", metavar="N",
+    help="With --format parquet or wds: at most N items per file (not --shard, which splits the inputs).")
+FeaturesOption = typer.Option(
+    None, "--features", metavar="KIND", show_default=False,
+    help=f"Add the model's features to each item: {FEATURES[1]} (num_latents x d_latents, the latent stack's "
+         f"output) or {FEATURES[0]} (their mean over the latents); a column of packed outputs.")
+PrecisionOption = typer.Option("float32", "--precision", metavar="DTYPE",
+                               help="Packed flow values: float32 (exact) or float16 (half the size).")
+PackedFormatOption = typer.Option(
+    None, "--format", "-f", metavar="NAME", show_default=False,
+    help=f"Write every item's record and arrays into the -o folder as {' or '.join(PACKED_FORMATS)} "
+         "(Parquet files or WebDataset .tar shards, part-00000.parquet, ...).")
+
+
+def split_packed(formats: Optional[str], allowed: tuple[str, ...]) -> tuple[Optional[str], Optional[str]]:
+    """A --format list as (the per-item formats, comma-joined, or None; the one packed format, or None)."""
+    if formats is None:
+        return None, None
+    chosen = parse_formats(formats, (*allowed, *PACKED_FORMATS))
+    packed = [name for name in chosen if name in PACKED_FORMATS]
+    if len(packed) > 1:
+        raise UsageError("--format: give one packed format, parquet or wds")
+    rest = [name.lstrip(".") for name in chosen if name not in PACKED_FORMATS]
+    return (",".join(rest) or None), (packed[0] if packed else None)
+
+
+def check_precision(precision: str) -> None:
+    if precision not in ("float32", "float16"):
+        raise UsageError(f"--precision must be float32 or float16, got '{precision}'")
+
+
+def packed_folder(outputs, packed: Optional[str], file_formats: tuple[str, ...] = ()):
+    """The one -o folder a packed format writes into (None without one); an -o named like one of the
+    command's output files (`file_formats`, a video) is refused rather than made a folder."""
+    if packed is None:
+        return None
+    if not outputs or len(outputs) != 1:
+        raise UsageError(f"--format {packed}: give one folder with -o DIR for the packed files")
+    folder = Path(outputs[0])
+    if folder.suffix.lower().lstrip(".") in (*file_formats, *VIDEO_FORMATS) and not folder.is_dir():
+        raise UsageError(f"--format {packed}: -o {folder} names a file; the packed files go into a folder")
+    return folder
+
+
+def check_packed_features(features: Optional[str], packed: Optional[str]) -> None:
+    """--features is a column of packed outputs: a usage error without --format parquet or wds."""
+    if features is not None and packed is None:
+        raise UsageError("--features adds a column to packed outputs: give -o DIR --format parquet or wds")
+
+
+def packed_only(output, formats: Optional[str], features: Optional[str]) -> Optional[str]:
+    """The packed format of a command whose only files are packed ones (classify, fill-mask): -o DIR and
+    --format come together, and --features needs them."""
+    _, packed = split_packed(formats, ())
+    if (output is None) != (packed is None):
+        raise UsageError("-o DIR and --format parquet or wds go together (the packed files and their folder)")
+    check_packed_features(features, packed)
+    return packed
+
+
+def packed_options(command):
+    """Give an eval command -o DIR, --format parquet|wds and --items-per-file (its per-item records packed)."""
+    import functools
+    import inspect
+
+    added = [("output", Optional[Path], typer.Option(None, "--output", "-o", metavar="DIR", show_default=False,
+                                                     help="With --format: the folder the packed files go into.")),
+             ("formats", Optional[str], PackedFormatOption), ("items_per_file", int, ItemsPerFileOption)]
+    signature = inspect.signature(command)
+    params = [p for name, p in signature.parameters.items() if name != "packed"]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+               for name, kind, option in added]
+
+    @functools.wraps(command)
+    def with_packed(*args, **kwargs):
+        output, formats, per_file = (kwargs.pop(name) for name in ("output", "formats", "items_per_file"))
+        return command(*args, packed=(output, packed_only(output, formats, None), per_file), **kwargs)
+
+    with_packed.__signature__ = signature.replace(parameters=params)
+    with_packed.__annotations__ = {**{k: v for k, v in command.__annotations__.items() if k != "packed"},
+                                   **{name: kind for name, kind, _ in added}}
+    return with_packed
