@@ -511,3 +511,17 @@ def test_the_local_cluster_of_a_run_works_at_the_command_s_priority():
         assert done.returncode == 0, done.stderr[-2000:]
         mine, task, actor = map(int, done.stdout.split())
         assert (task - mine, actor - mine) == (expected, expected), done.stdout
+
+
+def test_flow_on_ray_records_each_pairs_files_in_the_manifest(local_ray, tmp_path, capsys):
+    weights = tmp_path / "flow"
+    make_tiny_checkpoint("flow", weights)
+    frames = _photos(tmp_path / "frames", 3, grow=0)
+    out = tmp_path / "out"
+    code, records = _run(capsys, "flow", str(frames), "-w", str(weights), "-o", f"{out}/", "--format", "flo,png",
+                         "--json", "--manifest", str(tmp_path / "run.jsonl"), "--engine", "ray", "--workers", "1",
+                         "--cpus-per-worker", "1")
+    assert code == 0
+    lines = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
+    assert sorted(line["outputs"] for line in lines) == [[str(out / f"{i:02d}.flo"), str(out / f"{i:02d}.png")]
+                                                         for i in (0, 1)]

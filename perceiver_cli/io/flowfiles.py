@@ -332,8 +332,10 @@ class FlowVideoWriter:
     without an exception; otherwise the temporary file is removed.
     """
 
-    def __init__(self, path: PathLike, height: int, width: int, capacity: int = 16) -> None:
+    def __init__(self, path: PathLike, height: int, width: int, capacity: int = 16,
+                 tail: tuple[int, ...] = (2,), dtype=np.float32) -> None:
         self.path = Path(path)
+        self.tail, self.dtype = tuple(tail), dtype  # (2,) float32 for flow; () bool for occlusion masks
         if self.path.suffix.lower() != ".npy":
             raise UsageError(f"{self.path}: a whole-video flow array is a .npy file")
         if height < 1 or width < 1:
@@ -350,23 +352,23 @@ class FlowVideoWriter:
         self._temporary_path = self._temporary.__enter__()
         try:
             self._array = np.lib.format.open_memmap(
-                self._temporary_path, mode="w+", dtype=np.float32, shape=self._shape(self.capacity)
+                self._temporary_path, mode="w+", dtype=self.dtype, shape=self._shape(self.capacity)
             )
         except BaseException as error:
             self._close(type(error), error, error.__traceback__)
             raise
         return self
 
-    def _shape(self, pairs: int) -> tuple[int, int, int, int]:
-        return (pairs, self.height, self.width, 2)
+    def _shape(self, pairs: int) -> tuple[int, ...]:
+        return (pairs, self.height, self.width, *self.tail)
 
     def write(self, flow: np.ndarray) -> None:
-        """Append one (H, W, 2) flow field."""
+        """Append one (H, W, 2) flow field (or one field of the writer's `tail` shape)."""
         if self._array is None:
             raise RuntimeError("FlowVideoWriter.write called outside its 'with' block")
         field = np.asarray(flow)
-        if field.shape != (self.height, self.width, 2):
-            raise ValueError(f"expected a ({self.height}, {self.width}, 2) flow field, got {field.shape}")
+        if field.shape != self._shape(1)[1:]:
+            raise ValueError(f"expected a {self._shape(1)[1:]} field, got {field.shape}")
         if self.count == self.capacity:
             self._resize(self.capacity * 2)
         self._array[self.count] = field

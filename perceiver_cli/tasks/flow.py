@@ -365,8 +365,9 @@ class FlowTask(ModelTask):
                     if warning not in said:
                         said.add(warning)
                         warnings.append(warning)
-                result = Result(item, record, warnings=warnings,
-                                parts=flow if deferred and self.whole_run_outputs else None)
+                backward = pair_flow.backward if self.direction == "both" else None
+                result = Result(item, record, outputs=list(record["outputs"]), warnings=warnings,
+                                parts=(flow, backward, occluded) if deferred and self.whole_run_outputs else None)
                 if self.visuals and truth is not None and truth.flow is not None:
                     result.visuals = {"flow": flow, "truth": truth.flow, "valid": truth.valid}
                 yield result
