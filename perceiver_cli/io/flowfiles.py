@@ -241,6 +241,20 @@ def read_flow_npy(path: PathLike) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def flow_stack(path: PathLike) -> Optional[np.ndarray]:
+    """A .npy of flow fields (T, H, W, 2), as `flow` writes for a video, memory-mapped (read as it is used);
+    None for any other file (read_flow names what is wrong with it)."""
+    try:
+        with open(path, "rb") as handle:
+            if not handle.read(len(_NPY_SIGNATURE)).startswith(_NPY_SIGNATURE):
+                return None
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    numeric = np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+    return array if array.ndim == 4 and array.shape[3] == 2 and 0 not in array.shape and numeric else None
+
+
 def write_flow_npy(path: PathLike, flow: np.ndarray, valid: Optional[np.ndarray] = None) -> None:
     """Write (H, W, 2) flow atomically as float32 .npy; invalid pixels become NaN."""
     field = _checked_field(flow, "write_flow_npy").astype(np.float32)

@@ -105,9 +105,10 @@ def plan_targets(texts: Sequence[str], *, formats: Sequence[str], file_suffixes:
 
 
 def refuse_name_clashes(files_for: Callable[[str], Iterable[Path]], items: Sequence[tuple[str, str]],
-                        inputs: Iterable[Path]) -> None:
+                        inputs: Iterable[Path], items_name: str = "pairs",
+                        why: str = "frames in different folders share a name") -> None:
     """Refuse per-item outputs that would overwrite an input or each other; `items` are (stem, input name)
-    and `files_for(stem)` lists the files an item writes."""
+    and `files_for(stem)` lists the files an item writes; `items_name` and `why` word a clash."""
     resolved = {Path(p).resolve() for p in inputs}
     seen: dict[Path, str] = {}
     for stem, name in items:
@@ -116,8 +117,8 @@ def refuse_name_clashes(files_for: Callable[[str], Iterable[Path]], items: Seque
             if key in resolved:
                 raise UsageError(f"{path}: output would overwrite input {name}; choose another output folder")
             if key in seen and seen[key] != name:
-                raise UsageError(f"{path}: two pairs ({seen[key]} and {name}) would write the same output; "
-                                 "frames in different folders share a name")
+                raise UsageError(f"{path}: two {items_name} ({seen[key]} and {name}) would write the same "
+                                 f"output; {why}")
             seen[key] = name
 
 
