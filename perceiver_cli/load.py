@@ -50,6 +50,12 @@ def model_from_directory(directory: Path, numerics: str = "deepmind",
     return model.eval().requires_grad_(False)
 
 
+def check_task(spec, task: str, name: str) -> None:
+    """A usage error naming `name` when the checkpoint `spec` describes cannot run `task`."""
+    if spec.task != task:
+        raise UsageError(f"{name}: this is a {spec.architecture} checkpoint ({spec.kind}), which cannot run '{task}'")
+
+
 def load_model(name_or_path: str | os.PathLike, *, device: str | torch.device = "auto",
                dtype: str | torch.dtype | None = None, numerics: str = "deepmind",
                task: Optional[str] = None) -> nn.Module:
@@ -65,9 +71,8 @@ def load_model(name_or_path: str | os.PathLike, *, device: str | torch.device = 
     torch_dtype = pick_dtype(dtype, torch_device)
     directory = Path(resolve_checkpoint(name_or_path))
     spec = read_spec(directory)
-    if task is not None and spec.task != task:
-        raise UsageError(f"{os.fspath(name_or_path)}: this is a {spec.architecture} checkpoint ({spec.kind}), "
-                         f"which cannot run '{task}'")
+    if task is not None:
+        check_task(spec, task, os.fspath(name_or_path))
     model = model_from_directory(directory, numerics, spec)
     if torch_dtype == torch.float32 and torch_device.type == "cuda":
         # float32 means float32: torch keeps TF32 tensor cores off for matrix products by default but on for
