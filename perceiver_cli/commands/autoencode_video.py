@@ -11,6 +11,7 @@ import typer
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption, QuietOption,
                                            ScaleOptions, WeightsOption, check_source, examples, model_option,
                                            run_task, scale_options)
+from perceiver_cli.commands.completion import comma_list
 from perceiver_cli.errors import UsageError
 from perceiver_cli.io.writers import refuse_repeated
 from perceiver_cli.tasks.autoencode import (DEFAULT_CHUNK_SIZE, DEFAULT_FOLDER_FORMATS, FORMATS, MODELS,
@@ -33,7 +34,7 @@ def autoencode_video(
              f"{', '.join('.' + f for f in VIDEO_FORMATS)} (video with sound), .wav (sound), .npz (arrays video, "
              f"audio, label_logits); repeat -o for several."),
     formats: Optional[str] = typer.Option(
-        None, "--format", "-f", metavar="LIST", show_default=False,
+        None, "--format", "-f", metavar="LIST", show_default=False, autocompletion=comma_list(FORMATS),
         help=f"What an output folder gets per video, comma-separated from {', '.join(FORMATS)} "
              f"(default {','.join(DEFAULT_FOLDER_FORMATS)})."),
     model: Optional[str] = model_option(MODELS, AutoencodeTask.default_model),

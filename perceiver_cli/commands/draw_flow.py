@@ -10,12 +10,13 @@ import typer
 from perceiver_cli.bounds import OPTION_LIMITS, check_option
 from perceiver_cli.commands.common import JsonOption, QuietOption, examples
 from perceiver_cli.commands.flow import LegendOption, MaxFlowOption, StyleOption
+from perceiver_cli.commands.completion import choices
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.engine import run_local
 from perceiver_cli.tasks.draw_flow import DRAWN_VIDEO_FPS, DrawFlowTask
 from perceiver_cli.tasks.report import Reporter
 from perceiver_cli.io.atomic import prepare_output
-from perceiver_cli.io.writers import check_style
+from perceiver_cli.io.writers import PICTURE_SUFFIXES, check_style
 
 
 def draw_flow(
@@ -28,7 +29,7 @@ def draw_flow(
         help="A picture file (one flow field), a folder (one <stem> picture per field), or a video (the fields "
              f"of one (T, H, W, 2) .npy, {DRAWN_VIDEO_FPS:g} fps). Default: <stem>.png beside each flow file."),
     picture_format: Optional[str] = typer.Option(
-        None, "--format", "-f", metavar="EXT", show_default=False,
+        None, "--format", "-f", metavar="EXT", show_default=False, autocompletion=choices(PICTURE_SUFFIXES),
         help="Picture format in folder outputs: png (default), jpg, webp or bmp."),
     max_flow: Optional[float] = MaxFlowOption,
     style: str = StyleOption,

@@ -11,14 +11,16 @@ from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption
                                            ReportOption, ReportWorstOption, ScaleOptions, WeightsOption,
                                            batch_size_option, check_source, examples, model_option, run_task,
                                            scale_options)
+from perceiver_cli.commands.completion import choices, comma_list, flow_styles, legend_corners
 from perceiver_cli.errors import UsageError
-from perceiver_cli.tasks.flow import MODELS, FlowTask
+from perceiver_cli.io.writers import FLOW_FORMATS, MASK_SUFFIXES
+from perceiver_cli.tasks.flow import DIRECTIONS, MODELS, FlowTask
 
 LegendOption = typer.Option(
-    None, "--legend", metavar="CORNER", show_default=False,
+    None, "--legend", metavar="CORNER", show_default=False, autocompletion=choices(legend_corners),
     help="Draw the colour-wheel legend in this corner of every picture: top-left, top-right, bottom-left or "
          "bottom-right.")
-StyleOption = typer.Option("middlebury", "--style", metavar="NAME",
+StyleOption = typer.Option("middlebury", "--style", metavar="NAME", autocompletion=choices(flow_styles),
                            help="Colour coding: middlebury (Baker et al.) or deepmind (DeepMind's colab).")
 MaxFlowOption = typer.Option(
     None, "--max-flow", metavar="PX", show_default=False,
@@ -41,7 +43,7 @@ def flow(
     model: Optional[str] = model_option(MODELS, FlowTask.default_model),
     weights: Optional[Path] = WeightsOption,
     formats: Optional[str] = typer.Option(
-        None, "--format", "-f", metavar="LIST", show_default=False,
+        None, "--format", "-f", metavar="LIST", show_default=False, autocompletion=comma_list(FLOW_FORMATS),
         help="What goes into folder outputs, comma-separated (default flo): flo, npy, kitti (16-bit KITTI PNG), "
              "or a picture: png, jpg, webp, bmp; with --gt also epe (<stem>_epe.png, the end-point-error "
              "map with a scale bar)."),
@@ -54,11 +56,11 @@ def flow(
     end: Optional[float] = typer.Option(None, "--end", metavar="SECONDS", show_default=False,
                                         help="Video input: stop before this time."),
     direction: str = typer.Option(
-        "forward", "--direction", metavar="WHICH",
+        "forward", "--direction", metavar="WHICH", autocompletion=choices(DIRECTIONS),
         help="forward, backward (second frame to first), or both: also <stem>_backward files and an occlusion "
              "mask <stem>_occlusion (forward-backward consistency, Sundaram et al. 2010), and \"occluded\"."),
     occlusion_formats: Optional[str] = typer.Option(
-        None, "--occlusion-format", metavar="LIST", show_default=False,
+        None, "--occlusion-format", metavar="LIST", show_default=False, autocompletion=comma_list(MASK_SUFFIXES),
         help="With --direction both: the occlusion mask as png (255 = occluded), npy (bool), or both "
              "(default png)."),
     gt: Optional[Path] = typer.Option(
