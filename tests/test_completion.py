@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _complete(*words: str) -> list[str]:
     """What bash completion offers for the last of `words` (after `perceiver`)."""
     line = ["perceiver", *words]
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "_PERCEIVER_COMPLETE": "complete_bash", "COMP_WORDS": " ".join(line),
-           "COMP_CWORD": str(len(line) - 1), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+           "COMP_CWORD": str(len(line) - 1), "PYTHONPATH": path}
     done = subprocess.run([sys.executable, "-m", "perceiver_cli"], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
