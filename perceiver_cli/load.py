@@ -8,6 +8,7 @@ network from the config and loads the weights strictly, and core's errors become
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -50,6 +51,32 @@ def model_from_directory(directory: Path, numerics: str = "deepmind",
     return model.eval().requires_grad_(False)
 
 
+def _warn(message: Optional[str]) -> None:
+    """A caveat, said at each load: a run loads its model once, so a command says it once."""
+    if message:
+        print(f"perceiver: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _caveat(name_or_path: str | os.PathLike, directory: Path) -> Optional[str]:
+    """Why this checkpoint's outputs are not what its name promises: random weights (perceiver weights tiny), or
+    a folder cached under a published name that is not the published checkpoint; None for neither."""
+    from perceiver_cli.tiny import RANDOM_KEY
+    from perceiver_cli.weights.registry import find_checkpoint
+    from perceiver_cli.weights.resolve import means_local
+    from perceiver_cli.weights.verify import compare_with_published, stand_in_message
+
+    random = read_config(directory).get(RANDOM_KEY)
+    if random:
+        return f"{os.fspath(name_or_path)}: {random}"
+    if isinstance(name_or_path, os.PathLike) or means_local(name_or_path):
+        return None
+    entry = find_checkpoint(name_or_path)
+    if entry is None:
+        return None
+    found = compare_with_published(directory, entry)
+    return None if found.matches else stand_in_message(entry, found)
+
+
 def check_task(spec, task: str, name: str) -> None:
     """A usage error naming `name` when the checkpoint `spec` describes cannot run `task`."""
     if spec.task != task:
@@ -71,6 +98,7 @@ def load_model(name_or_path: str | os.PathLike, *, device: str | torch.device = 
     torch_dtype = pick_dtype(dtype, torch_device)
     directory = Path(resolve_checkpoint(name_or_path))
     spec = read_spec(directory)
+    _warn(_caveat(name_or_path, directory))
     if task is not None:
         check_task(spec, task, os.fspath(name_or_path))
     model = model_from_directory(directory, numerics, spec)
