@@ -57,7 +57,7 @@ def _warn(message: Optional[str]) -> None:
         print(f"perceiver: warning: {message}", file=sys.stderr, flush=True)
 
 
-def _caveat(name_or_path: str | os.PathLike, directory: Path) -> Optional[str]:
+def _caveat(name_or_path: str | os.PathLike, directory: Path, model: nn.Module) -> Optional[str]:
     """Why this checkpoint's outputs are not what its name promises: random weights (perceiver weights tiny), or
     a folder cached under a published name that is not the published checkpoint; None for neither."""
     from perceiver_cli.tiny import RANDOM_KEY
@@ -73,7 +73,8 @@ def _caveat(name_or_path: str | os.PathLike, directory: Path) -> Optional[str]:
     entry = find_checkpoint(name_or_path)
     if entry is None:
         return None
-    found = compare_with_published(directory, entry)
+    # A strict load made the model's keys and shapes the file's: no second read of a large weights file.
+    found = compare_with_published(directory, entry, {k: tuple(v.shape) for k, v in model.state_dict().items()})
     return None if found.matches else stand_in_message(entry, found)
 
 
@@ -98,10 +99,10 @@ def load_model(name_or_path: str | os.PathLike, *, device: str | torch.device = 
     torch_dtype = pick_dtype(dtype, torch_device)
     directory = Path(resolve_checkpoint(name_or_path))
     spec = read_spec(directory)
-    _warn(_caveat(name_or_path, directory))
     if task is not None:
         check_task(spec, task, os.fspath(name_or_path))
     model = model_from_directory(directory, numerics, spec)
+    _warn(_caveat(name_or_path, directory, model))
     if torch_dtype == torch.float32 and torch_device.type == "cuda":
         # float32 means float32: torch keeps TF32 tensor cores off for matrix products by default but on for
         # cuDNN convolutions (vision-conv's stem), whose inputs would then be rounded to 10-bit mantissas.
