@@ -67,7 +67,8 @@ def flow(
         None, "--gt", metavar="PATH", show_default=False,
         help="Ground truth (.flo, 16-bit KITTI .png, .pfm or .npy): a file (one pair) or a folder of <first frame "
              "stem> files (a subfolder per sequence with --recursive; masks in its invalid/ are respected). Adds "
-             "\"epe\"; a pair without usable ground truth gets null and a warning."),
+             "\"epe\" (a --gt that is not there is refused); a pair without usable ground truth (not in the "
+             "folder, corrupt, mis-sized) gets null and a warning, and its flow is kept."),
     max_epe: Optional[float] = typer.Option(
         None, "--max-epe", metavar="PX", show_default=False,
         help="Scale of the epe error maps: this error is the top colour (default: each map's largest error)."),
