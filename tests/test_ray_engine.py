@@ -525,3 +525,23 @@ def test_flow_on_ray_records_each_pairs_files_in_the_manifest(local_ray, tmp_pat
     lines = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
     assert sorted(line["outputs"] for line in lines) == [[str(out / f"{i:02d}.flo"), str(out / f"{i:02d}.png")]
                                                          for i in (0, 1)]
+
+
+def test_flow_on_ray_splits_a_video_in_both_directions_and_assembles_backward_and_occlusion(local_ray, tmp_path,
+                                                                                           capsys):
+    from synthetic_media import write_video
+
+    weights = tmp_path / "flow"
+    make_tiny_checkpoint("flow", weights)
+    clip = write_video(tmp_path / "clip.mp4", 6, sound=None)
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        extra = ["--engine", "ray", "--workers", "2", "--cpus-per-worker", "1"] if engine == "ray" else []
+        code, _ = _run(capsys, "flow", str(clip), "-w", str(weights), "--direction", "both", "-o",
+                       str(out / "v.npy"), "--json", *extra)
+        assert code == 0
+    names = ("v.npy", "v_backward.npy", "v_occlusion.npy")
+    assert sorted(_files(tmp_path / "ray")) == sorted(_files(tmp_path / "local")) == sorted(names)
+    for name in names:
+        assert np.array_equal(np.load(tmp_path / "ray" / name), np.load(tmp_path / "local" / name))
+    assert np.load(tmp_path / "ray" / "v_occlusion.npy").shape[0] == 5
