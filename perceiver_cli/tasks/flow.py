@@ -194,6 +194,8 @@ class FlowTask(ModelTask):
         outputs = self.outputs_writer()
         refuse_name_clashes(lambda stem: [f.path for f in outputs.files_for(stem)],
                             [(p.stem, str(p.first)) for p in pairs], frames)
+        if self.gt is not None and self.gt.exists() and not (self.gt.is_dir() or self.gt.is_file()):
+            pairs[0].problem = _special_file_problem(self.gt)  # a FIFO or device is never read: its pair fails
         self._runnable = sum(p.problem is None for p in pairs)
         return problems + [Item(len(problems) + i, str(p.first), data=p, outputs=_planned(outputs, p.stem))
                            for i, p in enumerate(pairs)]
@@ -392,6 +394,17 @@ class FlowTask(ModelTask):
         active, self._active = self._active, None
         if active is not None:
             active.close()  # an unfinished run: whole-run outputs are abandoned
+
+
+def _special_file_problem(path: Path) -> str:
+    """Why a --gt that is neither a file nor a folder (a FIFO, a device) is no ground truth, as io words it."""
+    from perceiver_cli.io.flowfiles import read_flow
+
+    try:
+        read_flow(path)
+    except InputError as exc:
+        return " ".join(str(exc).split())
+    return f"{path}: not a regular file"
 
 
 def _planned(outputs, stem: str) -> tuple[str, ...]:
