@@ -12,6 +12,10 @@ from perceiver_cli.errors import UsageError
 # temporaries in the CPU's cache between one operation and the next.
 DEFAULT_CHUNK_SIZE = 4096
 
+# --device values (cuda:N names one GPU of several) and --dtype values (runtime maps them to torch's types).
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
 # Video files written with sound (io.video holds an encoder for each), and those that hold pictures only.
 VIDEO_FORMATS = ("mp4", "m4v", "mov", "mkv", "webm", "avi")
 SILENT_VIDEO_FORMATS = ("gif",)

@@ -70,6 +70,8 @@ class Kind:
     model_options: dict[str, Any] = field(default_factory=dict, compare=False)
     preprocessing: Optional[ImagePreprocessing] = None
     paper_top1: Optional[float] = None  # ImageNet top-1 (%) the paper gives, trained on ImageNet alone
+    # The published checkpoint's data shapes where `tiny` differs (`perceiver weights tiny` keeps them real).
+    real_shapes: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 # ---------------------------------------------------------------------------------------------- input widths
@@ -211,7 +213,8 @@ KINDS: tuple[Kind, ...] = (
          widths=_language_widths, example_input=lambda spec: (((1, min(8, spec.max_position_embeddings)), "long"),),
          haiku=_LANGUAGE_HAIKU, sizes=("vocab_size", "max_position_embeddings"), check=_check_language,
          tiny=dict(_TINY, d_model=32, qk_channels=16, v_channels=32, num_cross_attention_heads=2,
-                   max_position_embeddings=64, vocab_size=262)),
+                   max_position_embeddings=64, vocab_size=262),
+         real_shapes=dict(max_position_embeddings=2048)),
     Kind(name="vision-conv", architecture="PerceiverForImageClassificationConvProcessing", task=CLASSIFY,
          model="ImageClassifier", model_options={"stem": "conv"}, preprocessing=IMAGENET,
          widths=_image_widths(64, fourier_size(2, 64)), example_input=_image_input(32), haiku=_CONV_HAIKU,
@@ -223,17 +226,21 @@ KINDS: tuple[Kind, ...] = (
     Kind(name="vision-learned", architecture="PerceiverForImageClassificationLearned", task=CLASSIFY,
          model="ImageClassifier", model_options={"stem": "learned"}, preprocessing=IMAGENET,
          widths=_image_widths(256, 256), example_input=_image_input(), haiku=_LEARNED_HAIKU, sizes=("image_size",),
-         tiny=dict(_TINY, num_blocks=2, image_size=16, id2label=_tiny_labels("class")), paper_top1=72.7),
+         tiny=dict(_TINY, num_blocks=2, image_size=16, id2label=_tiny_labels("class")), paper_top1=72.7,
+         real_shapes=dict(image_size=224)),
     Kind(name="flow", architecture="PerceiverForOpticalFlow", task=FLOW, model="OpticalFlowModel",
          widths=_flow_widths, example_input=lambda spec: (((1, 2, 27, 2, 3), "float32"),), haiku=_FLOW_HAIKU,
-         check=_check_flow, tiny=dict(_TINY, num_latents=16, train_size=[8, 12])),
+         check=_check_flow, tiny=dict(_TINY, num_latents=16, train_size=[8, 12]),
+         real_shapes=dict(train_size=[368, 496])),
     Kind(name="multimodal", architecture="PerceiverForMultimodalAutoencoding", task=AUTOENCODE_VIDEO,
          model="MultimodalAutoencoder", widths=_multimodal_widths, example_input=_clip_input, haiku=_MULTIMODAL_HAIKU,
          sizes=("num_frames", "audio_samples_per_frame", "samples_per_patch", "image_size", "output_num_channels",
                 "label_trainable_num_channels"), check=_check_multimodal,
          tiny=dict(_TINY, num_frames=2, image_size=8, audio_samples_per_frame=32, samples_per_patch=16,
                    output_shape=[1, 2, 16, 16], output_num_channels=32, _label_trainable_num_channels=16,
-                   id2label=_tiny_labels("action"))),
+                   id2label=_tiny_labels("action")),
+         real_shapes=dict(num_frames=16, image_size=224, audio_samples_per_frame=1920, samples_per_patch=16,
+                          output_shape=[1, 16, 224, 224])),
 )
 
 BY_NAME: dict[str, Kind] = {kind.name: kind for kind in KINDS}

@@ -8,6 +8,7 @@ network from the config and loads the weights strictly, and core's errors become
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -50,6 +51,39 @@ def model_from_directory(directory: Path, numerics: str = "deepmind",
     return model.eval().requires_grad_(False)
 
 
+def _warn(message: Optional[str]) -> None:
+    """A caveat, said at each load: a run loads its model once, so a command says it once."""
+    if message:
+        print(f"perceiver: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _caveat(name_or_path: str | os.PathLike, directory: Path, model: nn.Module) -> Optional[str]:
+    """Why this checkpoint's outputs are not what its name promises: random weights (perceiver weights tiny), or
+    a folder cached under a published name that is not the published checkpoint; None for neither."""
+    from perceiver_cli.tiny import RANDOM_KEY
+    from perceiver_cli.weights.registry import find_checkpoint
+    from perceiver_cli.weights.resolve import means_local
+    from perceiver_cli.weights.verify import compare_with_published, stand_in_message
+
+    random = read_config(directory).get(RANDOM_KEY)
+    if random:
+        return f"{os.fspath(name_or_path)}: {random}"
+    if isinstance(name_or_path, os.PathLike) or means_local(name_or_path):
+        return None
+    entry = find_checkpoint(name_or_path)
+    if entry is None:
+        return None
+    # A strict load made the model's keys and shapes the file's: no second read of a large weights file.
+    found = compare_with_published(directory, entry, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    return None if found.matches else stand_in_message(entry, found)
+
+
+def check_task(spec, task: str, name: str) -> None:
+    """A usage error naming `name` when the checkpoint `spec` describes cannot run `task`."""
+    if spec.task != task:
+        raise UsageError(f"{name}: this is a {spec.architecture} checkpoint ({spec.kind}), which cannot run '{task}'")
+
+
 def load_model(name_or_path: str | os.PathLike, *, device: str | torch.device = "auto",
                dtype: str | torch.dtype | None = None, numerics: str = "deepmind",
                task: Optional[str] = None) -> nn.Module:
@@ -65,10 +99,10 @@ def load_model(name_or_path: str | os.PathLike, *, device: str | torch.device = 
     torch_dtype = pick_dtype(dtype, torch_device)
     directory = Path(resolve_checkpoint(name_or_path))
     spec = read_spec(directory)
-    if task is not None and spec.task != task:
-        raise UsageError(f"{os.fspath(name_or_path)}: this is a {spec.architecture} checkpoint ({spec.kind}), "
-                         f"which cannot run '{task}'")
+    if task is not None:
+        check_task(spec, task, os.fspath(name_or_path))
     model = model_from_directory(directory, numerics, spec)
+    _warn(_caveat(name_or_path, directory, model))
     if torch_dtype == torch.float32 and torch_device.type == "cuda":
         # float32 means float32: torch keeps TF32 tensor cores off for matrix products by default but on for
         # cuDNN convolutions (vision-conv's stem), whose inputs would then be rounded to 10-bit mantissas.

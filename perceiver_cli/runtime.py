@@ -20,10 +20,11 @@ from perceiver_cli import interrupts
 with interrupts.deferred():  # a signal inside torch's C++ start-up would abort the process: take it after
     import torch
 
+from perceiver_cli.choices import DTYPE_NAMES
 from perceiver_cli.errors import UsageError
 from concurrent.futures import ThreadPoolExecutor
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
 # Decoding threads beside a CPU model run this much nicer than the process: the model's matmuls keep the cores.
 DECODE_NICENESS = 10

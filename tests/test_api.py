@@ -42,8 +42,10 @@ def test_fill_mask_equals_the_cli(checkpoints, capsys):
     ours = pc.fill_mask(model, text, top_k=3, max_span=4)
     (record,) = _cli_records(capsys, "fill-mask", text, "-w", str(checkpoints / "language"), "-k", "3",
                              "--max-span", "4")
-    assert ours == record["predictions"]
-    assert len(ours) == 3 and ours[0]["score"] >= ours[1]["score"]
+    assert ours["predictions"] == record["predictions"]
+    assert ours == record and set(ours) >= {"input", "predictions", "masks"}  # the whole record, masks too
+    predictions = ours["predictions"]
+    assert len(predictions) == 3 and predictions[0]["score"] >= predictions[1]["score"]
 
 
 def test_fill_mask_of_a_text_without_a_mask_raises():
@@ -142,3 +144,40 @@ def test_autoencode_of_frames_that_are_not_uint8_rgb_raises(multimodal):
     model = pc.load_model(multimodal, device="cpu")
     with pytest.raises(ValueError, match="uint8"):
         pc.autoencode(model, np.zeros((3, 8, 8, 3), dtype=np.float32))
+
+
+def test_a_model_of_another_task_is_refused_as_the_command_refuses_it(checkpoints):
+    language = pc.load_model(checkpoints / "language", device="cpu")
+    with pytest.raises(ValueError, match=r"^model: this is a PerceiverForMaskedLM checkpoint \(language\), which "
+                                         r"cannot run 'classify'$"):
+        pc.classify(language, [np.zeros((8, 8, 3), np.uint8)])
+    vision = pc.load_model(checkpoints / "vision-conv", device="cpu")
+    with pytest.raises(ValueError, match="cannot run 'fill-mask'"):
+        pc.fill_mask(vision, "a [MASK]")
+    with pytest.raises(ValueError, match="cannot run 'flow'"):
+        pc.flow(vision, np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))
+
+
+def test_classify_of_one_image_returns_its_one_result(checkpoints, tmp_path):
+    model = pc.load_model(checkpoints / "vision-conv", device="cpu")
+    array = np.random.default_rng(6).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(array).save(tmp_path / "photo.png")
+    (expected,) = pc.classify(model, [array], top_k=2)
+    for one in (str(tmp_path / "photo.png"), tmp_path / "photo.png", array, Image.fromarray(array)):
+        got = pc.classify(model, one, top_k=2)
+        assert [p["index"] for p in got] == [p["index"] for p in expected]
+
+
+def test_api_errors_are_value_errors_in_the_apis_words(checkpoints):
+    language = pc.load_model(checkpoints / "language", device="cpu")
+    with pytest.raises(ValueError, match="no mask"):
+        pc.fill_mask(language, "no mask here")
+    with pytest.raises(ValueError, match=r"^top_k must be between 1 and"):
+        pc.fill_mask(language, "a [MASK]", top_k=0)
+    with pytest.raises(ValueError, match=r"^device mps was asked for") as caught:
+        pc.load_model(checkpoints / "language", device="mps")
+    with pytest.raises(ValueError, match=r"^unknown numerics 'fast'"):
+        pc.load_model(checkpoints / "language", device="cpu", numerics="fast")
+    with pytest.raises(ValueError, match="no-such-folder"):
+        pc.load_model(checkpoints / "no-such-folder", device="cpu")
+    assert "--" not in str(caught.value)

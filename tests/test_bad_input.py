@@ -351,13 +351,14 @@ def test_flow_refuses_an_output_under_a_regular_file(cli, weights, tmp_path):
                                                  r"\(a file is in the way\)"))
 
 
-def test_flow_refuses_a_truncated_ground_truth_before_any_work(cli, weights, tmp_path):
+def test_flow_names_a_truncated_ground_truth_in_one_warning_and_keeps_the_flow(cli, weights, tmp_path):
     a, b = save_png(tmp_path / "a.png"), save_png(tmp_path / "b.png", seed=4)
     gt = tmp_path / "gt.flo"
     gt.write_bytes(struct.pack("<fii", 202021.25, FLOW_W, FLOW_H) + b"\0" * 40)
     result = cli("flow", a, b, "-w", weights["flow"], "--gt", gt, "-o", tmp_path / "out" / "f.flo")
-    assert_refused(result, 1, error_line(gt, rf"not a readable \.flo file \(truncated: {FLOW_W}x{FLOW_H} needs "
-                                             r"\d+ bytes, file has 52\)"))
+    assert_refused(result, 0, rf"perceiver: warning: {re.escape(str(gt))}: not a readable \.flo file \(truncated: "
+                              rf"{FLOW_W}x{FLOW_H} needs \d+ bytes, file has 52\); no EPE",
+                   written=("out/f.flo",))
 
 
 # ----------------------------------------------------------------------------------------------------------

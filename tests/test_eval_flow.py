@@ -193,3 +193,30 @@ def test_a_batch_size_below_one_is_refused_naming_the_option(sintel, run_main):
     code, out, err = run_main("eval", "flow", sintel, "--batch-size", "0", "--device", "cpu")
     assert code == 2 and out == ""
     assert err == "perceiver: error: --batch-size must be at least 1, got 0\n", err
+
+
+def test_pairs_without_ground_truth_are_skipped_with_one_warning_and_counted_apart(sintel, weights, capsys,
+                                                                                  tmp_path):
+    import shutil
+
+    root = tmp_path / "MPI-Sintel"
+    shutil.copytree(sintel, root)
+    flow = root / "training" / "flow"
+    (flow / "alley_1" / "frame_0001.flo").unlink()  # a partial copy: this pair cannot be scored
+    write_flo(flow / "alley_2" / "frame_0001.flo", np.zeros((4, 4, 2), np.float32))  # mis-sized: ran, no score
+    code, records, err = records_of(capsys, "eval", "flow", root, "-w", weights)
+    assert code == 0
+    *pairs, summary = records
+    assert [Path(r["input"]).parent.name + "/" + Path(r["input"]).name for r in pairs] == [
+        "alley_1/frame_0002.png", "alley_2/frame_0001.png"]  # the pair without truth never ran
+    skipped = [line for line in err.splitlines() if "skipped" in line]
+    assert len(skipped) == 1 and skipped[0].startswith("perceiver: warning: skipped 1 pair(s) without")
+    assert (summary["pairs"], summary["unscored"], summary["failed"], summary["skipped"], summary["available"]) == (
+        1, 1, 0, 1, 2)
+    assert summary["epe"] == pytest.approx(pairs[0]["epe"])
+    capsys.readouterr()
+    assert main(["eval", "flow", str(root), "-w", str(weights), "--limit", "1", "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == "Sintel training, clean pass: 1 pairs scored (of 2), 1 skipped without ground truth"
+    code, records, _ = records_of(capsys, "eval", "flow", root, "-w", weights, "--limit", "1")
+    assert len(records) == 2 and (records[-1]["pairs"], records[-1]["available"]) == (1, 2)

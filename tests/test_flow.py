@@ -584,9 +584,9 @@ def test_sparse_ground_truth_gives_one_record_per_pair_null_epe_one_warning_each
     assert all("error" not in r for r in records)
     assert len(err) == 3 and all(line.startswith("perceiver: warning: ") for line in err)
     assert "f1.flo" in err[0] and "f2.flo" in err[1] and "f3.flo" in err[2]
-    # a single pair whose --gt file is missing behaves the same way
+    # a --gt file the user named that is not there is a usage error before any work (tests/test_flow_truth.py)
     code, records, err = flow_cli([*frames[:2], "-w", directory, "--gt", tmp_path / "absent.flo"], capsys)
-    assert code == 0 and records[0]["epe"] is None and len(err) == 1 and "absent.flo" in err[0]
+    assert code == 2 and records == [] and len(err) == 1 and "absent.flo" in err[0]
 
 
 def test_kitti_png_ground_truth_counts_only_its_valid_pixels(tiny, tmp_path, capsys):

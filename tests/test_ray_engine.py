@@ -530,3 +530,37 @@ def test_ray_workers_results_are_packed_once_each_into_the_commands_parquet_file
         record = json.loads(line)
         assert record["input"] in shards[record["shard"]]
     assert ray.data.read_parquet(str(tmp_path / "out")).count() == 7  # the README's read-back line
+
+
+def test_flow_on_ray_records_each_pairs_files_in_the_manifest(local_ray, tmp_path, capsys):
+    weights = tmp_path / "flow"
+    make_tiny_checkpoint("flow", weights)
+    frames = _photos(tmp_path / "frames", 3, grow=0)
+    out = tmp_path / "out"
+    code, records = _run(capsys, "flow", str(frames), "-w", str(weights), "-o", f"{out}/", "--format", "flo,png",
+                         "--json", "--manifest", str(tmp_path / "run.jsonl"), "--engine", "ray", "--workers", "1",
+                         "--cpus-per-worker", "1")
+    assert code == 0
+    lines = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
+    assert sorted(line["outputs"] for line in lines) == [[str(out / f"{i:02d}.flo"), str(out / f"{i:02d}.png")]
+                                                         for i in (0, 1)]
+
+
+def test_flow_on_ray_splits_a_video_in_both_directions_and_assembles_backward_and_occlusion(local_ray, tmp_path,
+                                                                                           capsys):
+    from synthetic_media import write_video
+
+    weights = tmp_path / "flow"
+    make_tiny_checkpoint("flow", weights)
+    clip = write_video(tmp_path / "clip.mp4", 6, sound=None)
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        extra = ["--engine", "ray", "--workers", "2", "--cpus-per-worker", "1"] if engine == "ray" else []
+        code, _ = _run(capsys, "flow", str(clip), "-w", str(weights), "--direction", "both", "-o",
+                       str(out / "v.npy"), "--json", *extra)
+        assert code == 0
+    names = ("v.npy", "v_backward.npy", "v_occlusion.npy")
+    assert sorted(_files(tmp_path / "ray")) == sorted(_files(tmp_path / "local")) == sorted(names)
+    for name in names:
+        assert np.array_equal(np.load(tmp_path / "ray" / name), np.load(tmp_path / "local" / name))
+    assert np.load(tmp_path / "ray" / "v_occlusion.npy").shape[0] == 5

@@ -12,6 +12,7 @@ from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption
                                            ScaleOptions, WeightsOption, check_source, examples, model_option,
                                            run_task, scale_options)
 from perceiver_cli.commands.packed import FeaturesOption, ItemsPerFileOption, packed_folder, split_packed
+from perceiver_cli.commands.completion import comma_list
 from perceiver_cli.errors import UsageError
 from perceiver_cli.io.writers import refuse_repeated
 from perceiver_cli.tasks.packed_outputs import array_dtypes, packed_outputs
@@ -35,7 +36,7 @@ def autoencode_video(
              f"{', '.join('.' + f for f in VIDEO_FORMATS)} (video with sound), .wav (sound), .npz (arrays video, "
              f"audio, label_logits); repeat -o for several."),
     formats: Optional[str] = typer.Option(
-        None, "--format", "-f", metavar="LIST", show_default=False,
+        None, "--format", "-f", metavar="LIST", show_default=False, autocompletion=comma_list(FORMATS),
         help=f"What an output folder gets per video, comma-separated from {', '.join(FORMATS)} "
              f"(default {','.join(DEFAULT_FOLDER_FORMATS)})."),
     model: Optional[str] = model_option(MODELS, AutoencodeTask.default_model),

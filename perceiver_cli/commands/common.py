@@ -10,6 +10,8 @@ from typing import Any, Callable, Optional, Sequence
 import typer
 
 from perceiver_cli.bounds import OPTION_LIMITS
+from perceiver_cli.choices import DEVICES, DTYPE_NAMES
+from perceiver_cli.commands.completion import choices, numerics
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.engine import RuntimeRequest, ScaleOptions, run_engine
 from perceiver_cli.tasks.report import DEFAULT_PROGRESS_INTERVAL, Reporter
@@ -19,7 +21,7 @@ from perceiver_cli.tasks.report_html import REPORT_WORST_DEFAULT
 def model_option(models: Sequence[str], default: str) -> typer.models.OptionInfo:
     """--model for a command that runs `models` (short names) or any hub repo id of their kind."""
     return typer.Option(
-        None, "--model", "-m", metavar="NAME", show_default=False,
+        None, "--model", "-m", metavar="NAME", show_default=False, autocompletion=choices(models),
         help=f"Checkpoint: {', '.join(models)} (default {default}), or a hub repo id.",
     )
 
@@ -29,12 +31,12 @@ WeightsOption = typer.Option(
     help="A checkpoint folder (config.json + model.safetensors or pytorch_model.bin) or a DeepMind "
          ".pystate/.pickle file.",
 )
-DeviceOption = typer.Option("auto", "--device", metavar="DEVICE",
+DeviceOption = typer.Option("auto", "--device", metavar="DEVICE", autocompletion=choices(DEVICES),
                             help="auto, cpu, cuda, cuda:N or mps (auto picks an accelerator when present).")
-DtypeOption = typer.Option("float32", "--dtype", metavar="DTYPE",
+DtypeOption = typer.Option("float32", "--dtype", metavar="DTYPE", autocompletion=choices(DTYPE_NAMES),
                            help="float32, or bfloat16 / float16 on accelerators.")
 NumericsOption = typer.Option(
-    "deepmind", "--numerics", metavar="NAME",
+    "deepmind", "--numerics", metavar="NAME", autocompletion=choices(numerics),
     help="deepmind: compute DeepMind's original network; transformers: reproduce transformers' port exactly.",
 )
 

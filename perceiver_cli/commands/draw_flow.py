@@ -10,23 +10,26 @@ import typer
 from perceiver_cli.bounds import OPTION_LIMITS, check_option
 from perceiver_cli.commands.common import JsonOption, QuietOption, examples
 from perceiver_cli.commands.flow import LegendOption, MaxFlowOption, StyleOption
+from perceiver_cli.commands.completion import choices
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.engine import run_local
-from perceiver_cli.tasks.draw_flow import DrawFlowTask
+from perceiver_cli.tasks.draw_flow import DRAWN_VIDEO_FPS, DrawFlowTask
 from perceiver_cli.tasks.report import Reporter
 from perceiver_cli.io.atomic import prepare_output
-from perceiver_cli.io.writers import check_style
+from perceiver_cli.io.writers import PICTURE_SUFFIXES, check_style
 
 
 def draw_flow(
     inputs: List[str] = typer.Argument(
         None, metavar="FLOW", show_default=False,
-        help="Flow files: .flo, 16-bit KITTI .png, .pfm or .npy (H, W, 2); recognised by their bytes."),
+        help="Flow files: .flo, 16-bit KITTI .png, .pfm or .npy (H, W, 2), recognised by their bytes; or the "
+             "(T, H, W, 2) .npy flow writes for a video, drawn field by field (<stem>_000000, ...)."),
     outputs: List[str] = typer.Option(
         None, "--output", "-o", metavar="PATH", show_default=False,
-        help="A picture file (one flow file), or a folder (one <stem> picture per flow file)."),
+        help="A picture file (one flow field), a folder (one <stem> picture per field), or a video (the fields "
+             f"of one (T, H, W, 2) .npy, {DRAWN_VIDEO_FPS:g} fps). Default: <stem>.png beside each flow file."),
     picture_format: Optional[str] = typer.Option(
-        None, "--format", "-f", metavar="EXT", show_default=False,
+        None, "--format", "-f", metavar="EXT", show_default=False, autocompletion=choices(PICTURE_SUFFIXES),
         help="Picture format in folder outputs: png (default), jpg, webp or bmp."),
     max_flow: Optional[float] = MaxFlowOption,
     style: str = StyleOption,
@@ -47,7 +50,8 @@ def draw_flow(
 ) -> int:
     """Draw flow files as colour pictures (invalid pixels black), or write the colour-wheel legend alone.
 
-    Prints one line per file, or with --json {"input", "outputs", "mean_magnitude", "max_magnitude", "epe"?}, or
+    Prints one line per file, or with --json {"input", "outputs", "mean_magnitude", "max_magnitude", "pairs"?,
+    "epe"?}, or
     {"input", "error"} for a file that cannot be read; the exit code is then 1.
     """
     if wheel:
@@ -74,6 +78,7 @@ def _write_wheel(size: int, inputs: Optional[List[str]], outputs: Optional[List[
 
 
 draw_flow.epilog = examples("perceiver draw-flow frame_0001.flo -o frame_0001.png --legend bottom-right",
+                            "perceiver draw-flow video_flow.npy -o video_flow.mp4",
                             "perceiver draw-flow flow_occ/*.png -o pictures/ --max-flow 40",
                             "perceiver draw-flow ours.flo --against truth.flo -o error.png --max-epe 5",
                             "perceiver draw-flow --wheel 256 -o legend.png")

@@ -45,7 +45,9 @@ def eval_flow(
     Prints a table at the end, or with --json one line per pair {"input", "input2", "scene", "epe",
     "epe_matched"?, "epe_unmatched"?, "epe_s0_10"?, "epe_s10_40"?, "epe_s40plus"? (Sintel's speed bands),
     "fl_all"?, "valid_pixels"?, "epe_noc"?} (the EPE `perceiver flow --gt` reports) and a last line {"dataset",
-    "pass", "pairs", "failed", "available", "epe", ..., "paper": {"epe", "source"}}. --report FILE.html also
+    "pass", "pairs", "unscored", "failed", "available", "skipped", "epe", ..., "paper": {"epe", "source"}}:
+    "pairs" were scored, "unscored" ran but their ground truth was unusable; a pair without a ground-truth file
+    is not run ("skipped", one warning for all), and --limit counts the pairs that have one. --report FILE.html also
     writes a page to look at: the figures, per scene, and the worst pairs with their flow and error maps.
     The paper's figures come from Perceiver IO, Table 3 (trained on AutoFlow).
     """

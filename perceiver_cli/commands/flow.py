@@ -11,18 +11,19 @@ from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption
                                            ReportOption, ReportWorstOption, ScaleOptions, WeightsOption,
                                            batch_size_option, check_source, examples, model_option, run_task,
                                            scale_options)
+from perceiver_cli.commands.completion import choices, comma_list, flow_styles, legend_corners
 from perceiver_cli.commands.packed import (ItemsPerFileOption, PrecisionOption, check_precision, packed_folder,
                                            split_packed)
 from perceiver_cli.errors import UsageError
-from perceiver_cli.io.writers import FLOW_FORMATS
+from perceiver_cli.io.writers import FLOW_FORMATS, MASK_SUFFIXES
 from perceiver_cli.tasks.packed_outputs import FLOW_ENCODERS, array_dtypes, packed_outputs
-from perceiver_cli.tasks.flow import MODELS, FlowTask
+from perceiver_cli.tasks.flow import DIRECTIONS, MODELS, FlowTask
 
 LegendOption = typer.Option(
-    None, "--legend", metavar="CORNER", show_default=False,
+    None, "--legend", metavar="CORNER", show_default=False, autocompletion=choices(legend_corners),
     help="Draw the colour-wheel legend in this corner of every picture: top-left, top-right, bottom-left or "
          "bottom-right.")
-StyleOption = typer.Option("middlebury", "--style", metavar="NAME",
+StyleOption = typer.Option("middlebury", "--style", metavar="NAME", autocompletion=choices(flow_styles),
                            help="Colour coding: middlebury (Baker et al.) or deepmind (DeepMind's colab).")
 MaxFlowOption = typer.Option(
     None, "--max-flow", metavar="PX", show_default=False,
@@ -45,7 +46,7 @@ def flow(
     model: Optional[str] = model_option(MODELS, FlowTask.default_model),
     weights: Optional[Path] = WeightsOption,
     formats: Optional[str] = typer.Option(
-        None, "--format", "-f", metavar="LIST", show_default=False,
+        None, "--format", "-f", metavar="LIST", show_default=False, autocompletion=comma_list(FLOW_FORMATS),
         help="What goes into folder outputs, comma-separated (default flo): flo, npy, kitti (16-bit KITTI PNG), "
              "or a picture: png, jpg, webp, bmp; with --gt also epe (<stem>_epe.png, the end-point-error "
              "map with a scale bar); or parquet / wds: every pair's record and flow packed into the -o folder "
@@ -59,18 +60,19 @@ def flow(
     end: Optional[float] = typer.Option(None, "--end", metavar="SECONDS", show_default=False,
                                         help="Video input: stop before this time."),
     direction: str = typer.Option(
-        "forward", "--direction", metavar="WHICH",
+        "forward", "--direction", metavar="WHICH", autocompletion=choices(DIRECTIONS),
         help="forward, backward (second frame to first), or both: also <stem>_backward files and an occlusion "
              "mask <stem>_occlusion (forward-backward consistency, Sundaram et al. 2010), and \"occluded\"."),
     occlusion_formats: Optional[str] = typer.Option(
-        None, "--occlusion-format", metavar="LIST", show_default=False,
+        None, "--occlusion-format", metavar="LIST", show_default=False, autocompletion=comma_list(MASK_SUFFIXES),
         help="With --direction both: the occlusion mask as png (255 = occluded), npy (bool), or both "
              "(default png)."),
     gt: Optional[Path] = typer.Option(
         None, "--gt", metavar="PATH", show_default=False,
         help="Ground truth (.flo, 16-bit KITTI .png, .pfm or .npy): a file (one pair) or a folder of <first frame "
              "stem> files (a subfolder per sequence with --recursive; masks in its invalid/ are respected). Adds "
-             "\"epe\"; a pair without usable ground truth gets null and a warning."),
+             "\"epe\" (a --gt that is not there is refused); a pair without usable ground truth (not in the "
+             "folder, corrupt, mis-sized) gets null and a warning, and its flow is kept."),
     max_epe: Optional[float] = typer.Option(
         None, "--max-epe", metavar="PX", show_default=False,
         help="Scale of the epe error maps: this error is the top colour (default: each map's largest error)."),

@@ -139,3 +139,18 @@ def import_(
     _note(f"{verb}: {result.kind} checkpoint in {result.directory}; use it with {use}")
     print(result.directory, flush=True)
     return 0
+
+
+@app.command("tiny")
+def tiny(
+    kind: str = typer.Argument(..., metavar="KIND", help=f"One of {', '.join(SHORT_NAMES)}."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="A new (or empty) folder to write it into."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the random weights."),
+) -> int:
+    """Write a small random checkpoint of KIND: the real input and output shapes and labels, tiny widths, random
+    weights (its config says so). Every command runs on it (-w DIR) and warns once that its outputs are
+    meaningless: for trying the tool, and testing pipelines and CI, offline."""
+    from perceiver_cli.tiny import make_tiny
+
+    print(make_tiny(kind, directory, seed))
+    return 0

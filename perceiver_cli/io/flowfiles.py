@@ -241,6 +241,20 @@ def read_flow_npy(path: PathLike) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def flow_stack(path: PathLike) -> Optional[np.ndarray]:
+    """A .npy of flow fields (T, H, W, 2), as `flow` writes for a video, memory-mapped (read as it is used);
+    None for any other file (read_flow names what is wrong with it)."""
+    try:
+        with open(path, "rb") as handle:
+            if not handle.read(len(_NPY_SIGNATURE)).startswith(_NPY_SIGNATURE):
+                return None
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    numeric = np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+    return array if array.ndim == 4 and array.shape[3] == 2 and 0 not in array.shape and numeric else None
+
+
 def write_flow_npy(path: PathLike, flow: np.ndarray, valid: Optional[np.ndarray] = None) -> None:
     """Write (H, W, 2) flow atomically as float32 .npy; invalid pixels become NaN."""
     field = _checked_field(flow, "write_flow_npy").astype(np.float32)
@@ -332,8 +346,10 @@ class FlowVideoWriter:
     without an exception; otherwise the temporary file is removed.
     """
 
-    def __init__(self, path: PathLike, height: int, width: int, capacity: int = 16) -> None:
+    def __init__(self, path: PathLike, height: int, width: int, capacity: int = 16,
+                 tail: tuple[int, ...] = (2,), dtype=np.float32) -> None:
         self.path = Path(path)
+        self.tail, self.dtype = tuple(tail), dtype  # (2,) float32 for flow; () bool for occlusion masks
         if self.path.suffix.lower() != ".npy":
             raise UsageError(f"{self.path}: a whole-video flow array is a .npy file")
         if height < 1 or width < 1:
@@ -350,23 +366,23 @@ class FlowVideoWriter:
         self._temporary_path = self._temporary.__enter__()
         try:
             self._array = np.lib.format.open_memmap(
-                self._temporary_path, mode="w+", dtype=np.float32, shape=self._shape(self.capacity)
+                self._temporary_path, mode="w+", dtype=self.dtype, shape=self._shape(self.capacity)
             )
         except BaseException as error:
             self._close(type(error), error, error.__traceback__)
             raise
         return self
 
-    def _shape(self, pairs: int) -> tuple[int, int, int, int]:
-        return (pairs, self.height, self.width, 2)
+    def _shape(self, pairs: int) -> tuple[int, ...]:
+        return (pairs, self.height, self.width, *self.tail)
 
     def write(self, flow: np.ndarray) -> None:
-        """Append one (H, W, 2) flow field."""
+        """Append one (H, W, 2) flow field (or one field of the writer's `tail` shape)."""
         if self._array is None:
             raise RuntimeError("FlowVideoWriter.write called outside its 'with' block")
         field = np.asarray(flow)
-        if field.shape != (self.height, self.width, 2):
-            raise ValueError(f"expected a ({self.height}, {self.width}, 2) flow field, got {field.shape}")
+        if field.shape != self._shape(1)[1:]:
+            raise ValueError(f"expected a {self._shape(1)[1:]} field, got {field.shape}")
         if self.count == self.capacity:
             self._resize(self.capacity * 2)
         self._array[self.count] = field

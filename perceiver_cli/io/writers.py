@@ -105,9 +105,10 @@ def plan_targets(texts: Sequence[str], *, formats: Sequence[str], file_suffixes:
 
 
 def refuse_name_clashes(files_for: Callable[[str], Iterable[Path]], items: Sequence[tuple[str, str]],
-                        inputs: Iterable[Path]) -> None:
+                        inputs: Iterable[Path], items_name: str = "pairs",
+                        why: str = "frames in different folders share a name") -> None:
     """Refuse per-item outputs that would overwrite an input or each other; `items` are (stem, input name)
-    and `files_for(stem)` lists the files an item writes."""
+    and `files_for(stem)` lists the files an item writes; `items_name` and `why` word a clash."""
     resolved = {Path(p).resolve() for p in inputs}
     seen: dict[Path, str] = {}
     for stem, name in items:
@@ -116,8 +117,8 @@ def refuse_name_clashes(files_for: Callable[[str], Iterable[Path]], items: Seque
             if key in resolved:
                 raise UsageError(f"{path}: output would overwrite input {name}; choose another output folder")
             if key in seen and seen[key] != name:
-                raise UsageError(f"{path}: two pairs ({seen[key]} and {name}) would write the same output; "
-                                 "frames in different folders share a name")
+                raise UsageError(f"{path}: two {items_name} ({seen[key]} and {name}) would write the same "
+                                 f"output; {why}")
             seen[key] = name
 
 
@@ -288,7 +289,8 @@ class FlowOutputs:
 
     Per pair, a file or folder target gets the main flow (the forward flow, or the backward one with
     direction 'backward'); with direction 'both' also `<stem>_backward` files and `<stem>_occlusion`
-    masks beside them. Videos and a video's .npy hold the main flow.
+    masks beside them. Videos and a video's .npy hold the main flow; with 'both', a `<stem>_backward` video
+    (or .npy) and an occlusion video (or bool (pairs, H, W) .npy) `<stem>_occlusion` beside each.
     """
 
     def __init__(self, targets: Sequence[Target], formats: Sequence[str], pictures: Optional[Pictures] = None,
@@ -302,6 +304,7 @@ class FlowOutputs:
         self.mask_formats = list(mask_formats)
         self.capacity = capacity
         self._scale = VideoColourScale(self.pictures.style, self.pictures.max_flow, self.pictures)
+        self._backward_scale = VideoColourScale(self.pictures.style, self.pictures.max_flow, self.pictures)
         self._whole: dict[Path, object] = {}
 
     def _files(self, target: Target, stem: str) -> list[PlannedFile]:
@@ -322,18 +325,20 @@ class FlowOutputs:
         return planned
 
     def files_for(self, stem: str) -> list[PlannedFile]:
-        """Every per-pair file of one pair named `stem`, in -o order."""
-        return [f for target in self.targets if target.kind != VIDEO for f in self._files(target, stem)]
+        """Every per-pair file of one pair named `stem`, in -o order, each once (x.flo and x.png share masks)."""
+        planned = [f for target in self.targets if target.kind != VIDEO for f in self._files(target, stem)]
+        return list({f.path: f for f in planned}.values())
 
     def __enter__(self) -> "FlowOutputs":
         return self
 
-    def _whole_run(self, path: Path, height: int, width: int):
+    def _whole_run(self, path: Path, height: int, width: int, mask: bool = False):
         if path not in self._whole:
             if path.suffix.lower() == STACK_SUFFIX:
                 from perceiver_cli.io.flowfiles import FlowVideoWriter
 
-                writer = FlowVideoWriter(path, height, width, capacity=self.capacity)
+                shape = dict(tail=(), dtype=bool) if mask else {}
+                writer = FlowVideoWriter(path, height, width, capacity=self.capacity, **shape)
             else:
                 from perceiver_cli.io.video import VideoWriter
 
@@ -350,16 +355,11 @@ class FlowOutputs:
         contents = {"main": flow, "backward": backward, "occlusion": occlusion, "epe": errors}
         for target in self.targets:
             if target.kind == VIDEO:
-                writer = self._whole_run(target.path, *flow.shape[:2])
-                if target.path.suffix.lower() == STACK_SUFFIX:
-                    writer.write(flow)
-                else:
-                    writer.write_frame(self._scale.picture(flow, max_magnitude))
-                written.append(str(target.path))
+                written += self._write_whole(target.path, flow, max_magnitude, backward, occlusion)
                 continue
             for planned in self._files(target, stem):
                 content = contents[planned.holds]
-                if content is None:
+                if content is None or str(planned.path) in written:
                     continue
                 planned.path.parent.mkdir(parents=True, exist_ok=True)
                 if planned.holds == "occlusion":
@@ -370,6 +370,26 @@ class FlowOutputs:
                     FLOW_FILE_WRITERS[planned.fmt](planned.path, content, self.pictures)
                 written.append(str(planned.path))
         return written
+
+    def _write_whole(self, path: Path, flow: np.ndarray, max_magnitude: float, backward: Optional[np.ndarray],
+                     occlusion: Optional[np.ndarray]) -> list[str]:
+        """One pair's frame of a whole-run output, and of its backward and occlusion companions when given."""
+        stack = path.suffix.lower() == STACK_SUFFIX
+        base = path.with_suffix("")
+        parts = [(path, flow, self._scale, max_magnitude)]
+        if backward is not None:
+            largest = float(np.hypot(backward[..., 0], backward[..., 1]).max())
+            parts.append((Path(f"{base}{BACKWARD_SUFFIX}{path.suffix}"), backward, self._backward_scale, largest))
+        for where, field, scale, largest in parts:
+            writer = self._whole_run(where, *flow.shape[:2])
+            writer.write(field) if stack else writer.write_frame(scale.picture(field, largest))
+        if occlusion is not None:
+            where = Path(f"{base}{OCCLUSION_SUFFIX}{path.suffix}")
+            writer = self._whole_run(where, *flow.shape[:2], mask=True)
+            grey = np.repeat(np.where(occlusion, 255, 0).astype(np.uint8)[..., None], 3, axis=2)
+            writer.write(occlusion) if stack else writer.write_frame(grey)
+            parts.append((where, None, None, None))
+        return [str(where) for where, *_ in parts]
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         writers, self._whole = list(self._whole.values()), {}

@@ -152,6 +152,10 @@ class ModelTask(Task):
     default_model: str = ""
 
     def __init__(self, source: Optional[str | Path] = None, numerics: str = "deepmind"):
+        if isinstance(source, str):  # a --model name: one of another task, or no checkpoint, refused before any work
+            from perceiver_cli.weights.resolve import check_model_name
+
+            check_model_name(source, self.name)
         self.source = source if source is not None else self.default_model
         self.numerics = numerics
         self.model = None

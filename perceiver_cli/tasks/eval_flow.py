@@ -128,15 +128,25 @@ class EvalFlowTask(FlowTask):
         self.sintel_pass = sintel_pass
         self.limit = limit
         self.kind: Optional[str] = None
-        self.available = 0
+        self.available = 0  # pairs with a ground-truth file
+        self.skipped = 0  # pairs without one: neither run nor scored
 
     def items(self) -> list[Item]:
+        from perceiver_cli.tasks.report import warning_line
+
         training = training_folder(self.dataset)
         self.kind = dataset_kind(training)
         pairs = sintel_pairs(training, self.sintel_pass) if self.kind == "sintel" else kitti_pairs(training)
         if not pairs:
             raise UsageError(f"{training}: the {self.kind} layout holds no frame pairs")
-        self.available = len(pairs)
+        without = [p for p in pairs if not p.truth.is_file()]
+        pairs = [p for p in pairs if p.truth.is_file()]
+        if not pairs:
+            raise UsageError(f"{training}: no {self.kind} pair has its ground-truth file (such as {without[0].truth})")
+        if without:  # one warning for all of them: a partial copy of a dataset is common
+            warning_line(f"skipped {len(without)} pair(s) without a ground-truth file (such as {without[0].truth}); "
+                         "they are not run or scored")
+        self.available, self.skipped = len(pairs), len(without)
         pairs = pairs[:self.limit] if self.limit else pairs
         self._runnable = len(pairs)
         return [Item(i, str(p.first), data=p) for i, p in enumerate(pairs)]
@@ -180,10 +190,12 @@ class EvalFlowTask(FlowTask):
 
     def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """The dataset's figures from the per-pair records, beside the paper's."""
-        scored = [r for r in records if "error" not in r]
+        ran = [r for r in records if "error" not in r]
+        scored = [r for r in ran if r["epe"] is not None]  # a pair whose truth is unusable ran but has no score
         sintel_pass = self.sintel_pass if self.kind == "sintel" else None
         result: dict[str, Any] = {"dataset": self.kind, "pass": sintel_pass, "pairs": len(scored),
-                                  "failed": len(records) - len(scored), "available": self.available,
+                                  "unscored": len(ran) - len(scored), "failed": len(records) - len(ran),
+                                  "available": self.available, "skipped": self.skipped,
                                   "epe": _mean(r["epe"] for r in scored)}
         if self.kind == "sintel":
             result["epe_matched"] = _mean(r["epe_matched"] for r in scored)
@@ -213,10 +225,13 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         return f"{value:8.3f}" if value is not None else f"{'-':>8}"
 
     name = "Sintel training, " + summary["pass"] + " pass" if summary["dataset"] == "sintel" else "KITTI 2015 training"
-    subset = "" if summary["pairs"] + summary["failed"] == summary["available"] else \
-        f" (of {summary['available']})"
-    lines = [f"{name}: {summary['pairs']} pairs scored{subset}"
-             + (f", {summary['failed']} failed" if summary["failed"] else ""),
+    ran = summary["pairs"] + summary["unscored"] + summary["failed"]
+    subset = "" if ran == summary["available"] else f" (of {summary['available']})"
+    counts = [f"{summary[key]} {words}" for key, words in (("unscored", "without a usable ground truth"),
+                                                           ("failed", "failed"),
+                                                           ("skipped", "skipped without ground truth"))
+              if summary[key]]
+    lines = [f"{name}: {summary['pairs']} pairs scored{subset}" + "".join(f", {c}" for c in counts),
              f"  {'':<18}{'ours':>8}  {'paper':>8}",
              f"  {'EPE (px)':<18}{number(summary['epe'])}  {number(summary['paper']['epe'])}"]
     if summary["dataset"] == "sintel":

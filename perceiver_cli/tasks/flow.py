@@ -5,7 +5,7 @@ written to every -o as it is done (io.writers).
 Items are frame pairs: the consecutive frames (t, t + step) of each frame sequence (io.sequences: a
 folder is one sequence, never paired across folders), or of one video, decoded as the run pulls them
 (a video is never held in memory). A frame that cannot be read fails the pairs it belongs to, reported
-once. Ground truth is optional per pair: missing, mis-sized or entirely invalid ground truth gives
+once. Ground truth is optional per pair: missing, unreadable, mis-sized or entirely invalid ground truth gives
 "epe": null and one warning, never a failure.
 
 The pairs' frames become flows in flow_pairs (FlowPredictor), ground truth is read in flow_truth, and a video
@@ -33,7 +33,7 @@ from perceiver_cli.tasks.flow_truth import pair_epe, truth_paths
 from perceiver_cli.tasks.report import NON_FINITE, heading, progress_bar, visible
 from perceiver_cli.tasks.report_pages import flow_visuals
 from perceiver_cli.metrics import flow_statistics, occlusion_mask
-from perceiver_cli.tasks.inputs import STDIN_ARGUMENT, one_line, paths_from_stdin, problem_item
+from perceiver_cli.tasks.inputs import STDIN_ARGUMENT, paths_from_stdin, problem_item
 from perceiver_cli.io.writers import (EPE_FORMAT, FLOW_FILE_SUFFIXES, FLOW_FORMATS, FOLDER, FlowOutputs,
                                       KITTI_FORMAT, MASK_SUFFIXES, Pictures, STACK_SUFFIX, check_error_maps,
                                       check_style, format_suffix, plan_targets, refuse_name_clashes)
@@ -128,6 +128,8 @@ class FlowTask(ModelTask):
 
         if not self.inputs:
             raise UsageError("give two images, a folder of frames, or a video")
+        if self.gt is not None and not self.gt.exists():  # a file the user named; a folder's gaps are warnings
+            raise UsageError(f"--gt {self.gt}: no such file or folder")
         arguments, problems = self._arguments()
         videos = [a for a in arguments if Path(a).suffix.lower() in VIDEO_SUFFIXES]
         if videos and len(arguments) > 1:
@@ -193,13 +195,8 @@ class FlowTask(ModelTask):
         outputs = self.outputs_writer()
         refuse_name_clashes(lambda stem: [f.path for f in outputs.files_for(stem)],
                             [(p.stem, str(p.first)) for p in pairs], frames)
-        if self.gt is not None and not self.gt.is_dir() and self.gt.exists():
-            try:
-                from perceiver_cli.io.flowfiles import read_flow
-
-                read_flow(self.gt)
-            except InputError as exc:
-                pairs[0].problem = one_line(exc)
+        if self.gt is not None and self.gt.exists() and not (self.gt.is_dir() or self.gt.is_file()):
+            pairs[0].problem = _special_file_problem(self.gt)  # a FIFO or device is never read: its pair fails
         self._runnable = sum(p.problem is None for p in pairs)
         return problems + [Item(len(problems) + i, str(p.first), data=p, outputs=_planned(outputs, p.stem))
                            for i, p in enumerate(pairs)]
@@ -366,8 +363,9 @@ class FlowTask(ModelTask):
                     if warning not in said:
                         said.add(warning)
                         warnings.append(warning)
-                result = Result(item, record, warnings=warnings,
-                                parts=flow if deferred and self.whole_run_outputs else None)
+                backward = pair_flow.backward if self.direction == "both" else None
+                result = Result(item, record, outputs=list(record["outputs"]), warnings=warnings,
+                                parts=(flow, backward, occluded) if deferred and self.whole_run_outputs else None)
                 if self.visuals and truth is not None and truth.flow is not None:
                     result.visuals = flow_visuals(flow, truth)
                 if self.arrays:
@@ -399,6 +397,17 @@ class FlowTask(ModelTask):
         active, self._active = self._active, None
         if active is not None:
             active.close()  # an unfinished run: whole-run outputs are abandoned
+
+
+def _special_file_problem(path: Path) -> str:
+    """Why a --gt that is neither a file nor a folder (a FIFO, a device) is no ground truth, as io words it."""
+    from perceiver_cli.io.flowfiles import read_flow
+
+    try:
+        read_flow(path)
+    except InputError as exc:
+        return " ".join(str(exc).split())
+    return f"{path}: not a regular file"
 
 
 def _planned(outputs, stem: str) -> tuple[str, ...]:

@@ -2,8 +2,8 @@
 flow out, through the flow model's windows (core.flow.FlowEstimator). The flow task and the Python API both
 run pairs through `FlowPredictor`; what a pair's flow becomes (records, files) is the task's business.
 
-A frame that cannot be read, frames of two sizes (without --resize) and unreadable ground truth fail the
-pair with a problem that names its file; consecutive pairs share a frame, which is decoded once."""
+A frame that cannot be read and frames of two sizes (without --resize) fail the pair with a problem that names
+its file (unreadable ground truth is only a warning: no EPE); consecutive pairs share a frame, decoded once."""
 
 from __future__ import annotations
 
@@ -158,9 +158,8 @@ class FlowPredictor:
         if pair.truth is not None:
             try:
                 truth = load_truth(pair.truth, frame1.shape, pair.invalid)
-            except InputError as exc:
-                yield PairStep(item, failure=pair_failure(item, one_line(exc)))
-                return
+            except InputError as exc:  # unreadable ground truth costs the score, not the pair's flow
+                truth = Truth(warning=f"{one_line(exc)}; no EPE")
         count = len(frame_windows(frame1.shape[0], frame1.shape[1], self.estimator.window))
         first, second = torch.from_numpy(frame1), torch.from_numpy(frame2)
         if self.direction in ("forward", "both"):

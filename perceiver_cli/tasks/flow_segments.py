@@ -109,7 +109,7 @@ class _Deferred:
 class WorkerOutputs(FlowOutputs):
     """A worker's outputs of a video segment: per-pair files written here, whole-run files left to the driver."""
 
-    def _whole_run(self, path: Path, height: int, width: int) -> _Deferred:
+    def _whole_run(self, path: Path, height: int, width: int, mask: bool = False) -> _Deferred:
         return self._whole.setdefault(path, _Deferred())
 
 
@@ -124,9 +124,11 @@ class FlowAssembler:
         return self
 
     def add(self, result: Result) -> list[Result]:
-        """Write one pair's flow (carried in `result.parts`) into the flow video and .npy outputs."""
+        """Write one pair's flows (carried in `result.parts`: main, backward, occlusion) into the flow video and
+        .npy outputs."""
         if result.parts is not None:
-            self.outputs.write("", result.parts, result.record["max_magnitude"])
+            flow, backward, occlusion = result.parts
+            self.outputs.write("", flow, result.record["max_magnitude"], backward=backward, occlusion=occlusion)
         return [result]
 
     def finish(self) -> list[Result]:

@@ -40,17 +40,24 @@ def truth_paths(gt: Optional[Path], relative: Path, stem: str) -> tuple[Optional
     first frame is `stem`, in the sequence folder `relative` to the frames' folder argument."""
     if gt is None:
         return None, None
-    if not gt.is_dir():
-        return gt, None
+    if not gt.is_dir():  # one file: its mask is looked for as a folder's would be for a file of its name
+        return gt, invalid_mask(gt.parent, Path(), gt.stem)
     folder = gt / relative
     found = next((folder / f"{stem}{s}" for s in TRUTH_SUFFIXES if (folder / f"{stem}{s}").is_file()),
                  folder / f"{stem}.flo")
+    return found, invalid_mask(gt, relative, stem)
+
+
+def invalid_mask(gt: Path, relative: Path, stem: str) -> Path:
+    """The invalid mask of the ground truth `relative/stem` in the folder `gt`: in its invalid/ folder, or in
+    Sintel's tree (the first found; else the first place looked)."""
+    folder = gt / relative
     masks = [folder / INVALID_FOLDER / f"{stem}.png"]
     parts = gt.parts
     if SINTEL_FLOW_FOLDER in parts:  # Sintel's training tree keeps invalid/SCENE/ beside flow/SCENE/
         at = len(parts) - 1 - parts[::-1].index(SINTEL_FLOW_FOLDER)
         masks.append(Path(*parts[:at], INVALID_FOLDER, *parts[at + 1:]) / relative / f"{stem}.png")
-    return found, next((m for m in masks if m.is_file()), masks[0])
+    return next((m for m in masks if m.is_file()), masks[0])
 
 
 def load_truth(path: Path, shape: tuple[int, ...], invalid: Optional[Path] = None) -> Truth:

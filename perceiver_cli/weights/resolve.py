@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from perceiver_cli.errors import WeightsError
+from perceiver_cli.errors import UsageError, WeightsError
+from perceiver_cli.kinds import BY_NAME, KINDS, names_for_task
 from perceiver_cli.weights.folder import weights_in
 from perceiver_cli.weights.hub import (HubError, cached_snapshot, display_path, download_snapshot, hub_cache_dir,
                                        offline_mode)
@@ -179,6 +180,34 @@ def _resolve_name(text: str) -> Path:
     if _looks_like_path(text):
         raise WeightsError(f"{text}: no such file or folder")
     known = ", ".join(checkpoints())
-    others = ", ".join(imported_checkpoints())
+    others = ", ".join(name for name in imported_checkpoints() if name not in checkpoints())
     raise WeightsError(f"unknown checkpoint '{text}': use one of {known}{', ' + others if others else ''}, "
-                       "a hub repo id (owner/name), a checkpoint folder or a DeepMind .pystate/.pickle file")
+                       "a hub repo id (owner/name), a checkpoint folder or a DeepMind .pystate/.pickle file"
+                       + _did_you_mean(text, [*checkpoints(), *imported_checkpoints()]))
+
+
+def _did_you_mean(text: str, names: list[str]) -> str:
+    """'; did you mean NAME?' for the name closest to `text`, or nothing when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(text.strip().lower(), list(dict.fromkeys(names)), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def check_model_name(text: str, task: str) -> None:
+    """Refuse at once a --model that cannot run `task`: a short name of another task's kind (no cache or hub
+    lookup), or a name that is no checkpoint, a repo id or a path (the command's models listed, the closest
+    suggested)."""
+    mine = names_for_task(task)
+    kind = BY_NAME.get(text.strip().lower())
+    if kind is not None:
+        if kind.task != task:
+            raise UsageError(f"--model {text}: the {kind.name} checkpoint runs {kind.task}, not {task}; "
+                             f"{task} runs {', '.join(mine)}")
+        return
+    if is_repo_id(text) or _looks_like_path(text) or Path(text).expanduser().exists() \
+            or find_imported(text) is not None:
+        return
+    raise WeightsError(f"unknown checkpoint '{text}': use one of {', '.join(mine)}, a hub repo id (owner/name), a "
+                       "checkpoint folder or a name given to `perceiver weights import`"
+                       + _did_you_mean(text, [*mine, *(k.name for k in KINDS), *imported_checkpoints()]))

@@ -61,9 +61,11 @@ class Published:
     matches: bool
 
 
-def compare_with_published(directory: Path, entry: Checkpoint) -> Published:
-    """Count the folder's parameters and compare its keys and shapes with the published checkpoint's."""
-    shapes = tensor_shapes(directory)
+def compare_with_published(directory: Path, entry: Checkpoint,
+                           shapes: Optional[dict[str, tuple[int, ...]]] = None) -> Published:
+    """Count the folder's parameters and compare its keys and shapes (`shapes` when already read) with the
+    published checkpoint's."""
+    shapes = tensor_shapes(directory) if shapes is None else shapes
     matches = (len(shapes) == entry.tensors and key_list_digest(shapes.items()) == entry.keys_sha256)
     return Published(count_parameters(shapes), len(shapes), matches)
 
