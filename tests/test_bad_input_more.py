@@ -421,7 +421,8 @@ def test_a_checkpoint_of_nan_weights_fails_each_item_and_prints_strict_json(cli,
 
 EMPTY_FORMATS = {
     "flow --format ''": (["flow", "A", "B", "-w", "@flow", "-o", "out/", "--format", ""],
-                         r"--format: give at least one format \(use flo, npy, kitti, png, jpg, jpeg, webp, bmp, epe\)"),
+                         r"--format: give at least one format \(use flo, npy, kitti, png, jpg, jpeg, webp, bmp, epe, "
+                         r"parquet, wds\)"),
     "flow --occlusion-format ''": (["flow", "A", "B", "-w", "@flow", "-o", "out/", "--direction", "both",
                                     "--occlusion-format", ""],
                                    r"--occlusion-format: give at least one format \(use png, npy\)"),
