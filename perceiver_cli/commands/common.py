@@ -66,10 +66,11 @@ QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars or not
 
 # The options of dataset-scale runs, shared by every command over many inputs (see `scale_options`).
 _SCALE_OPTIONS: list[tuple[str, Any, Any]] = [
-    ("manifest", Optional[Path], typer.Option(
+    ("manifest", Optional[str], typer.Option(
         None, "--manifest", metavar="FILE", show_default=False,
         help="Append one JSON line per finished item to FILE (input, status, outputs, error, seconds, worker); "
-             "run again with the same FILE to resume: items it records as done are skipped.")),
+             "run again with the same FILE to resume: items it records as done are skipped. A URL "
+             "(s3://bucket/run/manifest/) keeps the records as parts under that prefix.")),
     ("retry_failed", bool, typer.Option(
         False, "--retry-failed", help="With --manifest: run the items it records as failed again.")),
     ("skip_existing", bool, typer.Option(

@@ -181,8 +181,8 @@ def expand_inputs(arguments: Iterable[str], extensions: Iterable[str], kind: str
     for argument in arguments:
         text = os.fspath(argument)
         if not is_remote(text):
-            local = local_path(text)
-            expanded: list[Any] | InputError = inputs.expand_inputs([str(local)], wanted, kind)
+            plain = text if scheme_of(text) == "" else str(local_path(text))  # a plain path named as given
+            expanded: list[Any] | InputError = inputs.expand_inputs([plain], wanted, kind)
         else:
             try:
                 expanded = _expand_remote(text, wanted, kind)
