@@ -128,3 +128,124 @@ def test_classify_reads_urls_and_globs_from_arguments_and_stdin(bucket, vision, 
         code, remote, _ = run(capsys, "classify", bucket.url("p/*.png"), "-", *common)
     assert code == 0
     assert remote == renamed(local, str(photos) + "/", bucket.url("p/"))
+
+
+def manifest_records(bucket: Bucket, prefix: str) -> list[dict]:
+    """Every record in the committed parts below `prefix`, as stored (duplicates kept)."""
+    keys = [key for key in bucket.keys() if key.startswith(prefix + "/")]
+    return [json.loads(line) for key in sorted(keys) for line in bucket.get(key).decode().splitlines()]
+
+
+def test_a_manifest_url_killed_then_resumed_records_every_item_once(bucket, vision, tmp_path, capsys):
+    # The server holds the request for one image, so the child stalls there with every earlier item done;
+    # it is killed once those records are committed, and the run resumed.
+    photos = tmp_path / "photos"
+    before, after = [f"a{i}.png" for i in range(4)], [f"c{i}.png" for i in range(3)]
+    for seed, name in enumerate(before + ["b_stall.png"] + after):
+        save_noise(photos / name, seed)
+    upload_tree(bucket, photos, "p")
+    release = threading.Event()
+    bucket.server.hook = lambda method, path, query: path.endswith("/b_stall.png") and release.wait(60)
+    manifest = bucket.url("runs/manifest")
+    same = [bucket.url("p/"), "-w", str(vision), "-b", "1", "--json"]
+    command = [sys.executable, "-m", "perceiver_cli", "classify", *same, "-q", "--manifest", manifest]
+    with open(tmp_path / "killed.out", "wb") as out:
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL, cwd=tmp_path, env=child_env())
+    try:
+        deadline = time.monotonic() + CHILD_PATIENCE
+        while time.monotonic() < deadline and child.poll() is None:
+            if len(manifest_records(bucket, "runs/manifest")) >= len(before):
+                break
+            time.sleep(0.2)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        release.set()
+        bucket.server.hook = None
+    killed = manifest_records(bucket, "runs/manifest")
+    assert [r["input"] for r in killed] == [bucket.url(f"p/{name}") for name in before]
+
+    code, resumed, _ = run(capsys, "classify", *same, "--manifest", manifest)
+    assert code == 0
+    assert [r["input"] for r in resumed] == [bucket.url(f"p/{name}") for name in ["b_stall.png"] + after]
+    code, whole, _ = run(capsys, "classify", *same)
+    printed = [json.loads(line) for line in (tmp_path / "killed.out").read_text().splitlines()]
+    assert printed[:len(before)] + resumed == whole
+    records = manifest_records(bucket, "runs/manifest")
+    assert sorted(r["input"] for r in records) == sorted(r["input"] for r in whole)
+    assert {r["status"] for r in records} == {"ok"}
+
+
+# A store's failures: one line each, exit 2 when the run cannot go on, 1 when an item failed.
+
+HINT = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+
+
+@pytest.fixture
+def authenticating(bucket):
+    """moto checking signatures and IAM permissions; a user with no permission at all."""
+    import requests
+
+    iam = boto3.client("iam", endpoint_url=bucket.server.endpoint, region_name=REGION)
+    user = f"u{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    access = iam.create_access_key(UserName=user)["AccessKey"]
+    requests.post(f"{bucket.server.endpoint}/moto-api/reset-auth", data=b"0", timeout=10)
+    yield access
+    requests.post(f"{bucket.server.endpoint}/moto-api/reset-auth", data=b"inf", timeout=10)
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def test_a_missing_bucket_stops_the_run_with_exit_2(bucket, vision, capsys):
+    url = f"s3://{bucket.name}-gone/photos/"
+    code, records, err = run(capsys, "classify", url, "-w", str(vision), "--json")
+    assert (code, records) == (2, [])
+    assert error_lines(err) == [f"perceiver: error: {url}: bucket {bucket.name}-gone does not exist"]
+
+
+def test_a_missing_key_fails_its_item_with_exit_1(bucket, vision, tmp_path, capsys):
+    save_noise(tmp_path / "a.png", 0)
+    bucket.put("a.png", (tmp_path / "a.png").read_bytes())
+    code, records, err = run(capsys, "classify", bucket.url("a.png"), bucket.url("gone.png"), "-w", str(vision),
+                             "--json")
+    assert code == 1
+    assert records[1] == {"input": bucket.url("gone.png"), "error": "no such file or folder"}
+    assert "predictions" in records[0]
+
+
+def test_access_denied_fails_the_item_with_exit_1(bucket, vision, authenticating, monkeypatch, capsys):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", authenticating["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", authenticating["SecretAccessKey"])
+    location.forget_filesystems()
+    code, records, err = run(capsys, "classify", bucket.url("a.png"), "-w", str(vision), "--json")
+    assert code == 1
+    assert records == [{"input": bucket.url("a.png"), "error": "access denied (403)"}]
+
+
+@pytest.mark.parametrize("wrong, code", [("key", "InvalidAccessKeyId"), ("secret", "SignatureDoesNotMatch")])
+def test_rejected_credentials_stop_the_run_with_exit_2(bucket, vision, authenticating, monkeypatch, capsys,
+                                                       wrong, code):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWN00000" if wrong == "key" else authenticating["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong" if wrong == "secret" else authenticating["SecretAccessKey"])
+    location.forget_filesystems()
+    url = bucket.url("photos/")
+    exit_code, records, err = run(capsys, "classify", url, "-w", str(vision), "--json")
+    assert (exit_code, records) == (2, [])
+    assert error_lines(err) == [f"perceiver: error: {url}: the store rejected the credentials ({code}); check {HINT}"]
+
+
+def test_an_unreachable_endpoint_stops_the_run_with_exit_2(vision, monkeypatch, tmp_path, capsys):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    use_endpoint(monkeypatch, endpoint, tmp_path)
+    monkeypatch.setattr(location, "TIMEOUTS", location.Timeouts(connect_s=1, read_s=1, attempts=2))
+    code, records, err = run(capsys, "classify", "s3://bkt-any/photos/", "-w", str(vision), "--json")
+    location.forget_filesystems()
+    assert (code, records) == (2, [])
+    assert error_lines(err) == [f"perceiver: error: s3://bkt-any/photos/: cannot reach the store at {endpoint}"]
