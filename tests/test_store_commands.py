@@ -249,3 +249,55 @@ def test_an_unreachable_endpoint_stops_the_run_with_exit_2(vision, monkeypatch, 
     location.forget_filesystems()
     assert (code, records) == (2, [])
     assert error_lines(err) == [f"perceiver: error: s3://bkt-any/photos/: cannot reach the store at {endpoint}"]
+
+
+# flow
+
+
+@pytest.fixture(scope="module")
+def flow_weights(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("store-flow") / "tiny"
+    make_tiny_checkpoint("flow", folder)
+    return folder
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def bucket_bytes(bucket: Bucket, prefix: str) -> dict[str, bytes]:
+    return {key[len(prefix) + 1:]: bucket.get(key) for key in bucket.keys() if key.startswith(prefix + "/")}
+
+
+def test_flow_over_a_frame_prefix_writes_per_pair_files_to_the_store(bucket, flow_weights, tmp_path, capsys):
+    frames = tmp_path / "seq"
+    for seed, name in enumerate(["frame_2.png", "frame_10.png", "frame_1.png"]):
+        save_noise(frames / name, seed + 40)
+    upload_tree(bucket, frames, "seq")
+    common = ["-w", str(flow_weights), "--json", "--format", "flo,png,npy"]
+    code, local, _ = run(capsys, "flow", str(frames), "-o", str(tmp_path / "out") + "/", *common)
+    assert code == 0 and len(local) == 2
+    code, remote, err = run(capsys, "flow", bucket.url("seq/"), "-o", bucket.url("out/"), *common)
+    assert code == 0, err
+    expected = renamed(renamed(local, str(tmp_path / "out") + "/", bucket.url("out/")), str(frames) + "/",
+                       bucket.url("seq/"))
+    assert remote == expected
+    assert bucket_bytes(bucket, "out") == tree_bytes(tmp_path / "out")
+
+
+def test_flow_over_a_video_object_writes_a_flow_video_and_an_npy_to_the_store(bucket, flow_weights, tmp_path,
+                                                                                 capsys):
+    from synthetic_media import write_video
+
+    clip = write_video(tmp_path / "clip.mp4", 4, sound=None)
+    bucket.put("in/clip.mp4", clip.read_bytes())
+    common = ["-w", str(flow_weights), "--json"]
+    code, local, _ = run(capsys, "flow", str(clip), "-o", str(tmp_path / "l" / "flow.mp4"),
+                         "-o", str(tmp_path / "l" / "flow.npy"), "-o", str(tmp_path / "l" / "pairs") + "/", *common)
+    assert code == 0 and len(local) == 3
+    code, remote, err = run(capsys, "flow", bucket.url("in/clip.mp4"), "-o", bucket.url("r/flow.mp4"),
+                          "-o", bucket.url("r/flow.npy"), "-o", bucket.url("r/pairs/"), *common)
+    assert code == 0, err
+    assert remote == renamed(renamed(local, str(tmp_path / "l") + "/", bucket.url("r/")), str(clip),
+                             bucket.url("in/clip.mp4"))
+    assert bucket_bytes(bucket, "r") == tree_bytes(tmp_path / "l")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from perceiver_cli.errors import InputError
-from perceiver_cli.io.atomic import atomic_write
+from perceiver_cli.io.store_write import atomic_write
 
 FLO_MAGIC = 202021.25
 UNKNOWN_FLOW_THRESHOLD = 1e9

@@ -37,7 +37,8 @@ from PIL import Image
 
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.io.inputs import special_file_kind
-from perceiver_cli.io.atomic import atomic_write, atomic_write_path
+from perceiver_cli.io.location import place
+from perceiver_cli.io.store_write import atomic_write, atomic_write_path
 from perceiver_cli.io.flo import MAX_FLO_SIDE, known_flow_mask, read_flo
 from perceiver_cli.io.images import DEFAULT_MAX_PIXELS
 
@@ -298,7 +299,7 @@ def write_mask_png(path: PathLike, mask: np.ndarray) -> None:
     pixels = np.asarray(mask)
     if pixels.ndim != 2 or 0 in pixels.shape:
         raise ValueError(f"write_mask_png needs a non-empty (H, W) mask, got shape {pixels.shape}")
-    if Path(path).suffix.lower() != ".png":
+    if place(path).suffix.lower() != ".png":
         raise UsageError(f"{path}: a mask picture is written as .png")
     image = Image.fromarray(np.where(pixels.astype(bool), 255, 0).astype(np.uint8), mode="L")
     with atomic_write(path, "wb") as handle:
@@ -333,7 +334,7 @@ class FlowVideoWriter:
     """
 
     def __init__(self, path: PathLike, height: int, width: int, capacity: int = 16) -> None:
-        self.path = Path(path)
+        self.path = place(path)
         if self.path.suffix.lower() != ".npy":
             raise UsageError(f"{self.path}: a whole-video flow array is a .npy file")
         if height < 1 or width < 1:

@@ -169,3 +169,47 @@ def join(location: str | os.PathLike[str], *names: str) -> str:
 def bucket_of(location: str | os.PathLike[str]) -> str:
     """The bucket (container) a store URL names: the first part after the scheme."""
     return urlsplit(os.fspath(location)).netloc
+
+
+class UrlPath(str):
+    """A store URL that answers the few questions output planning asks of a Path (name, suffix, parent,
+    joining); a store has no folders to create, and a URL is already absolute."""
+
+    @property
+    def name(self) -> str:
+        return self.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def suffix(self) -> str:
+        dot = self.name.rfind(".")
+        return self.name[dot:] if dot > 0 else ""
+
+    @property
+    def stem(self) -> str:
+        return self.name[: len(self.name) - len(self.suffix)]
+
+    @property
+    def parent(self) -> "UrlPath":
+        return UrlPath(self.rstrip("/").rsplit("/", 1)[0])
+
+    def __truediv__(self, name: str) -> "UrlPath":
+        return UrlPath(join(self, name))
+
+    def with_suffix(self, suffix: str) -> "UrlPath":
+        text = self.rstrip("/")
+        return UrlPath(text[: len(text) - len(self.suffix)] + suffix)
+
+    def resolve(self) -> "UrlPath":
+        return self
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        """Nothing to create: a key's prefix exists once an object below it does."""
+
+
+def place(location: str | os.PathLike[str]) -> Path | UrlPath:
+    """A location as outputs are planned with: a UrlPath for a store URL, else the local Path."""
+    if is_remote(location):
+        return UrlPath(os.fspath(location))
+    if scheme_of(location) == "file":
+        return local_path(location)
+    return Path(location)

@@ -29,6 +29,7 @@ from typing import Iterable, Optional, Sequence
 from perceiver_cli.errors import InputError
 from perceiver_cli.io.flowfiles import png_layout
 from perceiver_cli.io.images import IMAGE_EXTENSIONS
+from perceiver_cli.io.location import UrlPath, is_remote
 
 _DIGITS = re.compile(r"(\d+)")
 _GLOB_CHARACTERS = frozenset("*?[")
@@ -121,6 +122,24 @@ def _folder_sequences(folder: Path, recursive: bool, label: str) -> list[FrameSe
     return sequences
 
 
+def _remote_frames(argument: str, recursive: bool) -> tuple[list[Path], list[FrameSequence]]:
+    """(files, folder sequences) a URL gives: a picture object is a file; any other URL a prefix whose
+    pictures directly below it are one sequence (one paginated listing)."""
+    from perceiver_cli.io.store import files_under
+
+    url = UrlPath(argument)
+    if not argument.endswith("/") and url.suffix.lower() in IMAGE_EXTENSIONS:
+        return [url], []
+    if recursive:
+        raise InputError(f"{argument}: --recursive reads local folders; give each prefix of frames")
+    root = argument.rstrip("/")
+    found = [UrlPath(u) for u in files_under(root, IMAGE_EXTENSIONS) if "/" not in u[len(root) + 1:]]
+    if not found:
+        raise InputError(f"{argument}: folder holds no picture files")
+    frames = sorted(found, key=lambda p: natural_key(p.name))
+    return [], [FrameSequence(name=UrlPath(root).name, folder=UrlPath(root), frames=tuple(frames))]
+
+
 def frame_sequences(arguments: Iterable[str], recursive: bool = False) -> list[FrameSequence]:
     """Turn command-line arguments (files, folders, globs) into frame sequences, as the module docstring says."""
     files: list[Path] = []
@@ -130,10 +149,14 @@ def frame_sequences(arguments: Iterable[str], recursive: bool = False) -> list[F
         label = str(argument)
         path = Path(argument)
         try:
-            if path.is_dir():
+            if is_remote(label):
+                matched_files, remote = _remote_frames(label, recursive)
+                matched_folders = []
+                sequences.extend(remote)
+            elif path.is_dir():
                 sequences.extend(_folder_sequences(path, recursive, label))
                 continue
-            if path.is_file():
+            elif path.is_file():
                 matched_files, matched_folders = [path], []
             elif path.exists():
                 raise InputError(f"{label}: not a regular file or folder")

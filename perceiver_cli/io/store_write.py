@@ -193,6 +193,14 @@ def atomic_write_path(location: str | os.PathLike[str]) -> Iterator[Path]:
         yield spool
 
 
+def prepare_output(location: str | os.PathLike[str], inputs: Any = ()) -> Any:
+    """`io.atomic.prepare_output` for any location: a URL is checked for a writable scheme and its driver."""
+    if not is_remote(location):
+        return atomic.prepare_output(location, inputs)
+    _check_writable(os.fspath(location))
+    return location
+
+
 def _local(location: str | os.PathLike[str]) -> Path:
     """The local path of a location that is_remote says is local."""
     path = local_path(location)
