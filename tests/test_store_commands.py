@@ -301,3 +301,24 @@ def test_flow_over_a_video_object_writes_a_flow_video_and_an_npy_to_the_store(bu
     assert remote == renamed(renamed(local, str(tmp_path / "l") + "/", bucket.url("r/")), str(clip),
                              bucket.url("in/clip.mp4"))
     assert bucket_bytes(bucket, "r") == tree_bytes(tmp_path / "l")
+
+
+# autoencode-video
+
+
+def test_autoencode_a_clip_object_writes_mp4_wav_and_npz_to_the_store(bucket, tmp_path, capsys):
+    from synthetic_media import write_video
+    from test_autoencode_video import SIZE, TINY, T
+
+    weights = tmp_path / "multimodal"
+    make_tiny_checkpoint("multimodal", weights, **TINY)
+    clip = write_video(tmp_path / "clip.mp4", T + 1, SIZE, SIZE, "tone")
+    bucket.put("v/clip.mp4", clip.read_bytes())
+    common = ["-w", str(weights), "--format", "mp4,wav,npz", "--json"]
+    code, local, _ = run(capsys, "autoencode-video", str(clip), "-o", str(tmp_path / "out"), *common)
+    assert code == 0
+    code, remote, err = run(capsys, "autoencode-video", bucket.url("v/clip.mp4"), "-o", bucket.url("out"), *common)
+    assert code == 0, err
+    assert remote == renamed(renamed(local, str(tmp_path / "out") + "/", bucket.url("out/")), str(clip),
+                             bucket.url("v/clip.mp4"))
+    assert bucket_bytes(bucket, "out") == tree_bytes(tmp_path / "out")
