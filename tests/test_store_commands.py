@@ -322,3 +322,56 @@ def test_autoencode_a_clip_object_writes_mp4_wav_and_npz_to_the_store(bucket, tm
     assert remote == renamed(renamed(local, str(tmp_path / "out") + "/", bucket.url("out/")), str(clip),
                              bucket.url("v/clip.mp4"))
     assert bucket_bytes(bucket, "out") == tree_bytes(tmp_path / "out")
+
+
+# interrupted and killed runs
+
+
+def wait_for_records(bucket: Bucket, prefix: str, count: int, child: subprocess.Popen) -> None:
+    deadline = time.monotonic() + CHILD_PATIENCE
+    while time.monotonic() < deadline and child.poll() is None:
+        if len(manifest_records(bucket, prefix)) >= count:
+            return
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("signal_number, exit_code", [(signal.SIGINT, 130), (signal.SIGKILL, -signal.SIGKILL)])
+def test_a_run_stopped_mid_way_leaves_only_whole_outputs_and_resumes_each_pair_once(
+        bucket, flow_weights, tmp_path, capsys, signal_number, exit_code):
+    frames = tmp_path / "seq"
+    names = [f"f{i}.png" for i in range(1, 7)]
+    for seed, name in enumerate(names):
+        save_noise(frames / name, seed + 70)
+    upload_tree(bucket, frames, "seq")
+    common = ["-w", str(flow_weights), "--json", "--format", "flo,png", "-b", "1"]
+    code, whole, _ = run(capsys, "flow", str(frames), "-o", str(tmp_path / "out") + "/", *common)
+    assert code == 0 and len(whole) == 5
+    local_outputs = tree_bytes(tmp_path / "out")
+
+    release = threading.Event()  # the server holds the read of f4, so pairs f1-f2 and f2-f3 finish first
+    bucket.server.hook = lambda method, path, query: path.endswith("/seq/f4.png") and release.wait(60)
+    same = ["flow", bucket.url("seq/"), "-o", bucket.url("out/"), *common, "--manifest", bucket.url("m")]
+    child = subprocess.Popen([sys.executable, "-m", "perceiver_cli", *same, "-q"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, cwd=tmp_path, env=child_env())
+    try:
+        wait_for_records(bucket, "m", 2, child)
+        child.send_signal(signal_number)
+        release.set()
+        assert child.wait(timeout=CHILD_PATIENCE) == exit_code
+    finally:
+        release.set()
+        bucket.server.hook = None
+        child.kill()
+        child.wait()
+    done = manifest_records(bucket, "m")
+    assert [r["input"] for r in done] == [bucket.url("seq/f1.png"), bucket.url("seq/f2.png")]
+    written = bucket_bytes(bucket, "out")
+    assert written == {name: local_outputs[name] for name in ("f1.flo", "f1.png", "f2.flo", "f2.png")}
+    assert bucket.uploads() == []
+
+    code, resumed, err = run(capsys, *same)
+    assert code == 0, err
+    assert [r["input"] for r in resumed] == [bucket.url(f"seq/{n}") for n in names[2:5]]
+    records = manifest_records(bucket, "m")
+    assert sorted(r["input"] for r in records) == [bucket.url(f"seq/{n}") for n in names[:5]]
+    assert bucket_bytes(bucket, "out") == local_outputs
