@@ -375,3 +375,23 @@ def test_a_run_stopped_mid_way_leaves_only_whole_outputs_and_resumes_each_pair_o
     records = manifest_records(bucket, "m")
     assert sorted(r["input"] for r in records) == [bucket.url(f"seq/{n}") for n in names[:5]]
     assert bucket_bytes(bucket, "out") == local_outputs
+
+
+# fill-mask
+
+
+def test_fill_mask_fills_the_lines_of_a_text_object_as_of_a_local_file(bucket, tmp_path, capsys):
+    weights = tmp_path / "language"
+    make_tiny_checkpoint("language", weights, seed=3)
+    lines = "The capital of France is [MASK:5].\n\nA [MASK:3] day.\nno mask [MASK:x]\n"
+    (tmp_path / "texts.txt").write_text(lines)
+    bucket.put("t/texts.txt", lines.encode())
+    common = ["-w", str(weights), "--json", "-k", "2"]
+    code, local, _ = run(capsys, "fill-mask", "--texts", str(tmp_path / "texts.txt"), *common)
+    assert code == 1 and len(local) == 3 and "error" in local[2]
+    code, remote, _ = run(capsys, "fill-mask", "--texts", bucket.url("t/texts.txt"), *common)
+    assert code == 1
+    assert remote == local
+    code, _, err = run(capsys, "fill-mask", "--texts", bucket.url("t/gone.txt"), *common)
+    assert code == 2
+    assert error_lines(err) == [f"perceiver: error: --texts {bucket.url('t/gone.txt')}: no such file or folder"]

@@ -21,6 +21,9 @@ def fill_mask(
         None, metavar="TEXT", show_default=False,
         help="Texts with [MASK] (the tool picks the span length) or [MASK:n] (exactly n UTF-8 bytes), "
              "or - to read one text per line from stdin."),
+    texts_file: Optional[str] = typer.Option(
+        None, "--texts", metavar="FILE", show_default=False,
+        help="Also fill each line of FILE, a text file or a URL (s3://bucket/texts.txt), as - does stdin's."),
     model: Optional[str] = model_option(MODELS, FillMaskTask.default_model),
     weights: Optional[Path] = WeightsOption,
     top_k: int = typer.Option(5, "--top-k", "-k", metavar="K", help="Fillings to show per text, best first."),
@@ -43,13 +46,15 @@ def fill_mask(
     gives {"input", "line", "error"}. Bad stdin lines are reported and skipped; the exit code is then 1.
     """
     source = check_source(model, weights, FillMaskTask.default_model)
-    if not texts:
+    if not texts and texts_file is None:
         raise UsageError("give texts with [MASK] or [MASK:n] to fill (or - to read one text per line from stdin)")
-    task = FillMaskTask(texts, source=source, top_k=top_k, max_span=max_span, numerics=numerics)
+    task = FillMaskTask(texts or [], source=source, top_k=top_k, max_span=max_span, numerics=numerics,
+                        texts_file=texts_file)
     return run_task(task, device=device, dtype=dtype, json_lines=json_lines, quiet=quiet,
                     scale=scale)
 
 
 fill_mask.epilog = examples('perceiver fill-mask "This is an [MASK] sentence."',
                             'perceiver fill-mask "The capital of France is [MASK:5]." -k 3 --json',
-                            "perceiver fill-mask - --json < texts.txt > filled.jsonl")
+                            "perceiver fill-mask - --json < texts.txt > filled.jsonl",
+                            "perceiver fill-mask --texts s3://bucket/texts.txt --json > filled.jsonl")
