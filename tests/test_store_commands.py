@@ -395,3 +395,19 @@ def test_fill_mask_fills_the_lines_of_a_text_object_as_of_a_local_file(bucket, t
     code, _, err = run(capsys, "fill-mask", "--texts", bucket.url("t/gone.txt"), *common)
     assert code == 2
     assert error_lines(err) == [f"perceiver: error: --texts {bucket.url('t/gone.txt')}: no such file or folder"]
+
+
+def test_a_checkpoint_folder_url_is_read_once_into_the_cache(bucket, vision, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PERCEIVER_CLI_CACHE", str(tmp_path / "cache"))
+    upload_tree(bucket, vision, "ckpt/vision")
+    save_noise(tmp_path / "a.png", 1)
+    code, local, _ = run(capsys, "classify", str(tmp_path / "a.png"), "-w", str(vision), "--json")
+    assert code == 0
+    bucket.server.requests.clear()
+    for _ in range(2):
+        code, remote, err = run(capsys, "classify", str(tmp_path / "a.png"), "-w", bucket.url("ckpt/vision/"),
+                                "--json")
+        assert code == 0, err
+        assert remote == local
+    gets = [path for method, path, _, _ in bucket.server.requests if method == "GET" and "/ckpt/vision/" in path]
+    assert sorted(gets) == sorted(f"/{bucket.name}/ckpt/vision/{p.name}" for p in vision.iterdir() if p.is_file())

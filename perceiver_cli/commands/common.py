@@ -11,6 +11,7 @@ import typer
 
 from perceiver_cli.bounds import OPTION_LIMITS
 from perceiver_cli.errors import UsageError
+from perceiver_cli.io.location import is_remote
 from perceiver_cli.tasks.engine import RuntimeRequest, ScaleOptions, run_engine
 from perceiver_cli.tasks.report import DEFAULT_PROGRESS_INTERVAL, Reporter
 from perceiver_cli.tasks.report_html import REPORT_WORST_DEFAULT
@@ -26,8 +27,8 @@ def model_option(models: Sequence[str], default: str) -> typer.models.OptionInfo
 
 WeightsOption = typer.Option(
     None, "--weights", "-w", metavar="PATH", show_default=False,
-    help="A checkpoint folder (config.json + model.safetensors or pytorch_model.bin) or a DeepMind "
-         ".pystate/.pickle file.",
+    help="A checkpoint folder (config.json + model.safetensors or pytorch_model.bin), or its URL "
+         "(s3://..., read once into the cache), or a DeepMind .pystate/.pickle file.",
 )
 DeviceOption = typer.Option("auto", "--device", metavar="DEVICE",
                             help="auto, cpu, cuda, cuda:N or mps (auto picks an accelerator when present).")
@@ -132,11 +133,14 @@ def examples(*lines: str) -> str:
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-def check_source(model: Optional[str], weights: Optional[Path], default: str) -> str | Path:
-    """The checkpoint to load: --weights (always a path), else --model (a name first), else the default."""
+def check_source(model: Optional[str], weights: Optional[str | Path], default: str) -> str | Path:
+    """The checkpoint to load: --weights (a path, or a URL of a checkpoint folder), else --model (a name
+    first), else the default."""
     if model is not None and weights is not None:
         raise UsageError("give either --model or --weights, not both")
-    return Path(weights) if weights is not None else (model or default)
+    if weights is not None:
+        return str(weights) if is_remote(weights) else Path(weights)
+    return model or default
 
 
 def run_task(task, *, device: str = "auto", dtype: str = "float32", batch_size: Optional[int] = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -25,7 +24,7 @@ def fill_mask(
         None, "--texts", metavar="FILE", show_default=False,
         help="Also fill each line of FILE, a text file or a URL (s3://bucket/texts.txt), as - does stdin's."),
     model: Optional[str] = model_option(MODELS, FillMaskTask.default_model),
-    weights: Optional[Path] = WeightsOption,
+    weights: Optional[str] = WeightsOption,
     top_k: int = typer.Option(5, "--top-k", "-k", metavar="K", help="Fillings to show per text, best first."),
     max_span: int = typer.Option(
         12, "--max-span", metavar="N",

@@ -39,7 +39,7 @@ def flow(
              ".avi, .gif, ...: one colour frame per pair) or a .npy of every pair (pairs, H, W, 2); or a folder "
              "(one file per pair and --format, named after the pair's first frame)."),
     model: Optional[str] = model_option(MODELS, FlowTask.default_model),
-    weights: Optional[Path] = WeightsOption,
+    weights: Optional[str] = WeightsOption,
     formats: Optional[str] = typer.Option(
         None, "--format", "-f", metavar="LIST", show_default=False,
         help="What goes into folder outputs, comma-separated (default flo): flo, npy, kitti (16-bit KITTI PNG), "
