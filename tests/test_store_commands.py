@@ -411,3 +411,21 @@ def test_a_checkpoint_folder_url_is_read_once_into_the_cache(bucket, vision, tmp
         assert remote == local
     gets = [path for method, path, _, _ in bucket.server.requests if method == "GET" and "/ckpt/vision/" in path]
     assert sorted(gets) == sorted(f"/{bucket.name}/ckpt/vision/{p.name}" for p in vision.iterdir() if p.is_file())
+
+
+def test_a_run_writing_below_a_prefix_aborts_the_stale_uploads_a_killed_run_left_there(
+        bucket, flow_weights, tmp_path, capsys, monkeypatch):
+    from datetime import timedelta
+
+    monkeypatch.setattr(store_write, "STALE_UPLOAD_AGE", timedelta(0))
+    monkeypatch.setattr(store_write, "_swept", set())
+    bucket.client.create_multipart_upload(Bucket=bucket.name, Key="out/f1.flo")
+    bucket.client.create_multipart_upload(Bucket=bucket.name, Key="elsewhere/x.flo")
+    for seed, name in enumerate(["f1.png", "f2.png"]):
+        save_noise(tmp_path / "seq" / name, seed)
+    upload_tree(bucket, tmp_path / "seq", "seq")
+    code, _, err = run(capsys, "flow", bucket.url("seq/"), "-o", bucket.url("out/"), "-w", str(flow_weights),
+                       "--json")
+    assert code == 0, err
+    assert bucket.uploads() == ["elsewhere/x.flo"]
+    assert sorted(bucket.keys()) == ["out/f1.flo", "seq/f1.png", "seq/f2.png"]
