@@ -429,3 +429,35 @@ def test_a_run_writing_below_a_prefix_aborts_the_stale_uploads_a_killed_run_left
     assert code == 0, err
     assert bucket.uploads() == ["elsewhere/x.flo"]
     assert sorted(bucket.keys()) == ["out/f1.flo", "seq/f1.png", "seq/f2.png"]
+
+
+# Ray
+
+
+def test_flow_on_ray_with_every_location_a_url_writes_nothing_but_to_the_store(bucket, flow_weights, tmp_path,
+                                                                                capsys):
+    pytest.importorskip("ray")
+    frames = tmp_path / "seq"
+    for seed, name in enumerate(["f1.png", "f2.png", "f3.png", "f4.png"]):
+        save_noise(frames / name, seed + 90)
+    upload_tree(bucket, frames, "seq")
+    upload_tree(bucket, flow_weights, "ckpt/flow")
+    code, local, _ = run(capsys, "flow", str(frames), "-o", str(tmp_path / "out") + "/", "-w", str(flow_weights),
+                         "--json", "--format", "flo,png")
+    assert code == 0
+    empty = tmp_path / "work"
+    empty.mkdir()
+    env = {**child_env(), "PERCEIVER_CLI_CACHE": str(tmp_path / "cache"), "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_worker_niceness": "0"}
+    command = [sys.executable, "-m", "perceiver_cli", "flow", bucket.url("seq/"), "-o", bucket.url("out/"),
+               "-w", bucket.url("ckpt/flow/"), "--json", "--format", "flo,png", "--manifest", bucket.url("m"),
+               "--engine", "ray", "--workers", "2", "--cpus-per-worker", "1", "-q"]
+    done = subprocess.run(command, cwd=empty, env=env, capture_output=True, timeout=CHILD_PATIENCE * 2)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    remote = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    expected = renamed(renamed(local, str(tmp_path / "out") + "/", bucket.url("out/")), str(frames) + "/",
+                       bucket.url("seq/"))
+    assert sorted(remote, key=lambda r: r["input"]) == sorted(expected, key=lambda r: r["input"])
+    assert bucket_bytes(bucket, "out") == tree_bytes(tmp_path / "out")
+    assert sorted(r["input"] for r in manifest_records(bucket, "m")) == sorted(r["input"] for r in expected)
+    assert list(empty.iterdir()) == []
