@@ -27,6 +27,7 @@ import boto3  # noqa: E402
 from perceiver_cli.cli import main  # noqa: E402
 from perceiver_cli.io import location, store_write  # noqa: E402
 from s3_server import REGION, Bucket, S3Server, use_endpoint  # noqa: E402
+from test_eval_flow import sintel  # noqa: E402,F401 (the Sintel-shaped tree, a fixture)
 from tiny_models import make_tiny_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -461,3 +462,16 @@ def test_flow_on_ray_with_every_location_a_url_writes_nothing_but_to_the_store(b
     assert bucket_bytes(bucket, "out") == tree_bytes(tmp_path / "out")
     assert sorted(r["input"] for r in manifest_records(bucket, "m")) == sorted(r["input"] for r in expected)
     assert list(empty.iterdir()) == []
+
+
+# eval
+
+
+def test_eval_flow_on_a_sintel_tree_in_a_bucket_gives_the_local_records(bucket, sintel, flow_weights, capsys):
+    upload_tree(bucket, sintel, "MPI-Sintel")
+    common = ["-w", str(flow_weights), "--json"]
+    code, local, _ = run(capsys, "eval", "flow", str(sintel), *common)
+    assert code == 0 and len(local) == 4
+    code, remote, err = run(capsys, "eval", "flow", bucket.url("MPI-Sintel"), *common)
+    assert code == 0, err
+    assert remote == renamed(local, str(sintel), bucket.url("MPI-Sintel"))

@@ -18,7 +18,7 @@ from perceiver_cli.tasks.report_html import html_report
 
 
 def eval_flow(
-    dataset: Path = typer.Argument(
+    dataset: str = typer.Argument(
         ..., metavar="DATASET", show_default=False,
         help="A Sintel or KITTI 2015 dataset: its root or its training folder (the layout is recognised)."),
     model: Optional[str] = model_option(MODELS, FlowTask.default_model),

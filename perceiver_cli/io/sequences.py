@@ -29,7 +29,8 @@ from typing import Iterable, Optional, Sequence
 from perceiver_cli.errors import InputError
 from perceiver_cli.io.flowfiles import png_layout
 from perceiver_cli.io.images import IMAGE_EXTENSIONS
-from perceiver_cli.io.location import UrlPath, is_remote
+from perceiver_cli.io.location import is_remote
+from perceiver_cli.io.store import UrlPath
 
 _DIGITS = re.compile(r"(\d+)")
 _GLOB_CHARACTERS = frozenset("*?[")
@@ -74,6 +75,8 @@ def _is_picture(entry: os.DirEntry) -> bool:
 
 def pictures_in(folder: Path) -> list[Path]:
     """Picture files directly in folder (not below it), natural order, hidden files skipped."""
+    if isinstance(folder, UrlPath):
+        return _remote_pictures(folder)
     with os.scandir(folder) as entries:
         found = [Path(folder) / entry.name for entry in entries if _is_picture(entry)]
     return sorted(found, key=lambda p: natural_key(p.name))
@@ -125,19 +128,24 @@ def _folder_sequences(folder: Path, recursive: bool, label: str) -> list[FrameSe
 def _remote_frames(argument: str, recursive: bool) -> tuple[list[Path], list[FrameSequence]]:
     """(files, folder sequences) a URL gives: a picture object is a file; any other URL a prefix whose
     pictures directly below it are one sequence (one paginated listing)."""
-    from perceiver_cli.io.store import files_under
-
     url = UrlPath(argument)
     if not argument.endswith("/") and url.suffix.lower() in IMAGE_EXTENSIONS:
         return [url], []
     if recursive:
         raise InputError(f"{argument}: --recursive reads local folders; give each prefix of frames")
-    root = argument.rstrip("/")
-    found = [UrlPath(u) for u in files_under(root, IMAGE_EXTENSIONS) if "/" not in u[len(root) + 1:]]
-    if not found:
+    root = UrlPath(argument.rstrip("/"))
+    frames = _remote_pictures(root)
+    if not frames:
         raise InputError(f"{argument}: folder holds no picture files")
-    frames = sorted(found, key=lambda p: natural_key(p.name))
-    return [], [FrameSequence(name=UrlPath(root).name, folder=UrlPath(root), frames=tuple(frames))]
+    return [], [FrameSequence(name=root.name, folder=root, frames=tuple(frames))]
+
+
+def _remote_pictures(prefix: UrlPath) -> list[Path]:
+    """`pictures_in` for a store prefix: one paginated listing."""
+    from perceiver_cli.io.store import files_under
+
+    found = [UrlPath(u) for u in files_under(prefix, IMAGE_EXTENSIONS) if "/" not in u[len(prefix) + 1:]]
+    return sorted(found, key=lambda p: natural_key(p.name))
 
 
 def frame_sequences(arguments: Iterable[str], recursive: bool = False) -> list[FrameSequence]:

@@ -26,7 +26,7 @@ from PIL import Image
 
 from perceiver_cli.choices import SILENT_VIDEO_FORMATS, VIDEO_FORMATS
 from perceiver_cli.errors import UsageError
-from perceiver_cli.io.location import place
+from perceiver_cli.io.store import place
 from perceiver_cli.io.store_write import atomic_write_path
 
 PathLike = Union[str, "os.PathLike[str]"]

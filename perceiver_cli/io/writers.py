@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from perceiver_cli.errors import UsageError
-from perceiver_cli.io.location import place
+from perceiver_cli.io.store import place
 from perceiver_cli.io.store_write import atomic_write, prepare_output
 from perceiver_cli.io.flo import write_flo
 

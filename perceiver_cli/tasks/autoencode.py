@@ -31,7 +31,7 @@ from perceiver_cli.tasks.autoencode_clips import (ClipArrays, VideoAutoencoder, 
 from perceiver_cli.tasks.autoencode_segments import ClipAssembler, ClipSegment, encode_segment, plan_segments
 from perceiver_cli.tasks.report import heading, row, visible
 from perceiver_cli.io.inputs import looks_like_glob
-from perceiver_cli.io.location import place
+from perceiver_cli.io.store import place
 from perceiver_cli.io.store import expand_inputs
 from perceiver_cli.io.store_write import prepare_output
 from perceiver_cli.tasks.report import progress_bar

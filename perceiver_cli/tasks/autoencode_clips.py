@@ -13,7 +13,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from perceiver_cli.errors import InputError
-from perceiver_cli.io.location import place
+from perceiver_cli.io.store import place
 from perceiver_cli.labels import KINETICS_LABELS, label_names as shared_label_names
 from perceiver_cli.tasks.base import Item, problem_of
 from perceiver_cli.tasks.inputs import finite

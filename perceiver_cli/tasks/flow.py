@@ -33,7 +33,7 @@ from perceiver_cli.tasks.flow_truth import pair_epe, truth_paths
 from perceiver_cli.tasks.report import NON_FINITE, heading, progress_bar, visible
 from perceiver_cli.metrics import flow_statistics, occlusion_mask
 from perceiver_cli.tasks.inputs import STDIN_ARGUMENT, one_line, paths_from_stdin, problem_item
-from perceiver_cli.io.location import place
+from perceiver_cli.io.store import place
 from perceiver_cli.io.writers import (EPE_FORMAT, FLOW_FILE_SUFFIXES, FLOW_FORMATS, FOLDER, FlowOutputs,
                                       KITTI_FORMAT, MASK_SUFFIXES, Pictures, STACK_SUFFIX, check_error_maps,
                                       check_style, format_suffix, plan_targets, refuse_name_clashes)
