@@ -475,3 +475,16 @@ def test_eval_flow_on_a_sintel_tree_in_a_bucket_gives_the_local_records(bucket, 
     code, remote, err = run(capsys, "eval", "flow", bucket.url("MPI-Sintel"), *common)
     assert code == 0, err
     assert remote == renamed(local, str(sintel), bucket.url("MPI-Sintel"))
+
+
+def test_flow_with_ground_truth_at_a_url_gives_the_local_epe(bucket, sintel, flow_weights, capsys):
+    scene = sorted((sintel / "training" / "clean").iterdir())[0].name
+    upload_tree(bucket, sintel, "S")
+    common = ["-w", str(flow_weights), "--json"]
+    code, local, _ = run(capsys, "flow", str(sintel / "training" / "clean" / scene),
+                         "--gt", str(sintel / "training" / "flow" / scene), *common)
+    assert code == 0 and all(r["epe"] is not None for r in local)
+    code, remote, err = run(capsys, "flow", bucket.url(f"S/training/clean/{scene}"),
+                            "--gt", bucket.url(f"S/training/flow/{scene}"), *common)
+    assert code == 0, err
+    assert remote == renamed(local, str(sintel), bucket.url("S"))

@@ -61,7 +61,7 @@ def flow(
         None, "--occlusion-format", metavar="LIST", show_default=False,
         help="With --direction both: the occlusion mask as png (255 = occluded), npy (bool), or both "
              "(default png)."),
-    gt: Optional[Path] = typer.Option(
+    gt: Optional[str] = typer.Option(
         None, "--gt", metavar="PATH", show_default=False,
         help="Ground truth (.flo, 16-bit KITTI .png, .pfm or .npy): a file (one pair) or a folder of <first frame "
              "stem> files (a subfolder per sequence with --recursive; masks in its invalid/ are respected). Adds "

@@ -220,8 +220,9 @@ class UrlPath(str):
     def parent(self) -> "UrlPath":
         return UrlPath(self.rstrip("/").rsplit("/", 1)[0])
 
-    def __truediv__(self, name: str) -> "UrlPath":
-        return UrlPath(join(self, name))
+    def __truediv__(self, name: str | os.PathLike[str]) -> "UrlPath":
+        parts = Path(name).parts if isinstance(name, os.PathLike) else (name,)  # Path(".") has none
+        return UrlPath(join(self, *parts)) if parts else self
 
     def with_suffix(self, suffix: str) -> "UrlPath":
         text = self.rstrip("/")

@@ -97,7 +97,7 @@ class FlowTask(ModelTask):
             raise UsageError("--format: kitti and png both write <stem>.png; choose one")
         self.mask_formats = parse_formats("png" if occlusion_formats is None else occlusion_formats, MASK_SUFFIXES,
                                           "--occlusion-format")
-        self.gt = Path(gt) if gt is not None else None
+        self.gt = place(gt) if gt is not None else None
         check_error_maps(self.formats, gt is not None, max_epe)
         self.pictures = Pictures(check_style(style), max_flow, legend, max_epe)
         self.resize = resize
