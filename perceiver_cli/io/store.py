@@ -6,7 +6,9 @@ video is decoded while it streams and never lands whole on disk. A "folder" on a
 listed with one paginated listing (a request per thousand keys, not per object) and sorted in the order the
 local folder walk gives. A URL naming a file with one of the kind's extensions is taken as given without a
 request; its reader reports a missing key. Remote failures come as one-line PerceiverErrors (see
-`store_errors`); local ones as the OSError `open()` raises, which the readers already word.
+`store_errors`); local ones as the OSError `open()` raises, which the readers already word. `place` gives a
+Path for a local location and a `UrlPath` for a URL, so code that plans outputs or walks a dataset asks both
+the same questions.
 """
 
 from __future__ import annotations
