@@ -1,6 +1,7 @@
 """Dataset-scale runs: what the Ray engine costs against the local engine, and what resuming costs.
 
 Usage: python -m benchmarks.scale [--photos N] [--repeats N] [--resume-items N] [--data DIR] [--output PATH]
+                                  [--store-only]
 
 - Engines: `perceiver classify PHOTOS -w CHECKPOINT --json -q` as whole processes on a full-size vision-conv
   checkpoint (random weights), the local engine against `--engine ray --workers 1 --cpus-per-worker C`
@@ -10,6 +11,10 @@ Usage: python -m benchmarks.scale [--photos N] [--repeats N] [--resume-items N] 
 - Resume: a folder of N image files (never read) and a manifest recording all N as finished; the time of
   `perceiver classify FOLDER -w CHECKPOINT --manifest M` (nothing left to run), whole process, and of the
   engine's selection alone in this process (reading the manifest and skipping every item). Target: < 2 s.
+- Object store: the same classify over the photos uploaded to a loopback S3 server (moto, tests/s3_server.py)
+  against the local folder, alternating, same records; target >= 0.9x (remote reads overlap the model). And
+  the listing of a prefix of 10,000 objects beside the server (`io.store.files_under`); target < 2 s.
+  `--store-only` runs just these.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from typing import Optional
 ROOT = Path(__file__).resolve().parents[1]
 RAY_TARGET = 0.85
 RESUME_TARGET_S = 2.0
+STORE_TARGET = 0.9
+LISTING_TARGET_S = 2.0
+LISTED_OBJECTS = 10_000
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "RESULTS-scale.md"
 
 
@@ -109,8 +117,83 @@ def resume(checkpoint: Path, folder: Path, items: int, repeats: int) -> dict:
     return {"items": items, "whole_process": whole, "selection": selection}
 
 
+def _s3_env(endpoint: str) -> dict[str, str]:
+    """The standard AWS variables pointing at the loopback server, with its test credentials."""
+    from s3_server import ACCESS_KEY, REGION, SECRET_KEY
+
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def store(checkpoint: Path, photos: Path, count: int, repeats: int) -> dict:
+    """Photos/s of classify from the loopback S3 server against the local folder, and a 10,000-key listing."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import boto3
+    from s3_server import REGION, S3Server, seed_objects
+
+    server = S3Server()
+    server.start()
+    try:
+        os.environ.update(_s3_env(server.endpoint))
+        client = boto3.client("s3", endpoint_url=server.endpoint, region_name=REGION)
+        client.create_bucket(Bucket="bench")
+        for path in sorted(photos.iterdir()):
+            client.put_object(Bucket="bench", Key=f"photos/{path.name}", Body=path.read_bytes())
+        common = ["-w", str(checkpoint), "--json", "-q"]
+        seconds: dict[str, list[float]] = {"local": [], "s3": []}
+        outputs: dict[str, str] = {}
+        for _ in range(repeats):
+            for where, argument in (("local", str(photos) + "/"), ("s3", "s3://bench/photos/")):
+                took, out = _perceiver("classify", argument, *common)
+                seconds[where].append(took)
+                outputs[where] = out.replace(argument, "")
+                print(f"benchmarks.scale: classify from {where}, {count} photos: {took:.1f} s", file=sys.stderr)
+        rates = {k: count / statistics.median(v) for k, v in seconds.items()}
+        seed_objects("bench", [f"many/{i:06d}.jpg" for i in range(LISTED_OBJECTS)])
+        listing, bare = [], []
+        from perceiver_cli.io import location
+        from perceiver_cli.io.store import files_under
+
+        for _ in range(repeats):
+            location.forget_filesystems()  # each listing opens its own connections
+            start = time.perf_counter()
+            found = files_under("s3://bench/many/", {".jpg"})
+            listing.append(time.perf_counter() - start)
+            assert len(found) == LISTED_OBJECTS
+            start = time.perf_counter()  # the bare client's listing of the same prefix: the server's own cost
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket="bench", Prefix="many/")
+            assert sum(len(page.get("Contents", [])) for page in pages) == LISTED_OBJECTS
+            bare.append(time.perf_counter() - start)
+    finally:
+        server.stop()
+    return {"seconds": seconds, "rates": rates, "ratio": rates["s3"] / rates["local"],
+            "same_records": outputs["local"] == outputs["s3"], "listing": listing, "bare_listing": bare}
+
+
+def render_store(s: dict, photos: int) -> list[str]:
+    """The object-store section of the report."""
+    runs = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+    listed = statistics.median(s["listing"])
+    return [
+        f"## Classify from a loopback S3 server against local disk (vision-conv full size, {photos} photos)", "",
+        "| photos from | wall seconds per run | items/s (median) |", "|---|---|---|",
+        f"| local disk | {runs(s['seconds']['local'])} | {s['rates']['local']:.3f} |",
+        f"| s3:// (moto on loopback) | {runs(s['seconds']['s3'])} | {s['rates']['s3']:.3f} |", "",
+        f"S3 / local: **{s['ratio']:.3f}x** (target >= {STORE_TARGET}x: "
+        f"{'met' if s['ratio'] >= STORE_TARGET else 'MISSED'}); same records: "
+        f"{'yes' if s['same_records'] else 'NO'}.", "",
+        f"Listing a prefix of {LISTED_OBJECTS:,} objects: {runs(s['listing'])} s, median {listed:.2f} s (target < "
+        f"{LISTING_TARGET_S:g} s: {'met' if listed < LISTING_TARGET_S else 'MISSED'}); boto3's own paginator over "
+        f"the same prefix: {runs(s['bare_listing'])} s (the server's cost: {LISTED_OBJECTS // 1000} pages).", ""]
+
+
 def render(result: dict, args: argparse.Namespace, cpus: int, command: str) -> str:
     """The Markdown report."""
+    if "engines" not in result:
+        return "\n".join(["# Dataset-scale runs: data on an object store", "",
+                          f"Command: `{command}`  ", f"Machine: {os.cpu_count()} CPUs visible, {cpus} usable; "
+                          f"Python {sys.version.split()[0]}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+                          "", *render_store(result["store"], args.photos)])
     e, r = result["engines"], result["resume"]
     ratio_ok = "met" if e["ratio"] >= RAY_TARGET else "MISSED"
     resume_s = statistics.median(r["whole_process"])
@@ -133,7 +216,8 @@ def render(result: dict, args: argparse.Namespace, cpus: int, command: str) -> s
         f"| whole process (`perceiver classify FOLDER --manifest M`) | {runs(r['whole_process'])} | {resume_s:.2f} |",
         f"| the engine's selection alone (read the manifest, skip every item) | {runs(r['selection'])} | "
         f"{statistics.median(r['selection']):.2f} |", "",
-        f"Target < {RESUME_TARGET_S:g} s for the whole process: {resume_ok}.", ""])
+        f"Target < {RESUME_TARGET_S:g} s for the whole process: {resume_ok}.", "",
+        *render_store(result["store"], args.photos)])
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -143,6 +227,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="runs per engine, alternating (default 2)")
     p.add_argument("--resume-items", type=int, default=10_000, help="finished items to skip (default 10000)")
     p.add_argument("--data", default=None, help="a folder with images/ (the photos, repeated)")
+    p.add_argument("--store-only", action="store_true", help="only the object-store measurements")
     p.add_argument("--output", default=None, help=f"report path (default {DEFAULT_OUTPUT.relative_to(ROOT)})")
     args = p.parse_args(argv)
     from benchmarks.workloads import prepare_photos
@@ -151,13 +236,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     cpus = usable_cpus()
     shown = [f"--{k.replace('_', '-')} {v}" for k, v in (("photos", args.photos), ("repeats", args.repeats),
                                                         ("resume_items", args.resume_items)) if v != p.get_default(k)]
-    command = " ".join(["python -m benchmarks.scale", *shown, *(["--data", args.data] if args.data else [])])
+    command = " ".join(["python -m benchmarks.scale", *shown, *(["--data", args.data] if args.data else []),
+                        *(["--store-only"] if args.store_only else [])])
     with tempfile.TemporaryDirectory(prefix="perceiver-scale-") as tmp:
         checkpoint = make_checkpoint(Path(tmp) / "vision-conv")
         photos = Path(tmp) / "photos"
         prepare_photos(photos, args.photos, Path(args.data) if args.data else None)
-        result = {"engines": engines(checkpoint, photos, args.photos, args.repeats, cpus),
-                  "resume": resume(checkpoint, Path(tmp) / "finished", args.resume_items, args.repeats)}
+        result = {} if args.store_only else {
+            "engines": engines(checkpoint, photos, args.photos, args.repeats, cpus),
+            "resume": resume(checkpoint, Path(tmp) / "finished", args.resume_items, args.repeats)}
+        result["store"] = store(checkpoint, photos, args.photos, args.repeats)
     report = render(result, args, cpus, command)
     print(report)
     output = Path(args.output) if args.output else DEFAULT_OUTPUT

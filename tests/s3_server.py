@@ -7,12 +7,16 @@ as they would to MinIO or Ceph; nothing in the client is mocked.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
+
+from perceiver_cli.io import location
 
 # Credentials moto accepts while authentication is off (it is off unless a test turns it on).
 ACCESS_KEY = "testing"
@@ -82,3 +86,42 @@ def seed_objects(bucket: str, keys: list[str], body: bytes = b"") -> None:
     backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
     for key in keys:
         backend.put_object(bucket, key, body)
+
+
+@dataclass
+class Bucket:
+    """A fresh bucket on the server, and a boto3 client to look at it independently of the code under test."""
+
+    server: S3Server
+    client: object
+    name: str
+
+    def url(self, key: str = "") -> str:
+        return f"s3://{self.name}/{key}"
+
+    def put(self, key: str, body: bytes) -> None:
+        self.client.put_object(Bucket=self.name, Key=key, Body=body)
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+
+    def keys(self) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def uploads(self) -> list[str]:
+        return [u["Key"] for u in self.client.list_multipart_uploads(Bucket=self.name).get("Uploads", [])]
+
+
+def use_endpoint(monkeypatch, endpoint: str, tmp_path: Path) -> None:
+    """Point the standard AWS variables at an endpoint, with moto's test credentials and no user config."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    location.forget_filesystems()

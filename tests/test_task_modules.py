@@ -9,7 +9,7 @@ TASKS = "perceiver_cli.tasks"
 # Modules every task may use: the item and result types, engines and their options, reporting (the HTML
 # report's listener and pages included), input handling, evaluation runs.
 SHARED = {"base", "engine", "ray_engine", "run_options", "report", "report_html", "report_pages", "packed_outputs",
-          "inputs", "manifest", "shards", "evaluation", "__init__"}
+          "inputs", "manifest", "manifest_store", "shards", "evaluation", "__init__"}
 
 
 def family(module: str) -> str:

@@ -3,7 +3,6 @@ the action."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -40,7 +39,7 @@ def autoencode_video(
         help=f"What an output folder gets per video, comma-separated from {', '.join(FORMATS)} "
              f"(default {','.join(DEFAULT_FOLDER_FORMATS)})."),
     model: Optional[str] = model_option(MODELS, AutoencodeTask.default_model),
-    weights: Optional[Path] = WeightsOption,
+    weights: Optional[str] = WeightsOption,
     side_by_side: bool = typer.Option(
         False, "--side-by-side", help="Video outputs show the model's input and its reconstruction side by side."),
     top_k: int = typer.Option(5, "--top-k", "-k", metavar="K", help="Labels to show per clip and per video."),

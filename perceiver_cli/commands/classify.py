@@ -24,7 +24,7 @@ def classify(
         help="Image files, folders (searched recursively, sorted), glob patterns, or - for paths on stdin "
              "(one per line, or NUL-separated as find -print0 writes them)."),
     model: Optional[str] = model_option(MODELS, ClassifyTask.default_model),
-    weights: Optional[Path] = WeightsOption,
+    weights: Optional[str] = WeightsOption,
     top_k: int = typer.Option(5, "--top-k", "-k", metavar="K", help="Classes to show per image, best first."),
     batch_size: Optional[int] = batch_size_option(
         ClassifyTask, "Images", ", where bigger batches gain no speed and cost memory"),

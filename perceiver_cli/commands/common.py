@@ -13,6 +13,7 @@ from perceiver_cli.bounds import OPTION_LIMITS
 from perceiver_cli.choices import DEVICES, DTYPE_NAMES
 from perceiver_cli.commands.completion import choices, numerics
 from perceiver_cli.errors import UsageError
+from perceiver_cli.io.location import is_remote
 from perceiver_cli.tasks.engine import RuntimeRequest, ScaleOptions, run_engine
 from perceiver_cli.tasks.report import DEFAULT_PROGRESS_INTERVAL, Reporter
 from perceiver_cli.tasks.report_html import REPORT_WORST_DEFAULT
@@ -28,8 +29,8 @@ def model_option(models: Sequence[str], default: str) -> typer.models.OptionInfo
 
 WeightsOption = typer.Option(
     None, "--weights", "-w", metavar="PATH", show_default=False,
-    help="A checkpoint folder (config.json + model.safetensors or pytorch_model.bin) or a DeepMind "
-         ".pystate/.pickle file.",
+    help="A checkpoint folder (config.json + model.safetensors or pytorch_model.bin), or its URL "
+         "(s3://..., read once into the cache), or a DeepMind .pystate/.pickle file.",
 )
 DeviceOption = typer.Option("auto", "--device", metavar="DEVICE", autocompletion=choices(DEVICES),
                             help="auto, cpu, cuda, cuda:N or mps (auto picks an accelerator when present).")
@@ -68,10 +69,11 @@ QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars or not
 
 # The options of dataset-scale runs, shared by every command over many inputs (see `scale_options`).
 _SCALE_OPTIONS: list[tuple[str, Any, Any]] = [
-    ("manifest", Optional[Path], typer.Option(
+    ("manifest", Optional[str], typer.Option(
         None, "--manifest", metavar="FILE", show_default=False,
         help="Append one JSON line per finished item to FILE (input, status, outputs, error, seconds, worker); "
-             "run again with the same FILE to resume: items it records as done are skipped.")),
+             "run again with the same FILE to resume: items it records as done are skipped. A URL "
+             "(s3://bucket/run/manifest/) keeps the records as parts under that prefix.")),
     ("retry_failed", bool, typer.Option(
         False, "--retry-failed", help="With --manifest: run the items it records as failed again.")),
     ("skip_existing", bool, typer.Option(
@@ -133,11 +135,14 @@ def examples(*lines: str) -> str:
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-def check_source(model: Optional[str], weights: Optional[Path], default: str) -> str | Path:
-    """The checkpoint to load: --weights (always a path), else --model (a name first), else the default."""
+def check_source(model: Optional[str], weights: Optional[str | Path], default: str) -> str | Path:
+    """The checkpoint to load: --weights (a path, or a URL of a checkpoint folder), else --model (a name
+    first), else the default."""
     if model is not None and weights is not None:
         raise UsageError("give either --model or --weights, not both")
-    return Path(weights) if weights is not None else (model or default)
+    if weights is not None:
+        return str(weights) if is_remote(weights) else Path(weights)
+    return model or default
 
 
 def run_task(task, *, device: str = "auto", dtype: str = "float32", batch_size: Optional[int] = None,

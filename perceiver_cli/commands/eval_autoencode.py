@@ -27,7 +27,7 @@ def eval_autoencode(
                                    help="A folder of videos; videos in a subfolder are of the action it names "
                                         "(Kinetics-700 names, spaces or underscores)."),
     model: Optional[str] = model_option(MODELS, AutoencodeTask.default_model),
-    weights: Optional[Path] = WeightsOption,
+    weights: Optional[str] = WeightsOption,
     limit: Optional[int] = limit_option(
         "N videos, taken one class folder at a time in turn"),
     chunk_size: int = ChunkSizeOption,

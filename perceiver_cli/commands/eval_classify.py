@@ -29,7 +29,7 @@ def eval_classify(
         None, "--labels", metavar="FILE", show_default=False,
         help="For a flat folder: lines 'FILENAME LABEL_INDEX' (class index 0-999, file names relative to DATASET)."),
     model: Optional[str] = model_option(MODELS, ClassifyTask.default_model),
-    weights: Optional[Path] = WeightsOption,
+    weights: Optional[str] = WeightsOption,
     limit: Optional[int] = limit_option(
         "N images, taken one class at a time in turn"),
     batch_size: Optional[int] = batch_size_option(ClassifyTask, "Images"),

@@ -20,11 +20,11 @@ from perceiver_cli.commands.packed import packed_options
 
 @packed_options
 def eval_flow(
-    dataset: Path = typer.Argument(
+    dataset: str = typer.Argument(
         ..., metavar="DATASET", show_default=False,
         help="A Sintel or KITTI 2015 dataset: its root or its training folder (the layout is recognised)."),
     model: Optional[str] = model_option(MODELS, FlowTask.default_model),
-    weights: Optional[Path] = WeightsOption,
+    weights: Optional[str] = WeightsOption,
     sintel_pass: str = typer.Option("clean", "--pass", metavar="NAME", help="Sintel pass: clean or final."),
     limit: Optional[int] = limit_option("the first N pairs"),
     batch_size: Optional[int] = batch_size_option(FlowTask, "Model windows"),

@@ -24,8 +24,11 @@ def fill_mask(
         None, metavar="TEXT", show_default=False,
         help="Texts with [MASK] (the tool picks the span length) or [MASK:n] (exactly n UTF-8 bytes), "
              "or - to read one text per line from stdin."),
+    texts_file: Optional[str] = typer.Option(
+        None, "--texts", metavar="FILE", show_default=False,
+        help="Also fill each line of FILE, a text file or a URL (s3://bucket/texts.txt), as - does stdin's."),
     model: Optional[str] = model_option(MODELS, FillMaskTask.default_model),
-    weights: Optional[Path] = WeightsOption,
+    weights: Optional[str] = WeightsOption,
     top_k: int = typer.Option(5, "--top-k", "-k", metavar="K", help="Fillings to show per text, best first."),
     max_span: int = typer.Option(
         12, "--max-span", metavar="N",
@@ -52,10 +55,10 @@ def fill_mask(
     gives {"input", "line", "error"}. Bad stdin lines are reported and skipped; the exit code is then 1.
     """
     source = check_source(model, weights, FillMaskTask.default_model)
-    if not texts:
+    if not texts and texts_file is None:
         raise UsageError("give texts with [MASK] or [MASK:n] to fill (or - to read one text per line from stdin)")
-    task = FillMaskTask(texts, source=source, top_k=top_k, max_span=max_span, numerics=numerics,
-                        features=features)
+    task = FillMaskTask(texts or [], source=source, top_k=top_k, max_span=max_span, numerics=numerics,
+                        features=features, texts_file=texts_file)
     packed = packed_only(output, formats, features)
     with packed_outputs(output, packed, task, array_dtypes(task.name, features=features),
                         items_per_file) as listeners:
@@ -65,4 +68,5 @@ def fill_mask(
 
 fill_mask.epilog = examples('perceiver fill-mask "This is an [MASK] sentence."',
                             'perceiver fill-mask "The capital of France is [MASK:5]." -k 3 --json',
-                            "perceiver fill-mask - --json < texts.txt > filled.jsonl")
+                            "perceiver fill-mask - --json < texts.txt > filled.jsonl",
+                            "perceiver fill-mask --texts s3://bucket/texts.txt --json > filled.jsonl")

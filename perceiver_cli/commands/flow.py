@@ -44,7 +44,7 @@ def flow(
              ".avi, .gif, ...: one colour frame per pair) or a .npy of every pair (pairs, H, W, 2); or a folder "
              "(one file per pair and --format, named after the pair's first frame)."),
     model: Optional[str] = model_option(MODELS, FlowTask.default_model),
-    weights: Optional[Path] = WeightsOption,
+    weights: Optional[str] = WeightsOption,
     formats: Optional[str] = typer.Option(
         None, "--format", "-f", metavar="LIST", show_default=False, autocompletion=comma_list(FLOW_FORMATS),
         help="What goes into folder outputs, comma-separated (default flo): flo, npy, kitti (16-bit KITTI PNG), "
@@ -67,7 +67,7 @@ def flow(
         None, "--occlusion-format", metavar="LIST", show_default=False, autocompletion=comma_list(MASK_SUFFIXES),
         help="With --direction both: the occlusion mask as png (255 = occluded), npy (bool), or both "
              "(default png)."),
-    gt: Optional[Path] = typer.Option(
+    gt: Optional[str] = typer.Option(
         None, "--gt", metavar="PATH", show_default=False,
         help="Ground truth (.flo, 16-bit KITTI .png, .pfm or .npy): a file (one pair) or a folder of <first frame "
              "stem> files (a subfolder per sequence with --recursive; masks in its invalid/ are respected). Adds "

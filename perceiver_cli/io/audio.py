@@ -14,7 +14,7 @@ from typing import Union
 import numpy as np
 import soundfile
 
-from perceiver_cli.io.atomic import atomic_write
+from perceiver_cli.io.store_write import atomic_write
 
 PathLike = Union[str, "os.PathLike[str]"]
 WAV_SUBTYPES = ("PCM_16", "FLOAT")

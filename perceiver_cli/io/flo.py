@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import struct
-from pathlib import Path
 
 import numpy as np
 
 from perceiver_cli.errors import InputError
-from perceiver_cli.io.atomic import atomic_write
+from perceiver_cli.io.store import open_input, place
+from perceiver_cli.io.store_write import atomic_write
 
 FLO_MAGIC = 202021.25
 UNKNOWN_FLOW_THRESHOLD = 1e9
@@ -27,9 +27,9 @@ MAX_FLO_SIDE = 1 << 16
 
 def read_flo(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a Middlebury .flo file as float32 (H, W, 2); a bad file is a one-line InputError."""
-    path = Path(path)
+    path = place(path)
     try:
-        handle = open(path, "rb")
+        handle = open_input(path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -37,7 +37,8 @@ def read_flo(path: str | os.PathLike[str]) -> np.ndarray:
     except OSError as exc:
         raise InputError(f"{path}: cannot open ({exc.strerror or type(exc).__name__})") from None
     with handle:
-        file_size = os.fstat(handle.fileno()).st_size
+        file_size = handle.seek(0, os.SEEK_END)
+        handle.seek(0)
         header = handle.read(_HEADER.size)
         if len(header) < _HEADER.size:
             raise InputError(f"{path}: not a readable .flo file (truncated header: {len(header)} of {_HEADER.size} bytes)")

@@ -37,7 +37,9 @@ from PIL import Image
 
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.io.inputs import special_file_kind
-from perceiver_cli.io.atomic import atomic_write, atomic_write_path
+from perceiver_cli.io.location import is_remote
+from perceiver_cli.io.store import open_input, place
+from perceiver_cli.io.store_write import atomic_write, atomic_write_path
 from perceiver_cli.io.flo import MAX_FLO_SIDE, known_flow_mask, read_flo
 from perceiver_cli.io.images import DEFAULT_MAX_PIXELS
 
@@ -58,7 +60,10 @@ FLOW_WRITE_SUFFIXES = (".flo", ".npy", ".png")
 
 
 def _open_for_reading(path: Path, what: str):
-    """Open path for binary reading; every failure is a one-line InputError (a FIFO or device at once)."""
+    """Open path (or a URL) for binary reading; every failure is a one-line InputError (a FIFO or device at
+    once)."""
+    if is_remote(path):
+        return open_input(path)
     kind = special_file_kind(path)
     if kind is not None and kind != "a folder":
         raise InputError(f"{path}: is {kind}, not {what}")
@@ -81,7 +86,7 @@ def png_layout(head: bytes) -> Optional[tuple[int, int]]:
 
 def read_kitti_png(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read a KITTI 16-bit PNG flow file as (flow float32 (H, W, 2), valid bool (H, W))."""
-    path = Path(path)
+    path = place(path)
     with _open_for_reading(path, "a KITTI flow PNG") as handle:
         data = handle.read()
     layout = png_layout(data[:26])
@@ -179,7 +184,7 @@ _PFM_TOKEN = re.compile(rb"\S+")
 
 def read_pfm(path: PathLike) -> np.ndarray:
     """Read a 3-channel .pfm flow file (FlyingThings3D) as float32 (H, W, 2), dropping the third channel."""
-    path = Path(path)
+    path = place(path)
     with _open_for_reading(path, "a .pfm file") as handle:
         data = handle.read()
     tokens: list[bytes] = []
@@ -211,7 +216,7 @@ def read_pfm(path: PathLike) -> np.ndarray:
 
 def read_flow_npy(path: PathLike) -> np.ndarray:
     """Read an (H, W, 2) .npy flow field as float32; any other shape or a non-numeric array is an InputError."""
-    path = Path(path)
+    path = place(path)
     with _open_for_reading(path, "a .npy file") as handle:
         try:
             version = np.lib.format.read_magic(handle)
@@ -270,7 +275,7 @@ def read_flow(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     The format is recognised from the file's first bytes. A pixel is valid when its flow is finite and
     within the .flo unknown threshold, and, for KITTI, when its valid flag is set.
     """
-    path = Path(path)
+    path = place(path)
     with _open_for_reading(path, "a flow file") as handle:
         head = handle.read(26)
     if head.startswith(_FLO_SIGNATURE):
@@ -292,7 +297,7 @@ def read_flow(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 def read_mask_png(path: PathLike) -> np.ndarray:
     """Read an 8-bit mask picture (Sintel invalid/ or occlusions/) as bool (H, W): True where nonzero."""
-    path = Path(path)
+    path = place(path)
     with _open_for_reading(path, "a mask picture") as handle:
         try:
             with Image.open(handle) as image:
@@ -312,7 +317,7 @@ def write_mask_png(path: PathLike, mask: np.ndarray) -> None:
     pixels = np.asarray(mask)
     if pixels.ndim != 2 or 0 in pixels.shape:
         raise ValueError(f"write_mask_png needs a non-empty (H, W) mask, got shape {pixels.shape}")
-    if Path(path).suffix.lower() != ".png":
+    if place(path).suffix.lower() != ".png":
         raise UsageError(f"{path}: a mask picture is written as .png")
     image = Image.fromarray(np.where(pixels.astype(bool), 255, 0).astype(np.uint8), mode="L")
     with atomic_write(path, "wb") as handle:
@@ -348,7 +353,7 @@ class FlowVideoWriter:
 
     def __init__(self, path: PathLike, height: int, width: int, capacity: int = 16,
                  tail: tuple[int, ...] = (2,), dtype=np.float32) -> None:
-        self.path = Path(path)
+        self.path = place(path)
         self.tail, self.dtype = tuple(tail), dtype  # (2,) float32 for flow; () bool for occlusion masks
         if self.path.suffix.lower() != ".npy":
             raise UsageError(f"{self.path}: a whole-video flow array is a .npy file")

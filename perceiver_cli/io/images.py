@@ -33,8 +33,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from perceiver_cli.errors import InputError, UsageError
-from perceiver_cli.io.atomic import atomic_write
-from perceiver_cli.io.inputs import expand_inputs
+from perceiver_cli.io.location import is_remote, local_path
+from perceiver_cli.io.store import expand_inputs, open_input
+from perceiver_cli.io.store_write import atomic_write
 
 DEFAULT_MAX_PIXELS = 120_000_000
 
@@ -187,12 +188,13 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB; any problem is a one-line InputError naming the file."""
-    path = Path(path)
+    """Read an image file (a path or a URL) as (H, W, 3) uint8 RGB; any problem is a one-line InputError naming
+    the file."""
+    path = os.fspath(path) if is_remote(path) else local_path(path)
     if max_pixels is not None and max_pixels <= 0:
         raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
     try:
-        handle = open(path, "rb")
+        handle = open_input(path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -234,22 +236,24 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
                 raise _unreadable(path, _describe_decode_error(exc, fmt)) from None
 
 
-def expand_image_inputs(args: list[str]) -> list[Path | InputError]:
+def expand_image_inputs(args: list[str]) -> list[Path | str | InputError]:
     """Expand command-line arguments to image paths, with an InputError in place of each bad argument.
 
     The rules of `perceiver_cli.io.inputs.expand_inputs` with IMAGE_EXTENSIONS: a file is kept whatever
     its extension (read_image will judge it); folders and glob patterns give their image files, sorted.
+    URLs (prefixes as folders) give URL strings, local arguments Paths.
     """
     return expand_inputs(args, IMAGE_EXTENSIONS, "image")
 
 
 def write_image(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Write an (H, W, 3) or (H, W) uint8 array atomically, format chosen by the extension (png/jpg/jpeg/webp/bmp)."""
-    path = Path(path)
-    fmt = _WRITE_FORMATS.get(path.suffix.lower())
+    path = os.fspath(path) if is_remote(path) else Path(path)
+    suffix = Path(str(path).rsplit("/", 1)[-1]).suffix
+    fmt = _WRITE_FORMATS.get(suffix.lower())
     if fmt is None:
         choices = ", ".join(sorted(_WRITE_FORMATS))
-        raise UsageError(f"{path}: cannot write an image with extension '{path.suffix}' (use one of {choices})")
+        raise UsageError(f"{path}: cannot write an image with extension '{suffix}' (use one of {choices})")
     pixels = np.asarray(array)
     if pixels.dtype != np.uint8:
         raise ValueError(f"write_image needs uint8 pixels, got {pixels.dtype}")

@@ -169,3 +169,4 @@ def join(location: str | os.PathLike[str], *names: str) -> str:
 def bucket_of(location: str | os.PathLike[str]) -> str:
     """The bucket (container) a store URL names: the first part after the scheme."""
     return urlsplit(os.fspath(location)).netloc
+

@@ -29,6 +29,8 @@ from typing import Iterable, Optional, Sequence
 from perceiver_cli.errors import InputError
 from perceiver_cli.io.flowfiles import png_layout
 from perceiver_cli.io.images import IMAGE_EXTENSIONS
+from perceiver_cli.io.location import is_remote
+from perceiver_cli.io.store import UrlPath
 
 _DIGITS = re.compile(r"(\d+)")
 _GLOB_CHARACTERS = frozenset("*?[")
@@ -73,6 +75,8 @@ def _is_picture(entry: os.DirEntry) -> bool:
 
 def pictures_in(folder: Path) -> list[Path]:
     """Picture files directly in folder (not below it), natural order, hidden files skipped."""
+    if isinstance(folder, UrlPath):
+        return _remote_pictures(folder)
     with os.scandir(folder) as entries:
         found = [Path(folder) / entry.name for entry in entries if _is_picture(entry)]
     return sorted(found, key=lambda p: natural_key(p.name))
@@ -121,6 +125,29 @@ def _folder_sequences(folder: Path, recursive: bool, label: str) -> list[FrameSe
     return sequences
 
 
+def _remote_frames(argument: str, recursive: bool) -> tuple[list[Path], list[FrameSequence]]:
+    """(files, folder sequences) a URL gives: a picture object is a file; any other URL a prefix whose
+    pictures directly below it are one sequence (one paginated listing)."""
+    url = UrlPath(argument)
+    if not argument.endswith("/") and url.suffix.lower() in IMAGE_EXTENSIONS:
+        return [url], []
+    if recursive:
+        raise InputError(f"{argument}: --recursive reads local folders; give each prefix of frames")
+    root = UrlPath(argument.rstrip("/"))
+    frames = _remote_pictures(root)
+    if not frames:
+        raise InputError(f"{argument}: folder holds no picture files")
+    return [], [FrameSequence(name=root.name, folder=root, frames=tuple(frames))]
+
+
+def _remote_pictures(prefix: UrlPath) -> list[Path]:
+    """`pictures_in` for a store prefix: one paginated listing."""
+    from perceiver_cli.io.store import files_under
+
+    found = [UrlPath(u) for u in files_under(prefix, IMAGE_EXTENSIONS) if "/" not in u[len(prefix) + 1:]]
+    return sorted(found, key=lambda p: natural_key(p.name))
+
+
 def frame_sequences(arguments: Iterable[str], recursive: bool = False) -> list[FrameSequence]:
     """Turn command-line arguments (files, folders, globs) into frame sequences, as the module docstring says."""
     files: list[Path] = []
@@ -130,10 +157,14 @@ def frame_sequences(arguments: Iterable[str], recursive: bool = False) -> list[F
         label = str(argument)
         path = Path(argument)
         try:
-            if path.is_dir():
+            if is_remote(label):
+                matched_files, remote = _remote_frames(label, recursive)
+                matched_folders = []
+                sequences.extend(remote)
+            elif path.is_dir():
                 sequences.extend(_folder_sequences(path, recursive, label))
                 continue
-            if path.is_file():
+            elif path.is_file():
                 matched_files, matched_folders = [path], []
             elif path.exists():
                 raise InputError(f"{label}: not a regular file or folder")

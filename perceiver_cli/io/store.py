@@ -6,7 +6,9 @@ video is decoded while it streams and never lands whole on disk. A "folder" on a
 listed with one paginated listing (a request per thousand keys, not per object) and sorted in the order the
 local folder walk gives. A URL naming a file with one of the kind's extensions is taken as given without a
 request; its reader reports a missing key. Remote failures come as one-line PerceiverErrors (see
-`store_errors`); local ones as the OSError `open()` raises, which the readers already word.
+`store_errors`); local ones as the OSError `open()` raises, which the readers already word. `place` gives a
+Path for a local location and a `UrlPath` for a URL, so code that plans outputs or walks a dataset asks both
+the same questions.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import io
 import os
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 from perceiver_cli.errors import InputError
 from perceiver_cli.io import inputs
-from perceiver_cli.io.location import filesystem, is_remote, local_path, scheme_of, url_of
+from perceiver_cli.io.location import filesystem, is_remote, join, local_path, scheme_of, url_of
 from perceiver_cli.io.store_errors import store_errors
 
 # Range reads of this size, a few kept, so seeking in a video (its index at the end) costs one request.
@@ -181,8 +183,8 @@ def expand_inputs(arguments: Iterable[str], extensions: Iterable[str], kind: str
     for argument in arguments:
         text = os.fspath(argument)
         if not is_remote(text):
-            local = local_path(text)
-            expanded: list[Any] | InputError = inputs.expand_inputs([str(local)], wanted, kind)
+            plain = text if scheme_of(text) == "" else str(local_path(text))  # a plain path named as given
+            expanded: list[Any] | InputError = inputs.expand_inputs([plain], wanted, kind)
         else:
             try:
                 expanded = _expand_remote(text, wanted, kind)
@@ -197,3 +199,77 @@ def expand_inputs(arguments: Iterable[str], extensions: Iterable[str], kind: str
                 seen.add(key)
                 items.append(entry)
     return items
+
+
+class UrlPath(str):
+    """A store URL that answers the few questions output planning asks of a Path (name, suffix, parent,
+    joining); a store has no folders to create, and a URL is already absolute."""
+
+    @property
+    def name(self) -> str:
+        return self.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def suffix(self) -> str:
+        dot = self.name.rfind(".")
+        return self.name[dot:] if dot > 0 else ""
+
+    @property
+    def stem(self) -> str:
+        return self.name[: len(self.name) - len(self.suffix)]
+
+    @property
+    def parent(self) -> "UrlPath":
+        return UrlPath(self.rstrip("/").rsplit("/", 1)[0])
+
+    def __truediv__(self, name: str | os.PathLike[str]) -> "UrlPath":
+        parts = Path(name).parts if isinstance(name, os.PathLike) else (name,)  # Path(".") has none
+        return UrlPath(join(self, *parts)) if parts else self
+
+    def with_suffix(self, suffix: str) -> "UrlPath":
+        text = self.rstrip("/")
+        return UrlPath(text[: len(text) - len(self.suffix)] + suffix)
+
+    def resolve(self) -> "UrlPath":
+        return self
+
+    def with_name(self, name: str) -> "UrlPath":
+        return self.parent / name
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        """Nothing to create: a key's prefix exists once an object below it does."""
+
+    # What a dataset walk asks (eval roots, --gt): one request each, failures as one-line errors.
+
+    def _ask(self, question: str) -> Any:
+        fs, path = filesystem(self)
+        with store_errors(self, setup=True):
+            return getattr(fs, question)(path.rstrip("/"))
+
+    def is_dir(self) -> bool:
+        return bool(self._ask("isdir"))
+
+    def is_file(self) -> bool:
+        return bool(self._ask("isfile"))
+
+    def exists(self) -> bool:
+        return bool(self._ask("exists"))
+
+    def iterdir(self) -> Iterator["UrlPath"]:
+        """The entries directly below this prefix (objects and prefixes), as URLs."""
+        return iter(sorted(UrlPath(url_of(self, name)) for name in self._ask("ls")))
+
+    def glob(self, pattern: str) -> Iterator["UrlPath"]:
+        fs, path = filesystem(self)
+        with store_errors(self, setup=True):
+            found = fs.glob(f"{path.rstrip('/')}/{pattern}")
+        return iter(sorted(UrlPath(url_of(self, name)) for name in found))
+
+
+def place(location: str | os.PathLike[str]) -> Path | UrlPath:
+    """A location as outputs are planned with: a UrlPath for a store URL, else the local Path."""
+    if is_remote(location):
+        return UrlPath(os.fspath(location))
+    if scheme_of(location) == "file":
+        return local_path(location)
+    return Path(location)

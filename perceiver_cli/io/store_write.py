@@ -193,6 +193,25 @@ def atomic_write_path(location: str | os.PathLike[str]) -> Iterator[Path]:
         yield spool
 
 
+def prepare_output(location: str | os.PathLike[str], inputs: Any = ()) -> Any:
+    """`io.atomic.prepare_output` for any location: a URL is checked for a writable scheme and its driver."""
+    if not is_remote(location):
+        return atomic.prepare_output(location, inputs)
+    text = os.fspath(location)
+    _check_writable(text)
+    prefix = text.rsplit("/", 1)[0] + "/"
+    if prefix not in _swept:  # a killed run's invisible uploads below this prefix, once per run
+        _swept.add(prefix)
+        abort_unfinished_uploads(prefix, STALE_UPLOAD_AGE)
+    return location
+
+
+# A multipart upload this old below an output prefix is a killed run's (younger ones may be a live run's).
+STALE_UPLOAD_AGE = timedelta(days=1)
+# Output prefixes whose stale multipart uploads this process has aborted already.
+_swept: set[str] = set()
+
+
 def _local(location: str | os.PathLike[str]) -> Path:
     """The local path of a location that is_remote says is local."""
     path = local_path(location)

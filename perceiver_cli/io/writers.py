@@ -24,7 +24,8 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from perceiver_cli.errors import UsageError
-from perceiver_cli.io.atomic import atomic_write, prepare_output
+from perceiver_cli.io.store import place
+from perceiver_cli.io.store_write import atomic_write, prepare_output
 from perceiver_cli.io.flo import write_flo
 
 FILE, VIDEO, FOLDER = "file", "video", "folder"
@@ -45,7 +46,7 @@ class Target:
 
 def classify_target(text: str, file_suffixes: Sequence[str], run_suffixes: Sequence[str]) -> Target:
     """What one -o argument names, from its spelling and what is on disk."""
-    path = Path(text)
+    path = place(text)
     suffix = path.suffix.lower()
     if text.endswith(("/", os.sep)) or os.path.isdir(path) or not suffix:
         return Target(path, FOLDER)
@@ -61,7 +62,7 @@ def refuse_repeated(texts: Iterable[str]) -> None:
     """A usage error when two -o arguments name the same file or folder."""
     seen: set[Path] = set()
     for text in texts:
-        key = Path(text).resolve()
+        key = place(text).resolve()
         if key in seen:
             raise UsageError(f"{text}: given twice as -o")
         seen.add(key)
@@ -109,11 +110,11 @@ def refuse_name_clashes(files_for: Callable[[str], Iterable[Path]], items: Seque
                         why: str = "frames in different folders share a name") -> None:
     """Refuse per-item outputs that would overwrite an input or each other; `items` are (stem, input name)
     and `files_for(stem)` lists the files an item writes; `items_name` and `why` word a clash."""
-    resolved = {Path(p).resolve() for p in inputs}
+    resolved = {place(p).resolve() for p in inputs}
     seen: dict[Path, str] = {}
     for stem, name in items:
         for path in files_for(stem):
-            key = Path(path).resolve()
+            key = place(path).resolve()
             if key in resolved:
                 raise UsageError(f"{path}: output would overwrite input {name}; choose another output folder")
             if key in seen and seen[key] != name:
@@ -245,7 +246,7 @@ def write_mask(path: Path, mask: np.ndarray) -> None:
     """Write an (H, W) bool mask atomically: a PNG (255 where True, else 0, as Sintel's masks) or a bool .npy."""
     from perceiver_cli.io.flowfiles import write_mask_png
 
-    if Path(path).suffix.lower() == ".npy":
+    if place(path).suffix.lower() == ".npy":
         write_array(path, np.asarray(mask, dtype=bool))
     else:
         write_mask_png(path, mask)
@@ -315,13 +316,14 @@ class FlowOutputs:
         else:
             base = target.path / stem
             pieces = [(fmt, format_suffix(fmt)) for fmt in self.formats]
-        planned = [PlannedFile(Path(f"{base}{suffix}"), "epe" if fmt == EPE_FORMAT else "main", fmt)
+        planned = [PlannedFile(place(f"{base}{suffix}"), "epe" if fmt == EPE_FORMAT else "main", fmt)
                    for fmt, suffix in pieces]
         pieces = [(fmt, suffix) for fmt, suffix in pieces if fmt != EPE_FORMAT]
         if self.direction == "both":
-            planned += [PlannedFile(Path(f"{base}{BACKWARD_SUFFIX}{suffix}"), "backward", fmt)
+            planned += [PlannedFile(place(f"{base}{BACKWARD_SUFFIX}{suffix}"), "backward", fmt)
                         for fmt, suffix in pieces]
-            planned += [PlannedFile(Path(f"{base}{OCCLUSION_SUFFIX}{m}"), "occlusion", m) for m in self.mask_formats]
+            planned += [PlannedFile(place(f"{base}{OCCLUSION_SUFFIX}{m}"), "occlusion", m)
+                        for m in self.mask_formats]
         return planned
 
     def files_for(self, stem: str) -> list[PlannedFile]:

@@ -33,8 +33,10 @@ from perceiver_cli.tasks.autoencode_clips import (ClipArrays, VideoAutoencoder, 
                                                   video_record, video_writers, write_clip, write_kept)
 from perceiver_cli.tasks.autoencode_segments import ClipAssembler, ClipSegment, encode_segment, plan_segments
 from perceiver_cli.tasks.report import heading, row, visible
-from perceiver_cli.io.inputs import expand_inputs, looks_like_glob
-from perceiver_cli.io.atomic import prepare_output
+from perceiver_cli.io.inputs import looks_like_glob
+from perceiver_cli.io.store import place
+from perceiver_cli.io.store import expand_inputs
+from perceiver_cli.io.store_write import prepare_output
 from perceiver_cli.tasks.report import progress_bar
 
 MODELS = names_for_task(AUTOENCODE_VIDEO)  # the --model choices, from the kinds' rows
@@ -62,11 +64,11 @@ def _format_of(path: Path) -> str:
 
 def _is_folder_output(text: str) -> bool:
     """An -o names a folder when it is one, ends with a separator, or has no extension."""
-    path = Path(text)
+    path = place(text)
     if text.endswith(("/", os.sep)) or not path.suffix:
         return True
     # an existing folder named like an output file (result.mp4/) is refused by prepare_output, not written into
-    return path.is_dir() and _format_of(path) not in FORMATS
+    return isinstance(path, Path) and path.is_dir() and _format_of(path) not in FORMATS
 
 
 def _db(value: Optional[float]) -> str:
@@ -110,13 +112,13 @@ class AutoencodeTask(ModelTask):
         if folders and len(outputs) > 1:
             raise UsageError(f"{folders[0]}: give one output folder, or output files, not both or several folders")
         if folders:
-            self.folder = Path(folders[0])
+            self.folder = place(folders[0])
             self.formats = parse_formats(formats) if formats is not None else DEFAULT_FOLDER_FORMATS
         else:
             if formats is not None:
                 raise UsageError("--format is for an output folder (-o FOLDER); an output file's format is its "
                                  "extension")
-            self.files = [Path(o) for o in outputs]
+            self.files = [place(o) for o in outputs]
             for path in self.files:
                 if _format_of(path) not in FORMATS:
                     shown = f"'{path.suffix.lower()}'" if path.suffix else "no extension"
@@ -133,13 +135,16 @@ class AutoencodeTask(ModelTask):
         """True when the inputs are one argument naming a file (or nothing there yet): not -, a folder or a glob."""
         if len(self.inputs) != 1 or self.inputs[0] == STDIN_ARGUMENT:
             return False
-        path = Path(self.inputs[0])
+        path = place(self.inputs[0])
+        if not isinstance(path, Path):  # a URL: an object unless it names a prefix
+            return not self.inputs[0].endswith("/") and not looks_like_glob(self.inputs[0])
         return not path.is_dir() and (path.exists() or not looks_like_glob(self.inputs[0]))
 
     def _outputs_of(self, video: Path) -> tuple[str, ...]:
         if self.folder is not None:
-            features = (f"{video.stem}{FEATURES_SUFFIX}",) if self.features and not self.arrays else ()
-            return tuple(str(self.folder / name) for name in (*(f"{video.stem}.{f}" for f in self.formats), *features))
+            features = (f"{place(video).stem}{FEATURES_SUFFIX}",) if self.features and not self.arrays else ()
+            return tuple(str(self.folder / name)
+                         for name in (*(f"{place(video).stem}.{f}" for f in self.formats), *features))
         return tuple(str(path) for path in self.files)
 
     def items(self) -> list[Item]:
@@ -147,11 +152,11 @@ class AutoencodeTask(ModelTask):
         items = [error_item(i, found, names) if isinstance(found, InputError)
                  else Item(i, str(found), data=found, outputs=self._outputs_of(found))
                  for i, found in enumerate(expanded)]
-        inputs = {Path(item.data).resolve(): item.input for item in items if item.error is None}
+        inputs = {place(item.data).resolve(): item.input for item in items if item.error is None}
         writers: dict[Path, str] = {}
         for item in items:
             for output in item.outputs:
-                key = Path(output).resolve()
+                key = place(output).resolve()
                 if key in inputs:
                     raise UsageError(f"{output}: output is the same file as input {inputs[key]}; choose another "
                                      f"output path")
@@ -190,7 +195,7 @@ class AutoencodeTask(ModelTask):
     @staticmethod
     def outputs_by_kind(outputs: Iterable[str | Path]) -> tuple[list[Path], list[Path], list[Path]]:
         """A video's output paths as (videos, .wav files, .npz files)."""
-        paths = [Path(output) for output in outputs]
+        paths = [place(output) for output in outputs]
         return ([p for p in paths if _format_of(p) in VIDEO_FORMATS],
                 [p for p in paths if _format_of(p) in AUDIO_FORMATS],
                 [p for p in paths if _format_of(p) in ARRAY_FORMATS])

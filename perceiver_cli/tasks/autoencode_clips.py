@@ -13,6 +13,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from perceiver_cli.errors import InputError
+from perceiver_cli.io.store import place
 from perceiver_cli.labels import KINETICS_LABELS, label_names as shared_label_names
 from perceiver_cli.tasks.base import Item, problem_of
 from perceiver_cli.tasks.inputs import finite
@@ -46,7 +47,7 @@ def video_record(video: Item, clip_records: list[dict[str, Any]], summary, names
     """A video's record: its outputs, its clips' records, and the whole video's predictions and PSNRs."""
     from perceiver_cli.core import autoencode as core
 
-    return {"input": video.input, "outputs": [str(Path(output)) for output in video.outputs],
+    return {"input": video.input, "outputs": [str(place(output)) for output in video.outputs],
             "clips": clip_records,
             "predictions": _predictions(core.top_k(summary.probabilities, top_k), names),
             "psnr_video": finite(summary.psnr_video), "psnr_audio": finite(summary.psnr_audio)}
@@ -137,7 +138,7 @@ class VideoAutoencoder:
         from perceiver_cli.io.video import clips_from_arrays, iter_clips, probe_video
 
         g = self.geometry
-        if isinstance(source, Path):
+        if isinstance(source, (Path, str)):  # a path, or a URL
             info = probe_video(source)  # a file that is no video fails here, before any output is opened
             frames = math.ceil(info.duration_s * g.fps) if info.duration_s > 0 else 0
             clips = iter_clips(source, frames_per_clip=g.frames_per_clip, fps=g.fps, size=g.image_size,

@@ -77,7 +77,7 @@ def plan_segments(listed: list[Item], count: int) -> Optional[list[Item]]:
     one-process run); None when several videos can run (each worker takes whole videos) or none can."""
     from perceiver_cli.io.video import probe_video
 
-    if sum(item.error is None and isinstance(item.data, Path) for item in listed) != 1:
+    if sum(item.error is None and isinstance(item.data, (Path, str)) for item in listed) != 1:
         return None
     estimates = []
     for item in listed:

@@ -12,6 +12,7 @@ import numpy as np
 from perceiver_cli.kinds import CLASSIFY, names_for_task
 from perceiver_cli.choices import check_features
 from perceiver_cli.errors import InputError, UsageError
+from perceiver_cli.io.location import is_remote
 from perceiver_cli.labels import IMAGENET_LABELS, label_names
 from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, problem_of, record_or_raise
 from perceiver_cli.tasks.inputs import error_item, expand_arguments, rgb_array
@@ -66,7 +67,7 @@ class ImageClassifier:
 
         if item.error is not None:
             raise InputError(item.error)
-        if isinstance(item.data, Path):
+        if isinstance(item.data, (str, Path)):  # a path, or a URL string
             rgb = read_image(item.data, DEFAULT_MAX_PIXELS if self.max_pixels is None else self.max_pixels)
         else:  # an image in memory (the Python API): a uint8 (H, W, 3) array or a PIL image
             rgb = rgb_array(item.data)
@@ -110,7 +111,8 @@ class ImageClassifier:
         return np.stack([record_or_raise(result) and result.arrays["features"] for result in results])
 
     def _results(self, images: Sequence[Any]) -> list[Result]:
-        items = [Item(i, str(image), data=Path(image)) if isinstance(image, (str, os.PathLike))
+        items = [Item(i, str(image), data=image if is_remote(image) else Path(image))
+                 if isinstance(image, (str, os.PathLike))
                  else Item(i, f"image {i}", data=image) for i, image in enumerate(images)]
         pool = self.runtime.decode_pool()
         try:

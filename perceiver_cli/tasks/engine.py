@@ -88,7 +88,8 @@ def run_engine(task: Task, request: RuntimeRequest, reporter: Reporter,
                scale: Optional[ScaleOptions] = None, listeners: Iterable[Listener] = ()) -> int:
     """Run `task` as `scale` says (engine, shard, manifest, skipping); returns the exit code. `listeners`
     get each result after the reporter (and the manifest)."""
-    from perceiver_cli.tasks.manifest import Manifest, Resume
+    from perceiver_cli.tasks.manifest import Resume
+    from perceiver_cli.tasks.manifest_store import open_manifest
     from perceiver_cli.tasks.shards import parse_shard
 
     scale = scale or ScaleOptions()
@@ -99,7 +100,7 @@ def run_engine(task: Task, request: RuntimeRequest, reporter: Reporter,
         from perceiver_cli.tasks.ray_engine import check_ray
 
         check_ray()
-    manifest = Manifest(scale.manifest, task.name) if scale.manifest is not None else None
+    manifest = open_manifest(scale.manifest, task.name) if scale.manifest is not None else None
     resume = Resume(manifest, scale.retry_failed, scale.skip_existing)
 
     def select(items: Iterable[Item]) -> Iterable[Item]:

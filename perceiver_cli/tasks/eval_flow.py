@@ -26,6 +26,7 @@ import numpy as np
 
 from perceiver_cli.errors import UsageError
 from perceiver_cli.kinds import FLOW
+from perceiver_cli.io.store import place
 from perceiver_cli.tasks.base import Item, Result
 from perceiver_cli.tasks.flow import FlowTask
 from perceiver_cli.tasks.flow_pairs import FramePair
@@ -124,7 +125,7 @@ class EvalFlowTask(FlowTask):
         if limit is not None and limit < 1:
             raise UsageError(f"--limit must be at least 1, got {limit}")
         super().__init__([], source=source, numerics=numerics, quiet=quiet)
-        self.dataset = Path(dataset)
+        self.dataset = place(dataset)
         self.sintel_pass = sintel_pass
         self.limit = limit
         self.kind: Optional[str] = None

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 from perceiver_cli.bounds import check_option
 from perceiver_cli.kinds import FILL_MASK, names_for_task
 from perceiver_cli.choices import check_features
-from perceiver_cli.errors import UsageError
+from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.tasks.base import Item, ModelTask, Result, failure, record_or_raise
 from perceiver_cli.tasks.inputs import STDIN_ARGUMENT
 from perceiver_cli.tasks.report import row, visible
@@ -63,9 +63,28 @@ def _stdin_items(start: int, blank: list[int]) -> Iterator[Item]:
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:  # a text stream without bytes underneath (tests, embedding)
         stream = (line.encode("utf-8", "surrogateescape") for line in sys.stdin)
+    return _line_items(stream, STDIN_ARGUMENT, "standard input", start, blank)
+
+
+def _file_items(location: str, start: int, blank: list[int]) -> Iterator[Item]:
+    """`_stdin_items` for the lines of a text file or object (--texts), streamed."""
+    from perceiver_cli.io.store import open_input
+
+    try:
+        stream = open_input(location)
+    except OSError as exc:
+        raise UsageError(f"--texts {location}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+    except InputError as exc:  # the store's line (a missing key): nothing to fill, so the run stops
+        raise UsageError(f"--texts {exc}") from None
+    with stream:
+        yield from _line_items(stream, location, location, start, blank)
+
+
+def _line_items(stream, name: str, where: str, start: int, blank: list[int]) -> Iterator[Item]:
+    """One item per line of `stream`, keyed `name: line N`; `where` names the source when it holds none."""
     index = start
     for number, text in read_text_lines(stream):
-        key = f"{STDIN_ARGUMENT}: line {number}"
+        key = f"{name}: line {number}"
         if isinstance(text, BadLine):
             yield Item(index, "", data=Text(None, line=number), error=text.problem, key=key)
         elif not text.strip():
@@ -78,7 +97,8 @@ def _stdin_items(start: int, blank: list[int]) -> Iterator[Item]:
                 yield Item(index, text, data=Text(text, number), error=str(exc), key=key)
         index += 1
     if index == start:
-        yield Item(index, "", data=Text(None), error="no text on standard input", key=STDIN_ARGUMENT)
+        yield Item(index, "", data=Text(None), error=f"no text on {where}" if name == STDIN_ARGUMENT
+                   else f"no text in {where}", key=name)
 
 
 def _length_score(value: float) -> Optional[float]:
@@ -191,7 +211,8 @@ class FillMaskTask(ModelTask):
     accelerator_batch_size = TEXTS_PER_BATCH
 
     def __init__(self, texts: Sequence[str], *, source: Optional[str | Path] = None, top_k: int = 5,
-                 max_span: int = 12, numerics: str = "deepmind", features: Optional[str] = None):
+                 max_span: int = 12, numerics: str = "deepmind", features: Optional[str] = None,
+                 texts_file: Optional[str] = None):
         check_options(top_k, max_span)
         check_features(features)
         self.features = features
@@ -200,6 +221,7 @@ class FillMaskTask(ModelTask):
         super().__init__(source, numerics)
         self.top_k = top_k
         self.max_span = max_span
+        self.texts_file = texts_file
         # Arguments are parsed now: a bad one is a failed item, reported without running the model on it.
         self._arguments: list[Optional[Item]] = []
         self._blank = [0]
@@ -217,6 +239,8 @@ class FillMaskTask(ModelTask):
                 item.index = index
                 index += 1
                 yield item
+        if self.texts_file is not None:
+            yield from _file_items(self.texts_file, index, self._blank)
 
     def setup(self, runtime, model=None) -> None:
         self.model = self.model_for(runtime, model)

@@ -34,6 +34,7 @@ from perceiver_cli.tasks.report import NON_FINITE, heading, progress_bar, visibl
 from perceiver_cli.tasks.report_pages import flow_visuals
 from perceiver_cli.metrics import flow_statistics, occlusion_mask
 from perceiver_cli.tasks.inputs import STDIN_ARGUMENT, paths_from_stdin, problem_item
+from perceiver_cli.io.store import place
 from perceiver_cli.io.writers import (EPE_FORMAT, FLOW_FILE_SUFFIXES, FLOW_FORMATS, FOLDER, FlowOutputs,
                                       KITTI_FORMAT, MASK_SUFFIXES, Pictures, STACK_SUFFIX, check_error_maps,
                                       check_style, format_suffix, plan_targets, refuse_name_clashes)
@@ -44,6 +45,13 @@ DIRECTIONS = ("forward", "backward", "both")
 VIDEO_SUFFIXES = VIDEO_EXTENSIONS
 # A single pair shows a progress bar of its windows from this many windows on.
 WINDOW_PROGRESS_MIN = 4
+
+
+def _is_video_file(argument: str, image_suffixes) -> bool:
+    """Whether one argument is read as a video: a file (or a URL of an object) that is no picture."""
+    path = place(argument)
+    named = path.is_file() if isinstance(path, Path) else not argument.endswith("/") and bool(path.suffix)
+    return named and path.suffix.lower() not in image_suffixes
 
 
 class FlowTask(ModelTask):
@@ -90,7 +98,7 @@ class FlowTask(ModelTask):
             raise UsageError("--format: kitti and png both write <stem>.png; choose one")
         self.mask_formats = parse_formats("png" if occlusion_formats is None else occlusion_formats, MASK_SUFFIXES,
                                           "--occlusion-format")
-        self.gt = Path(gt) if gt is not None else None
+        self.gt = place(gt) if gt is not None else None
         check_error_maps(self.formats, gt is not None, max_epe)
         self.pictures = Pictures(check_style(style), max_flow, legend, max_epe)
         self.resize = resize
@@ -131,13 +139,12 @@ class FlowTask(ModelTask):
         if self.gt is not None and not self.gt.exists():  # a file the user named; a folder's gaps are warnings
             raise UsageError(f"--gt {self.gt}: no such file or folder")
         arguments, problems = self._arguments()
-        videos = [a for a in arguments if Path(a).suffix.lower() in VIDEO_SUFFIXES]
+        videos = [a for a in arguments if place(a).suffix.lower() in VIDEO_SUFFIXES]
         if videos and len(arguments) > 1:
             raise UsageError(f"{videos[0]}: give one video on its own (flow runs over its consecutive frames)")
         # One file that is not an image is read as a video; anything else is a sequence of images.
-        if len(arguments) == 1 and Path(arguments[0]).is_file() \
-                and Path(arguments[0]).suffix.lower() not in IMAGE_EXTENSIONS:
-            return self._video_items(Path(arguments[0]))
+        if len(arguments) == 1 and _is_video_file(arguments[0], IMAGE_EXTENSIONS):
+            return self._video_items(place(arguments[0]))
         if self.start is not None or self.end is not None:
             raise UsageError("--start and --end select a video's frames; the inputs here are images")
         if not arguments:

@@ -85,7 +85,7 @@ def pair_failure(item: Item, problem: str) -> Result:
 
 def _size_problem(item: Item, frame1: np.ndarray, frame2: np.ndarray) -> str:
     pair: FramePair = item.data
-    if isinstance(pair.second, Path):
+    if isinstance(pair.second, (Path, str)):  # a path, or a URL
         return (f"{pair.second}: size {size_text(frame2)} differs from {pair.first}'s {size_text(frame1)}; "
                 "give --resize to resize the second frame to the first's size")
     return f"{item.input}: the second frame's size {size_text(frame2)} differs from the first's {size_text(frame1)}"
@@ -106,7 +106,7 @@ class FlowPredictor:
         """A frame as a uint8 (H, W, 3) array."""
         from perceiver_cli.io.images import DEFAULT_MAX_PIXELS, read_image
 
-        if isinstance(frame, Path):
+        if isinstance(frame, (Path, str)):
             return read_image(frame, DEFAULT_MAX_PIXELS if self.max_pixels is None else self.max_pixels)
         return rgb_array(frame)
 
@@ -115,7 +115,7 @@ class FlowPredictor:
         last: list = [None, None]  # (frame name, array or InputError)
 
         def read(frame: Frame):
-            name = str(frame) if isinstance(frame, Path) else None
+            name = str(frame) if isinstance(frame, (Path, str)) else None
             if name is None or last[0] != name:
                 try:
                     value = self.read(frame)

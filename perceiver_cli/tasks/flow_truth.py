@@ -11,6 +11,7 @@ from typing import Optional
 
 import numpy as np
 
+from perceiver_cli.io.store import place
 from perceiver_cli.metrics import end_point_error
 
 # Ground-truth files are looked for with these suffixes, in this order (io.flowfiles reads each by its bytes).
@@ -53,10 +54,12 @@ def invalid_mask(gt: Path, relative: Path, stem: str) -> Path:
     Sintel's tree (the first found; else the first place looked)."""
     folder = gt / relative
     masks = [folder / INVALID_FOLDER / f"{stem}.png"]
-    parts = gt.parts
+    parts = gt.parts if isinstance(gt, Path) else tuple(gt.split("://", 1)[1].rstrip("/").split("/"))
     if SINTEL_FLOW_FOLDER in parts:  # Sintel's training tree keeps invalid/SCENE/ beside flow/SCENE/
         at = len(parts) - 1 - parts[::-1].index(SINTEL_FLOW_FOLDER)
-        masks.append(Path(*parts[:at], INVALID_FOLDER, *parts[at + 1:]) / relative / f"{stem}.png")
+        beside = (*parts[:at], INVALID_FOLDER, *parts[at + 1:])
+        invalid = Path(*beside) if isinstance(gt, Path) else place(gt.split("://", 1)[0] + "://" + "/".join(beside))
+        masks.append(invalid / relative / f"{stem}.png")
     return next((m for m in masks if m.is_file()), masks[0])
 
 

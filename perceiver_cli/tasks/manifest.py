@@ -19,6 +19,8 @@ from typing import Any, Iterable, Iterator, Optional
 
 from perceiver_cli.errors import UsageError
 from perceiver_cli.io.inputs import require_regular_file
+from perceiver_cli.io.location import is_remote
+from perceiver_cli.io.store import exists
 from perceiver_cli.tasks.base import Item, Result
 from perceiver_cli.tasks.report import json_line
 
@@ -53,7 +55,8 @@ def _key(record: dict[str, Any]) -> str:
 
 def outputs_exist(item: Item) -> bool:
     """Whether the item plans output files and every one of them exists (outputs are written atomically)."""
-    return bool(item.outputs) and all(os.path.exists(path) for path in item.outputs)
+    return bool(item.outputs) and all(exists(path) if is_remote(path) else os.path.exists(path)
+                                      for path in item.outputs)
 
 
 class Manifest:

@@ -20,6 +20,7 @@ from typing import Optional
 
 from perceiver_cli.errors import UsageError, WeightsError
 from perceiver_cli.kinds import BY_NAME, KINDS, names_for_task
+from perceiver_cli.io.location import is_remote
 from perceiver_cli.weights.folder import weights_in
 from perceiver_cli.weights.hub import (HubError, cached_snapshot, display_path, download_snapshot, hub_cache_dir,
                                        offline_mode)
@@ -151,6 +152,10 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     once into the cache. Raises WeightsError (one line, with the command to run) when it cannot.
     """
     text = os.fspath(name_or_path)
+    if is_remote(text):
+        from perceiver_cli.weights.remote import fetch_checkpoint_folder
+
+        return fetch_checkpoint_folder(text)
     path = Path(text).expanduser()
     if isinstance(name_or_path, os.PathLike):
         if not path.exists():

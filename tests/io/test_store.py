@@ -14,7 +14,6 @@ import sys
 import textwrap
 import threading
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import boto3  # noqa: E402
 from perceiver_cli.errors import InputError, UsageError  # noqa: E402
 from perceiver_cli.io import inputs, location, store, store_write  # noqa: E402
 from perceiver_cli.io.store_parts import PartLog  # noqa: E402
-from s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server, seed_objects  # noqa: E402
+from s3_server import REGION, Bucket, S3Server, seed_objects, use_endpoint  # noqa: E402
 
 IMAGES = (".jpg", ".png")
 MiB = 2**20
@@ -41,45 +40,6 @@ def server():
     s3.start()
     yield s3
     s3.stop()
-
-
-@dataclass
-class Bucket:
-    """A fresh bucket on the server, and a boto3 client to look at it independently of the code under test."""
-
-    server: S3Server
-    client: object
-    name: str
-
-    def url(self, key: str = "") -> str:
-        return f"s3://{self.name}/{key}"
-
-    def put(self, key: str, body: bytes) -> None:
-        self.client.put_object(Bucket=self.name, Key=key, Body=body)
-
-    def get(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
-
-    def keys(self) -> list[str]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name)
-        return [item["Key"] for page in pages for item in page.get("Contents", [])]
-
-    def uploads(self) -> list[str]:
-        return [u["Key"] for u in self.client.list_multipart_uploads(Bucket=self.name).get("Uploads", [])]
-
-
-def use_endpoint(monkeypatch, endpoint: str, tmp_path: Path) -> None:
-    """Point the standard AWS variables at an endpoint, with moto's test credentials and no user config."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    location.forget_filesystems()
 
 
 @pytest.fixture
