@@ -28,6 +28,7 @@ class StoreManifest(Manifest):
         self.path = location.rstrip("/")
         self.command = command
         self.status: dict[str, str] = {}
+        self.shards: dict[str, str] = {}  # as Manifest's: the packed file each item went into
         self.repeated = 0
         self._log = PartLog(self.path, key=_key, every_s=COMMIT_EVERY_S, every_records=COMMIT_EVERY_RECORDS)
         try:
