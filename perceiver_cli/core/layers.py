@@ -39,6 +39,7 @@ WIDTH_MULTIPLE = 8
 ONEDNN_LINEAR: Optional[bool] = None
 MATMUL_ENV = "PERCEIVER_CLI_CPU_MATMUL"
 _ONEDNN_WORKS: Optional[bool] = None
+ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -91,7 +92,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
            residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     """F.linear(x, weight, bias) (+ residual, of the output's shape): through oneDNN on the CPU in fp32
     without autograd (see ONEDNN_LINEAR), else F.linear."""
-    if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32 and x.dim() >= 2
+    if (x.device.type == "cpu" and x.dtype in ONEDNN_DTYPES and weight.dtype == x.dtype and x.dim() >= 2
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
             and onednn_linear_available()):
         if residual is not None and residual.shape == x.shape[:-1] + weight.shape[:1] and residual.dtype == x.dtype:

@@ -209,7 +209,8 @@ class MaskedLanguageModel(nn.Module):
             queries = queries.expand(z.shape[0], -1, -1)
         hidden = self.perceiver.decoder(queries, z)
         weight = self.perceiver.input_preprocessor.embeddings.weight
-        return hidden @ weight.t().to(hidden.dtype) + self.embedding_decoder.bias.to(hidden.dtype)
+        # logits in fp32 whatever the model's dtype: the exact top-k search ranks their log-probabilities
+        return hidden.float() @ weight.t().float() + self.embedding_decoder.bias.float()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 positions: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -392,7 +393,7 @@ class OpticalFlowModel(nn.Module):
         b, _, _, h, w = patches.shape
         tokens = self.perceiver.input_preprocessor(patches)
         z = self.perceiver.encode(tokens)
-        out = tokens.new_empty(b, h * w, 2)
+        out = tokens.new_empty(b, h * w, 2, dtype=torch.float32)  # the decoder's head computes in fp32
         decoder = self.perceiver.decoder.decoder
         for start, chunk in decoder.decode_in_chunks(z, h * w, lambda s, e: tokens[:, s:e], chunk_size):
             out[:, start:start + chunk.shape[1]] = chunk
