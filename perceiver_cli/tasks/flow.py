@@ -214,6 +214,10 @@ def paths_from_stdin() -> list[str]:
     return read_paths()
 
 
+# --downscale beyond this leaves too few pixels of a typical frame for one window to hold anything
+MAX_DOWNSCALE = 16
+
+
 class FlowTask(Task):
     """Optical flow in pixels between the frames of each pair, written where -o says."""
 
@@ -229,13 +233,17 @@ class FlowTask(Task):
                  style: str = "middlebury", legend: Optional[str] = None, resize: bool = False,
                  max_pixels: Optional[int] = None, recursive: bool = False, start: Optional[float] = None,
                  end: Optional[float] = None, step: int = 1, direction: str = "forward",
-                 occlusion_formats: Optional[str] = None, numerics: str = "deepmind", quiet: bool = False):
+                 occlusion_formats: Optional[str] = None, numerics: str = "deepmind", quiet: bool = False,
+                 downscale: float = 1.0):
         from perceiver_cli.io.flowviz import LEGEND_CORNERS
 
         if max_flow is not None and not (math.isfinite(max_flow) and max_flow > 0):
             raise UsageError(f"--max-flow must be a positive number of pixels, got {max_flow}")
         if max_pixels is not None and max_pixels < 1:
             raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
+        if not 1 <= downscale <= MAX_DOWNSCALE:
+            raise UsageError(f"--downscale must be between 1 and {MAX_DOWNSCALE}, got {downscale}")
+        self.downscale = downscale
         check_option("--step", step)
         check_seconds("--start", start), check_seconds("--end", end)
         if start is not None and end is not None and end <= start:
@@ -490,7 +498,7 @@ class FlowTask(Task):
             return  # every pair is known to fail: no model needed
         self.model = model = self.model_for(runtime, model)
         self.estimator = FlowEstimator(model, batch_size=runtime.batch_size, device=runtime.device,
-                                       dtype=runtime.dtype)
+                                       dtype=runtime.dtype, downscale=self.downscale)
 
     def _read(self, frame: Frame) -> np.ndarray:
         from perceiver_cli.io.images import DEFAULT_MAX_PIXELS, read_image
