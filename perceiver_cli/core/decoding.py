@@ -110,7 +110,7 @@ class DecoderAttention(AttentionLayer):
         if head is None:
             return linear(hidden, w2, b2, residual=out[..., :width])
         weight, bias = head
-        if out.dtype != torch.float32:  # the output keeps fp32 precision: a head is a small product
+        if out.dtype in (torch.bfloat16, torch.float16):  # the output keeps fp32 precision: a head is a small product
             out, hidden, w2, b2, weight = (t.float() for t in (out, hidden, w2, b2, weight))
             bias = None if bias is None else bias.float()
         if weight.shape[0] >= weight.shape[1]:

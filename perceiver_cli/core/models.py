@@ -209,8 +209,9 @@ class MaskedLanguageModel(nn.Module):
             queries = queries.expand(z.shape[0], -1, -1)
         hidden = self.perceiver.decoder(queries, z)
         weight = self.perceiver.input_preprocessor.embeddings.weight
-        # logits in fp32 whatever the model's dtype: the exact top-k search ranks their log-probabilities
-        return hidden.float() @ weight.t().float() + self.embedding_decoder.bias.float()
+        # logits in fp32 at least: the exact top-k search ranks their log-probabilities
+        dtype = torch.promote_types(hidden.dtype, torch.float32)
+        return hidden.to(dtype) @ weight.t().to(dtype) + self.embedding_decoder.bias.to(dtype)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 positions: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -393,7 +394,8 @@ class OpticalFlowModel(nn.Module):
         b, _, _, h, w = patches.shape
         tokens = self.perceiver.input_preprocessor(patches)
         z = self.perceiver.encode(tokens)
-        out = tokens.new_empty(b, h * w, 2, dtype=torch.float32)  # the decoder's head computes in fp32
+        # the decoder's head computes in fp32 at least
+        out = tokens.new_empty(b, h * w, 2, dtype=torch.promote_types(tokens.dtype, torch.float32))
         decoder = self.perceiver.decoder.decoder
         for start, chunk in decoder.decode_in_chunks(z, h * w, lambda s, e: tokens[:, s:e], chunk_size):
             out[:, start:start + chunk.shape[1]] = chunk
