@@ -32,8 +32,8 @@ WIDTH_MULTIPLE = 8
 # the op torch's compiler emits for linear layers; its `binary` form adds a residual in the same pass) or
 # through the BLAS behind F.linear. Which is faster depends on the CPU: oneDNN picks its kernels from the CPU's
 # features, while MKL keeps to AVX2 kernels on AMD processors, so oneDNN is the default only where torch
-# reports AVX-512. Both accumulate in fp32. bf16 dense layers (--dtype bfloat16 on the CPU) go the same way: on a
-# CPU with bf16 units oneDNN's bf16 product runs on them, far ahead of the BLAS path's bf16 fallback.
+# reports AVX-512. Both accumulate in fp32. bf16 dense layers (--dtype bfloat16 on the CPU) go the same way:
+# oneDNN's bf16 product runs on the CPU's bf16 units (see docs/performance.md for the two engines in bf16).
 # ONEDNN_LINEAR: None = decide on first use, which build_model makes happen before any input is read (the
 # environment variable PERCEIVER_CLI_CPU_MATMUL=onednn|blas overrides the CPU check; any other value is a
 # usage error); True = oneDNN wherever the op works; False = F.linear everywhere.
