@@ -100,3 +100,16 @@ def test_verify_names_what_auto_computes_in(monkeypatch):
     assert check.status == "NOTE" and "bfloat16" in check.detail and "amx_bf16" in check.detail
     monkeypatch.setattr(load, "cpu_bf16_units", lambda: None)
     assert "float32" in compute_check().detail
+
+
+def test_auto_keeps_float32_for_flow_on_the_cpu(monkeypatch):
+    # a flow window is mostly attention, which bf16 does not speed up on the CPU; explicit bfloat16 still runs
+    from perceiver_cli.tasks.engine import RuntimeRequest
+    from perceiver_cli.tasks.flow import FlowTask
+    from perceiver_cli.tasks.classify import ClassifyTask
+
+    monkeypatch.setattr(runtime, "cpu_bf16_units", lambda: "avx512_bf16")
+    flow, classify = FlowTask(["a.png", "b.png"]), ClassifyTask(["a.png"])
+    assert RuntimeRequest("cpu", "auto").resolve(flow).dtype == torch.float32
+    assert RuntimeRequest("cpu", "bfloat16").resolve(flow).dtype == torch.bfloat16
+    assert RuntimeRequest("cpu", "auto").resolve(classify).dtype == torch.bfloat16

@@ -49,7 +49,7 @@ class RuntimeRequest:
         from perceiver_cli.runtime import resolve_runtime
 
         return resolve_runtime(self.device, self.dtype, self.batch_size, task.cpu_batch_size,
-                               task.accelerator_batch_size)
+                               task.accelerator_batch_size, cpu_bf16_pays=getattr(task, "cpu_bf16_pays", True))
 
 
 @dataclass(frozen=True)
