@@ -28,8 +28,9 @@ AUTO_DTYPE = "auto"
 CPUINFO = "/proc/cpuinfo"  # Linux; elsewhere it is absent and auto stays float32 on the CPU
 DTYPE_NAMES = (*DTYPES, AUTO_DTYPE)
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
-# Decoding threads beside a CPU model run this much nicer than the process: the model's matmuls keep the cores.
-DECODE_NICENESS = 10
+# How much nicer than the process the decoding threads beside a CPU model run. 0: beside two busy loops,
+# decoding 10 nicer starved the model of images (classify photos/s fell; docs/performance.md).
+DECODE_NICENESS = 0
 
 
 def pick_device(device: str | torch.device) -> torch.device:
@@ -165,7 +166,7 @@ class Runtime:
         return max(1, min(8, usable_cpus() - 1))
 
     def decode_pool(self):
-        """A thread pool for decoding inputs beside the model (nicer than the model's threads on the CPU)."""
+        """A thread pool for decoding inputs beside the model (DECODE_NICENESS nicer on the CPU)."""
         return ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="perceiver-decode",
                                   initializer=_yield_to_the_model if self.on_cpu else None)
 
