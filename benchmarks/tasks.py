@@ -145,4 +145,5 @@ def select_rows(spec: Optional[str]) -> list[Row]:
     unknown = [w for w in wanted if w not in known]
     if unknown:
         raise SystemExit(f"benchmarks: unknown task(s) {', '.join(unknown)} (choose from {', '.join(sorted(known))})")
-    return [r for r in ROWS if r.task in wanted or r.key in wanted or (BF16_SELECTOR in wanted and r.dtype != "float32")]
+    bf16 = BF16_SELECTOR in wanted
+    return [r for r in ROWS if r.task in wanted or r.key in wanted or (bf16 and r.dtype != "float32")]

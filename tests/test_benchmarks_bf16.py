@@ -27,7 +27,8 @@ def test_distance_script_measures_every_task(capsys):
     assert set(table) == {"flow", "classify, vision-conv", "classify, vision-fourier", "classify, vision-learned",
                           "fill-mask", "autoencode-video"}
     assert "end-point difference" in table["flow"] and "99th percentile" in table["flow"]
-    assert "top-1 equal" in table["classify, vision-conv"] and "probability difference" in table["classify, vision-conv"]
+    conv = table["classify, vision-conv"]
+    assert "top-1 equal" in conv and "probability difference" in conv
     assert "top-5 fills" in table["fill-mask"] and "dB" in table["autoencode-video"]
 
 
@@ -37,7 +38,7 @@ def test_downscale_script_counts_windows_and_the_round_trip(tmp_path, capsys):
     y, x = np.mgrid[0:436, 0:1024]
     write_flo(truth, np.stack([np.sin(x / 40.0) * 5, np.cos(y / 30.0) * 3], axis=-1).astype(np.float32))
     assert flow_downscale.main(["--data", str(tmp_path), "--factors", "2"]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| 1 ", "| 2 "))]
     assert lines[0].split("|")[3].strip() == "6" and lines[1].split("|")[3].strip() == "2"
     assert float(lines[1].split("mean ")[1].split(",")[0]) > 0
 

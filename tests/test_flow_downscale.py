@@ -28,7 +28,8 @@ def test_upscaled_vectors_grow_with_the_frame_along_their_own_axis():
     flow[..., 0], flow[..., 1] = 1.5, -0.5
     big = upscale_flow(flow, (12, 12))  # 3x taller, 2x wider
     assert big.shape == (12, 12, 2)
-    assert torch.allclose(big[..., 0], torch.full((12, 12), 3.0)) and torch.allclose(big[..., 1], torch.full((12, 12), -1.5))
+    assert torch.allclose(big[..., 0], torch.full((12, 12), 3.0))
+    assert torch.allclose(big[..., 1], torch.full((12, 12), -1.5))
 
 
 def test_downscaled_size_rounds_and_keeps_a_pixel():

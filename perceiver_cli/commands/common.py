@@ -31,7 +31,8 @@ DeviceOption = typer.Option("auto", "--device", metavar="DEVICE",
                             help="auto, cpu, cuda, cuda:N or mps (auto picks an accelerator when present).")
 DtypeOption = typer.Option("float32", "--dtype", metavar="DTYPE",
                            help="float32; bfloat16 (CPUs with bf16 units, accelerators); float16 (accelerators); "
-                                "auto: bfloat16 where the hardware multiplies it natively (not flow on a CPU), else float32.")
+                                "auto: bfloat16 where the hardware multiplies it natively (not flow on a CPU), "
+                                "else float32.")
 NumericsOption = typer.Option(
     "deepmind", "--numerics", metavar="NAME",
     help="deepmind: compute DeepMind's original network; transformers: reproduce transformers' port exactly.",
