@@ -124,16 +124,21 @@ def child_main(args: argparse.Namespace) -> int:
         gc.collect()
         peak_reset = _reset_peak_rss()
         rss_start = _vm_kb("VmRSS") * 1024
-        model = build(cfgs[row.kind], args.side, args.numerics, args.device)
+        # a bf16 row's second side is our own model in fp32 (see tasks.Row.dtype)
+        side, dtype = ("ours", row.dtype if args.side == "ours" else "float32") if row.dtype != "float32" else (
+            args.side, "float32")
+        model = build(cfgs[row.kind], side, args.numerics, args.device)
+        weights_sum = checksum(model)  # before any cast: both sides of a bf16 row hold the same weights
+        model = model.to(getattr(torch, dtype))  # parameter by parameter: the fp32 copy never doubles
         rss_model = _vm_kb("VmRSS") * 1024
         timer = StageTimer(model, sync)
-        texts_for_profile = sizes if not (args.profile and row.key == "fill-mask-batch") else Sizes(
+        texts_for_profile = sizes if not (args.profile and row.fp32_row().key == "fill-mask-batch") else Sizes(
             **{**sizes.__dict__, "short_texts": max(1, sizes.short_texts // 4)})
-        work = workload(row, model, args.side, cfgs[row.kind], texts_for_profile, args.device, photos_used, data)
+        work = workload(row, model, side, cfgs[row.kind], texts_for_profile, args.device, photos_used, data, dtype)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         result: dict[str, Any] = {"row": key, "side": args.side, "note": work.note, "scale": work.scale,
-                                  "checksum": checksum(model), "threads": torch.get_num_threads()}
+                                  "checksum": weights_sum, "threads": torch.get_num_threads()}
         if args.profile:
             work.run()  # warm-up, so one-time costs stay out of the profile
             result["profile"] = profile_summary(work.run)
@@ -199,7 +204,7 @@ def stack_rows_of(row: Row, config: dict, sizes: Sizes, device: str) -> int:
     from perceiver_cli.core.text import MAX_BATCH_ROWS
 
     batch = {"fill-mask": 1, "fill-mask-batch": min(sizes.short_texts, MAX_BATCH_ROWS)}.get(
-        row.key, sizes.batch if row.task == "classify" else 1)
+        row.fp32_row().key, sizes.batch if row.task == "classify" else 1)
     return stack_rows(batch, spec_of(config).num_latents, torch.device(device))
 
 

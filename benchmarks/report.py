@@ -11,7 +11,7 @@ from typing import Optional
 from benchmarks.results import SIDES, RowResult, ratio, stage_bound, stage_flops, stage_rate
 from benchmarks.targets import (HELP_TARGET, MEMORY_RATIO, PEAK_MEMORY, SPEED_UP, TARGETS, Target, help_met,
                                 stage_target, stage_verdict, target_met, targets_of, verdicts)
-from benchmarks.tasks import LATENT_STACK, Sizes
+from benchmarks.tasks import BF16_SUFFIX, LATENT_STACK, Sizes
 
 
 def figure(x: Optional[float], pattern: str = "{:.2f}") -> str:
@@ -106,7 +106,9 @@ def render(results: list[RowResult], peak: dict[str, tuple[float, float]], help_
         f"- ours: perceiver_cli with `--numerics {args.numerics}`; transformers: its Perceiver classes; same "
         "weights (seeded per key; checksums compared), same inputs, fp32, device "
         f"{args.device}. Times are medians of {args.repeats} repeat(s), the two sides alternating; "
-        "each measurement in its own process; peak RSS is that process's VmHWM (model, inputs, work).",
+        "each measurement in its own process; peak RSS is that process's VmHWM (model, inputs, work). Rows "
+        f"ending `{BF16_SUFFIX}` run ours in bfloat16 against ours in float32: there the transformers columns "
+        "(time, peak RSS, speed-up, memory ratio, outputs) hold our own float32 side.",
         "",
         "## Tasks",
         "",

@@ -6,7 +6,7 @@ benchmarks.workloads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 TASKS = ("fill-mask", "classify", "flow", "autoencode-video")
@@ -57,9 +57,19 @@ class Row:
     stages: tuple[Stage, ...]
     warmup: bool = False
     inner_repeats: int = 1  # timed runs per child: more samples where a run is short and noise is large
+    # Our side's dtype. A bfloat16 row measures ours in bf16 against ours in fp32: its second side (the
+    # "transformers" slot of the report) runs our own model in float32.
+    dtype: str = "float32"
+
+    @property
+    def baseline(self) -> str:
+        """What the row's second side runs, in words."""
+        return "transformers" if self.dtype == "float32" else "ours in float32"
 
     def unit(self, sizes: Sizes, window: Optional[tuple[int, int]] = None) -> str:
-        """The unit of work in words."""
+        """The unit of work in words (a bf16 row says what it is compared with)."""
+        if self.dtype != "float32":
+            return f"{self.fp32_row().unit(sizes, window)}; {self.dtype} against our float32"
         if self.key == "fill-mask":
             return f"{sizes.text_bytes}-byte text, one {sizes.span}-byte span"
         if self.key == "fill-mask-batch":
@@ -70,6 +80,14 @@ class Row:
             return f"one {window[0]}x{window[1]} window" if window else "one window"
         return "one clip, all outputs"
 
+
+    def fp32_row(self) -> "Row":
+        """This row at float32 (itself when it is one)."""
+        return replace(self, key=self.key.removesuffix(BF16_SUFFIX), dtype="float32")
+
+
+BF16_SUFFIX = "-bf16"
+BF16_SELECTOR = "bf16"  # --tasks bf16: every bfloat16 row
 
 ENCODER_CROSS = "encoder cross-attention"
 LATENT_STACK = "latent self-attention"
@@ -86,7 +104,7 @@ _VISION_STAGES = (Stage(MODEL_FORWARD, "model forward", _ALL),
                   Stage(LATENT_STACK, "latent self-attention (48 layers)", _SELF),
                   Stage(ENCODER_CROSS, "encoder cross-attention", _ENC))
 
-ROWS: tuple[Row, ...] = (
+FP32_ROWS: tuple[Row, ...] = (
     Row("fill-mask", "fill-mask", "language", _LANGUAGE_STAGES, warmup=True, inner_repeats=5),
     Row("fill-mask-batch", "fill-mask", "language", _LANGUAGE_STAGES),
     Row("classify-conv", "classify", "vision-conv", _VISION_STAGES),
@@ -105,6 +123,14 @@ ROWS: tuple[Row, ...] = (
 )
 
 
+# bfloat16 rows beside the fp32 ones: the units of work a CPU with bf16 units speeds up most (the one-text
+# fill-mask row is too short to time in a second dtype).
+BF16_OF = ("fill-mask-batch", "classify-conv", "classify-fourier", "classify-learned", "flow", "autoencode-video")
+ROWS: tuple[Row, ...] = tuple(
+    r for fp32 in FP32_ROWS
+    for r in (fp32, *([replace(fp32, key=fp32.key + BF16_SUFFIX, dtype="bfloat16")] if fp32.key in BF16_OF else [])))
+
+
 def row_named(key: str) -> Row:
     """The row with this key."""
     return next(r for r in ROWS if r.key == key)
@@ -115,8 +141,9 @@ def select_rows(spec: Optional[str]) -> list[Row]:
     if not spec:
         return list(ROWS)
     wanted = [w.strip() for w in spec.split(",") if w.strip()]
-    known = set(TASKS) | {r.key for r in ROWS}
+    known = set(TASKS) | {r.key for r in ROWS} | {BF16_SELECTOR}
     unknown = [w for w in wanted if w not in known]
     if unknown:
         raise SystemExit(f"benchmarks: unknown task(s) {', '.join(unknown)} (choose from {', '.join(sorted(known))})")
-    return [r for r in ROWS if r.task in wanted or r.key in wanted]
+    bf16 = BF16_SELECTOR in wanted
+    return [r for r in ROWS if r.task in wanted or r.key in wanted or (bf16 and r.dtype != "float32")]

@@ -189,7 +189,8 @@ def spec_of(config: dict):
     return spec_from_config(config)
 
 
-def fill_mask_workload(row: Row, model: Any, side: str, config: dict, sizes: Sizes, device: str) -> Workload:
+def fill_mask_workload(row: Row, model: Any, side: str, config: dict, sizes: Sizes, device: str,
+                       dtype: str = "float32") -> Workload:
     """fill-mask: ours runs the command's task (exact top-k); transformers runs the documented
     tokenizer + PerceiverForMaskedLM loop, one text at a time, padded to max_length, argmax per byte."""
     import torch
@@ -211,7 +212,7 @@ def fill_mask_workload(row: Row, model: Any, side: str, config: dict, sizes: Siz
         from perceiver_cli.tasks.fill_mask import FillMaskTask
 
         texts = [masked(t, s, n) for t, s, n in items]
-        runtime = resolve_runtime(device, configure=False, cpu_batch_size=FillMaskTask.cpu_batch_size,
+        runtime = resolve_runtime(device, dtype, configure=False, cpu_batch_size=FillMaskTask.cpu_batch_size,
                                   accelerator_batch_size=FillMaskTask.accelerator_batch_size)
 
         def run():
@@ -251,7 +252,7 @@ def fill_mask_workload(row: Row, model: Any, side: str, config: dict, sizes: Siz
 
 
 def classify_workload(row: Row, model: Any, side: str, config: dict, sizes: Sizes, device: str,
-                      photos: list[Path]) -> Workload:
+                      photos: list[Path], dtype: str = "float32") -> Workload:
     """classify: ours runs the command's task (prefetching decode threads, batches); transformers runs
     PerceiverImageProcessorPil + the model one image at a time."""
     import torch
@@ -265,7 +266,7 @@ def classify_workload(row: Row, model: Any, side: str, config: dict, sizes: Size
         from perceiver_cli.tasks.classify import ClassifyTask
 
         # the command's own task (decoding pool, prefetched batches); threads are the child's own (--threads)
-        runtime = resolve_runtime(device, batch_size=sizes.batch, configure=False)
+        runtime = resolve_runtime(device, dtype, batch_size=sizes.batch, configure=False)
         task = ClassifyTask([], top_k=TOP_K)
         task.setup(runtime, model)
 
@@ -297,7 +298,7 @@ def classify_workload(row: Row, model: Any, side: str, config: dict, sizes: Size
 
 
 def flow_workload(row: Row, model: Any, side: str, config: dict, sizes: Sizes, device: str,
-                  data: Optional[Path] = None) -> Workload:
+                  data: Optional[Path] = None, dtype: str = "float32") -> Workload:
     """flow: one window; ours runs core.flow.FlowEstimator on uint8 frames; transformers gets the same
     frames as 3x3 patches (F.unfold, DeepMind's channel order) and PerceiverForOpticalFlow."""
     import numpy as np
@@ -316,7 +317,7 @@ def flow_workload(row: Row, model: Any, side: str, config: dict, sizes: Sizes, d
         first, second = torch.from_numpy(frame1), torch.from_numpy(frame2)
 
         def run():
-            return FlowEstimator(model, batch_size=1)(first, second)
+            return FlowEstimator(model, batch_size=1, device=device, dtype=getattr(torch, dtype))(first, second)
 
         return Workload(run, fingerprint)
 
@@ -332,7 +333,8 @@ def flow_workload(row: Row, model: Any, side: str, config: dict, sizes: Sizes, d
     return Workload(run, fingerprint)
 
 
-def autoencode_workload(row: Row, model: Any, side: str, config: dict, sizes: Sizes, device: str) -> Workload:
+def autoencode_workload(row: Row, model: Any, side: str, config: dict, sizes: Sizes, device: str,
+                        dtype: str = "float32") -> Workload:
     """autoencode-video: ours encodes the clip once and decodes every output (core.autoencode); transformers
     runs its documented loop, which re-encodes for each of `clip_chunks` chunks: `clip_chunks_timed` chunks
     are timed and the time is scaled to all of them."""
@@ -351,7 +353,7 @@ def autoencode_workload(row: Row, model: Any, side: str, config: dict, sizes: Si
         video, sound = torch.from_numpy(frames), torch.from_numpy(audio)
 
         def run():
-            return autoencode_clip(model, video, sound, device=torch.device(device))
+            return autoencode_clip(model, video, sound, device=torch.device(device), dtype=getattr(torch, dtype))
 
         def fingerprint(result) -> list[float]:
             v = result.video.reshape(-1, 3)[:image_chunk].reshape(-1)[::7].tolist()
@@ -384,12 +386,12 @@ def autoencode_workload(row: Row, model: Any, side: str, config: dict, sizes: Si
 
 
 def workload(row: Row, model: Any, side: str, config: dict, sizes: Sizes, device: str,
-             photos: list[Path], data: Optional[Path] = None) -> Workload:
-    """The workload of a row for one side."""
+             photos: list[Path], data: Optional[Path] = None, dtype: str = "float32") -> Workload:
+    """The workload of a row for one side, ours in `dtype`."""
     if row.task == "fill-mask":
-        return fill_mask_workload(row, model, side, config, sizes, device)
+        return fill_mask_workload(row, model, side, config, sizes, device, dtype)
     if row.task == "classify":
-        return classify_workload(row, model, side, config, sizes, device, photos)
+        return classify_workload(row, model, side, config, sizes, device, photos, dtype)
     if row.task == "flow":
-        return flow_workload(row, model, side, config, sizes, device, data)
-    return autoencode_workload(row, model, side, config, sizes, device)
+        return flow_workload(row, model, side, config, sizes, device, data, dtype)
+    return autoencode_workload(row, model, side, config, sizes, device, dtype)

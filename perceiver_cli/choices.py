@@ -14,7 +14,9 @@ DEFAULT_CHUNK_SIZE = 4096
 
 # --device values (cuda:N names one GPU of several) and --dtype values (runtime maps them to torch's types).
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPE_NAMES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16")
+AUTO_DTYPE = "auto"  # bfloat16 where the hardware multiplies it natively, else float32
+DTYPE_NAMES = (*DTYPES, AUTO_DTYPE)
 
 # Video files written with sound (io.video holds an encoder for each), and those that hold pictures only.
 VIDEO_FORMATS = ("mp4", "m4v", "mov", "mkv", "webm", "avi")

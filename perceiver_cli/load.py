@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 # First: runtime imports torch with signals deferred (a signal inside torch's start-up would abort the process).
-from perceiver_cli.runtime import pick_device, pick_dtype
+from perceiver_cli.runtime import cpu_bf16_units, pick_device, pick_dtype
 
 import torch
 from torch import nn
@@ -140,4 +140,14 @@ def load_checks(directory: Path) -> list[Check]:
         return checks + [Check("FAIL", "run", f"a forward pass on a tiny input fails: {reason[:200]}")]
     if not torch.isfinite(out).all():
         return checks + [Check("FAIL", "run", "a forward pass on a tiny input gives non-finite values")]
-    return checks + [Check("OK", "run", f"a forward pass on a tiny input gives finite outputs {tuple(out.shape)}")]
+    return checks + [Check("OK", "run", f"a forward pass on a tiny input gives finite outputs {tuple(out.shape)}"),
+                     compute_check()]
+
+
+def compute_check() -> Check:
+    """A NOTE naming what `--dtype auto` computes in on this machine's CPU, and why."""
+    units = cpu_bf16_units()
+    if units:
+        return Check("NOTE", "compute", f"--dtype auto runs bfloat16 on this CPU ({units}: native bf16 matrix "
+                     "products); float32 is the default")
+    return Check("NOTE", "compute", "--dtype auto runs float32 on this CPU (no native bf16 matrix units)")

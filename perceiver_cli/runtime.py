@@ -20,14 +20,16 @@ from perceiver_cli import interrupts
 with interrupts.deferred():  # a signal inside torch's C++ start-up would abort the process: take it after
     import torch
 
-from perceiver_cli.choices import DTYPE_NAMES
+from perceiver_cli.choices import AUTO_DTYPE, DTYPE_NAMES, DTYPES as DTYPE_CHOICES
 from perceiver_cli.errors import UsageError
 from concurrent.futures import ThreadPoolExecutor
 
-DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_CHOICES}
+CPUINFO = "/proc/cpuinfo"  # Linux; elsewhere it is absent and auto stays float32 on the CPU
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
-# Decoding threads beside a CPU model run this much nicer than the process: the model's matmuls keep the cores.
-DECODE_NICENESS = 10
+# How much nicer than the process the decoding threads beside a CPU model run. 0: beside two busy loops,
+# decoding 10 nicer starved the model of images (classify photos/s fell; docs/performance.md).
+DECODE_NICENESS = 0
 
 
 def pick_device(device: str | torch.device) -> torch.device:
@@ -49,20 +51,52 @@ def pick_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
+def cpu_bf16_units() -> Optional[str]:
+    """The CPU feature that multiplies bf16 matrices natively (amx_bf16 or avx512_bf16), or None: Linux's
+    /proc/cpuinfo flags, confirmed by oneDNN's own check that it has bf16 kernels for this CPU."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path(CPUINFO).read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except (OSError, IndexError):
+        return None
+    feature = next((name for name in ("amx_bf16", "avx512_bf16") if name in flags), None)
+    try:
+        native = feature is not None and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return feature if native else None
+
+
 def pick_dtype(dtype: Optional[str | torch.dtype], device: torch.device) -> torch.dtype:
-    """None -> float32; half precision only on accelerators (the CPU path is float32)."""
+    """None -> float32; auto -> bfloat16 on accelerators that have it and on CPUs with native bf16 matrix
+    units (cpu_bf16_units), else float32; float16 only on accelerators."""
     if isinstance(dtype, torch.dtype):
         chosen = dtype
     else:
         if dtype is None:
             dtype = "float32"
+        if dtype == AUTO_DTYPE:
+            return auto_dtype(device)
         if dtype not in DTYPES:
-            raise UsageError(f"unknown --dtype '{dtype}' (use {', '.join(DTYPES)})")
+            raise UsageError(f"unknown --dtype '{dtype}' (use {', '.join(DTYPE_NAMES)})")
         chosen = DTYPES[dtype]
-    if chosen != torch.float32 and device.type == "cpu":
-        name = next((k for k, v in DTYPES.items() if v == chosen), str(chosen))
-        raise UsageError(f"--dtype {name} is for accelerators; on the CPU use float32")
+    if chosen == torch.float16 and device.type == "cpu":
+        raise UsageError("--dtype float16 is for accelerators; on the CPU use float32 or bfloat16")
     return chosen
+
+
+def auto_dtype(device: torch.device) -> torch.dtype:
+    """What --dtype auto computes in on `device` (see pick_dtype)."""
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_bf16_units() else torch.float32
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The --dtype name of a torch dtype."""
+    return next((k for k, v in DTYPES.items() if v == dtype), str(dtype))
 
 
 def usable_cpus() -> int:
@@ -114,6 +148,16 @@ class Runtime:
         return self.device.type == "cpu"
 
     @property
+    def note(self) -> Optional[str]:
+        """A one-time note when the CPU computes in bfloat16 (how, and how to get float32), else None."""
+        if not (self.on_cpu and self.dtype == torch.bfloat16):
+            return None
+        units = cpu_bf16_units()
+        how = f"native on this CPU ({units})" if units else "emulated: this CPU has no bf16 matrix units, so slower"
+        return (f"computing in bfloat16 ({how}): matrix products in bf16 with fp32 accumulation, outputs in fp32; "
+                "--dtype float32 for full precision")
+
+    @property
     def decode_workers(self) -> int:
         """Decoding threads: one beside a CPU model (the model wants the cores), more to feed an accelerator."""
         if self.on_cpu:
@@ -121,20 +165,22 @@ class Runtime:
         return max(1, min(8, usable_cpus() - 1))
 
     def decode_pool(self):
-        """A thread pool for decoding inputs beside the model (nicer than the model's threads on the CPU)."""
+        """A thread pool for decoding inputs beside the model (DECODE_NICENESS nicer on the CPU)."""
         return ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="perceiver-decode",
                                   initializer=_yield_to_the_model if self.on_cpu else None)
 
 
 def resolve_runtime(device: str | torch.device = "auto", dtype: Optional[str | torch.dtype] = None,
                     batch_size: Optional[int] = None, cpu_batch_size: int = 1, accelerator_batch_size: int = 8,
-                    configure: bool = True) -> Runtime:
+                    configure: bool = True, cpu_bf16_pays: bool = True) -> Runtime:
     """The Runtime for a run: the device and dtype checked, threads set (unless configure=False), and the
-    batch size given or the task's default for the device."""
+    batch size given or the task's default for the device. cpu_bf16_pays=False: --dtype auto stays float32
+    on the CPU (a task that bf16 does not speed up there)."""
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
     chosen = pick_device(device)
-    chosen_dtype = pick_dtype(dtype, chosen)
+    auto_fp32 = dtype == AUTO_DTYPE and chosen.type == "cpu" and not cpu_bf16_pays
+    chosen_dtype = torch.float32 if auto_fp32 else pick_dtype(dtype, chosen)
     threads = configure_threads() if configure else torch.get_num_threads()
     default = cpu_batch_size if chosen.type == "cpu" else accelerator_batch_size
     return Runtime(chosen, chosen_dtype, batch_size or default, threads)

@@ -17,7 +17,7 @@ from benchmarks.configs import FULL_CONFIGS, QUICK_CONFIGS  # noqa: E402
 from benchmarks.harness import stack_rows_of  # noqa: E402
 from benchmarks.results import RowResult, stage_bound  # noqa: E402
 from benchmarks.targets import stage_verdict  # noqa: E402
-from benchmarks.tasks import FULL, ROWS  # noqa: E402
+from benchmarks.tasks import FP32_ROWS, FULL, ROWS  # noqa: E402
 
 
 def _dims(config: dict) -> flops.LayerDims:
@@ -96,10 +96,13 @@ def test_shapes_sharing_a_size_are_timed_once_and_counted_by_use():
 
 
 def test_rows_per_pass_follow_the_core():
-    rows = {r.key: stack_rows_of(r, FULL_CONFIGS[r.kind], FULL, "cpu") for r in ROWS}
+    rows = {r.key: stack_rows_of(r, FULL_CONFIGS[r.kind], FULL, "cpu") for r in FP32_ROWS}
     # 256-latent texts: one text, then 4 a pass; 512-latent images: 2 a pass; flow and the clip: one
     assert rows == {"fill-mask": 1, "fill-mask-batch": 4, "classify-conv": 2, "classify-fourier": 2,
                     "classify-learned": 2, "flow": 1, "autoencode-video": 1}
+    # a bfloat16 row runs its float32 row's unit of work
+    bf16 = [r for r in ROWS if r.dtype != "float32"]
+    assert bf16 and all(stack_rows_of(r, FULL_CONFIGS[r.kind], FULL, "cpu") == rows[r.fp32_row().key] for r in bf16)
 
 
 class _Bound:
@@ -125,7 +128,7 @@ def test_forward_bound_puts_the_rest_at_the_peak():
 
 
 def test_verdict_says_when_the_bound_is_below_the_target():
-    stack = next(st for st in ROWS[2].stages if st.name == "latent self-attention")
+    stack = next(st for st in FP32_ROWS[2].stages if st.name == "latent self-attention")
     assert stage_verdict(_result(1.0, 130.0), stack, 200.0) == "MISS (the kernel bound is below the target)"
     assert stage_verdict(_result(1.0, 150.0), stack, 200.0) == "MISS"  # 100 GFLOP/s achieved, 140 needed
     assert stage_verdict(_result(0.5, 150.0), stack, 200.0) == "PASS"  # 200 GFLOP/s achieved

@@ -526,7 +526,7 @@ def test_default_batch_size_depends_on_the_device(checkpoints, capsys, tmp_path,
     assert seen == [CPU_BATCH_SIZE, 5]
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("dtype", ["float16"])
 def test_half_precision_on_the_cpu_is_one_usage_error_before_any_image_is_read(checkpoints, capsys, tmp_path, dtype):
     image = _save_rgb(tmp_path / "a.png", _noise(20, 20, 5))
     code, out, err = _run(capsys, str(image), "--weights", str(checkpoints["vision-conv"][0]), "--device", "cpu",

@@ -192,20 +192,56 @@ def test_decoder_folds_only_when_it_saves_work(tmp_path, device):
     _close(ours(_on(ours, pixels)), hf(inputs=pixels).logits)
 
 
-# Only on an accelerator (python -m pytest --device cuda); the CPU refuses half precision (test_classify).
+# Half precision: bfloat16 everywhere (on the CPU: bf16 products, fp32 accumulation); float16 only on an
+# accelerator (python -m pytest --device cuda), the CPU refuses it (test_classify). Tolerances: 5% of the
+# largest logit (bf16 keeps 8 bits of mantissa through the latent stack).
+HALF_TOL = 0.05
+
+
+def _half_dtype_or_skip(device: str, dtype: str) -> None:
+    if device == "cpu" and dtype == "float16":
+        pytest.skip("float16 is for accelerators: run with --device cuda")
+
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @torch.no_grad()
-def test_half_precision_on_an_accelerator_stays_close_to_float32(tmp_path, device, dtype):
-    if device == "cpu":
-        pytest.skip("half precision is for accelerators: run with --device cuda")
+def test_half_precision_stays_close_to_float32(tmp_path, device, dtype):
+    _half_dtype_or_skip(device, dtype)
     hf = make_tiny_checkpoint("vision-conv", tmp_path / "c")
     ours = load_model(str(tmp_path / "c"), device=device, dtype=dtype, numerics="transformers")
     pixels = torch.randn(2, 3, 32, 32)
     got = ours(pixels.to(device=device, dtype=getattr(torch, dtype))).float().cpu()
     expected = hf(inputs=pixels).logits
     assert got.dtype == torch.float32 and torch.isfinite(got).all()
-    assert (got - expected).abs().max().item() <= 0.05 * expected.abs().max().item()
+    assert (got - expected).abs().max().item() <= HALF_TOL * expected.abs().max().item()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@torch.no_grad()
+def test_half_precision_language_logits_are_float32_and_close(tmp_path, device, dtype):
+    # the byte logits come out in fp32 (the exact top-k search ranks their log-probabilities)
+    _half_dtype_or_skip(device, dtype)
+    hf = make_tiny_checkpoint("language", tmp_path / "l")
+    ours = load_model(str(tmp_path / "l"), device=device, dtype=dtype, numerics="transformers")
+    ids = torch.randint(6, 262, (2, 40))
+    got = ours(_on(ours, ids)).cpu()
+    expected = hf(inputs=ids).logits[:, :40]
+    assert got.dtype == torch.float32
+    assert (got - expected).abs().max().item() <= HALF_TOL * expected.abs().max().item()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@torch.no_grad()
+def test_half_precision_flow_head_is_float32_and_close(tmp_path, device, dtype):
+    # the flow leaves the decoder's head in fp32: no half-precision rounding of the pixels
+    _half_dtype_or_skip(device, dtype)
+    hf = make_tiny_checkpoint("flow", tmp_path / "f")
+    ours = load_model(str(tmp_path / "f"), device=device, dtype=dtype, numerics="transformers")
+    patches = torch.rand(1, 2, 27, 8, 12) * 2 - 1
+    got = ours(patches.to(device=device, dtype=getattr(torch, dtype))).cpu()
+    expected = hf(inputs=patches).logits
+    assert got.dtype == torch.float32
+    assert (got - expected).abs().max().item() <= HALF_TOL * expected.abs().max().item()
 
 
 def test_float32_on_cuda_keeps_cudnn_convolutions_in_float32(tmp_path, device):

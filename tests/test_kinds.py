@@ -49,7 +49,8 @@ def test_each_kind_loads_and_runs_its_example_input_as_verify_does(kind, tmp_pat
 
     make_tiny_checkpoint(kind.name, tmp_path)
     checks = load_checks(tmp_path)
-    assert [(c.status, c.subject) for c in checks] == [("OK", "config"), ("OK", "load"), ("OK", "run")], checks
+    assert [(c.status, c.subject) for c in checks] == [("OK", "config"), ("OK", "load"), ("OK", "run"),
+                                                       ("NOTE", "compute")], checks
     model = model_from_directory(tmp_path)
     assert model.spec.kind == kind.name and type(model).__name__ == kind.model
     # the encoder reads tokens as wide as the row says

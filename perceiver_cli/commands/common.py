@@ -35,7 +35,9 @@ WeightsOption = typer.Option(
 DeviceOption = typer.Option("auto", "--device", metavar="DEVICE", autocompletion=choices(DEVICES),
                             help="auto, cpu, cuda, cuda:N or mps (auto picks an accelerator when present).")
 DtypeOption = typer.Option("float32", "--dtype", metavar="DTYPE", autocompletion=choices(DTYPE_NAMES),
-                           help="float32, or bfloat16 / float16 on accelerators.")
+                           help="float32; bfloat16 (CPUs with bf16 units, accelerators); float16 (accelerators); "
+                                "auto: bfloat16 where the hardware multiplies it natively (not flow on a CPU), "
+                                "else float32.")
 NumericsOption = typer.Option(
     "deepmind", "--numerics", metavar="NAME", autocompletion=choices(numerics),
     help="deepmind: compute DeepMind's original network; transformers: reproduce transformers' port exactly.",

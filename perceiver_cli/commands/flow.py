@@ -81,6 +81,10 @@ def flow(
     legend: Optional[str] = LegendOption,
     resize: bool = typer.Option(False, "--resize",
                                 help="Resize a second frame of another size to the first frame's size."),
+    downscale: float = typer.Option(
+        1.0, "--downscale", metavar="F",
+        help="Run the model on frames resized by 1/F (about F^2 fewer windows, faster) and return the flow at the "
+             "input's size, vectors scaled back; coarser flow (see docs/performance.md)."),
     batch_size: Optional[int] = batch_size_option(
         FlowTask, "Model windows", ", where a window costs about 1 GB and batching gains nothing"),
     max_pixels: Optional[int] = typer.Option(
@@ -116,7 +120,7 @@ def flow(
     task = FlowTask(inputs, source=source, outputs=outputs or [], formats=formats, gt=gt, max_flow=max_flow,
                     style=style, legend=legend, resize=resize, max_pixels=max_pixels, recursive=recursive,
                     start=start, end=end, step=step, direction=direction, occlusion_formats=occlusion_formats,
-                    numerics=numerics, quiet=quiet, max_epe=max_epe)
+                    numerics=numerics, quiet=quiet, max_epe=max_epe, downscale=downscale)
     if report is not None and gt is None:
         raise UsageError("--report shows the scores against ground truth; give --gt with it")
     from perceiver_cli.tasks.report_html import html_report

@@ -1,7 +1,7 @@
 """Multimodal autoencoding of one clip at a time: encode once, decode every output point in bounded chunks.
 
 Torch only: frames and samples arrive as tensors, results leave as CPU float32 tensors. What this adds
-to the model (core.models.MultimodalAutoencoder):
+to the model (core.multimodal.MultimodalAutoencoder):
 
 - the clip geometry a checkpoint implies (frames per clip, frame side, audio samples per frame and per
   patch; 25 fps, and an audio rate of 25 x samples per frame, 48 kHz for DeepMind's checkpoint);

@@ -110,6 +110,9 @@ class DecoderAttention(AttentionLayer):
         if head is None:
             return linear(hidden, w2, b2, residual=out[..., :width])
         weight, bias = head
+        if out.dtype in (torch.bfloat16, torch.float16):  # the output keeps fp32 precision: a head is a small product
+            out, hidden, w2, b2, weight = (t.float() for t in (out, hidden, w2, b2, weight))
+            bias = None if bias is None else bias.float()
         if weight.shape[0] >= weight.shape[1]:
             return linear(linear(hidden, w2, b2, residual=out[..., :width]), weight, bias)
         # A narrow head: (out + h W2^T + b2) W^T + b = out W^T + h (W W2)^T + (W b2 + b), so no product is as

@@ -122,6 +122,7 @@ class _PairJob:
     windows: list[tuple[int, int]]
     flow_sum: Optional[torch.Tensor]  # (Hp, Wp, 2)
     weight_sum: Optional[torch.Tensor]  # (Hp, Wp)
+    size: Optional[tuple[int, int]] = None  # the input frames' (H, W) when the model saw them resized
     remaining: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -132,17 +133,38 @@ class _PairJob:
         if self.frames is None:
             return None
         top, left, h, w = self.crop
-        flow = self.flow_sum / self.weight_sum[..., None]
-        return flow[top:top + h, left:left + w].float().cpu().contiguous()
+        flow = (self.flow_sum / self.weight_sum[..., None])[top:top + h, left:left + w]
+        if self.size is not None:
+            flow = upscale_flow(flow, self.size)
+        return flow.float().cpu().contiguous()
+
+
+def downscaled_size(height: int, width: int, factor: float) -> tuple[int, int]:
+    """The (H, W) a frame is resized to for `--downscale factor` (at least one pixel a side)."""
+    return max(1, round(height / factor)), max(1, round(width / factor))
+
+
+def upscale_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Flow (h, w, 2) in pixels of an (h, w) frame -> flow (H, W, 2) in pixels of the (H, W) frame: resized
+    bilinearly, each vector scaled by the ratio of the sizes along its axis."""
+    h, w = flow.shape[:2]
+    big = F.interpolate(flow.permute(2, 0, 1)[None], size=size, mode="bilinear", align_corners=False)[0]
+    scale = torch.tensor([size[1] / w, size[0] / h], dtype=big.dtype, device=big.device)
+    return big.permute(1, 2, 0) * scale
 
 
 class FlowEstimator:
     """Pixel flow (H, W, 2) for uint8 frame pairs of any size, with windows batched through the model."""
 
     def __init__(self, model: torch.nn.Module, batch_size: int = 1, chunk_size: int = DEFAULT_CHUNK_SIZE, *,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, downscale: float = 1.0):
+        """`downscale` F > 1 runs the model on frames resized by 1/F (about F^2 fewer windows) and returns the
+        flow at the input's size, its vectors scaled back."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 1.0 <= downscale < float("inf"):
+            raise ValueError(f"downscale must be at least 1, got {downscale}")
+        self.downscale = float(downscale)
         self.model = model
         self.window: tuple[int, int] = tuple(int(v) for v in model.spec.train_size)
         self.batch_size = int(batch_size)
@@ -156,6 +178,11 @@ class FlowEstimator:
         if frame1.shape != frame2.shape:
             raise ValueError(f"frames differ in shape: {tuple(frame1.shape)} and {tuple(frame2.shape)}")
         frames = frames_to_unit_range(torch.stack([frame1, frame2]).to(self.device))
+        size = None
+        if self.downscale > 1:
+            size = tuple(frames.shape[-2:])
+            frames = F.interpolate(frames, size=downscaled_size(*size, self.downscale), mode="bilinear",
+                                   antialias=True, align_corners=False)
         h, w = frames.shape[-2:]
         top, bottom, left, right = edge_padding(h, w, self.window)
         if top or bottom or left or right:
@@ -163,7 +190,7 @@ class FlowEstimator:
         hp, wp = frames.shape[-2:]
         windows = frame_windows(h, w, self.window)
         return _PairJob(key, frames, (top, left, h, w), windows,
-                        torch.zeros(hp, wp, 2, device=self.device), torch.zeros(hp, wp, device=self.device))
+                        torch.zeros(hp, wp, 2, device=self.device), torch.zeros(hp, wp, device=self.device), size)
 
     def _run(self, batch: list[tuple[_PairJob, int, int]]) -> None:
         wh, ww = self.window

@@ -32,13 +32,15 @@ WIDTH_MULTIPLE = 8
 # the op torch's compiler emits for linear layers; its `binary` form adds a residual in the same pass) or
 # through the BLAS behind F.linear. Which is faster depends on the CPU: oneDNN picks its kernels from the CPU's
 # features, while MKL keeps to AVX2 kernels on AMD processors, so oneDNN is the default only where torch
-# reports AVX-512. Both accumulate in fp32.
+# reports AVX-512. Both accumulate in fp32. bf16 dense layers (--dtype bfloat16 on the CPU) go the same way:
+# oneDNN's bf16 product runs on the CPU's bf16 units (see docs/performance.md for the two engines in bf16).
 # ONEDNN_LINEAR: None = decide on first use, which build_model makes happen before any input is read (the
 # environment variable PERCEIVER_CLI_CPU_MATMUL=onednn|blas overrides the CPU check; any other value is a
 # usage error); True = oneDNN wherever the op works; False = F.linear everywhere.
 ONEDNN_LINEAR: Optional[bool] = None
 MATMUL_ENV = "PERCEIVER_CLI_CPU_MATMUL"
 _ONEDNN_WORKS: Optional[bool] = None
+ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -89,9 +91,9 @@ def onednn_linear_available() -> bool:
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
            residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """F.linear(x, weight, bias) (+ residual, of the output's shape): through oneDNN on the CPU in fp32
+    """F.linear(x, weight, bias) (+ residual, of the output's shape): through oneDNN on the CPU in fp32 or bf16
     without autograd (see ONEDNN_LINEAR), else F.linear."""
-    if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32 and x.dim() >= 2
+    if (x.device.type == "cpu" and x.dtype in ONEDNN_DTYPES and weight.dtype == x.dtype and x.dim() >= 2
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
             and onednn_linear_available()):
         if residual is not None and residual.shape == x.shape[:-1] + weight.shape[:1] and residual.dtype == x.dtype:

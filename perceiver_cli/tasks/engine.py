@@ -50,7 +50,10 @@ def run_local(task: Task, runtime, reporter: Reporter, *, model=None, select: Op
     if isinstance(items, list) and items and all(item.error is not None for item in items):
         results = _known_bad(items)
     elif first is not None:
-        task.setup(runtime() if callable(runtime) else runtime, model)
+        runtime = runtime() if callable(runtime) else runtime
+        task.setup(runtime, model)
+        if getattr(runtime, "note", None):
+            reporter.note(runtime.note)
         results = task.run(items)
     worker = worker_name()
     try:

@@ -53,6 +53,9 @@ def _is_video_file(argument: str, image_suffixes) -> bool:
     named = path.is_file() if isinstance(path, Path) else not argument.endswith("/") and bool(path.suffix)
     return named and path.suffix.lower() not in image_suffixes
 
+# --downscale beyond this leaves too few pixels of a typical frame for one window to hold anything
+MAX_DOWNSCALE = 16
+
 
 class FlowTask(ModelTask):
     """Optical flow in pixels between the frames of each pair, written where -o says."""
@@ -63,6 +66,9 @@ class FlowTask(ModelTask):
     # On the CPU each real window costs about 1 GB and batching buys nothing; accelerators want batches.
     cpu_batch_size = 1
     accelerator_batch_size = 4
+    # --dtype auto keeps float32 on the CPU: a window's time is mostly attention, which torch's CPU kernels
+    # run no faster in bf16 (measured in docs/performance.md)
+    cpu_bf16_pays = False
 
     def __init__(self, inputs: Sequence[str], *, source: Optional[str | Path] = None, outputs: Sequence[str] = (),
                  formats: Optional[str] = None, gt: Optional[Path] = None, max_flow: Optional[float] = None,
@@ -70,13 +76,16 @@ class FlowTask(ModelTask):
                  max_pixels: Optional[int] = None, recursive: bool = False, start: Optional[float] = None,
                  end: Optional[float] = None, step: int = 1, direction: str = "forward",
                  occlusion_formats: Optional[str] = None, numerics: str = "deepmind", quiet: bool = False,
-                 max_epe: Optional[float] = None):
+                 max_epe: Optional[float] = None, downscale: float = 1.0):
         from perceiver_cli.io.flowviz import LEGEND_CORNERS
 
         if max_flow is not None and not (math.isfinite(max_flow) and max_flow > 0):
             raise UsageError(f"--max-flow must be a positive number of pixels, got {max_flow}")
         if max_pixels is not None and max_pixels < 1:
             raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
+        if not 1 <= downscale <= MAX_DOWNSCALE:
+            raise UsageError(f"--downscale must be between 1 and {MAX_DOWNSCALE}, got {downscale}")
+        self.downscale = downscale
         check_option("--step", step)
         check_seconds("--start", start), check_seconds("--end", end)
         if start is not None and end is not None and end <= start:
@@ -285,7 +294,8 @@ class FlowTask(ModelTask):
         self.runtime = runtime
         if model is not None or self._runnable != 0:  # else every pair is known to fail: no model needed
             self.model = self.model_for(runtime, model)
-        self.predictor = FlowPredictor(self.model, runtime, self.direction, self.resize, self.max_pixels)
+        self.predictor = FlowPredictor(self.model, runtime, self.direction, self.resize, self.max_pixels,
+                                       self.downscale)
 
     def failure_line(self, result: Result) -> Optional[str]:
         """A problem of the pair's own files as it is (it names its file), once: a frame shared by two pairs fails

@@ -95,12 +95,12 @@ class FlowPredictor:
     """Frame pairs in, flows out, for one model on one runtime (`model` None: every pair is known to fail)."""
 
     def __init__(self, model, runtime, direction: str = "forward", resize: bool = False,
-                 max_pixels: Optional[int] = None):
+                 max_pixels: Optional[int] = None, downscale: float = 1.0):
         from perceiver_cli.core.flow import FlowEstimator
 
         self.direction, self.resize, self.max_pixels = direction, resize, max_pixels
         self.estimator = None if model is None else FlowEstimator(
-            model, batch_size=runtime.batch_size, device=runtime.device, dtype=runtime.dtype)
+            model, batch_size=runtime.batch_size, device=runtime.device, dtype=runtime.dtype, downscale=downscale)
 
     def read(self, frame: Frame) -> np.ndarray:
         """A frame as a uint8 (H, W, 3) array."""
