@@ -17,12 +17,14 @@ import io
 import os
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator, TypeVar
 
 from perceiver_cli.errors import InputError
 from perceiver_cli.io import inputs
 from perceiver_cli.io.location import filesystem, is_remote, join, local_path, scheme_of, url_of
 from perceiver_cli.io.store_errors import store_errors
+
+T = TypeVar("T")
 
 # Range reads of this size, a few kept, so seeking in a video (its index at the end) costs one request.
 READ_BLOCK_BYTES = 2 * 2**20
@@ -64,39 +66,36 @@ class _StoreFile(io.RawIOBase):
         super().close()
 
 
-def open_input(location: str | os.PathLike[str]) -> IO[bytes]:
-    """Open a location for reading as a seekable binary file object (remote: range reads, nothing on disk)."""
+def _either(location: str | os.PathLike[str], on_disk: Callable[[Path], T], on_store: Callable[[Any, str], T],
+            setup: bool = False) -> T:
+    """`on_disk(path)` for a local location, else `on_store(fs, path)` with the store's errors as one line."""
     local = local_path(location)
     if local is not None:
-        return open(local, "rb")
+        return on_disk(local)
     text = os.fspath(location)
     fs, path = filesystem(text)
-    with store_errors(text):
+    with store_errors(text, setup=setup):
+        return on_store(fs, path)
+
+
+def open_input(location: str | os.PathLike[str]) -> IO[bytes]:
+    """Open a location for reading as a seekable binary file object (remote: range reads, nothing on disk)."""
+    def remote(fs, path: str) -> IO[bytes]:
         handle = fs.open(path, "rb", block_size=READ_BLOCK_BYTES, cache_type="blockcache",
                          cache_options={"maxblocks": READ_BLOCKS_KEPT})
-    return io.BufferedReader(_StoreFile(text, handle), buffer_size=READ_BLOCK_BYTES)
+        return io.BufferedReader(_StoreFile(os.fspath(location), handle), buffer_size=READ_BLOCK_BYTES)
+
+    return _either(location, lambda local: open(local, "rb"), remote)
 
 
 def read_bytes(location: str | os.PathLike[str]) -> bytes:
     """The whole content of a small file (an image, a label list), in memory."""
-    local = local_path(location)
-    if local is not None:
-        return local.read_bytes()
-    text = os.fspath(location)
-    fs, path = filesystem(text)
-    with store_errors(text):
-        return fs.cat_file(path)
+    return _either(location, Path.read_bytes, lambda fs, path: fs.cat_file(path))
 
 
 def exists(location: str | os.PathLike[str]) -> bool:
     """Whether a file is at the location (outputs are written atomically, so one that exists is complete)."""
-    local = local_path(location)
-    if local is not None:
-        return local.exists()
-    text = os.fspath(location)
-    fs, path = filesystem(text)
-    with store_errors(text, setup=True):
-        return bool(fs.exists(path))
+    return _either(location, Path.exists, lambda fs, path: bool(fs.exists(path)), setup=True)
 
 
 def _walk_order(relative: str) -> tuple[tuple[int, str], ...]:

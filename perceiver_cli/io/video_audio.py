@@ -51,6 +51,15 @@ class _AudioQueue:
             resampler = av.AudioResampler(format="flt", layout="mono", rate=self._rate)
             to_drop = 0
             first = True
+
+            def kept(out) -> np.ndarray:
+                """A resampled frame's samples, less those before the first picture still to drop."""
+                nonlocal to_drop
+                samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                cut = min(to_drop, samples.size)
+                to_drop -= cut
+                return samples[cut:]
+
             try:
                 for frame in container.decode(stream):
                     for out in resampler.resample(frame):
@@ -61,17 +70,10 @@ class _AudioQueue:
                             if offset > 0:
                                 yield np.zeros(offset, dtype=np.float32)
                             to_drop = max(0, -offset)
-                        samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-                        if to_drop:
-                            cut = min(to_drop, samples.size)
-                            samples, to_drop = samples[cut:], to_drop - cut
+                        samples = kept(out)
                         if samples.size:
                             yield samples
-                for out in resampler.resample(None):
-                    samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-                    if to_drop:
-                        cut = min(to_drop, samples.size)
-                        samples, to_drop = samples[cut:], to_drop - cut
+                for samples in map(kept, resampler.resample(None)):
                     if samples.size:
                         yield samples
             except (av.FFmpegError, OSError) as error:
