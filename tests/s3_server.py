@@ -7,9 +7,11 @@ as they would to MinIO or Ceph; nothing in the client is mocked.
 from __future__ import annotations
 
 import logging
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
@@ -125,3 +127,27 @@ def use_endpoint(monkeypatch, endpoint: str, tmp_path: Path) -> None:
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     location.forget_filesystems()
+
+
+@contextmanager
+def fresh_bucket(server: "S3Server", monkeypatch, tmp_path: Path, spool: Path) -> Iterator["Bucket"]:
+    """A new empty bucket on `server` (restarted if a test stopped it), the AWS variables and short waits set
+    for this test, uploads spooled in `spool`; the file systems are forgotten afterwards."""
+    import boto3
+
+    from perceiver_cli.io import store_write
+
+    if not server.running():
+        server.start()
+    server.hook = None
+    use_endpoint(monkeypatch, server.endpoint, tmp_path)
+    monkeypatch.setattr(location, "TIMEOUTS", location.Timeouts(connect_s=2, read_s=2, attempts=2))
+    monkeypatch.setattr(store_write, "SPOOL_DIR", str(spool))
+    client = boto3.client("s3", endpoint_url=server.endpoint, region_name=REGION)
+    name = f"bkt-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    try:
+        yield Bucket(server, client, name)
+    finally:
+        server.hook = None
+        location.forget_filesystems()

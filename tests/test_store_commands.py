@@ -26,7 +26,7 @@ import boto3  # noqa: E402
 
 from perceiver_cli.cli import main  # noqa: E402
 from perceiver_cli.io import location, store_write  # noqa: E402
-from s3_server import REGION, Bucket, S3Server, use_endpoint  # noqa: E402
+from s3_server import REGION, Bucket, S3Server, fresh_bucket, use_endpoint  # noqa: E402
 from test_eval_flow import sintel  # noqa: E402,F401 (the Sintel-shaped tree, a fixture)
 from tiny_models import make_tiny_checkpoint  # noqa: E402
 
@@ -45,20 +45,10 @@ def server():
 
 @pytest.fixture
 def bucket(server, monkeypatch, tmp_path):
-    if not server.running():
-        server.start()
-    server.hook = None
-    use_endpoint(monkeypatch, server.endpoint, tmp_path)
-    monkeypatch.setattr(location, "TIMEOUTS", location.Timeouts(connect_s=2, read_s=2, attempts=2))
     spool = tmp_path / "spool"
     spool.mkdir()
-    monkeypatch.setattr(store_write, "SPOOL_DIR", str(spool))
-    client = boto3.client("s3", endpoint_url=server.endpoint, region_name=REGION)
-    name = f"bkt-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=name)
-    yield Bucket(server, client, name)
-    server.hook = None
-    location.forget_filesystems()
+    with fresh_bucket(server, monkeypatch, tmp_path, spool) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")

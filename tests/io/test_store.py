@@ -27,7 +27,7 @@ import boto3  # noqa: E402
 from perceiver_cli.errors import InputError, UsageError  # noqa: E402
 from perceiver_cli.io import inputs, location, store, store_write  # noqa: E402
 from perceiver_cli.io.store_parts import PartLog  # noqa: E402
-from s3_server import REGION, Bucket, S3Server, seed_objects, use_endpoint  # noqa: E402
+from s3_server import REGION, Bucket, S3Server, fresh_bucket, seed_objects, use_endpoint  # noqa: E402
 
 IMAGES = (".jpg", ".png")
 MiB = 2**20
@@ -44,19 +44,9 @@ def server():
 
 @pytest.fixture
 def bucket(server, monkeypatch, tmp_path):
-    if not server.running():
-        server.start()
-    server.hook = None
-    use_endpoint(monkeypatch, server.endpoint, tmp_path)
-    monkeypatch.setattr(location, "TIMEOUTS", location.Timeouts(connect_s=2, read_s=2, attempts=2))
-    monkeypatch.setattr(store_write, "SPOOL_DIR", str(tmp_path))
-    client = boto3.client("s3", endpoint_url=server.endpoint, region_name=REGION)
-    name = f"bkt-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=name)
-    server.requests.clear()
-    yield Bucket(server, client, name)
-    server.hook = None
-    location.forget_filesystems()
+    with fresh_bucket(server, monkeypatch, tmp_path, spool=tmp_path) as made:
+        server.requests.clear()
+        yield made
 
 
 def spool_files(tmp_path: Path) -> list[Path]:
