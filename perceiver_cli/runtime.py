@@ -172,15 +172,13 @@ class Runtime:
 
 def resolve_runtime(device: str | torch.device = "auto", dtype: Optional[str | torch.dtype] = None,
                     batch_size: Optional[int] = None, cpu_batch_size: int = 1, accelerator_batch_size: int = 8,
-                    configure: bool = True, cpu_bf16_pays: bool = True) -> Runtime:
+                    configure: bool = True) -> Runtime:
     """The Runtime for a run: the device and dtype checked, threads set (unless configure=False), and the
-    batch size given or the task's default for the device. cpu_bf16_pays=False: --dtype auto stays float32
-    on the CPU (a task that bf16 does not speed up there)."""
+    batch size given or the task's default for the device."""
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
     chosen = pick_device(device)
-    auto_fp32 = dtype == AUTO_DTYPE and chosen.type == "cpu" and not cpu_bf16_pays
-    chosen_dtype = torch.float32 if auto_fp32 else pick_dtype(dtype, chosen)
+    chosen_dtype = pick_dtype(dtype, chosen)
     threads = configure_threads() if configure else torch.get_num_threads()
     default = cpu_batch_size if chosen.type == "cpu" else accelerator_batch_size
     return Runtime(chosen, chosen_dtype, batch_size or default, threads)

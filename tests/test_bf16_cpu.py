@@ -102,14 +102,35 @@ def test_verify_names_what_auto_computes_in(monkeypatch):
     assert "float32" in compute_check().detail
 
 
-def test_auto_keeps_float32_for_flow_on_the_cpu(monkeypatch):
-    # a flow window is mostly attention, which bf16 does not speed up on the CPU; explicit bfloat16 still runs
+def test_auto_picks_bf16_for_every_task_on_a_cpu_with_bf16_units(monkeypatch):
     from perceiver_cli.tasks.engine import RuntimeRequest
     from perceiver_cli.tasks.flow import FlowTask
     from perceiver_cli.tasks.classify import ClassifyTask
 
     monkeypatch.setattr(runtime, "cpu_bf16_units", lambda: "avx512_bf16")
     flow, classify = FlowTask(["a.png", "b.png"]), ClassifyTask(["a.png"])
-    assert RuntimeRequest("cpu", "auto").resolve(flow).dtype == torch.float32
+    assert RuntimeRequest("cpu", "auto").resolve(flow).dtype == torch.bfloat16
     assert RuntimeRequest("cpu", "bfloat16").resolve(flow).dtype == torch.bfloat16
     assert RuntimeRequest("cpu", "auto").resolve(classify).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("mask_kind", [None, "bool", "additive"])
+def test_wide_bf16_heads_are_attention_by_blocks(mask_kind):
+    # a single head this wide takes the blocked 2-D products in bf16; compare with fp32 SDPA over a query count
+    # that is not a multiple of the block and two batch rows, with each kind of mask
+    from perceiver_cli.core.layers import BF16_QUERY_BLOCK, BF16_WIDE_HEAD, attention
+
+    g = torch.Generator().manual_seed(0)
+    n_q, n_k, c = BF16_QUERY_BLOCK + 45, 70, BF16_WIDE_HEAD
+    q, k, v = (torch.randn(2, 1, n, c, generator=g) for n in (n_q, n_k, n_k))
+    mask = None
+    if mask_kind == "bool":
+        mask = torch.rand(2, 1, 1, n_k, generator=g) > 0.3
+        mask[..., 0] = True
+    elif mask_kind == "additive":
+        mask = torch.randn(2, 1, 1, n_k, generator=g)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.05)
+    bf16_mask = mask.bfloat16() if mask_kind == "additive" else mask  # SDPA's rule: a float mask has q's dtype
+    got = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), bf16_mask, 0.05)
+    assert got.dtype == torch.bfloat16 and got.shape == want.shape
+    assert (got.float() - want).abs().max() < 0.03 * want.abs().max()

@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from perceiver_cli.core.layers import AttentionLayer, fold_pays, linear, padded_width
+from perceiver_cli.core.layers import AttentionLayer, attention, fold_pays, linear, padded_width
 
 
 def decoder_folds(num_heads: int, n_keys: int, q_dim: int, qk_channels: int, v_channels: int, out_channels: int,
@@ -167,7 +167,7 @@ class DecoderAttention(AttentionLayer):
         p = self.attention.self
         if not memory.fold_q:
             q = self._heads(p.query(p.layernorm1(queries)))
-            attended = self._merge(F.scaled_dot_product_attention(q, memory.keys, memory.values, scale=self._scale))
+            attended = self._merge(attention(q, memory.keys, memory.values, scale=self._scale))
         else:
             if memory.query_tail is not None:
                 q_in = self._tail_query(queries, memory.query_tail)
@@ -175,8 +175,8 @@ class DecoderAttention(AttentionLayer):
                 q_in = p.layernorm1(queries)
             if memory.keys.shape[-1] == memory.values.shape[-1]:
                 # SDPA's fused CPU kernel (equal widths), the per-key offset as its additive mask
-                attended = F.scaled_dot_product_attention(q_in[:, None], memory.keys[:, None], memory.values[:, None],
-                                                          attn_mask=memory.bias[:, None], scale=self._scale)[:, 0]
+                attended = attention(q_in[:, None], memory.keys[:, None], memory.values[:, None],
+                                     memory.bias[:, None], self._scale)[:, 0]
             else:
                 # unequal widths, where SDPA has no fused CPU kernel and its generic path takes more passes over
                 # the scores: scale * q.k + offset in one baddbmm, then one softmax and one product

@@ -3,8 +3,8 @@
 AttentionLayer is the plain block: layer norms, q/k/v projections, attention, output projection, residual,
 MLP. EncoderCrossAttention folds the key and value projections into the latents' side (one head, inputs
 no wider than the keys); the decoder's folds live in core.decoding. Attention goes through torch's
-scaled_dot_product_attention, except where its CPU kernel has no fused path (query/key heads narrower than
-value heads) and the scores are multiplied out directly instead.
+scaled_dot_product_attention (layers.attention), except where its CPU kernel has no fused path (query/key
+heads narrower than value heads) or is slow (wide heads in bf16) and the scores are multiplied out directly.
 """
 
 from __future__ import annotations
@@ -41,6 +41,37 @@ ONEDNN_LINEAR: Optional[bool] = None
 MATMUL_ENV = "PERCEIVER_CLI_CPU_MATMUL"
 _ONEDNN_WORKS: Optional[bool] = None
 ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+# In bf16 on a CPU, SDPA's fused kernel runs a wide head's products no faster than in fp32, while plain 2-D bf16
+# products run on the CPU's bf16 units at about twice the fp32 rate: a single head at least BF16_WIDE_HEAD wide
+# (the cross-attentions over many inputs) is multiplied out a block of BF16_QUERY_BLOCK queries at a time.
+# Several heads keep SDPA: their narrower scores products gain nothing and the extra passes cost.
+BF16_WIDE_HEAD = 128
+BF16_QUERY_BLOCK = 256
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None,
+              scale: Optional[float] = None) -> torch.Tensor:
+    """F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale) for (B, H, N, C) tensors; bf16
+    single wide heads on a CPU by blocks of 2-D products (see BF16_WIDE_HEAD)."""
+    if q.dtype != torch.bfloat16 or q.device.type != "cpu" or q.shape[1] != 1 or q.shape[-1] < BF16_WIDE_HEAD:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    b, _, n = q.shape[:3]
+    out = q.new_empty(b, 1, n, v.shape[-1])
+    if mask is not None:
+        mask = mask.expand(b, 1, *mask.shape[2:])
+    for i in range(b):
+        keys, values = k[i, 0].t(), v[i, 0]
+        for start in range(0, n, BF16_QUERY_BLOCK):
+            rows = slice(start, start + BF16_QUERY_BLOCK)
+            scores = torch.mm(q[i, 0, rows] * scale, keys)
+            if mask is not None:
+                block = mask[i, 0, rows] if mask.shape[2] > 1 else mask[i, 0]
+                scores = scores.masked_fill(~block, float("-inf")) if block.dtype == torch.bool else scores + block
+            torch.mm(torch.softmax(scores, dim=-1), values, out=out[i, 0, rows])
+    return out
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -224,7 +255,7 @@ class AttentionLayer(nn.Module):
             scores = torch.matmul(q * self._scale, k.transpose(-1, -2))
             attended = torch.matmul(torch.softmax(scores, dim=-1), v)
         else:
-            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            attended = attention(q, k, v, mask)
         return linear(self._merge(attended), dense.weight, dense.bias, x if self.query_residual else None)
 
     def feed_forward(self, out: torch.Tensor) -> torch.Tensor:
@@ -276,11 +307,11 @@ class EncoderCrossAttention(AttentionLayer):
         q = (p.query(p.layernorm1(x)) @ p.key.weight)[:, None]
         if encoder_folds(self.num_heads, p.key.in_features, p.key.out_features, p.value.out_features)[1]:
             # softmax weights sum to one, so the value and output projections apply after the weighted sum
-            attended = F.scaled_dot_product_attention(q, kv_in, kv_in, attn_mask=mask, scale=self._scale)
+            attended = attention(q, kv_in, kv_in, mask, self._scale)
             out = attended[:, 0] @ (dense.weight @ p.value.weight).t() + (dense.weight @ p.value.bias + dense.bias)
         else:
             values = p.value(kv_in[:, 0])[:, None]
-            attended = F.scaled_dot_product_attention(q, kv_in, values, attn_mask=mask, scale=self._scale)
+            attended = attention(q, kv_in, values, mask, self._scale)
             out = dense(attended[:, 0])
         if self.query_residual:
             out = out + x

@@ -100,7 +100,6 @@ class Task:
     progress_label: str = ""  # what the progress bar says it is doing
     cpu_batch_size: int = 1
     accelerator_batch_size: int = 8
-    cpu_bf16_pays: bool = True  # whether --dtype auto runs bfloat16 on a CPU with bf16 units (docs/performance.md)
     # Whether an output spans the whole run (a flow video): such a run is neither resumed nor sharded.
     whole_run_outputs: bool = False
     visuals: bool = False  # hand each result's arrays for pictures in Result.visuals (an HTML report asks)

@@ -66,9 +66,6 @@ class FlowTask(ModelTask):
     # On the CPU each real window costs about 1 GB and batching buys nothing; accelerators want batches.
     cpu_batch_size = 1
     accelerator_batch_size = 4
-    # --dtype auto keeps float32 on the CPU: a window's time is mostly attention, which torch's CPU kernels
-    # run no faster in bf16 (measured in docs/performance.md)
-    cpu_bf16_pays = False
 
     def __init__(self, inputs: Sequence[str], *, source: Optional[str | Path] = None, outputs: Sequence[str] = (),
                  formats: Optional[str] = None, gt: Optional[Path] = None, max_flow: Optional[float] = None,

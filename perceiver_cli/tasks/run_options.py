@@ -43,7 +43,7 @@ class RuntimeRequest:
         from perceiver_cli.runtime import resolve_runtime
 
         return resolve_runtime(self.device, self.dtype, self.batch_size, task.cpu_batch_size,
-                               task.accelerator_batch_size, cpu_bf16_pays=task.cpu_bf16_pays)
+                               task.accelerator_batch_size)
 
 
 @dataclass(frozen=True)
