@@ -27,6 +27,8 @@ from test_bad_input import (FLOW_H, FLOW_W, assert_refused, cli, error_line, png
                             weights)
 
 REPO = Path(__file__).resolve().parents[1]
+# Seconds a child may take to start (torch import, model load on a busy machine); past them it hung.
+FIFO_RUN_TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="module")
@@ -324,6 +326,27 @@ def test_a_config_json_that_is_a_fifo_is_named_as_such(cli, weights, tmp_path, f
     config = fifo(folder / "config.json")
     result = cli("flow", save_png(tmp_path / "a.png"), save_png(tmp_path / "b.png", seed=1), "-w", folder)
     assert_refused(result, 2, error_line(config, r"is a FIFO, not a regular file"))
+
+
+def test_a_fifo_among_a_folders_images_fails_as_one_line_unopened_and_the_images_run(weights, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    first, last = save_png(folder / "a.png", 20, 20, 1), save_png(folder / "c.png", 20, 20, 2)
+    pipe = folder / "b.png"
+    os.mkfifo(pipe)  # no writer: a reader of it would wait for ever, so a child process, bounded
+    command = [sys.executable, "-m", "perceiver_cli", "classify", str(folder), "-w", str(weights["vision-conv"]),
+               "--json", "-q"]
+    try:
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=FIFO_RUN_TIMEOUT_S,
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run hung on the FIFO in the folder")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [f"perceiver: error: {pipe}: is a FIFO, not a regular file"]
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["input"] for r in records] == [str(first), str(pipe), str(last)]
+    assert records[1] == {"input": str(pipe), "error": "is a FIFO, not a regular file"}
+    assert "error" not in records[0] and "error" not in records[2]
 
 
 # ----------------------------------------------------------------------------------------------------------

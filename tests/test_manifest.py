@@ -30,6 +30,16 @@ from tiny_models import make_tiny_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 # Seconds a killed child may take to reach its stall point (torch import and model load on a busy machine).
 CHILD_PATIENCE = 180
+# `perceiver ARGS` whose image reader waits for ever on the file $STALL_AT (and reads every other one).
+STALLING_CHILD = """
+import os, sys, threading
+import perceiver_cli.io.images as images
+read, stall = images.read_image, os.environ["STALL_AT"]
+images.read_image = lambda path, *rest, **named: (threading.Event().wait() if str(path) == stall
+                                                  else read(path, *rest, **named))
+from perceiver_cli.cli import main
+sys.exit(main())
+"""
 
 
 @pytest.fixture(scope="module")
@@ -69,18 +79,17 @@ def _by_input(records: list[dict]) -> dict[str, list[dict]]:
 
 
 def test_a_run_killed_mid_way_resumes_with_every_item_once_and_the_same_records(tmp_path, weights, capsys):
-    # A FIFO among the images stalls the child at a known item: every item before it is done (batch size 1),
-    # none after; it is then killed with SIGKILL, the FIFO replaced by an image, and the run resumed.
+    # The child's reader never returns on one image, stalling it at a known item: every item before it is done
+    # (batch size 1), none after; it is then killed with SIGKILL, and the run resumed with a reader that reads it.
     before, after = [f"a{i}.png" for i in range(6)], [f"c{i}.png" for i in range(4)]
     folder = _photos(tmp_path / "photos", before + after)
-    stall = folder / "b_stall.png"
-    os.mkfifo(stall)
+    stall = _save_noise(folder / "b_stall.png", 99)
     manifest = tmp_path / "run.jsonl"
     same = [str(folder), "-w", str(weights), "-b", "1", "--json"]  # one thread everywhere: equal floats
-    command = [sys.executable, "-m", "perceiver_cli", "classify", *same, "-q", "--manifest", str(manifest)]
+    command = [sys.executable, "-c", STALLING_CHILD, "classify", *same, "-q", "--manifest", str(manifest)]
     with open(tmp_path / "killed.out", "wb") as out:
         child = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL, cwd=tmp_path,
-                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
+                                 env={**os.environ, "OMP_NUM_THREADS": "1", "STALL_AT": str(stall)})
     try:
         deadline = time.monotonic() + CHILD_PATIENCE
         lines: list[str] = []
@@ -96,8 +105,6 @@ def test_a_run_killed_mid_way_resumes_with_every_item_once_and_the_same_records(
         child.kill()
         child.wait()
     assert len(lines) == len(before), "the child never reached the stalled item"
-    stall.unlink()
-    _save_noise(stall, 99)
     with open(manifest, "ab") as stream:  # a record torn by a kill mid-write: cut off on resume
         stream.write(b'{"input": "' + str(stall).encode() + b'", "status": "o')
 

@@ -7,9 +7,11 @@ One set of rules for every kind of input (images, videos), each kind naming its 
 - An argument with a wildcard (*, ?, [) that is not itself an existing path is expanded with glob
   (``**`` recurses), sorted; matches are filtered like a folder's content and matched folders are
   expanded; no match gives an InputError.
+- A file a folder or pattern gives that is no regular file (a FIFO, a socket, a device) is never opened (a FIFO
+  would block its reader): a NotRegularFile, an InputError naming it, stands in its place.
 - A missing path gives an InputError.
 Argument order is kept; a file reached twice is listed once, at its first place. Each InputError is one
-line naming the argument, so the caller can report it and carry on.
+line naming the argument (a NotRegularFile: its file), so the caller can report it and carry on.
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ from pathlib import Path
 from perceiver_cli.errors import InputError, PerceiverError, UsageError
 
 _GLOB_CHARACTERS = frozenset("*?[")
+
+
+class NotRegularFile(InputError):
+    """A file found in a folder or by a pattern that is no regular file: its item fails, named by its own path."""
+
+    def __init__(self, path: Path, kind: str):
+        super().__init__(f"{path}: is {kind}, not a regular file")
+        self.path, self.kind = path, kind
+
+    def __reduce__(self):
+        return NotRegularFile, (self.path, self.kind)
 
 
 def files_under(folder: Path, extensions: Iterable[str]) -> list[Path]:
@@ -44,8 +57,14 @@ def looks_like_glob(argument: str) -> bool:
     return any(ch in _GLOB_CHARACTERS for ch in argument)
 
 
-def _expand_one(argument: str, extensions: frozenset[str], kind: str) -> list[Path] | InputError:
-    """The paths one argument stands for, or the InputError saying why none."""
+def _regular(paths: list[Path]) -> list[Path | InputError]:
+    """The paths, each one that exists as no regular file replaced by a NotRegularFile (stat only, no open)."""
+    return [path if (kind := special_file_kind(path)) is None else NotRegularFile(path, kind) for path in paths]
+
+
+def _expand_one(argument: str, extensions: frozenset[str], kind: str) -> list[Path | InputError] | InputError:
+    """The paths one argument stands for (a NotRegularFile in place of a special file it gives), or the
+    InputError saying why none."""
     path = Path(argument)
     if path.is_file():
         return [path]
@@ -53,7 +72,7 @@ def _expand_one(argument: str, extensions: frozenset[str], kind: str) -> list[Pa
         found = files_under(path, extensions)
         if not found:
             return InputError(f"{argument}: folder holds no {kind} files ({', '.join(sorted(extensions))})")
-        return found
+        return _regular(found)
     if path.exists():
         return InputError(f"{argument}: not a regular file or folder")
     if looks_like_glob(argument):
@@ -62,11 +81,11 @@ def _expand_one(argument: str, extensions: frozenset[str], kind: str) -> list[Pa
             matched = Path(match)
             if matched.is_dir():
                 found.extend(files_under(matched, extensions))
-            elif matched.is_file() and matched.suffix.lower() in extensions:
+            elif matched.exists() and matched.suffix.lower() in extensions:
                 found.append(matched)
         if not found:
             return InputError(f"{argument}: pattern matches no {kind} files")
-        return found
+        return _regular(found)
     return InputError(f"{argument}: no such file or folder")
 
 
@@ -84,11 +103,14 @@ def expand_inputs(arguments: Iterable[str], extensions: Iterable[str], kind: str
         if isinstance(expanded, InputError):
             items.append(expanded)
             continue
-        for path in expanded:
-            key = path.resolve()
+        for entry in expanded:
+            if isinstance(entry, InputError):
+                items.append(entry)
+                continue
+            key = entry.resolve()
             if key not in seen:
                 seen.add(key)
-                items.append(path)
+                items.append(entry)
     return items
 
 

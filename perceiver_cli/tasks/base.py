@@ -50,6 +50,8 @@ class Result:
     # Arrays a packed output stores beside the record ({"flow": ..., "logits": ...}); filled when `arrays` is set.
     arrays: Any = None
     shard: str = ""  # the packed file this result went into (the manifest records it)
+    # Set where the failure is made: its error begins with the file at fault, so it is its stderr line as it is.
+    error_names_file: bool = False
 
     @property
     def ok(self) -> bool:
@@ -126,8 +128,9 @@ class Task:
         return []
 
     def failure_line(self, result: Result) -> Optional[str]:
-        """The stderr line of a failed result, `name: error`; None when an earlier line said it already."""
-        return named_problem(result)
+        """The stderr line of a failed result: its error as it is when that names its file, else `name: error`;
+        None when an earlier line said it already."""
+        return result.record["error"] if result.error_names_file else named_problem(result)
 
     def close(self) -> None:
         """Release what `setup` or `run` holds (thread pools, open writers)."""

@@ -295,16 +295,12 @@ class FlowTask(ModelTask):
                                        self.downscale)
 
     def failure_line(self, result: Result) -> Optional[str]:
-        """A problem of the pair's own files as it is (it names its file), once: a frame shared by two pairs fails
-        both; any other failure (an input that stands for no pair, an output that cannot be written) as
-        `name: error`."""
-        line = result.record["error"]
-        pair = result.item.data
-        frames = (result.item.input, result.record.get("input2"),
-                  *(getattr(pair, field, None) for field in ("first", "second", "truth", "invalid")))
-        if "input2" not in result.record or not any(isinstance(name, (str, Path)) and line.startswith(f"{name}: ")
-                                                    for name in frames):
-            return super().failure_line(result)
+        """A problem naming the pair's own file (flow_pairs.pair_failure marks it) as it is, once: a frame shared
+        by two pairs fails both; any other failure (an input that stands for no pair, an output that cannot be
+        written) as `name: error`."""
+        line = super().failure_line(result)
+        if not result.error_names_file:
+            return line
         if line in self._said:
             return None
         self._said.add(line)

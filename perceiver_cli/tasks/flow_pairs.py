@@ -78,9 +78,12 @@ def resize_to(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def pair_failure(item: Item, problem: str) -> Result:
-    """A pair's failure whose problem names its file already (the record's error is its stderr line)."""
-    return failure(item, problem, input2=item.data.name2)
+def pair_failure(item: Item, problem: str, names_file: bool = True) -> Result:
+    """A pair's failure; `names_file`: its problem begins with the file at fault, so the record's error is its
+    stderr line (else the line names the pair's input)."""
+    result = failure(item, problem, input2=item.data.name2)
+    result.error_names_file = names_file
+    return result
 
 
 def _size_problem(item: Item, frame1: np.ndarray, frame2: np.ndarray) -> str:
@@ -145,9 +148,10 @@ class FlowPredictor:
 
         pair: FramePair = item.data
         frame1, frame2 = read(pair.first), read(pair.second)
-        bad = next((f for f in (frame1, frame2) if isinstance(f, InputError)), None)
-        if bad is not None:
-            yield PairStep(item, failure=pair_failure(item, one_line(bad)))
+        bad = next(((frame, value) for frame, value in ((pair.first, frame1), (pair.second, frame2))
+                    if isinstance(value, InputError)), None)
+        if bad is not None:  # a file's reader names it; an array's problem does not
+            yield PairStep(item, failure=pair_failure(item, one_line(bad[1]), isinstance(bad[0], (Path, str))))
             return
         if frame1.shape != frame2.shape:
             if not self.resize:

@@ -13,6 +13,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from perceiver_cli.errors import InputError
+from perceiver_cli.io.inputs import NotRegularFile
 from perceiver_cli.tasks.base import Item, one_line, without_name
 
 STDIN_ARGUMENT = "-"
@@ -56,7 +57,10 @@ def expand_arguments(arguments: Sequence[str], expand: Optional[Callable[[list[s
 
 
 def error_item(index: int, error: InputError, arguments: Sequence[str]) -> Item:
-    """An item for an argument that stands for no input; `input` is the argument its message names."""
+    """An item for an argument that stands for no input, `input` the argument its message names, or for a file
+    found that is no regular file, named by its path."""
+    if isinstance(error, NotRegularFile):  # no argument names a file a folder gave
+        return problem_item(index, str(error.path), error)
     message = one_line(error)
     for candidate in sorted(arguments, key=len, reverse=True):
         if message.startswith(f"{candidate}: "):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -403,6 +404,18 @@ def test_folders_pick_up_avif_and_heic_photos_too(tmp_path: Path) -> None:
 def test_a_file_named_twice_is_listed_once_at_its_first_place(photo_tree: Path) -> None:
     items = expand_image_inputs([str(photo_tree / "b.png"), str(photo_tree)])
     assert items == [photo_tree / "b.png", photo_tree / "a.JPG", photo_tree / "sub" / "c.webp"]
+
+
+def test_a_fifo_a_folder_or_pattern_gives_is_an_error_in_its_place_named_by_its_path(photo_tree: Path) -> None:
+    fifo = photo_tree / "sub" / "b_pipe.png"
+    os.mkfifo(fifo)  # never opened: a reader of it would wait for a writer that never comes
+    folder = expand_image_inputs([str(photo_tree)])
+    pattern = expand_image_inputs([str(photo_tree / "**" / "*.png")])
+    assert [str(item) if isinstance(item, InputError) else item for item in folder] == [
+        photo_tree / "a.JPG", photo_tree / "b.png", f"{fifo}: is a FIFO, not a regular file",
+        photo_tree / "sub" / "c.webp"]
+    assert [str(item) if isinstance(item, InputError) else item for item in pattern] == [
+        photo_tree / "b.png", f"{fifo}: is a FIFO, not a regular file"]
 
 
 def test_image_extensions_cover_the_formats_read_image_handles() -> None:
