@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -53,7 +52,9 @@ def packed_folder(outputs, packed: Optional[str], file_formats: tuple[str, ...] 
         return None
     if not outputs or len(outputs) != 1:
         raise UsageError(f"--format {packed}: give one folder with -o DIR for the packed files")
-    folder = Path(outputs[0])
+    from perceiver_cli.io.store import place
+
+    folder = place(outputs[0])
     if folder.suffix.lower().lstrip(".") in (*file_formats, *VIDEO_FORMATS) and not folder.is_dir():
         raise UsageError(f"--format {packed}: -o {folder} names a file; the packed files go into a folder")
     return folder
