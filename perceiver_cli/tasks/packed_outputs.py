@@ -25,7 +25,7 @@ from perceiver_cli.kinds import AUTOENCODE_VIDEO, CLASSIFY, FILL_MASK, FLOW
 from perceiver_cli.tasks.base import Result
 
 # Array dtypes as Arrow value types.
-_VALUE_TYPES = {"float32": "float32", "float16": "float16"}
+_VALUE_TYPES = {"float32": "float32", "float16": "float16", "bool": "bool_"}
 
 
 def _record_columns(pa) -> dict[str, list]:
@@ -60,6 +60,10 @@ def _record_columns(pa) -> dict[str, list]:
     return columns
 
 
+# The arrays flow adds with --direction both: the backward flow (second frame to first, the --precision of the
+# forward one) and the forward-backward occlusion mask (H, W), beside `flow`.
+FLOW_BACKWARD, OCCLUSION = "flow_backward", "occlusion"
+
 # The arrays each task kind hands over (`Result.arrays`), beside the optional `features`.
 TASK_ARRAYS = {CLASSIFY: ("logits",), FLOW: (FLOW,), FILL_MASK: (), AUTOENCODE_VIDEO: ("label_logits",),
                f"eval-{CLASSIFY}": ("logits",), f"eval-{FLOW}": (FLOW,), f"eval-{AUTOENCODE_VIDEO}": ("label_logits",)}
@@ -72,7 +76,8 @@ def _flo_bytes(flow: np.ndarray) -> bytes:
 
 
 # WebDataset members of arrays that have a usual file of their own (name, dtype) -> (suffix, encoder).
-FLOW_ENCODERS = {(FLOW, "float32"): ("flo", _flo_bytes)}
+FLOW_ENCODERS = {(FLOW, "float32"): ("flo", _flo_bytes),
+                 (FLOW_BACKWARD, "float32"): (f"{FLOW_BACKWARD}.flo", _flo_bytes)}
 
 
 def packed_schema(task_name: str, array_types: dict[str, str], media: tuple[str, ...] = (),
@@ -92,9 +97,13 @@ def packed_schema(task_name: str, array_types: dict[str, str], media: tuple[str,
     return pa.schema(fields)
 
 
-def array_dtypes(task_name: str, precision: str = "float32", features: Optional[str] = None) -> dict[str, str]:
-    """The arrays a task's rows carry and their dtypes: the task's own, then `features` (always float32)."""
+def array_dtypes(task_name: str, precision: str = "float32", features: Optional[str] = None,
+                 both_directions: bool = False) -> dict[str, str]:
+    """The arrays a task's rows carry and their dtypes: the task's own (flow's in `precision`, with
+    `both_directions` also the backward flow and the occlusion mask), then `features` (always float32)."""
     arrays = {name: precision if name == FLOW else "float32" for name in TASK_ARRAYS[task_name]}
+    if both_directions:
+        arrays.update({FLOW_BACKWARD: precision, OCCLUSION: "bool"})
     if features:
         arrays["features"] = "float32"
     return arrays
