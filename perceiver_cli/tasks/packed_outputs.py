@@ -123,7 +123,7 @@ def check_items_per_file(count: int) -> None:
 
 class PackedOutputs:
     """An engine listener writing ok results into shards of `fmt` in `folder`; `arrays` names the arrays each
-    row carries and their dtypes (float32/float16)."""
+    row carries and their dtypes (float32, float16, bool)."""
 
     def __init__(self, folder: str | Path, fmt: str, task_name: str, arrays: dict[str, str],
                  items_per_file: int = DEFAULT_ITEMS_PER_FILE, encoders: Optional[dict[str, Callable]] = None,
