@@ -485,3 +485,47 @@ def test_python_autoencode_features_equal_the_clis_features_file(tmp_path, run_m
     np.testing.assert_allclose(latents, expected, rtol=0, atol=1e-6)
     pooled = pc.autoencode(model, frames, None, features="pooled")["features"]
     np.testing.assert_allclose(pooled, expected.mean(axis=1), rtol=0, atol=1e-6)
+
+
+def test_flow_both_directions_packs_the_backward_flow_and_occlusion_beside_the_forward_flow(checkpoints, frames,
+                                                                                         tmp_path, run_main):
+    common = ["flow", frames, "-w", checkpoints / "flow", "--json", "-q", "--direction", "both",
+              "--occlusion-format", "npy", "--items-per-file", "3"]
+    code, out, _ = run_main(*common, "-o", tmp_path / "p", "--format", "flo,parquet")
+    assert code == 0
+    records = _records(out)
+    both = [("flow_backward", "list<element: float>"), ("flow_backward_shape", "list<element: int32>"),
+            ("occlusion", "list<element: bool>"), ("occlusion_shape", "list<element: int32>")]
+    for path in sorted((tmp_path / "p").glob("part-*.parquet")):
+        assert _schema_of(path) == [(n, t.format("float")) for n, t in FLOW_SCHEMA] + both
+    rows = _table(tmp_path / "p").to_pylist()
+    assert len(rows) == len(records) == 5
+
+    for row, record in zip(rows, records):
+        assert {k: row[k] for k in record} == record
+        forward, backward, occlusion = _flow_files(record)
+        np.testing.assert_array_equal(_array(row, "flow"), read_flo(forward))
+        np.testing.assert_array_equal(_array(row, "flow_backward"), read_flo(backward))
+        np.testing.assert_array_equal(_array(row, "occlusion"), np.load(occlusion))
+        assert row["occluded"] == pytest.approx(np.load(occlusion).mean())
+    code, out, _ = run_main(*common, "-o", tmp_path / "w", "--format", "flo,wds")
+    assert code == 0
+    members = {}
+    for shard in sorted((tmp_path / "w").glob("part-*.tar")):
+        with tarfile.open(shard) as tar:
+            members.update({info.name: tar.extractfile(info).read() for info in tar.getmembers()})
+    for record in _records(out):
+        key = next(name[:-len(".json")] for name in members
+                   if name.endswith(".json") and json.loads(members[name])["input"] == record["input"])
+        forward, backward, occlusion = _flow_files(record)
+        assert members[f"{key}.flo"] == Path(forward).read_bytes()
+        assert members[f"{key}.flow_backward.flo"] == Path(backward).read_bytes()
+        np.testing.assert_array_equal(np.load(io.BytesIO(members[f"{key}.occlusion.npy"])), np.load(occlusion))
+
+
+def _flow_files(record: dict) -> tuple[str, str, str]:
+    """A --direction both record's forward .flo, backward .flo and occlusion .npy."""
+    outputs = record["outputs"]
+    backward = next(p for p in outputs if p.endswith("_backward.flo"))
+    forward = next(p for p in outputs if p.endswith(".flo") and p != backward)
+    return forward, backward, next(p for p in outputs if p.endswith("_occlusion.npy"))

@@ -564,3 +564,33 @@ def test_flow_on_ray_splits_a_video_in_both_directions_and_assembles_backward_an
     for name in names:
         assert np.array_equal(np.load(tmp_path / "ray" / name), np.load(tmp_path / "local" / name))
     assert np.load(tmp_path / "ray" / "v_occlusion.npy").shape[0] == 5
+
+
+def test_features_of_one_video_split_over_workers_equal_the_local_engines(local_ray, tmp_path, capsys, monkeypatch):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from synthetic_media import write_video
+
+    from perceiver_cli.tasks.autoencode import AutoencodeTask
+
+    weights = tmp_path / "multimodal"
+    make_tiny_checkpoint("multimodal", weights, num_frames=4, output_shape=[1, 4, 16, 16],
+                         audio_samples_per_frame=1920)
+    video = write_video(tmp_path / "long.mp4", 40, sound="tone")  # ten 4-frame clips
+    split, listed = [], AutoencodeTask.segments
+    monkeypatch.setattr(AutoencodeTask, "segments",
+                        lambda task, count: split.append(len(listed(task, count) or [])) or listed(task, count))
+    ray_options = ["--engine", "ray", "--workers", "2", "--cpus-per-worker", "1"]
+    for engine, extra in (("local", []), ("ray", ray_options)):
+        for kind, formats in (("latents", "wav,parquet"), ("pooled", "wav")):
+            code = main(["autoencode-video", str(video), "-w", str(weights), "-q", "-o", f"{tmp_path / engine}-{kind}/",
+                         "--format", formats, "--features", kind, *extra])
+            assert code == 0, capsys.readouterr().err
+    assert split[-1] > 1  # the video went to the workers in parts
+    local, remote = (pq.read_table(tmp_path / f"{engine}-latents" / "part-00000.parquet").to_pylist()[0]
+                     for engine in ("local", "ray"))
+    for name in ("features", "label_logits"):
+        assert remote[f"{name}_shape"] == local[f"{name}_shape"] and local[f"{name}_shape"][0] == 10
+        np.testing.assert_allclose(remote[name], local[name], rtol=0, atol=1e-6)
+    pooled = [np.load(tmp_path / f"{engine}-pooled" / "long.features.npy") for engine in ("local", "ray")]
+    assert pooled[0].shape[0] == 10
+    np.testing.assert_allclose(pooled[1], pooled[0], rtol=0, atol=1e-6)

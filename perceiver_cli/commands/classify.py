@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -10,8 +9,8 @@ import typer
 from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption, NumericsOption,
                                            QuietOption, ScaleOptions, WeightsOption, batch_size_option,
                                            check_source, examples, model_option, run_task, scale_options)
-from perceiver_cli.commands.packed import (FeaturesOption, ItemsPerFileOption, PackedFormatOption,
-                                           packed_only)
+from perceiver_cli.commands.packed import (FeaturesOption, ItemsPerFileOption, PackedFolderOption,
+                                           PackedFormatOption, packed_only)
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.packed_outputs import array_dtypes, packed_outputs
 from perceiver_cli.tasks.classify import MODELS, ClassifyTask
@@ -34,9 +33,7 @@ def classify(
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     numerics: str = NumericsOption,
-    output: Optional[Path] = typer.Option(
-        None, "--output", "-o", metavar="DIR", show_default=False,
-        help="With --format: the folder the packed files go into."),
+    output: Optional[str] = PackedFolderOption,
     formats: Optional[str] = PackedFormatOption,
     items_per_file: int = ItemsPerFileOption,
     features: Optional[str] = FeaturesOption,

@@ -112,24 +112,31 @@ _SCALE_OPTIONS: list[tuple[str, Any, Any]] = [
 ]
 
 
+def options_in_place_of(command: Callable[..., Any], name: str, options: Sequence[tuple[str, Any, Any]],
+                        build: Callable[[dict[str, Any]], Any]) -> Callable[..., Any]:
+    """`command` with its parameter `name` replaced by the keyword `options` ((name, type, typer Option) each),
+    after its own; the wrapped command receives `name=build(values)`, values by option name (those given)."""
+    signature = inspect.signature(command)
+    own = [p for key, p in signature.parameters.items() if key != name]
+    added = [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+             for key, kind, option in options]
+
+    @functools.wraps(command)
+    def with_options(*args: Any, **kwargs: Any) -> Any:
+        values = {key: kwargs.pop(key) for key, _, _ in options if key in kwargs}
+        return command(*args, **{name: build(values)}, **kwargs)
+
+    with_options.__signature__ = signature.replace(parameters=own + added)
+    with_options.__annotations__ = {**{k: v for k, v in command.__annotations__.items() if k != name},
+                                    **{key: kind for key, kind, _ in options}}
+    return with_options
+
+
 def scale_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command the options of dataset-scale runs (--manifest, --retry-failed, --skip-existing, --shard,
     --engine, --ray-address, --workers, --gpus-per-worker, --cpus-per-worker, --progress-interval), after its
     own; the command receives them as one `scale: ScaleOptions` argument and hands it to `run_task`."""
-    signature = inspect.signature(command)
-    own = [p for name, p in signature.parameters.items() if name != "scale"]
-    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-             for name, kind, option in _SCALE_OPTIONS]
-
-    @functools.wraps(command)
-    def with_scale_options(*args: Any, **kwargs: Any) -> Any:
-        values = {name: kwargs.pop(name) for name, _, _ in _SCALE_OPTIONS if name in kwargs}
-        return command(*args, scale=ScaleOptions(**values), **kwargs)
-
-    with_scale_options.__signature__ = signature.replace(parameters=own + added)
-    with_scale_options.__annotations__ = {**{k: v for k, v in command.__annotations__.items() if k != "scale"},
-                                          **{name: kind for name, kind, _ in _SCALE_OPTIONS}}
-    return with_scale_options
+    return options_in_place_of(command, "scale", _SCALE_OPTIONS, lambda values: ScaleOptions(**values))
 
 
 def examples(*lines: str) -> str:

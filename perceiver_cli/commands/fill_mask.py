@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -11,8 +10,8 @@ from perceiver_cli.commands.common import (DeviceOption, DtypeOption, JsonOption
                                            ScaleOptions, WeightsOption, check_source, examples, model_option,
                                            run_task, scale_options)
 from perceiver_cli.bounds import OPTION_LIMITS
-from perceiver_cli.commands.packed import (FeaturesOption, ItemsPerFileOption, PackedFormatOption,
-                                           packed_only)
+from perceiver_cli.commands.packed import (FeaturesOption, ItemsPerFileOption, PackedFolderOption,
+                                           PackedFormatOption, packed_only)
 from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.packed_outputs import array_dtypes, packed_outputs
 from perceiver_cli.tasks.fill_mask import MODELS, FillMaskTask
@@ -37,9 +36,7 @@ def fill_mask(
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     numerics: str = NumericsOption,
-    output: Optional[Path] = typer.Option(
-        None, "--output", "-o", metavar="DIR", show_default=False,
-        help="With --format: the folder the packed files go into."),
+    output: Optional[str] = PackedFolderOption,
     formats: Optional[str] = PackedFormatOption,
     items_per_file: int = ItemsPerFileOption,
     features: Optional[str] = FeaturesOption,

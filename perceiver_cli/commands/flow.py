@@ -126,9 +126,9 @@ def flow(
     from perceiver_cli.tasks.report_html import html_report
     from perceiver_cli.tasks.report_pages import flow_summary
 
+    arrays = array_dtypes(task.name, precision, both_directions=direction == "both")
     with html_report(report, report_worst, task.name, task, flow_summary, " ".join(inputs)) as page, \
-            packed_outputs(folder, packed, task, array_dtypes(task.name, precision), items_per_file,
-                           FLOW_ENCODERS) as packers:
+            packed_outputs(folder, packed, task, arrays, items_per_file, FLOW_ENCODERS) as packers:
         return run_task(task, device=device, dtype=dtype, batch_size=batch_size, json_lines=json_lines,
                         quiet=quiet, scale=scale, listeners=[page.listen, *packers])
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
 
 from perceiver_cli.choices import DEFAULT_ITEMS_PER_FILE, FEATURES, PACKED_FORMATS, VIDEO_FORMATS, parse_formats
+from perceiver_cli.commands.common import options_in_place_of
 from perceiver_cli.errors import UsageError
 
 ItemsPerFileOption = typer.Option(
@@ -19,6 +19,9 @@ FeaturesOption = typer.Option(
          f"output) or {FEATURES[0]} (their mean over the latents); a column of packed outputs.")
 PrecisionOption = typer.Option("float32", "--precision", metavar="DTYPE",
                                help="Packed flow values: float32 (exact) or float16 (half the size).")
+PackedFolderOption = typer.Option(
+    None, "--output", "-o", metavar="DIR", show_default=False,
+    help="With --format: the folder the packed files go into, or a store prefix (s3://bucket/run/).")
 PackedFormatOption = typer.Option(
     None, "--format", "-f", metavar="NAME", show_default=False,
     help=f"Write every item's record and arrays into the -o folder as {' or '.join(PACKED_FORMATS)} "
@@ -49,7 +52,9 @@ def packed_folder(outputs, packed: Optional[str], file_formats: tuple[str, ...] 
         return None
     if not outputs or len(outputs) != 1:
         raise UsageError(f"--format {packed}: give one folder with -o DIR for the packed files")
-    folder = Path(outputs[0])
+    from perceiver_cli.io.store import place
+
+    folder = place(outputs[0])
     if folder.suffix.lower().lstrip(".") in (*file_formats, *VIDEO_FORMATS) and not folder.is_dir():
         raise UsageError(f"--format {packed}: -o {folder} names a file; the packed files go into a folder")
     return folder
@@ -71,25 +76,18 @@ def packed_only(output, formats: Optional[str], features: Optional[str]) -> Opti
     return packed
 
 
+# The options an eval command gets for its packed records (see `packed_options`).
+_PACKED_OPTIONS = [
+    ("output", Optional[str], PackedFolderOption),
+    ("formats", Optional[str], PackedFormatOption), ("items_per_file", int, ItemsPerFileOption)]
+
+
+def _packed(values: dict) -> tuple:
+    output, per_file = values.get("output"), values.get("items_per_file", DEFAULT_ITEMS_PER_FILE)
+    return output, packed_only(output, values.get("formats"), None), per_file
+
+
 def packed_options(command):
-    """Give an eval command -o DIR, --format parquet|wds and --items-per-file (its per-item records packed)."""
-    import functools
-    import inspect
-
-    added = [("output", Optional[Path], typer.Option(None, "--output", "-o", metavar="DIR", show_default=False,
-                                                     help="With --format: the folder the packed files go into.")),
-             ("formats", Optional[str], PackedFormatOption), ("items_per_file", int, ItemsPerFileOption)]
-    signature = inspect.signature(command)
-    params = [p for name, p in signature.parameters.items() if name != "packed"]
-    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-               for name, kind, option in added]
-
-    @functools.wraps(command)
-    def with_packed(*args, **kwargs):
-        output, formats, per_file = (kwargs.pop(name) for name in ("output", "formats", "items_per_file"))
-        return command(*args, packed=(output, packed_only(output, formats, None), per_file), **kwargs)
-
-    with_packed.__signature__ = signature.replace(parameters=params)
-    with_packed.__annotations__ = {**{k: v for k, v in command.__annotations__.items() if k != "packed"},
-                                   **{name: kind for name, kind, _ in added}}
-    return with_packed
+    """Give an eval command -o DIR, --format parquet|wds and --items-per-file (its per-item records packed);
+    it receives them as one `packed` argument, (folder, format, items per file)."""
+    return options_in_place_of(command, "packed", _PACKED_OPTIONS, _packed)

@@ -1,6 +1,8 @@
 """Packed outputs: many items' records and arrays in a few files, as Parquet files or WebDataset .tar shards.
 
-A shard is written whole to a temporary and renamed (io.atomic), so it is either complete or absent. Names are
+A shard is written whole through io.store_write, so it is either complete or absent: locally a temporary renamed
+onto its name, on an object store a local spool put with one PUT or a multipart upload completed at the end
+(nothing is written at a shard's key before that). `folder` is a local folder or a store prefix. Names are
 `part-<prefix><n>.<ext>`: the prefix tells `--shard I/N` runs apart (`00002of00008-`), the number continues
 past every number already taken (files present, and names an earlier run's manifest records as `reserved`), so
 a resumed run never reuses the name of a shard that a killed run recorded but never committed.
@@ -22,7 +24,10 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from perceiver_cli.choices import PACKED_PARQUET, PACKED_WDS
-from perceiver_cli.io.atomic import atomic_write, remove_stale_temporaries
+from perceiver_cli.io.atomic import remove_stale_temporaries
+from perceiver_cli.io.location import is_remote, join
+from perceiver_cli.io.store import UrlPath, place
+from perceiver_cli.io.store_write import atomic_write, prepare_output
 
 SHARD_SUFFIX = {PACKED_PARQUET: ".parquet", PACKED_WDS: ".tar"}
 _SHARD_NAME = re.compile(r"part-(?P<prefix>(?:\d+of\d+-)?)(?P<number>\d+)\.(?:parquet|tar)")
@@ -38,7 +43,7 @@ def shard_name(fmt: str, prefix: str, number: int) -> str:
     return f"part-{prefix}{number:05d}{SHARD_SUFFIX[fmt]}"
 
 
-def next_number(folder: Path, prefix: str, reserved: Iterable[str] = ()) -> int:
+def next_number(folder: Path | UrlPath, prefix: str, reserved: Iterable[str] = ()) -> int:
     """The first shard number after every one `folder` holds or `reserved` names for this prefix."""
     names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
     taken = [int(m["number"]) for name in [*names, *(Path(r).name for r in reserved)]
@@ -61,7 +66,7 @@ def npy_bytes(array: np.ndarray) -> bytes:
 class ShardFile:
     """Rows of one shard, held until `commit` writes them atomically to `path`."""
 
-    def __init__(self, fmt: str, path: Path, schema=None):
+    def __init__(self, fmt: str, path: Path | UrlPath, schema=None):
         self.fmt, self.path, self.schema = fmt, path, schema
         self.rows: list[dict[str, Any]] = []
         self.members: list[tuple[str, dict[str, bytes]]] = []
@@ -102,14 +107,18 @@ class ShardFile:
 
 
 class ShardWriter:
-    """Items into shards of at most `per_file` items in `folder`, each committed when full or at `close`."""
+    """Items into shards of at most `per_file` items in `folder` (a path or a store URL), each written by
+    `commit`."""
 
-    def __init__(self, folder: Path, fmt: str, per_file: int, prefix: str = "", reserved: Iterable[str] = (),
+    def __init__(self, folder: str | Path, fmt: str, per_file: int, prefix: str = "", reserved: Iterable[str] = (),
                  schema=None):
-        self.folder, self.fmt, self.per_file, self.prefix, self.schema = folder, fmt, per_file, prefix, schema
-        folder.mkdir(parents=True, exist_ok=True)
-        self.number = next_number(folder, prefix, reserved)
-        remove_stale_temporaries(folder, f"part-{prefix}")
+        self.folder, self.fmt, self.per_file, self.prefix, self.schema = place(folder), fmt, per_file, prefix, schema
+        if is_remote(self.folder):  # writable, and a killed run's day-old unfinished uploads here aborted
+            prepare_output(join(self.folder, shard_name(fmt, prefix, 0)))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.number = next_number(self.folder, prefix, reserved)
+        if isinstance(self.folder, Path):
+            remove_stale_temporaries(self.folder, f"part-{prefix}")
         self.current: Optional[ShardFile] = None
         self.committed: list[str] = []
 

@@ -185,7 +185,7 @@ class AutoencodeTask(ModelTask):
         for item in items:
             if isinstance(item.data, ClipSegment):
                 video_paths, _, npz_paths = self.outputs_by_kind(item.data.video.outputs)
-                yield encode_segment(self.autoencoder, item, video_paths, npz_paths)
+                yield encode_segment(self.autoencoder, item, video_paths, npz_paths, self.features)
                 continue
             if item.error is not None:
                 yield failure(item, item.error)
@@ -213,7 +213,7 @@ class AutoencodeTask(ModelTask):
         else:
             result = Result(item, record, outputs=list(item.outputs), visuals=visuals or None,
                             arrays={name: np.stack(parts) for name, parts in (arrays or {}).items()})
-            self._write_features(item, result.arrays)
+            self.write_features(item, result.arrays)
         result.warnings = warnings
         return result
 
@@ -248,7 +248,7 @@ class AutoencodeTask(ModelTask):
         # Leaving the ExitStack finished the video files; an error above removed them.
         return video_record(item, clip_records, summary, autoencoder.names, self.top_k)
 
-    def _write_features(self, item: Item, arrays: dict) -> None:
+    def write_features(self, item: Item, arrays: dict) -> None:
         """The video's per-clip features as the .npy its outputs name (a folder output without packing)."""
         from perceiver_cli.io.writers import write_array
 

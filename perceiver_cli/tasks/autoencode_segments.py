@@ -49,6 +49,7 @@ class ClipPart:
     audio_squared_error: float
     audio_values: int
     record: dict[str, Any]
+    features: Optional[np.ndarray] = None  # its --features (pooled or latents), computed where it was encoded
 
 
 @dataclass
@@ -97,9 +98,13 @@ def plan_segments(listed: list[Item], count: int) -> Optional[list[Item]]:
     return segments
 
 
-def encode_segment(autoencoder: VideoAutoencoder, item: Item, video_paths: list[Path], npz_paths: list[Path]) -> Result:
-    """One segment's clips autoencoded here (clips before it are decoded and dropped); its video's failure
-    when one comes up (the clips are read from the start, so every later segment meets it too)."""
+def encode_segment(autoencoder: VideoAutoencoder, item: Item, video_paths: list[Path], npz_paths: list[Path],
+                   features: Optional[str] = None) -> Result:
+    """One segment's clips autoencoded here (clips before it are decoded and dropped), each with its `features`
+    when asked; its video's failure when one comes up (the clips are read from the start, so every later
+    segment meets it too)."""
+    from perceiver_cli.core.trunk import latent_features
+
     segment: ClipSegment = item.data
     video = segment.video
     warnings: list[str] = []
@@ -118,7 +123,8 @@ def encode_segment(autoencoder: VideoAutoencoder, item: Item, video_paths: list[
                 autoencoder.pictures(clip, reconstruction) if video_paths else None,
                 reconstruction if npz_paths else None, sound, result.label_logits.numpy(),
                 result.probabilities.numpy(), result.video_squared_error, result.video.numel(),
-                result.audio_squared_error, result.audio.numel(), autoencoder.clip_record(clip, result)))
+                result.audio_squared_error, result.audio.numel(), autoencoder.clip_record(clip, result),
+                latent_features(result.latents[None], features)[0] if features else None))
             if segment.last is not None and number >= segment.last - 1:
                 break
     except InputError as error:
@@ -146,7 +152,8 @@ class ClipAssembler:
         videos, wav, npz = self.task.outputs_by_kind(video.outputs)
         return {"video": video, "videos": videos, "wav": wav, "npz": npz, "stack": ExitStack(), "writers": None,
                 "kept": ClipArrays(video=bool(npz)) if wav or npz else None, "summary": core.RunningSummary(),
-                "clips": [], "warnings": [], "error": None, "geometry": None, "names": None}
+                "clips": [], "warnings": [], "error": None, "geometry": None, "names": None,
+                "arrays": {"label_logits": [], "features": []}}
 
     def _writers(self, state: dict[str, Any]) -> list:
         if state["writers"] is None:
@@ -180,6 +187,7 @@ class ClipAssembler:
                         state["kept"].add(clip.video, clip.sound, clip.label_logits)
                     state["summary"].add(_ClipNumbers(clip, torch))
                     state["clips"].append(clip.record)
+                    self._keep_arrays(state["arrays"], clip)
         if not segment.final:
             return []
         self._open = None
@@ -200,9 +208,18 @@ class ClipAssembler:
             result = failure(video, state["error"])
         else:
             record = video_record(video, state["clips"], state["summary"], state["names"], self.task.top_k)
-            result = Result(video, record, outputs=list(video.outputs))
+            arrays = {name: np.stack(kept) for name, kept in state["arrays"].items() if kept}
+            result = Result(video, record, outputs=list(video.outputs), arrays=arrays)
+            self.task.write_features(video, arrays)
         result.warnings = state["warnings"]
         return result
+
+    @staticmethod
+    def _keep_arrays(arrays: dict[str, list], clip: ClipPart) -> None:
+        """A clip's arrays for its video's result, as a one-process run keeps them: label logits, features."""
+        arrays["label_logits"].append(clip.label_logits)
+        if clip.features is not None:
+            arrays["features"].append(clip.features)
 
     def finish(self) -> list[Result]:
         """Failures of the videos whose last segment never came back."""

@@ -34,6 +34,7 @@ from perceiver_cli.tasks.report import NON_FINITE, heading, progress_bar, visibl
 from perceiver_cli.tasks.report_pages import flow_visuals
 from perceiver_cli.metrics import flow_statistics, occlusion_mask
 from perceiver_cli.tasks.inputs import STDIN_ARGUMENT, paths_from_stdin, problem_item
+from perceiver_cli.tasks.packed_outputs import FLOW_BACKWARD, OCCLUSION
 from perceiver_cli.io.store import place
 from perceiver_cli.io.writers import (EPE_FORMAT, FLOW_FILE_SUFFIXES, FLOW_FORMATS, FOLDER, FlowOutputs,
                                       KITTI_FORMAT, MASK_SUFFIXES, Pictures, STACK_SUFFIX, check_error_maps,
@@ -380,6 +381,8 @@ class FlowTask(ModelTask):
                     result.visuals = flow_visuals(flow, truth)
                 if self.arrays:
                     result.arrays = {FLOW: flow}
+                    if backward is not None:  # --direction both: both flows and the mask they give
+                        result.arrays.update({FLOW_BACKWARD: backward, OCCLUSION: occluded})
                 yield result
 
     def _error_map(self, flow: np.ndarray, truth) -> Optional[np.ndarray]:

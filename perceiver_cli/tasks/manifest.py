@@ -134,6 +134,9 @@ class Manifest:
         while data:  # a regular file takes the whole line in one write; the loop covers the exotic rest
             data = data[os.write(self._fd, data):]
 
+    def flush(self) -> None:
+        """Nothing to do: each record is written as it comes (a store manifest buffers them)."""
+
     def record(self, result: Result, worker: str = "") -> None:
         """Append the record of a finished item."""
         item = result.item
@@ -202,6 +205,7 @@ class Resume:
         self.failed = 0
         self.existing = 0
         self.without_outputs = 0
+        self._shards: dict[str, bool] = {}  # whether each packed file named by the manifest exists
 
     def select(self, items: Iterable[Item]) -> Iterator[Item]:
         """The items still to run, in their order."""
@@ -227,7 +231,9 @@ class Resume:
     def _committed(self, key: str) -> bool:
         """Whether a finished item's packed file, if it went into one, was committed (a killed run's was not)."""
         shard = self.manifest.shards.get(key) if self.manifest is not None else None
-        return shard is None or os.path.exists(shard)
+        if shard is not None and shard not in self._shards:  # one look per file (a request on a store)
+            self._shards[shard] = exists(shard)
+        return shard is None or self._shards[shard]
 
     def notes(self, task_name: str) -> list[str]:
         """What was skipped, for a person: one sentence per reason."""

@@ -43,6 +43,11 @@ class StoreManifest(Manifest):
         self._take(record)
         self._log.append(record)
 
+    def flush(self) -> None:
+        """Commit the buffered records as a part now (before a packed file naming them is committed)."""
+        if self._log is not None:
+            self._log.flush()
+
     def compact(self) -> None:
         """Nothing to do: parts are deduplicated when read."""
 

@@ -5,7 +5,10 @@ Every field of a task's JSON record is a typed column (`RECORD_COLUMNS`, the sch
 then `key` (the item's key), then each array the task hands over in `Result.arrays` as `<name>` (flattened
 values) and `<name>_shape`. The listener runs before the manifest: it tags each result with the shard it goes
 to (`Result.shard`), so the manifest records it, and a resumed run redoes an item whose shard was never
-committed (tasks.manifest). Failed items are not packed: their records are in the manifest and on stdout.
+committed (tasks.manifest). A full shard is committed when the next item arrives (or at the end), after the
+manifest has flushed every record of it, so a shard on disk or on a store never holds an item the manifest
+lacks: a run killed at any moment and resumed packs each item exactly once. Failed items are not packed:
+their records are in the manifest and on stdout.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from perceiver_cli.kinds import AUTOENCODE_VIDEO, CLASSIFY, FILL_MASK, FLOW
 from perceiver_cli.tasks.base import Result
 
 # Array dtypes as Arrow value types.
-_VALUE_TYPES = {"float32": "float32", "float16": "float16"}
+_VALUE_TYPES = {"float32": "float32", "float16": "float16", "bool": "bool_"}
 
 
 def _record_columns(pa) -> dict[str, list]:
@@ -57,6 +60,10 @@ def _record_columns(pa) -> dict[str, list]:
     return columns
 
 
+# The arrays flow adds with --direction both: the backward flow (second frame to first, the --precision of the
+# forward one) and the forward-backward occlusion mask (H, W), beside `flow`.
+FLOW_BACKWARD, OCCLUSION = "flow_backward", "occlusion"
+
 # The arrays each task kind hands over (`Result.arrays`), beside the optional `features`.
 TASK_ARRAYS = {CLASSIFY: ("logits",), FLOW: (FLOW,), FILL_MASK: (), AUTOENCODE_VIDEO: ("label_logits",),
                f"eval-{CLASSIFY}": ("logits",), f"eval-{FLOW}": (FLOW,), f"eval-{AUTOENCODE_VIDEO}": ("label_logits",)}
@@ -69,7 +76,8 @@ def _flo_bytes(flow: np.ndarray) -> bytes:
 
 
 # WebDataset members of arrays that have a usual file of their own (name, dtype) -> (suffix, encoder).
-FLOW_ENCODERS = {(FLOW, "float32"): ("flo", _flo_bytes)}
+FLOW_ENCODERS = {(FLOW, "float32"): ("flo", _flo_bytes),
+                 (FLOW_BACKWARD, "float32"): (f"{FLOW_BACKWARD}.flo", _flo_bytes)}
 
 
 def packed_schema(task_name: str, array_types: dict[str, str], media: tuple[str, ...] = (),
@@ -89,9 +97,13 @@ def packed_schema(task_name: str, array_types: dict[str, str], media: tuple[str,
     return pa.schema(fields)
 
 
-def array_dtypes(task_name: str, precision: str = "float32", features: Optional[str] = None) -> dict[str, str]:
-    """The arrays a task's rows carry and their dtypes: the task's own, then `features` (always float32)."""
+def array_dtypes(task_name: str, precision: str = "float32", features: Optional[str] = None,
+                 both_directions: bool = False) -> dict[str, str]:
+    """The arrays a task's rows carry and their dtypes: the task's own (flow's in `precision`, with
+    `both_directions` also the backward flow and the occlusion mask), then `features` (always float32)."""
     arrays = {name: precision if name == FLOW else "float32" for name in TASK_ARRAYS[task_name]}
+    if both_directions:
+        arrays.update({FLOW_BACKWARD: precision, OCCLUSION: "bool"})
     if features:
         arrays["features"] = "float32"
     return arrays
@@ -111,9 +123,9 @@ def check_items_per_file(count: int) -> None:
 
 class PackedOutputs:
     """An engine listener writing ok results into shards of `fmt` in `folder`; `arrays` names the arrays each
-    row carries and their dtypes (float32/float16)."""
+    row carries and their dtypes (float32, float16, bool)."""
 
-    def __init__(self, folder: Path, fmt: str, task_name: str, arrays: dict[str, str],
+    def __init__(self, folder: str | Path, fmt: str, task_name: str, arrays: dict[str, str],
                  items_per_file: int = DEFAULT_ITEMS_PER_FILE, encoders: Optional[dict[str, Callable]] = None,
                  media: tuple[str, ...] = (), more_doubles: tuple[str, ...] = ()):
         if fmt not in PACKED_FORMATS:
@@ -121,17 +133,19 @@ class PackedOutputs:
         check_items_per_file(items_per_file)
         if fmt == PACKED_PARQUET:
             _require_pyarrow()
-        self.folder, self.fmt, self.task_name, self.arrays = Path(folder), fmt, task_name, dict(arrays)
+        self.folder, self.fmt, self.task_name, self.arrays = folder, fmt, task_name, dict(arrays)
         self.items_per_file = items_per_file
         self.more_doubles = tuple(more_doubles)
         self.media = tuple(media)  # per-item file formats whose bytes are packed too (autoencode-video's outputs)
         self.encoders = encoders or {}  # array name -> (suffix, bytes of the array) for WebDataset members
         self.writer = None
+        self.manifest = None
 
     def before_manifest(self, manifest, shard=None) -> None:
         """Open the writer: names past those the manifest records, prefixed by the input shard (`--shard`)."""
         from perceiver_cli.io.packed import ShardWriter, shard_prefix
 
+        self.manifest = manifest
         reserved = manifest.shards.values() if manifest is not None else ()
         prefix = shard_prefix(shard.index, shard.count) if shard is not None else ""
         schema = (packed_schema(self.task_name, self.arrays, self.media, self.more_doubles)
@@ -143,6 +157,8 @@ class PackedOutputs:
             return
         if self.writer is None:
             self.before_manifest(None)
+        if self.writer.full():
+            self._commit()
         shard = self.writer.shard()
         result.shard = str(shard.path)
         arrays = {name: np.asarray(result.arrays[name]).astype(dtype, copy=False)
@@ -151,8 +167,12 @@ class PackedOutputs:
             shard.add_row(self._row(result, arrays))
         else:
             shard.add_sample(f"{result.item.index:09d}", self._members(result, arrays))
-        if self.writer.full():
-            self.writer.commit()
+
+    def _commit(self) -> None:
+        """Commit the open shard once the manifest holds every record of it (a store manifest buffers)."""
+        if self.manifest is not None:
+            self.manifest.flush()
+        self.writer.commit()
 
     def _row(self, result: Result, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         from perceiver_cli.io.packed import array_columns
@@ -164,8 +184,10 @@ class PackedOutputs:
 
     def _media(self, result: Result) -> dict[str, bytes]:
         """The bytes of the item's per-item files of the `media` formats, by format."""
-        return {Path(path).suffix.lower().lstrip("."): Path(path).read_bytes() for path in result.outputs
-                if Path(path).suffix.lower().lstrip(".") in self.media}
+        from perceiver_cli.io.store import place, read_bytes
+
+        return {place(path).suffix.lower().lstrip("."): read_bytes(path) for path in result.outputs
+                if place(path).suffix.lower().lstrip(".") in self.media}
 
     def _members(self, result: Result, arrays: dict[str, np.ndarray]) -> dict[str, bytes]:
         from perceiver_cli.io.packed import json_bytes, npy_bytes
@@ -179,7 +201,7 @@ class PackedOutputs:
     def close(self) -> None:
         """Commit the last shard (also on Ctrl-C: its items are recorded as done)."""
         if self.writer is not None:
-            self.writer.commit()
+            self._commit()
 
     @property
     def committed(self) -> list[str]:
@@ -187,7 +209,7 @@ class PackedOutputs:
 
 
 @contextmanager
-def packed_outputs(folder: Optional[Path], fmt: Optional[str], task, arrays: dict[str, str],
+def packed_outputs(folder: Optional[str | Path], fmt: Optional[str], task, arrays: dict[str, str],
                    items_per_file: int = DEFAULT_ITEMS_PER_FILE, encoders=None, media=(), kind: Optional[str] = None,
                    more_doubles: tuple[str, ...] = ()) -> Iterator[list]:
     """The listeners of a run's packed output (none without `fmt`), rows of `kind` (default the task's name);
@@ -197,7 +219,9 @@ def packed_outputs(folder: Optional[Path], fmt: Optional[str], task, arrays: dic
         return
     if folder is None:
         raise UsageError(f"--format {fmt} writes files: give the folder with -o DIR")
-    if Path(folder).exists() and not Path(folder).is_dir():
+    from perceiver_cli.io.store import place
+
+    if place(folder).exists() and not place(folder).is_dir():
         raise UsageError(f"--format {fmt}: -o {folder} is a file; give a folder")
     listener = PackedOutputs(folder, fmt, kind or task.name, arrays, items_per_file, encoders, media, more_doubles)
     task.arrays = True
