@@ -53,9 +53,9 @@ def _bf16(*keys: str) -> tuple[str, ...]:
 _CLASSIFY = ("classify-conv", "classify-fourier", "classify-learned")
 
 TARGETS: tuple[Target, ...] = (
-    Target("fill-mask speed", _FILL_MASK, SPEED_UP, 1.15),
+    Target("fill-mask speed", _FILL_MASK, SPEED_UP, 1.2),  # every fp32 row at least 1.2x transformers
     Target("fill-mask memory", _FILL_MASK, MEMORY_RATIO, 0.7),
-    Target("classify speed", _CLASSIFY, SPEED_UP, 1.1),
+    Target("classify speed", _CLASSIFY, SPEED_UP, 1.2),
     Target("classify memory", _CLASSIFY, MEMORY_RATIO, 1.0),
     Target("flow speed", ("flow",), SPEED_UP, 2.5),
     Target("flow memory", ("flow",), MEMORY_RATIO, 0.25),
