@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -15,7 +14,8 @@ from perceiver_cli.errors import UsageError
 from perceiver_cli.tasks.engine import run_local
 from perceiver_cli.tasks.draw_flow import DRAWN_VIDEO_FPS, DrawFlowTask
 from perceiver_cli.tasks.report import Reporter
-from perceiver_cli.io.atomic import prepare_output
+from perceiver_cli.io.store import place
+from perceiver_cli.io.store_write import prepare_output
 from perceiver_cli.io.writers import PICTURE_SUFFIXES, check_style
 
 
@@ -38,7 +38,7 @@ def draw_flow(
         0, "--wheel", metavar="SIZE", show_default=False,
         help="Write only the colour-wheel legend, SIZE pixels square (3 to "
              f"{OPTION_LIMITS['--wheel']}), to -o (no FLOW): the rim is full scale."),
-    against: Optional[Path] = typer.Option(
+    against: Optional[str] = typer.Option(
         None, "--against", metavar="FILE", show_default=False,
         help="Draw each flow file's end-point-error map against this flow file (the ground truth), with a scale "
              "bar, and add \"epe\" (its mean over pixels known in both)."),
@@ -73,7 +73,7 @@ def _write_wheel(size: int, inputs: Optional[List[str]], outputs: Optional[List[
     if not outputs or len(outputs) != 1:
         raise UsageError("--wheel needs one -o picture file")
     check_option("--wheel", size, minimum=3)
-    write_image(prepare_output(outputs[0]), color_wheel(size, check_style(style)))
+    write_image(prepare_output(place(outputs[0])), color_wheel(size, check_style(style)))
     return 0
 
 

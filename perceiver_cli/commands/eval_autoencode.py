@@ -3,7 +3,6 @@ folder of clips, and top-1/top-5 where class folders name the Kinetics-700 actio
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -23,7 +22,7 @@ from perceiver_cli.tasks.evaluation import evaluate_with_report
 
 @packed_options
 def eval_autoencode(
-    dataset: Optional[Path] = typer.Argument(None, metavar="DATASET", show_default=False,
+    dataset: Optional[str] = typer.Argument(None, metavar="DATASET", show_default=False,
                                    help="A folder of videos; videos in a subfolder are of the action it names "
                                         "(Kinetics-700 names, spaces or underscores)."),
     model: Optional[str] = model_option(MODELS, AutoencodeTask.default_model),
@@ -36,7 +35,7 @@ def eval_autoencode(
     numerics: str = NumericsOption,
     json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
-    report: Optional[Path] = ReportOption,
+    report: Optional[str] = ReportOption,
     report_worst: int = ReportWorstOption,
     packed: Optional[tuple] = None,
 ) -> int:

@@ -3,7 +3,6 @@ computed from the classify task's own predictions, beside the paper's top-1."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -22,10 +21,10 @@ from perceiver_cli.tasks.evaluation import evaluate_with_report
 
 @packed_options
 def eval_classify(
-    dataset: Optional[Path] = typer.Argument(None, metavar="DATASET", show_default=False,
+    dataset: Optional[str] = typer.Argument(None, metavar="DATASET", show_default=False,
                                    help="An ImageNet validation folder: one folder of images per WordNet id, or "
                                         "a flat folder of images with --labels."),
-    labels: Optional[Path] = typer.Option(
+    labels: Optional[str] = typer.Option(
         None, "--labels", metavar="FILE", show_default=False,
         help="For a flat folder: lines 'FILENAME LABEL_INDEX' (class index 0-999, file names relative to DATASET)."),
     model: Optional[str] = model_option(MODELS, ClassifyTask.default_model),
@@ -38,7 +37,7 @@ def eval_classify(
     numerics: str = NumericsOption,
     json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
-    report: Optional[Path] = ReportOption,
+    report: Optional[str] = ReportOption,
     report_worst: int = ReportWorstOption,
     packed: Optional[tuple] = None,
 ) -> int:

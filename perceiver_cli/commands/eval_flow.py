@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -33,7 +32,7 @@ def eval_flow(
     numerics: str = NumericsOption,
     json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
-    report: Optional[Path] = ReportOption,
+    report: Optional[str] = ReportOption,
     report_worst: int = ReportWorstOption,
     packed: Optional[tuple] = None,
 ) -> int:

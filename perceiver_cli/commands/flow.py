@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -95,7 +94,7 @@ def flow(
     numerics: str = NumericsOption,
     json_lines: bool = JsonOption,
     quiet: bool = QuietOption,
-    report: Optional[Path] = ReportOption,
+    report: Optional[str] = ReportOption,
     report_worst: int = ReportWorstOption,
     items_per_file: int = ItemsPerFileOption,
     precision: str = PrecisionOption,

@@ -249,12 +249,15 @@ def read_flow_npy(path: PathLike) -> np.ndarray:
 def flow_stack(path: PathLike) -> Optional[np.ndarray]:
     """A .npy of flow fields (T, H, W, 2), as `flow` writes for a video, memory-mapped (read as it is used);
     None for any other file (read_flow names what is wrong with it)."""
+    remote = is_remote(path)
     try:
-        with open(path, "rb") as handle:
+        with open_input(path) if remote else open(path, "rb") as handle:
             if not handle.read(len(_NPY_SIGNATURE)).startswith(_NPY_SIGNATURE):
                 return None
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError):
+            handle.seek(0)
+            # a store's stack is read into memory; a local one is mapped
+            array = np.load(handle, allow_pickle=False) if remote else np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, InputError):
         return None
     numeric = np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
     return array if array.ndim == 4 and array.shape[3] == 2 and 0 not in array.shape and numeric else None

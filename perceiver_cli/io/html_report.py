@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from perceiver_cli.io.atomic import atomic_write
+from perceiver_cli.io.store_write import atomic_write
 
 Cell = Union[str, int, float, None, "Number"]
 CHART_WIDTH, CHART_BAR_HEIGHT = 640, 18
@@ -227,7 +227,7 @@ def render_page(page: Page) -> str:
 
 
 def write_page(path: Union[str, Path], page: Page) -> None:
-    """Write the page to `path` atomically (a reader never sees half a page)."""
+    """Write the page to `path` (a path or a URL) atomically (a reader never sees half a page)."""
     with atomic_write(path, "w", encoding="utf-8") as handle:
         handle.write(render_page(page))
 

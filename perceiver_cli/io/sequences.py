@@ -84,10 +84,11 @@ def pictures_in(folder: Path) -> list[Path]:
 
 def holds_ground_truth(first_picture: Path) -> bool:
     """True if a picture is a greyscale PNG (a mask) or a 16-bit colour PNG (KITTI flow), not a frame."""
+    from perceiver_cli.io.store import read_bytes
+
     try:
-        with open(first_picture, "rb") as handle:
-            layout = png_layout(handle.read(26))
-    except OSError:
+        layout = png_layout(read_bytes(first_picture, limit=26))
+    except (OSError, InputError):
         return False
     if layout is None:
         return False
@@ -127,25 +128,47 @@ def _folder_sequences(folder: Path, recursive: bool, label: str) -> list[FrameSe
 
 def _remote_frames(argument: str, recursive: bool) -> tuple[list[Path], list[FrameSequence]]:
     """(files, folder sequences) a URL gives: a picture object is a file; any other URL a prefix whose
-    pictures directly below it are one sequence (one paginated listing)."""
+    pictures directly below it are one sequence, or with `recursive` each folder below it that holds
+    pictures, as the local walk gives them (one paginated listing either way)."""
     url = UrlPath(argument)
     if not argument.endswith("/") and url.suffix.lower() in IMAGE_EXTENSIONS:
         return [url], []
-    if recursive:
-        raise InputError(f"{argument}: --recursive reads local folders; give each prefix of frames")
     root = UrlPath(argument.rstrip("/"))
-    frames = _remote_pictures(root)
-    if not frames:
-        raise InputError(f"{argument}: folder holds no picture files")
-    return [], [FrameSequence(name=root.name, folder=root, frames=tuple(frames))]
+    if recursive:
+        return [], _remote_folder_sequences(root, argument)
+    folders = _pictures_by_folder(root)
+    if root not in folders:
+        hint = "; add --recursive to read its subfolders" if folders else ""
+        raise InputError(f"{argument}: folder holds no picture files{hint}")
+    return [], [FrameSequence(name=root.name, folder=root, frames=tuple(folders[root]))]
+
+
+def _pictures_by_folder(prefix: UrlPath) -> dict[UrlPath, list[UrlPath]]:
+    """The pictures below a store prefix grouped by their folder, each in natural order: one listing."""
+    from perceiver_cli.io.store import files_under
+
+    folders: dict[UrlPath, list[UrlPath]] = {}
+    for picture in files_under(prefix, IMAGE_EXTENSIONS):
+        folders.setdefault(picture.parent, []).append(picture)
+    return {folder: sorted(found, key=lambda p: natural_key(p.name)) for folder, found in folders.items()}
 
 
 def _remote_pictures(prefix: UrlPath) -> list[Path]:
     """`pictures_in` for a store prefix: one paginated listing."""
-    from perceiver_cli.io.store import files_under
+    return _pictures_by_folder(prefix).get(prefix, [])
 
-    found = [UrlPath(u) for u in files_under(prefix, IMAGE_EXTENSIONS) if "/" not in u[len(prefix) + 1:]]
-    return sorted(found, key=lambda p: natural_key(p.name))
+
+def _remote_folder_sequences(root: UrlPath, label: str) -> list[FrameSequence]:
+    """`_folder_sequences` with `recursive` for a store prefix: its own pictures first, then each folder below
+    in natural order, folders of ground truth skipped."""
+    folders = _pictures_by_folder(root)
+    ordered = ([root] if root in folders else []) + natural_sorted(f for f in folders if f != root)
+    sequences = [FrameSequence(name=root.name if folder == root else f"{root.name}/{folder.relative_to(root)}",
+                               folder=folder, frames=tuple(folders[folder]))
+                 for folder in ordered if folder == root or not holds_ground_truth(folders[folder][0])]
+    if not sequences:
+        raise InputError(f"{label}: no folder below it holds picture files")
+    return sequences
 
 
 def frame_sequences(arguments: Iterable[str], recursive: bool = False) -> list[FrameSequence]:

@@ -88,9 +88,14 @@ def open_input(location: str | os.PathLike[str]) -> IO[bytes]:
     return _either(location, lambda local: open(local, "rb"), remote)
 
 
-def read_bytes(location: str | os.PathLike[str]) -> bytes:
-    """The whole content of a small file (an image, a label list), in memory."""
-    return _either(location, Path.read_bytes, lambda fs, path: fs.cat_file(path))
+def read_bytes(location: str | os.PathLike[str], limit: int | None = None) -> bytes:
+    """The content of a small file (an image, a label list) in memory: whole, or its first `limit` bytes (a
+    store sends only those)."""
+    def local(path: Path) -> bytes:
+        with open(path, "rb") as handle:
+            return handle.read(-1 if limit is None else limit)
+
+    return _either(location, local, lambda fs, path: fs.cat_file(path, start=None if limit is None else 0, end=limit))
 
 
 def exists(location: str | os.PathLike[str]) -> bool:
@@ -112,22 +117,27 @@ def _wanted(relative: str, extensions: frozenset[str]) -> bool:
     return suffix in extensions and not relative.startswith(".") and "/." not in relative
 
 
-def files_under(location: str, extensions: Iterable[str]) -> list[str]:
-    """URLs of the files below a prefix whose extension is one of `extensions`, hidden ones skipped, in local
-    walk order; one paginated listing."""
-    fs, path = filesystem(location)
-    with store_errors(location):
+def files_under(location: str | os.PathLike[str], extensions: Iterable[str]) -> list[Path] | list["UrlPath"]:
+    """`inputs.files_under` for any location: the files below a folder or prefix whose extension is one of
+    `extensions`, hidden ones skipped, in local walk order; a prefix with one paginated listing."""
+    local = local_path(location)
+    if local is not None:
+        return inputs.files_under(local, extensions)
+    text = os.fspath(location)
+    fs, path = filesystem(text)
+    with store_errors(text):
         found = fs.find(path.rstrip("/"), detail=True)
-    return _kept(location, path, found, frozenset(extensions))
+    return _kept(text, path, found, frozenset(extensions))
 
 
-def _kept(location: str, path: str, found: dict[str, Any], wanted: frozenset[str]) -> list[str]:
+def _kept(location: str, path: str, found: dict[str, Any], wanted: frozenset[str]) -> list["UrlPath"]:
     """The files of a prefix's listing that a folder expansion keeps, as URLs in local walk order."""
     root = path.rstrip("/")
-    relative = {name[len(root) + 1:]: name for name, info in found.items()
-                if info.get("type") != "directory" and name.startswith(root + "/")}
+    relative = [name[len(root) + 1:] for name, info in found.items()
+                if info.get("type") != "directory" and name.startswith(root + "/")]
     keep = sorted((rel for rel in relative if _wanted(rel, wanted)), key=_walk_order)
-    return [url_of(location, relative[rel]) for rel in keep]
+    base = url_of(location, root)  # the scheme worked out once, not per object
+    return [UrlPath(f"{base}/{rel}") for rel in keep]
 
 
 def _glob(argument: str, wanted: frozenset[str], kind: str) -> list[str] | InputError:
@@ -240,23 +250,39 @@ class UrlPath(str):
 
     # What a dataset walk asks (eval roots, --gt): one request each, failures as one-line errors.
 
-    def _ask(self, question: str) -> Any:
+    def _ask(self, question: str, **options: Any) -> Any:
         fs, path = filesystem(self)
         with store_errors(self, setup=True):
-            return getattr(fs, question)(path.rstrip("/"))
+            return getattr(fs, question)(path.rstrip("/"), **options)
 
     def is_dir(self) -> bool:
-        return bool(self._ask("isdir"))
+        listed = getattr(self, "_listed_type", None)  # known from the listing that found it: no request
+        return listed == "directory" if listed else bool(self._ask("isdir"))
 
     def is_file(self) -> bool:
-        return bool(self._ask("isfile"))
+        listed = getattr(self, "_listed_type", None)
+        return listed == "file" if listed else bool(self._ask("isfile"))
 
     def exists(self) -> bool:
         return bool(self._ask("exists"))
 
+    def relative_to(self, root: str | os.PathLike[str]) -> Path:
+        """This URL's path below `root` (Path('.') for root itself); ValueError when it is not below it."""
+        base = os.fspath(root).rstrip("/")
+        if self.rstrip("/") == base:
+            return Path()
+        if not self.startswith(base + "/"):
+            raise ValueError(f"{self} is not below {root}")
+        return Path(self[len(base) + 1:].rstrip("/"))
+
     def iterdir(self) -> Iterator["UrlPath"]:
-        """The entries directly below this prefix (objects and prefixes), as URLs."""
-        return iter(sorted(UrlPath(url_of(self, name)) for name in self._ask("ls")))
+        """The entries directly below this prefix (objects and prefixes) as URLs, each knowing which it is."""
+        entries = []
+        for info in self._ask("ls", detail=True):
+            entry = UrlPath(url_of(self, info["name"]))
+            entry._listed_type = info.get("type")
+            entries.append(entry)
+        return iter(sorted(entries))
 
     def glob(self, pattern: str) -> Iterator["UrlPath"]:
         fs, path = filesystem(self)

@@ -14,6 +14,7 @@ import numpy as np
 
 from perceiver_cli.choices import parse_formats
 from perceiver_cli.errors import InputError, UsageError
+from perceiver_cli.io.store import place
 from perceiver_cli.io.writers import (EPE_FORMAT, FOLDER, PICTURE_SUFFIXES, VIDEO, Pictures, Target,
                                       check_error_maps, check_style, plan_targets, refuse_name_clashes)
 from perceiver_cli.metrics import end_point_error, flow_statistics
@@ -34,11 +35,11 @@ class DrawFlowTask(Task):
 
     def __init__(self, inputs: Sequence[str], *, outputs: Sequence[str] = (), picture_format: Optional[str] = None,
                  max_flow: Optional[float] = None, style: str = "middlebury", legend: Optional[str] = None,
-                 against: Optional[Path] = None, max_epe: Optional[float] = None):
+                 against: Optional[str | Path] = None, max_epe: Optional[float] = None):
         from perceiver_cli.io.flowviz import LEGEND_CORNERS
 
         check_error_maps([EPE_FORMAT] if against is not None else [], True, max_epe)
-        self.against = Path(against) if against is not None else None
+        self.against = place(against) if against is not None else None
         if max_flow is not None and not (math.isfinite(max_flow) and max_flow > 0):
             raise UsageError(f"--max-flow must be a positive number of pixels, got {max_flow}")
         if legend is not None and legend not in LEGEND_CORNERS:
@@ -52,7 +53,7 @@ class DrawFlowTask(Task):
         from perceiver_cli.io.flowfiles import flow_stack
         from perceiver_cli.io.video import ALL_VIDEO_OUTPUTS
 
-        paths = [Path(p) for p in self.inputs]
+        paths = [place(p) for p in self.inputs]
         counts = {p: _fields(flow_stack(p)) for p in paths}  # None: one field
         stacks = [p for p, count in counts.items() if count is not None]
         if stacks and self.against is not None:
@@ -66,7 +67,7 @@ class DrawFlowTask(Task):
             run_refusal=None if one_stack else "a video draws the fields of one .npy of flow fields (T, H, W, 2)")
         if self.format_given and self.targets and not any(t.kind == FOLDER for t in self.targets):
             raise UsageError("--format names the pictures written into an output folder; give one with -o DIR/")
-        refuse_name_clashes(lambda name: self._pictures(Path(name), counts[Path(name)]),
+        refuse_name_clashes(lambda name: self._pictures(place(name), counts[place(name)]),
                             [(str(p), str(p)) for p in paths], paths, items_name="flow files",
                             why="their names differ only in folder or extension")
         return [Item(i, str(p), data=p) for i, p in enumerate(paths)]

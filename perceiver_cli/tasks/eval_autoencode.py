@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 from perceiver_cli.errors import UsageError
-from perceiver_cli.io.inputs import files_under
+from perceiver_cli.io.store import files_under, place
 from perceiver_cli.metrics import top_k_correct
 from perceiver_cli.choices import DEFAULT_CHUNK_SIZE
 from perceiver_cli.tasks.autoencode import AutoencodeTask
@@ -63,8 +63,9 @@ class EvalAutoencodeTask(AutoencodeTask):
     summary_rows = (("video PSNR dB", "psnr_video", 2), ("audio PSNR dB", "psnr_audio", 2),
                     ("top-1 %", "top1", 2), ("top-5 %", "top5", 2))
 
-    def __init__(self, dataset: Path, *, source=None, limit: Optional[int] = None,
+    def __init__(self, dataset: str | Path, *, source=None, limit: Optional[int] = None,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, numerics: str = "deepmind"):
+        dataset = place(dataset)  # a folder or a store prefix, walked alike
         pairs = videos_by_class_folder(dataset)
         pairs = spread_over_classes(pairs, [folder for _, folder in pairs], limit)
         self.dataset = dataset

@@ -9,9 +9,11 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-from perceiver_cli.errors import UsageError
+from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.kinds import BY_NAME
-from perceiver_cli.io.inputs import files_under, require_regular_file
+from perceiver_cli.io.inputs import require_regular_file
+from perceiver_cli.io.location import is_remote
+from perceiver_cli.io.store import files_under, place, read_bytes
 from perceiver_cli.labels import shipped_labels
 from perceiver_cli.metrics import top_k_correct
 from perceiver_cli.tasks.base import Item, Result
@@ -49,13 +51,20 @@ def images_by_class_folder(dataset: Path) -> list[tuple[Path, int]]:
     return pairs
 
 
-def images_by_labels_file(dataset: Path, labels: Path, classes: int = 1000) -> list[tuple[Path, int]]:
-    """(image, class index) from a file of `FILENAME LABEL_INDEX` lines, file names relative to `dataset`."""
+def _labels_text(labels: str | Path) -> str:
+    """The labels file's text (a path or a URL); a usage error saying why it cannot be read."""
     try:
-        require_regular_file(labels)
-        text = labels.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{labels}: cannot read the labels file ({getattr(exc, 'strerror', None) or exc})") from None
+        if not is_remote(labels):
+            require_regular_file(labels)
+        return read_bytes(labels).decode("utf-8")
+    except (OSError, UnicodeDecodeError, InputError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc).removeprefix(f"{labels}: ")
+        raise UsageError(f"{labels}: cannot read the labels file ({why})") from None
+
+
+def images_by_labels_file(dataset: Path, labels: str | Path, classes: int = 1000) -> list[tuple[Path, int]]:
+    """(image, class index) from a file of `FILENAME LABEL_INDEX` lines, file names relative to `dataset`."""
+    text = _labels_text(labels)
     pairs: list[tuple[Path, int]] = []
     seen: set[str] = set()
     for number, line in enumerate(text.splitlines(), start=1):
@@ -75,7 +84,7 @@ def images_by_labels_file(dataset: Path, labels: Path, classes: int = 1000) -> l
     return pairs
 
 
-def labelled_images(dataset: Path, labels: Optional[Path]) -> list[tuple[Path, int]]:
+def labelled_images(dataset: Path, labels: Optional[str | Path]) -> list[tuple[Path, int]]:
     """The dataset's (image, class index) pairs: from --labels for a flat folder, else from class folders."""
     if not dataset.is_dir():
         raise UsageError(f"{dataset}: no such folder" if not dataset.exists() else f"{dataset}: not a folder")
@@ -91,8 +100,9 @@ class EvalClassifyTask(ClassifyTask):
     progress_label = "evaluating"
     summary_rows = (("top-1 %", "top1", 2), ("top-5 %", "top5", 2))
 
-    def __init__(self, dataset: Path, *, labels: Optional[Path] = None, source=None, limit: Optional[int] = None,
-                 numerics: str = "deepmind"):
+    def __init__(self, dataset: str | Path, *, labels: Optional[str | Path] = None, source=None,
+                 limit: Optional[int] = None, numerics: str = "deepmind"):
+        dataset = place(dataset)  # a folder or a store prefix, walked alike
         pairs = labelled_images(dataset, labels)
         pairs = spread_over_classes(pairs, [index for _, index in pairs], limit)
         self.dataset = dataset

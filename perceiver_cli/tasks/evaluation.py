@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any, Hashable, Iterable, Optional, Sequence, TypeVar
 
 from perceiver_cli.choices import DEFAULT_ITEMS_PER_FILE
@@ -38,8 +37,8 @@ def evaluate(task, request: RuntimeRequest, *, json_lines: bool = False, quiet: 
     return code
 
 
-def evaluate_with_report(task, request: RuntimeRequest, pages: str, report: Optional[Path], report_worst: int,
-                         dataset: Path, *, packed: Optional[tuple] = None, more_doubles: tuple[str, ...] = (),
+def evaluate_with_report(task, request: RuntimeRequest, pages: str, report: Optional[str], report_worst: int,
+                         dataset: str, *, packed: Optional[tuple] = None, more_doubles: tuple[str, ...] = (),
                          json_lines: bool = False, quiet: bool = False) -> int:
     """`evaluate`, writing the HTML page `report` names (None: no page) with the `pages` (a task's name in
     report_pages.KINDS) of the dataset's run, and packing its records as `packed` (folder, format, items per

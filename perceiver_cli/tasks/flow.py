@@ -35,6 +35,7 @@ from perceiver_cli.tasks.report_pages import flow_visuals
 from perceiver_cli.metrics import flow_statistics, occlusion_mask
 from perceiver_cli.tasks.inputs import STDIN_ARGUMENT, paths_from_stdin, problem_item
 from perceiver_cli.tasks.packed_outputs import FLOW_BACKWARD, OCCLUSION
+from perceiver_cli.io.location import is_remote
 from perceiver_cli.io.store import place
 from perceiver_cli.io.writers import (EPE_FORMAT, FLOW_FILE_SUFFIXES, FLOW_FORMATS, FOLDER, FlowOutputs,
                                       KITTI_FORMAT, MASK_SUFFIXES, Pictures, STACK_SUFFIX, check_error_maps,
@@ -190,7 +191,7 @@ class FlowTask(ModelTask):
             except InputError as exc:
                 problems.append(problem_item(len(problems), argument, exc))
         sequences = frame_sequences(good, self.recursive) if good else []
-        folders = [Path(a) for a in good if Path(a).is_dir()]
+        folders = [place(a) for a in good if is_remote(a) or Path(a).is_dir()]
         pairs: list[FramePair] = []
         several = len(sequences) > 1
         for sequence in sequences:

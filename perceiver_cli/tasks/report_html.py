@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterator, Optional
 
 from perceiver_cli.bounds import check_option
 from perceiver_cli.errors import PerceiverError, UsageError
-from perceiver_cli.io.atomic import prepare_output
+from perceiver_cli.io.store import place
+from perceiver_cli.io.store_write import prepare_output
 
 REPORT_WORST_DEFAULT = 12
 Summarise = Callable[[list], dict]
@@ -30,7 +31,7 @@ Summarise = Callable[[list], dict]
 class HtmlReport:
     """Collects a run's results for one page; `listen` is the engine listener, `write` makes the page."""
 
-    def __init__(self, path: Path, worst: int, kind, task, dataset: str = ""):
+    def __init__(self, path: str | Path, worst: int, kind, task, dataset: str = ""):
         self.path, self.worst, self.kind, self.task, self.dataset = path, worst, kind, task, dataset
         self.records: list[dict[str, Any]] = []
         self._heap: list[tuple[float, int, dict, list]] = []  # (badness, -order, record, pictures)
@@ -96,18 +97,18 @@ class _NoReport:
         """Nothing to keep."""
 
 
-def check_report_options(path: Optional[Path], worst: int) -> Optional[Path]:
-    """The report's path, checked writable (a usage error before any work), or None when none is asked."""
+def check_report_options(path: Optional[str | Path], worst: int) -> Optional[str | Path]:
+    """The report's path or URL, checked writable (a usage error before any work), or None when none is asked."""
     check_option("--report-worst", worst, minimum=0)
     if path is None:
         return None
-    if Path(path).suffix.lower() not in (".html", ".htm"):
+    if place(path).suffix.lower() not in (".html", ".htm"):
         raise UsageError(f"{path}: --report writes an HTML page; give a file name ending in .html")
-    return prepare_output(path)
+    return prepare_output(place(path))
 
 
 @contextmanager
-def html_report(path: Optional[Path], worst: int, kind: str, task, summarise: Summarise,
+def html_report(path: Optional[str | Path], worst: int, kind: str, task, summarise: Summarise,
                 dataset: str = "") -> Iterator[Any]:
     """Around a run: yields the report whose `listen` the engine calls; writes the page when the block ends,
     and on Ctrl-C writes it marked partial (from the records done so far) before the interrupt goes on."""
