@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -151,3 +152,27 @@ def fresh_bucket(server: "S3Server", monkeypatch, tmp_path: Path, spool: Path) -
     finally:
         server.hook = None
         location.forget_filesystems()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[S3Server]:
+    """One server per test module (import this fixture into the module)."""
+    s3 = S3Server()
+    s3.start()
+    yield s3
+    s3.stop()
+
+
+@pytest.fixture
+def spool(tmp_path) -> Path:
+    """The folder remote outputs are spooled in, inside the test's own folder."""
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def bucket(server, monkeypatch, tmp_path, spool) -> Iterator[Bucket]:
+    """A fresh bucket on the module's server (import with `server` and `spool`)."""
+    with fresh_bucket(server, monkeypatch, tmp_path, spool) as made:
+        yield made

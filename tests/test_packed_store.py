@@ -22,26 +22,11 @@ pytest.importorskip("moto")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from s3_server import S3Server, fresh_bucket  # noqa: E402
+from s3_server import bucket, server, spool  # noqa: E402,F401 (fixtures)
+from test_packed_outputs import KILLER  # noqa: E402 (a child that SIGKILLs itself writing its 2nd shard)
 from tiny_models import make_tiny_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def server():
-    s3 = S3Server()
-    s3.start()
-    yield s3
-    s3.stop()
-
-
-@pytest.fixture
-def bucket(server, monkeypatch, tmp_path):
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    with fresh_bucket(server, monkeypatch, tmp_path, spool) as made:
-        yield made
 
 
 @pytest.fixture(scope="module")
@@ -84,24 +69,6 @@ def test_shards_on_a_store_equal_the_same_run_written_locally(bucket, vision, im
         else:
             assert _tar_members(bucket.get(key)) == _tar_members(path.read_bytes())
     assert bucket.uploads() == []
-
-
-# Runs `perceiver` in a child that SIGKILLs itself halfway through writing its second shard (to the spool).
-KILLER = """
-import os, signal, sys
-import pyarrow.parquet as pq
-original, calls = pq.write_table, []
-def write_table(table, where, **kwargs):
-    calls.append(1)
-    if len(calls) == 2:
-        where.write(b"PAR1 partial")
-        where.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-    return original(table, where, **kwargs)
-pq.write_table = write_table
-from perceiver_cli.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def _child(args: list, spool: Path, code: str = "") -> subprocess.CompletedProcess:

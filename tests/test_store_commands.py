@@ -26,29 +26,13 @@ import boto3  # noqa: E402
 
 from perceiver_cli.cli import main  # noqa: E402
 from perceiver_cli.io import location, store_write  # noqa: E402
-from s3_server import REGION, Bucket, S3Server, fresh_bucket, use_endpoint  # noqa: E402
+from s3_server import REGION, Bucket, bucket, server, spool, use_endpoint  # noqa: E402,F401 (fixtures)
 from test_eval_flow import sintel  # noqa: E402,F401 (the Sintel-shaped tree, a fixture)
 from tiny_models import make_tiny_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # Seconds a child process may take to reach the point a test waits for (torch import, model load).
 CHILD_PATIENCE = 180
-
-
-@pytest.fixture(scope="module")
-def server():
-    s3 = S3Server()
-    s3.start()
-    yield s3
-    s3.stop()
-
-
-@pytest.fixture
-def bucket(server, monkeypatch, tmp_path):
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    with fresh_bucket(server, monkeypatch, tmp_path, spool) as made:
-        yield made
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +281,7 @@ def test_flow_over_a_video_object_writes_a_flow_video_and_an_npy_to_the_store(bu
 # autoencode-video
 
 
-def test_autoencode_a_clip_object_writes_mp4_wav_and_npz_to_the_store(bucket, tmp_path, capsys):
+def test_autoencode_a_clip_object_writes_mp4_wav_npz_and_features_to_the_store(bucket, tmp_path, capsys):
     from synthetic_media import write_video
     from test_autoencode_video import SIZE, TINY, T
 
@@ -305,7 +289,7 @@ def test_autoencode_a_clip_object_writes_mp4_wav_and_npz_to_the_store(bucket, tm
     make_tiny_checkpoint("multimodal", weights, **TINY)
     clip = write_video(tmp_path / "clip.mp4", T + 1, SIZE, SIZE, "tone")
     bucket.put("v/clip.mp4", clip.read_bytes())
-    common = ["-w", str(weights), "--format", "mp4,wav,npz", "--json"]
+    common = ["-w", str(weights), "--format", "mp4,wav,npz", "--features", "pooled", "--json"]
     code, local, _ = run(capsys, "autoencode-video", str(clip), "-o", str(tmp_path / "out"), *common)
     assert code == 0
     code, remote, err = run(capsys, "autoencode-video", bucket.url("v/clip.mp4"), "-o", bucket.url("out"), *common)
@@ -313,6 +297,7 @@ def test_autoencode_a_clip_object_writes_mp4_wav_and_npz_to_the_store(bucket, tm
     assert remote == renamed(renamed(local, str(tmp_path / "out") + "/", bucket.url("out/")), str(clip),
                              bucket.url("v/clip.mp4"))
     assert bucket_bytes(bucket, "out") == tree_bytes(tmp_path / "out")
+    assert (tmp_path / "out" / "clip.features.npy").is_file()
 
 
 # interrupted and killed runs

@@ -14,7 +14,7 @@ pytest.importorskip("moto")
 
 from perceiver_cli.io import store_write  # noqa: E402
 from perceiver_cli.io.flo import write_flo  # noqa: E402
-from s3_server import S3Server, fresh_bucket  # noqa: E402
+from s3_server import bucket, server, spool  # noqa: E402,F401 (fixtures)
 from test_eval_classify import CLASSES, WNIDS  # noqa: E402
 from test_html_report import Page  # noqa: E402
 from test_store_commands import (bucket_bytes, error_lines, renamed, run, save_noise, tree_bytes,  # noqa: E402
@@ -22,27 +22,6 @@ from test_store_commands import (bucket_bytes, error_lines, renamed, run, save_n
 from tiny_models import make_tiny_checkpoint  # noqa: E402
 
 MiB = 2**20
-
-
-@pytest.fixture(scope="module")
-def server():
-    s3 = S3Server()
-    s3.start()
-    yield s3
-    s3.stop()
-
-
-@pytest.fixture
-def spool(tmp_path) -> Path:
-    folder = tmp_path / "spool"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def bucket(server, monkeypatch, tmp_path, spool):
-    with fresh_bucket(server, monkeypatch, tmp_path, spool) as made:
-        yield made
 
 
 @pytest.fixture(scope="module")

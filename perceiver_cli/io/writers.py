@@ -236,7 +236,7 @@ def write_error_map(path: Path, errors: np.ndarray, max_epe: Optional[float] = N
     write_image(path, epe_to_color(errors, max_epe))
 
 
-def write_array(path: Path, array: np.ndarray) -> None:
+def write_array(path: str | Path, array: np.ndarray) -> None:
     """Write a numpy array atomically as .npy (no pickles)."""
     with atomic_write(path, "wb") as handle:
         np.save(handle, np.ascontiguousarray(array), allow_pickle=False)

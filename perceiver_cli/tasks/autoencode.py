@@ -254,7 +254,7 @@ class AutoencodeTask(ModelTask):
 
         for output in item.outputs:
             if output.endswith(FEATURES_SUFFIX):
-                write_array(Path(output), arrays["features"])
+                write_array(output, arrays["features"])
 
     def _keep_arrays(self, arrays: dict, result) -> None:
         from perceiver_cli.core.trunk import latent_features
