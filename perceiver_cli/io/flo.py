@@ -14,7 +14,7 @@ import struct
 import numpy as np
 
 from perceiver_cli.errors import InputError
-from perceiver_cli.io.store import open_input, place
+from perceiver_cli.io.store import open_named_input, place
 from perceiver_cli.io.store_write import atomic_write
 
 FLO_MAGIC = 202021.25
@@ -28,15 +28,7 @@ MAX_FLO_SIDE = 1 << 16
 def read_flo(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a Middlebury .flo file as float32 (H, W, 2); a bad file is a one-line InputError."""
     path = place(path)
-    try:
-        handle = open_input(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder, not a .flo file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot open ({exc.strerror or type(exc).__name__})") from None
-    with handle:
+    with open_named_input(path, "a .flo file") as handle:
         file_size = handle.seek(0, os.SEEK_END)
         handle.seek(0)
         header = handle.read(_HEADER.size)

@@ -34,7 +34,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.io.location import is_remote, local_path
-from perceiver_cli.io.store import expand_inputs, open_input
+from perceiver_cli.io.store import expand_inputs, open_named_input
 from perceiver_cli.io.store_write import atomic_write
 
 DEFAULT_MAX_PIXELS = 120_000_000
@@ -193,15 +193,7 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
     path = os.fspath(path) if is_remote(path) else local_path(path)
     if max_pixels is not None and max_pixels <= 0:
         raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
-    try:
-        handle = open_input(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder, not an image file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot open ({exc.strerror or type(exc).__name__})") from None
-    with handle:
+    with open_named_input(path, "an image file") as handle:
         head = handle.read(16)
         if not head:
             raise _unreadable(path, "empty file")

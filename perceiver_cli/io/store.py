@@ -88,6 +88,19 @@ def open_input(location: str | os.PathLike[str]) -> IO[bytes]:
     return _either(location, lambda local: open(local, "rb"), remote)
 
 
+def open_named_input(location: str | os.PathLike[str], kind: str) -> IO[bytes]:
+    """open_input, with the usual failures as one-line InputErrors naming the location; `kind` is what the
+    file should be ("an image file"), for the folder case."""
+    try:
+        return open_input(location)
+    except FileNotFoundError:
+        raise InputError(f"{location}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{location}: is a folder, not {kind}") from None
+    except OSError as exc:
+        raise InputError(f"{location}: cannot open ({exc.strerror or type(exc).__name__})") from None
+
+
 def read_bytes(location: str | os.PathLike[str], limit: int | None = None) -> bytes:
     """The content of a small file (an image, a label list) in memory: whole, or its first `limit` bytes (a
     store sends only those)."""
