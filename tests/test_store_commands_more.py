@@ -18,8 +18,8 @@ from perceiver_cli.io.flo import write_flo  # noqa: E402
 from s3_server import bucket, server, spool  # noqa: E402,F401 (fixtures)
 from test_eval_classify import CLASSES, WNIDS  # noqa: E402
 from test_html_report import Page  # noqa: E402
-from test_store_commands import (bucket_bytes, error_lines, renamed, run, save_noise, tree_bytes,  # noqa: E402
-                                 upload_tree)
+from test_store_commands import (bucket_bytes, error_lines, flow_weights, renamed, run, save_noise,  # noqa: E402,F401
+                                 tree_bytes, upload_tree)
 from tiny_models import make_tiny_checkpoint  # noqa: E402
 
 MiB = 2**20
@@ -29,13 +29,6 @@ MiB = 2**20
 def vision(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("store-weights") / "vision-conv"
     make_tiny_checkpoint("vision-conv", folder, seed=3)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def flow_weights(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("store-flow") / "tiny"
-    make_tiny_checkpoint("flow", folder)
     return folder
 
 

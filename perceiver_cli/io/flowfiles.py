@@ -38,7 +38,7 @@ from PIL import Image
 from perceiver_cli.errors import InputError, UsageError
 from perceiver_cli.io.inputs import special_file_kind
 from perceiver_cli.io.location import is_remote
-from perceiver_cli.io.store import open_input, place
+from perceiver_cli.io.store import open_input, open_named_input, place
 from perceiver_cli.io.store_write import atomic_write, atomic_write_path
 from perceiver_cli.io.flo import MAX_FLO_SIDE, known_flow_mask, read_flo
 from perceiver_cli.io.images import DEFAULT_MAX_PIXELS
@@ -67,14 +67,7 @@ def _open_for_reading(path: Path, what: str):
     kind = special_file_kind(path)
     if kind is not None and kind != "a folder":
         raise InputError(f"{path}: is {kind}, not {what}")
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder, not {what}") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot open ({exc.strerror or type(exc).__name__})") from None
+    return open_named_input(path, what)
 
 
 def png_layout(head: bytes) -> Optional[tuple[int, int]]:
