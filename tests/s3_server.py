@@ -25,6 +25,8 @@ from perceiver_cli.io import location
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 REGION = "us-east-1"
+# What the credential errors tell a user to set.
+HINT = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
 
 
 class _OneRequestPerConnection(MotoRequestHandler):
@@ -176,3 +178,18 @@ def bucket(server, monkeypatch, tmp_path, spool) -> Iterator[Bucket]:
     """A fresh bucket on the module's server (import with `server` and `spool`)."""
     with fresh_bucket(server, monkeypatch, tmp_path, spool) as made:
         yield made
+
+
+@pytest.fixture
+def authenticating(bucket):
+    """moto checking signatures and IAM permissions; a user with no permission at all (import with `bucket`)."""
+    import boto3
+    import requests
+
+    iam = boto3.client("iam", endpoint_url=bucket.server.endpoint, region_name=REGION)
+    user = f"u{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    access = iam.create_access_key(UserName=user)["AccessKey"]
+    requests.post(f"{bucket.server.endpoint}/moto-api/reset-auth", data=b"0", timeout=10)
+    yield access
+    requests.post(f"{bucket.server.endpoint}/moto-api/reset-auth", data=b"inf", timeout=10)

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +21,10 @@ from PIL import Image
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
-import boto3  # noqa: E402
-
 from perceiver_cli.cli import main  # noqa: E402
 from perceiver_cli.io import location, store_write  # noqa: E402
-from s3_server import REGION, Bucket, bucket, server, spool, use_endpoint  # noqa: E402,F401 (fixtures)
+from s3_server import (HINT, Bucket, authenticating, bucket, server, spool,  # noqa: E402,F401 (fixtures)
+                       use_endpoint)
 from test_eval_flow import sintel  # noqa: E402,F401 (the Sintel-shaped tree, a fixture)
 from tiny_models import make_tiny_checkpoint  # noqa: E402
 
@@ -153,21 +151,6 @@ def test_a_manifest_url_killed_then_resumed_records_every_item_once(bucket, visi
 
 # A store's failures: one line each, exit 2 when the run cannot go on, 1 when an item failed.
 
-HINT = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
-
-
-@pytest.fixture
-def authenticating(bucket):
-    """moto checking signatures and IAM permissions; a user with no permission at all."""
-    import requests
-
-    iam = boto3.client("iam", endpoint_url=bucket.server.endpoint, region_name=REGION)
-    user = f"u{uuid.uuid4().hex[:8]}"
-    iam.create_user(UserName=user)
-    access = iam.create_access_key(UserName=user)["AccessKey"]
-    requests.post(f"{bucket.server.endpoint}/moto-api/reset-auth", data=b"0", timeout=10)
-    yield access
-    requests.post(f"{bucket.server.endpoint}/moto-api/reset-auth", data=b"inf", timeout=10)
 
 
 def error_lines(err: str) -> list[str]:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,16 +21,14 @@ import pytest
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
-import boto3  # noqa: E402
-
 from perceiver_cli.errors import InputError, UsageError  # noqa: E402
 from perceiver_cli.io import inputs, location, store, store_write  # noqa: E402
 from perceiver_cli.io.store_parts import PartLog  # noqa: E402
-from s3_server import REGION, Bucket, S3Server, fresh_bucket, seed_objects, use_endpoint  # noqa: E402
+from s3_server import (HINT, Bucket, S3Server, authenticating, fresh_bucket, seed_objects,  # noqa: E402,F401
+                       use_endpoint)
 
 IMAGES = (".jpg", ".png")
 MiB = 2**20
-HINT = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
 
 
 @pytest.fixture(scope="module")
@@ -390,20 +387,6 @@ def test_a_missing_bucket_is_a_usage_error(bucket):
         with pytest.raises(UsageError) as caught:
             call()
         assert str(caught.value).endswith(f": bucket {bucket.name}-gone does not exist")
-
-
-@pytest.fixture
-def authenticating(bucket):
-    """moto checking signatures and IAM permissions; a user with no permission at all."""
-    import requests
-
-    iam = boto3.client("iam", endpoint_url=bucket.server.endpoint, region_name=REGION)
-    user = f"u{uuid.uuid4().hex[:8]}"
-    iam.create_user(UserName=user)
-    access = iam.create_access_key(UserName=user)["AccessKey"]
-    requests.post(f"{bucket.server.endpoint}/moto-api/reset-auth", data=b"0", timeout=10)
-    yield access
-    requests.post(f"{bucket.server.endpoint}/moto-api/reset-auth", data=b"inf", timeout=10)
 
 
 def test_access_denied_fails_the_item(bucket, authenticating, monkeypatch):
