@@ -114,23 +114,34 @@ def test_auto_picks_bf16_for_every_task_on_a_cpu_with_bf16_units(monkeypatch):
     assert RuntimeRequest("cpu", "auto").resolve(classify).dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("mask_kind", [None, "bool", "additive"])
-def test_wide_bf16_heads_are_attention_by_blocks(mask_kind):
-    # a single head this wide takes the blocked 2-D products in bf16; compare with fp32 SDPA over a query count
-    # that is not a multiple of the block and two batch rows, with each kind of mask
-    from perceiver_cli.core.layers import BF16_QUERY_BLOCK, BF16_WIDE_HEAD, attention
+@pytest.mark.parametrize("mask_kind", [None, "bool", "additive", "per-query"])
+@pytest.mark.parametrize("heads,n_q,n_k,n_blocks", [(1, 301, 20000, 4), (3, 40, 50, 2), (4, 300, 4096, 8)])
+def test_bf16_attention_is_sdpa_by_blocks(mask_kind, heads, n_q, n_k, n_blocks):
+    # bf16 attention on the CPU is multiplied out block by block: compare with fp32 SDPA where all heads share
+    # one product (3 small heads), where each head is a block (4 heads of 300 x 4096 scores), and where one
+    # head's scores are cut into query blocks, the last one short (1 head over 20000 keys: 256 + 45 queries),
+    # two batch rows, each kind of mask
+    from perceiver_cli.core.layers import BF16_QUERY_BLOCK, BF16_SCORES_BYTES, attention, attention_blocks
 
     g = torch.Generator().manual_seed(0)
-    n_q, n_k, c = BF16_QUERY_BLOCK + 45, 70, BF16_WIDE_HEAD
-    q, k, v = (torch.randn(2, 1, n, c, generator=g) for n in (n_q, n_k, n_k))
+    q, k, v = (torch.randn(2, heads, n, 32, generator=g) for n in (n_q, n_k, n_k))
     mask = None
     if mask_kind == "bool":
         mask = torch.rand(2, 1, 1, n_k, generator=g) > 0.3
         mask[..., 0] = True
     elif mask_kind == "additive":
         mask = torch.randn(2, 1, 1, n_k, generator=g)
+    elif mask_kind == "per-query":
+        mask = torch.randn(2, heads, n_q, n_k, generator=g)
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.05)
-    bf16_mask = mask.bfloat16() if mask_kind == "additive" else mask  # SDPA's rule: a float mask has q's dtype
+    bf16_mask = mask if mask is None or mask.dtype == torch.bool else mask.bfloat16()  # SDPA: a float mask has q's dtype
     got = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), bf16_mask, 0.05)
     assert got.dtype == torch.bfloat16 and got.shape == want.shape
     assert (got.float() - want).abs().max() < 0.03 * want.abs().max()
+    blocks = list(attention_blocks(2, heads, n_q, n_k))
+    covered = torch.zeros(2, heads, n_q, dtype=torch.int)
+    for i, hs, rows in blocks:
+        covered[i, hs, rows] += 1
+        n_rows = len(range(n_q)[rows])
+        assert n_rows * n_k * 2 * len(range(heads)[hs]) <= BF16_SCORES_BYTES or n_rows <= BF16_QUERY_BLOCK
+    assert bool((covered == 1).all()) and len(blocks) == n_blocks

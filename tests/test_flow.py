@@ -7,6 +7,7 @@ and the window grid and blend re-computed here with plain loops.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -163,6 +164,20 @@ def test_one_window_frame_equals_transformers_times_20_and_runs_once(tiny, ours)
     flow = FlowEstimator(counting, batch_size=4)(frame1, frame2)
     assert counting.calls == [(1, 2, 27, 8, 12)]
     assert_relative(flow, hf_pixels(hf, frame1, frame2))
+
+
+@torch.no_grad()
+def test_window_positions_are_kept_per_size_and_dtype_and_equal_transformers_tokens(tiny, ours):
+    # the Fourier features are computed once per window size and dtype: a second size, a return to the first
+    # and a bf16 call each give transformers' preprocessed tokens for their own frames
+    _, hf = tiny
+    preprocessor = copy.deepcopy(ours.perceiver.input_preprocessor)
+    for (h, w), dtype in [((8, 12), torch.float32), ((6, 10), torch.float32), ((8, 12), torch.float32),
+                          ((8, 12), torch.bfloat16)]:
+        patches = unfold_patches(*random_frames(h, w, seed=h + w))
+        want = hf.perceiver.input_preprocessor(patches)[0]
+        got = preprocessor.to(dtype)(patches.to(dtype)).float()
+        assert_relative(got, want, 1e-4 if dtype == torch.float32 else 2e-2)
 
 
 def test_large_frame_equals_plain_blend_of_clamped_windows(tiny, ours):

@@ -4,7 +4,7 @@ AttentionLayer is the plain block: layer norms, q/k/v projections, attention, ou
 MLP. EncoderCrossAttention folds the key and value projections into the latents' side (one head, inputs
 no wider than the keys); the decoder's folds live in core.decoding. Attention goes through torch's
 scaled_dot_product_attention (layers.attention), except where its CPU kernel has no fused path (query/key
-heads narrower than value heads) or is slow (wide heads in bf16) and the scores are multiplied out directly.
+heads narrower than value heads) or is slow (bf16) and the scores are multiplied out directly.
 """
 
 from __future__ import annotations
@@ -43,35 +43,50 @@ _ONEDNN_WORKS: Optional[bool] = None
 ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
-# In bf16 on a CPU, SDPA's fused kernel runs a wide head's products no faster than in fp32, while plain 2-D bf16
-# products run on the CPU's bf16 units at about twice the fp32 rate: a single head at least BF16_WIDE_HEAD wide
-# (the cross-attentions over many inputs) is multiplied out a block of BF16_QUERY_BLOCK queries at a time.
-# Several heads keep SDPA: their narrower scores products gain nothing and the extra passes cost.
-BF16_WIDE_HEAD = 128
+# In bf16 on a CPU, SDPA's fused kernel runs its products no faster than in fp32, while plain bf16 batched
+# products run on the CPU's bf16 units at about twice the fp32 rate: bf16 attention on a CPU is multiplied out
+# instead, a group of heads or a block of queries at a time so that one block's scores stay about
+# BF16_SCORES_BYTES (several heads share one product; one head's queries go BF16_QUERY_BLOCK rows or more).
+BF16_SCORES_BYTES = 4 << 20
 BF16_QUERY_BLOCK = 256
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None,
               scale: Optional[float] = None) -> torch.Tensor:
-    """F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale) for (B, H, N, C) tensors; bf16
-    single wide heads on a CPU by blocks of 2-D products (see BF16_WIDE_HEAD)."""
-    if q.dtype != torch.bfloat16 or q.device.type != "cpu" or q.shape[1] != 1 or q.shape[-1] < BF16_WIDE_HEAD:
+    """F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale) for (B, H, N, C) tensors; bf16 on a
+    CPU by blocks of batched products (see BF16_SCORES_BYTES)."""
+    if q.dtype != torch.bfloat16 or q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    b, _, n = q.shape[:3]
-    out = q.new_empty(b, 1, n, v.shape[-1])
+    b, h, n = q.shape[:3]
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # else each block's product copies its operands
+    out = q.new_empty(b, h, n, v.shape[-1])
     if mask is not None:
-        mask = mask.expand(b, 1, *mask.shape[2:])
-    for i in range(b):
-        keys, values = k[i, 0].t(), v[i, 0]
-        for start in range(0, n, BF16_QUERY_BLOCK):
-            rows = slice(start, start + BF16_QUERY_BLOCK)
-            scores = torch.mm(q[i, 0, rows] * scale, keys)
-            if mask is not None:
-                block = mask[i, 0, rows] if mask.shape[2] > 1 else mask[i, 0]
-                scores = scores.masked_fill(~block, float("-inf")) if block.dtype == torch.bool else scores + block
-            torch.mm(torch.softmax(scores, dim=-1), values, out=out[i, 0, rows])
+        mask = mask.expand(b, h, mask.shape[2], k.shape[2])
+    no_offset = q.new_zeros(())
+    for i, heads, rows in attention_blocks(b, h, n, k.shape[2]):
+        keys, values = k[i, heads].transpose(1, 2), v[i, heads]
+        block = None if mask is None else mask[i, heads, rows if mask.shape[2] > 1 else slice(None)]
+        additive = block is not None and block.dtype != torch.bool
+        # the scale applied to the fp32 sums inside the product (one rounding fewer than scaling q first)
+        scores = torch.baddbmm(block if additive else no_offset, q[i, heads, rows], keys,
+                               beta=1 if additive else 0, alpha=scale)
+        if block is not None and not additive:
+            scores = scores.masked_fill(~block, float("-inf"))
+        torch.bmm(torch.softmax(scores, dim=-1), values, out=out[i, heads, rows])
     return out
+
+
+def attention_blocks(batch: int, num_heads: int, n_queries: int, n_keys: int):
+    """(batch row, heads slice, queries slice) blocks of `attention`'s bf16 products: as many heads as keep a
+    block's scores within BF16_SCORES_BYTES, else one head by blocks of at least BF16_QUERY_BLOCK queries."""
+    per_head = n_queries * n_keys * 2
+    group = max(1, min(num_heads, BF16_SCORES_BYTES // per_head))
+    rows = n_queries if group > 1 else max(BF16_QUERY_BLOCK, BF16_SCORES_BYTES // (n_keys * 2))
+    for i in range(batch):
+        for head in range(0, num_heads, group):
+            for start in range(0, n_queries, rows):
+                yield i, slice(head, head + group), slice(start, start + rows)
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:

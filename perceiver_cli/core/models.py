@@ -250,13 +250,21 @@ class FlowPreprocessor(nn.Module):
         super().__init__()
         self.train_size = tuple(spec.train_size)
         self.conv_after_patches = Linear(54, input_widths(spec)["patches"])
+        self._positions: Optional[tuple[tuple, torch.Tensor]] = None  # every window of a size has the same
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """patches (B, 2, 27, H, W) -> tokens (B, H*W, 64 + Fourier channels)."""
         b, t, c, h, w = patches.shape
         x = patches.permute(0, 3, 4, 1, 2).reshape(b, h * w, t * c)
-        pos = fourier_features(grid_positions((h, w), device=x.device), 64, self.train_size).to(x.dtype)
-        return torch.cat([self.conv_after_patches(x), pos.expand(b, -1, -1)], dim=-1)
+        return torch.cat([self.conv_after_patches(x), self.positions(h, w, x).expand(b, -1, -1)], dim=-1)
+
+    def positions(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+        """The Fourier features of an h x w window in `like`'s dtype and device, computed once and kept."""
+        key = (h, w, like.dtype, like.device)
+        if self._positions is None or self._positions[0] != key:
+            pos = fourier_features(grid_positions((h, w), device=like.device), 64, self.train_size)
+            self._positions = key, pos.to(like.dtype)
+        return self._positions[1]
 
 
 class FlowDecoder(nn.Module):
