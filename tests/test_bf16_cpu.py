@@ -115,12 +115,14 @@ def test_auto_picks_bf16_for_every_task_on_a_cpu_with_bf16_units(monkeypatch):
 
 
 @pytest.mark.parametrize("mask_kind", [None, "bool", "additive", "per-query"])
-@pytest.mark.parametrize("heads,n_q,n_k,n_blocks", [(1, 301, 20000, 4), (3, 40, 50, 2), (4, 300, 4096, 8)])
+@pytest.mark.parametrize("heads,n_q,n_k,n_blocks", [(1, 301, 20000, 4), (3, 40, 50, 2), (5, 300, 1500, 4),
+                                                    (4, 300, 4096, 8)])
 def test_bf16_attention_is_sdpa_by_blocks(mask_kind, heads, n_q, n_k, n_blocks):
     # bf16 attention on the CPU is multiplied out block by block: compare with fp32 SDPA where all heads share
-    # one product (3 small heads), where each head is a block (4 heads of 300 x 4096 scores), and where one
-    # head's scores are cut into query blocks, the last one short (1 head over 20000 keys: 256 + 45 queries),
-    # two batch rows, each kind of mask
+    # one product (3 small heads), where they go 4 and 1 (5 heads), where each head is a block (4 heads of
+    # 300 x 4096 scores), and where one head's scores are cut into query blocks, the last one short (1 head
+    # over 20000 keys: 256 + 45 queries); two batch rows, each kind of mask. The blocks share one scores buffer,
+    # the first block's size, and the softmax runs in it in place
     from perceiver_cli.core.layers import BF16_QUERY_BLOCK, BF16_SCORES_BYTES, attention, attention_blocks
 
     g = torch.Generator().manual_seed(0)
@@ -134,7 +136,8 @@ def test_bf16_attention_is_sdpa_by_blocks(mask_kind, heads, n_q, n_k, n_blocks):
     elif mask_kind == "per-query":
         mask = torch.randn(2, heads, n_q, n_k, generator=g)
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.05)
-    bf16_mask = mask if mask is None or mask.dtype == torch.bool else mask.bfloat16()  # SDPA: a float mask has q's dtype
+    # SDPA's rule: a float mask has q's dtype
+    bf16_mask = mask if mask is None or mask.dtype == torch.bool else mask.bfloat16()
     got = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), bf16_mask, 0.05)
     assert got.dtype == torch.bfloat16 and got.shape == want.shape
     assert (got.float() - want).abs().max() < 0.03 * want.abs().max()

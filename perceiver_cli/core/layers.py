@@ -64,16 +64,21 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[
     if mask is not None:
         mask = mask.expand(b, h, mask.shape[2], k.shape[2])
     no_offset = q.new_zeros(())
+    buffer: Optional[torch.Tensor] = None  # every block's scores and weights in one allocation, the first block's size
     for i, heads, rows in attention_blocks(b, h, n, k.shape[2]):
-        keys, values = k[i, heads].transpose(1, 2), v[i, heads]
+        queries, keys = q[i, heads, rows], k[i, heads].transpose(1, 2)
+        if buffer is None:
+            buffer = q.new_empty(queries.shape[0], queries.shape[1], keys.shape[2])
+        scores = buffer[:queries.shape[0], :queries.shape[1]]
         block = None if mask is None else mask[i, heads, rows if mask.shape[2] > 1 else slice(None)]
         additive = block is not None and block.dtype != torch.bool
         # the scale applied to the fp32 sums inside the product (one rounding fewer than scaling q first)
-        scores = torch.baddbmm(block if additive else no_offset, q[i, heads, rows], keys,
-                               beta=1 if additive else 0, alpha=scale)
+        torch.baddbmm(block if additive else no_offset, queries, keys, beta=1 if additive else 0, alpha=scale,
+                      out=scores)
         if block is not None and not additive:
-            scores = scores.masked_fill(~block, float("-inf"))
-        torch.bmm(torch.softmax(scores, dim=-1), values, out=out[i, heads, rows])
+            scores.masked_fill_(~block, float("-inf"))
+        torch.ops.aten._softmax.out(scores, -1, False, out=scores)  # in place: a row is read before it is written
+        torch.bmm(scores, v[i, heads], out=out[i, heads, rows])
     return out
 
 
