@@ -167,17 +167,26 @@ def test_one_window_frame_equals_transformers_times_20_and_runs_once(tiny, ours)
 
 
 @torch.no_grad()
-def test_window_positions_are_kept_per_size_and_dtype_and_equal_transformers_tokens(tiny, ours):
-    # the Fourier features are computed once per window size and dtype: a second size, a return to the first
-    # and a bf16 call each give transformers' preprocessed tokens for their own frames
+def test_tokens_with_positions_written_per_axis_equal_transformers_tokens(tiny, ours):
+    # the Fourier features go into the tokens row by row and column by column, never as a grid of their own:
+    # at the window's size, at another size and in bf16 they equal transformers' preprocessed tokens
     _, hf = tiny
     preprocessor = copy.deepcopy(ours.perceiver.input_preprocessor)
-    for (h, w), dtype in [((8, 12), torch.float32), ((6, 10), torch.float32), ((8, 12), torch.float32),
-                          ((8, 12), torch.bfloat16)]:
+    for (h, w), dtype in [((8, 12), torch.float32), ((6, 10), torch.float32), ((8, 12), torch.bfloat16)]:
         patches = unfold_patches(*random_frames(h, w, seed=h + w))
         want = hf.perceiver.input_preprocessor(patches)[0]
         got = preprocessor.to(dtype)(patches.to(dtype)).float()
         assert_relative(got, want, 1e-4 if dtype == torch.float32 else 2e-2)
+
+
+@pytest.mark.parametrize("size", [(8, 12), (5, 7), (368, 496)])
+def test_grid_fourier_written_per_axis_is_the_grid_computed_whole(size):
+    from perceiver_cli.core.position import fourier_features, grid_positions, write_grid_fourier
+
+    want = fourier_features(grid_positions(size), 64, (368, 496)).view(*size, -1)
+    for dtype in (torch.float32, torch.bfloat16):
+        out = write_grid_fourier(torch.full((2, *size, want.shape[-1]), float("nan"), dtype=dtype), 64, (368, 496))
+        assert torch.equal(out, want.to(dtype).expand(2, -1, -1, -1))
 
 
 def test_large_frame_equals_plain_blend_of_clamped_windows(tiny, ours):

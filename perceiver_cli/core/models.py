@@ -15,7 +15,7 @@ from torch import nn
 
 from perceiver_cli.choices import DEFAULT_CHUNK_SIZE
 from perceiver_cli.core.layers import Encoder, LatentEmbeddings, Linear, in_passes, onednn_linear_available
-from perceiver_cli.core.position import fourier_features, grid_positions
+from perceiver_cli.core.position import fourier_features, grid_positions, write_grid_fourier
 from perceiver_cli.core.spec import NUMERICS, Numerics, PerceiverSpec, input_channels
 from perceiver_cli.core.trunk import LearnedPositions, QueryDecoder, Trunk
 from perceiver_cli.kinds import input_widths
@@ -249,22 +249,18 @@ class FlowPreprocessor(nn.Module):
     def __init__(self, spec: PerceiverSpec):
         super().__init__()
         self.train_size = tuple(spec.train_size)
-        self.conv_after_patches = Linear(54, input_widths(spec)["patches"])
-        self._positions: Optional[tuple[tuple, torch.Tensor]] = None  # every window of a size has the same
+        self.widths = input_widths(spec)
+        self.conv_after_patches = Linear(54, self.widths["patches"])
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """patches (B, 2, 27, H, W) -> tokens (B, H*W, 64 + Fourier channels)."""
         b, t, c, h, w = patches.shape
-        x = patches.permute(0, 3, 4, 1, 2).reshape(b, h * w, t * c)
-        return torch.cat([self.conv_after_patches(x), self.positions(h, w, x).expand(b, -1, -1)], dim=-1)
-
-    def positions(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-        """The Fourier features of an h x w window in `like`'s dtype and device, computed once and kept."""
-        key = (h, w, like.dtype, like.device)
-        if self._positions is None or self._positions[0] != key:
-            pos = fourier_features(grid_positions((h, w), device=like.device), 64, self.train_size)
-            self._positions = key, pos.to(like.dtype)
-        return self._positions[1]
+        x = self.conv_after_patches(patches.permute(0, 3, 4, 1, 2).reshape(b, h * w, t * c))
+        # the positions written straight into the tokens: no grid of them, no concatenation
+        tokens = x.new_empty(b, h, w, self.widths["tokens"])
+        tokens[..., :self.widths["patches"]] = x.view(b, h, w, -1)
+        write_grid_fourier(tokens[..., self.widths["patches"]:], 64, self.train_size)
+        return tokens.view(b, h * w, -1)
 
 
 class FlowDecoder(nn.Module):

@@ -32,3 +32,20 @@ def fourier_features(pos: torch.Tensor, num_bands: int, max_resolution: Sequence
     ])  # (D, num_bands)
     scaled = (pos[:, :, None] * bands[None, :, :]).reshape(pos.shape[0], -1) * math.pi
     return torch.cat([pos, torch.sin(scaled), torch.cos(scaled)], dim=-1)
+
+
+def write_grid_fourier(out: torch.Tensor, num_bands: int, max_resolution: Sequence[int]) -> torch.Tensor:
+    """Writes fourier_features(grid_positions(out.shape[-3:-1]), ...) of a 2-D grid into out (..., H, W, F), in
+    out's dtype, and returns out. Each feature depends on one axis only, so it is computed per row or column
+    (the same fp32 values, H + W positions instead of H * W) and broadcast across the other."""
+    h, w = out.shape[-3:-1]
+    for axis, n in enumerate((h, w)):
+        pos = torch.linspace(-1.0, 1.0, n, dtype=torch.float32, device=out.device)[:, None]
+        band = torch.linspace(1.0, max_resolution[axis] / 2, num_bands, dtype=torch.float32, device=out.device)
+        scaled = pos * band[None, :] * math.pi
+        sin_at, cos_at = 2 + axis * num_bands, 2 + (2 + axis) * num_bands
+        for column, values in ((slice(axis, axis + 1), pos), (slice(sin_at, sin_at + num_bands), torch.sin(scaled)),
+                               (slice(cos_at, cos_at + num_bands), torch.cos(scaled))):
+            target = out[..., column]
+            target.copy_(values[:, None, :] if axis == 0 else values[None, :, :])
+    return out
